@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package nodeform needs to build, test, demo and benchmark.
+# Usage: scripts/install-deps.sh [build|test|all]   (default: all). Idempotent; needs root.
+set -euo pipefail
+what="${1:-all}"
+
+build_pkgs=(
+  build-essential cmake ninja-build pkg-config git ca-certificates
+  libyaml-cpp-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev libsystemd-dev
+  libsqlite3-dev libpq-dev libvalijson-dev libboost-dev libboost-system-dev
+  libgtest-dev libgmock-dev
+)
+# Real systems the tests converge and talk to (see docs/testing.md).
+test_pkgs=(
+  clang libclang-rt-14-dev debootstrap systemd-container iproute2 util-linux
+  passwd sudo sqlite3 postgresql curl openssl e2fsprogs docker.io docker-compose
+)
+
+case "$what" in
+  build) pkgs=("${build_pkgs[@]}") ;;
+  test|all) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
+  *) echo "usage: $0 [build|test|all]" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  # policy-rc.d keeps package postinst scripts from starting daemons on the build machine.
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+echo "install-deps: ${#pkgs[@]} packages present"

@@ -1,0 +1,50 @@
+#pragma once
+// HttpTransport: how nodeform speaks HTTP(S) as a client. The real one is cpp-httplib over
+// OpenSSL with certificate pinning; tests may substitute their own.
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "nodeform/result.hpp"
+
+namespace nodeform {
+
+struct HttpRequest {
+    std::string method = "GET";
+    std::string path;                               // path + query, already encoded
+    std::map<std::string, std::string> headers;
+    std::string body;
+    std::string content_type;
+};
+
+struct HttpResponse {
+    int status = 0;
+    std::map<std::string, std::string> headers;     // names lower-cased
+    std::string body;
+};
+
+struct TlsOptions {
+    std::string ca_file;            // PEM bundle to verify the server against (may be empty)
+    std::string pin_sha256;         // hex SHA-256 (colons allowed) of a certificate in the server's chain
+                                    // (the CA's, or the leaf's as `pvenode cert info` shows it)
+};
+
+struct HttpClientOptions {
+    std::string base_url;           // scheme://host[:port]
+    TlsOptions tls;
+    std::chrono::milliseconds connect_timeout{std::chrono::seconds(5)};
+    std::chrono::milliseconds read_timeout{std::chrono::seconds(30)};
+};
+
+class HttpTransport {
+public:
+    virtual ~HttpTransport() = default;
+    // Err for transport failures (connect, TLS, pin mismatch, timeout); any HTTP status is Ok.
+    virtual Result<HttpResponse> send(const HttpRequest& request) = 0;
+};
+
+// https:// verifies against ca_file and/or pin_sha256 — never without one of them; http:// is plain.
+Result<std::unique_ptr<HttpTransport>> make_http_transport(const HttpClientOptions& options);
+
+}  // namespace nodeform

@@ -1,0 +1,116 @@
+#pragma once
+// The site configuration (docs/site-config.md) loaded, validated and resolved.
+// load_site() is a pure function of the directory's files (and the env:/file: secret sources).
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace nodeform::site {
+
+// One problem in the site: printed as "FILE:LINE:COL: FIELD: MESSAGE" (FILE relative to the site dir).
+struct Diagnostic {
+    std::string file;
+    int line = 0;       // 1-based; 0 when unknown
+    int column = 0;     // 1-based; 0 when unknown
+    std::string field;  // dotted path inside the file, e.g. "access.users[2].name"
+    std::string message;
+    std::string to_string() const;
+};
+
+struct NamingPolicy {
+    int max_length = 63;
+};
+
+struct Placement {                 // site.yaml placement.sites[]
+    std::string name;
+    std::int64_t vmid_min = 0;
+    std::int64_t vmid_max = 0;
+    std::vector<std::string> hosts;  // PVE node names that belong to this site
+};
+
+struct ProxmoxEndpoint {           // site.yaml proxmox.endpoints[]
+    std::string name;
+    std::string url;               // https://pve.example.net:8006
+    std::string token_id;          // USER@REALM!TOKENID
+    std::string token_secret;      // resolved from secrets.yaml (secret)
+    std::string fingerprint;       // SHA-256 of the API certificate, hex with or without colons
+};
+
+struct SiteInfo {
+    std::string name;
+    std::string domain;
+    std::string timezone;
+    std::string controller_url;
+    NamingPolicy naming;
+    std::vector<Placement> placements;
+    std::vector<ProxmoxEndpoint> proxmox;
+};
+
+struct Sizing {                    // preset + the node's overrides
+    int cores = 1;
+    int memory_mb = 1024;
+    int disk_gb = 10;
+    int balloon_mb = 0;            // 0 = ballooning off
+};
+
+struct NodePlacement {
+    std::string site;              // placement site name (found from pve_node)
+    std::string endpoint;          // ProxmoxEndpoint.name
+    std::string pve_node;
+    std::int64_t template_vmid = 0;
+    std::string storage;
+    std::string bridge;
+    std::string pool;              // may be empty
+    std::vector<std::string> tags;
+    std::optional<std::int64_t> vmid;  // fixed VMID, else allocated from the site's range
+};
+
+enum class AuthMethod { network, site_token, node_token };
+enum class DecommissionPolicy { requires_final_backup, requires_migration_first, allow_immediate_destroy };
+
+struct NodeAuth {
+    AuthMethod method = AuthMethod::node_token;
+    std::vector<std::string> allowed_cidrs;  // for AuthMethod::network
+    std::string site_token;                  // for AuthMethod::site_token (secret)
+};
+
+struct Node {
+    std::string name;              // the identity
+    std::string type = "vm";
+    std::string spec_name;
+    std::string posture_name;
+    std::string preset_name;
+    Sizing sizing;
+    NodePlacement placement;
+    DecommissionPolicy decommission = DecommissionPolicy::requires_final_backup;
+    NodeAuth auth;
+    nlohmann::json resolved;       // the resolved spec (docs/resolved-spec.md), secrets included
+    std::string digest;            // canonical_digest(resolved)
+};
+
+struct Site {
+    std::string dir;
+    SiteInfo info;
+    std::map<std::string, Node> nodes;  // by identity
+    std::string digest;                 // digest over every node's digest and the site info
+};
+
+struct LoadResult {
+    std::optional<Site> site;                 // set only when diagnostics is empty
+    std::vector<Diagnostic> diagnostics;      // every error found, in file order
+    bool ok() const { return site.has_value(); }
+};
+
+LoadResult load_site(const std::string& dir);
+
+// The resolved spec with every value that came from secrets.yaml replaced by "[REDACTED]".
+nlohmann::json redact_resolved(const nlohmann::json& resolved);
+
+const char* to_string(AuthMethod method);
+const char* to_string(DecommissionPolicy policy);
+
+}  // namespace nodeform::site

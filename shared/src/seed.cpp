@@ -1,0 +1,103 @@
+#include "nodeform/seed.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "nodeform/base64.hpp"
+
+namespace nodeform {
+namespace {
+
+constexpr std::string_view kPrefix = "nf1:";
+constexpr std::size_t kMaxSeedText = 4096;
+
+}  // namespace
+
+std::string encode_seed_compact(const Seed& seed) {
+    nlohmann::json j = {{"i", seed.identity}, {"u", seed.controller_url}, {"t", seed.token}, {"f", seed.ca_fingerprint}};
+    return std::string(kPrefix) + base64url_encode(j.dump());
+}
+
+Result<Seed> decode_seed_compact(std::string_view text) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ' || text.back() == '\0')) text.remove_suffix(1);
+    if (text.size() > kMaxSeedText) return make_error("seed: longer than " + std::to_string(kMaxSeedText) + " bytes");
+    if (text.substr(0, kPrefix.size()) != kPrefix) {
+        return make_error("seed: does not start with \"nf1:\" (not a nodeform seed)");
+    }
+    auto raw = base64_decode(text.substr(kPrefix.size()));
+    if (!raw) return make_error("seed: payload is not base64url");
+    auto j = nlohmann::json::parse(*raw, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return make_error("seed: payload is not a JSON object");
+    Seed seed;
+    for (auto [key, field] : {std::pair{"i", &seed.identity}, std::pair{"u", &seed.controller_url},
+                              std::pair{"t", &seed.token}, std::pair{"f", &seed.ca_fingerprint}}) {
+        auto it = j.find(key);
+        if (it == j.end() || !it->is_string()) return make_error(std::string("seed: field \"") + key + "\" missing");
+        *field = it->get<std::string>();
+    }
+    if (auto st = validate_seed(seed); !st) return st.error();
+    return seed;
+}
+
+Result<Seed> parse_seed_yaml(const std::string& text, const std::string& source_name) {
+    if (text.size() > kMaxSeedText) return make_error(source_name + ": larger than " + std::to_string(kMaxSeedText) + " bytes");
+    YAML::Node root;
+    try {
+        root = YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+        return make_error(source_name + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+                          ": " + e.msg);
+    }
+    if (!root.IsMap()) return make_error(source_name + ": expected a mapping with identity, controller_url, token, ca_fingerprint");
+    Seed seed;
+    const std::pair<const char*, std::string*> fields[] = {{"identity", &seed.identity},
+                                                           {"controller_url", &seed.controller_url},
+                                                           {"token", &seed.token},
+                                                           {"ca_fingerprint", &seed.ca_fingerprint}};
+    for (const auto& item : root) {
+        std::string key = item.first.Scalar();
+        bool known = false;
+        for (const auto& [name, field] : fields) {
+            if (key != name) continue;
+            known = true;
+            if (!item.second.IsScalar()) {
+                return make_error(source_name + ":" + std::to_string(item.second.Mark().line + 1) + ": " + key +
+                                  ": must be a string");
+            }
+            *field = item.second.Scalar();
+        }
+        if (!known) {
+            return make_error(source_name + ":" + std::to_string(item.first.Mark().line + 1) + ": " + key +
+                              ": unknown key (expected identity, controller_url, token, ca_fingerprint)");
+        }
+    }
+    if (auto st = validate_seed(seed); !st) return make_error(source_name + ": " + st.message());
+    return seed;
+}
+
+Status validate_seed(const Seed& seed) {
+    static const std::regex identity_re("^[a-z][a-z0-9-]{0,62}$");
+    static const std::regex url_re("^https?://[A-Za-z0-9.\\-]+(:[0-9]{1,5})?/?$|^https?://\\[[0-9A-Fa-f:]+\\](:[0-9]{1,5})?/?$");
+    static const std::regex token_re("^[A-Za-z0-9._~+/=-]{16,256}$");
+    static const std::regex fp_re("^[0-9a-f]{64}$");
+    if (!std::regex_match(seed.identity, identity_re)) {
+        return make_error("identity: must be lowercase letters, digits and hyphens, start with a letter, at most 63 characters");
+    }
+    if (!std::regex_match(seed.controller_url, url_re)) {
+        return make_error("controller_url: must be http(s)://HOST[:PORT]");
+    }
+    if (!std::regex_match(seed.token, token_re)) {
+        return make_error("token: must be 16-256 characters of [A-Za-z0-9._~+/=-]");
+    }
+    if (seed.controller_url.rfind("https://", 0) == 0 && !std::regex_match(seed.ca_fingerprint, fp_re)) {
+        return make_error("ca_fingerprint: must be 64 lower-case hex characters (SHA-256 of the controller CA)");
+    }
+    if (!seed.ca_fingerprint.empty() && !std::regex_match(seed.ca_fingerprint, fp_re)) {
+        return make_error("ca_fingerprint: must be 64 lower-case hex characters (SHA-256 of the controller CA)");
+    }
+    return Ok{};
+}
+
+}  // namespace nodeform
