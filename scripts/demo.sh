@@ -1,7 +1,71 @@
 #!/usr/bin/env bash
-# The main job: install, build, validate and render the example site.
+# The main job, end to end on this machine:
+#   install and build → validate and render the example site → start the controller on loopback
+#   (TLS with a generated site CA) → the agent enrolls with its seed, pulls its spec and converges a
+#   real Debian root filesystem → the controller shows the node `ready` → a second run changes nothing
+#   → drift by hand is found by `plan` and repaired by `apply`.
+# Usage: scripts/demo.sh [WORKDIR]   (default /tmp/nodeform-demo; needs root, debootstrap and the Debian mirror)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh build
+repo=$(pwd)
+work=${1:-/tmp/nodeform-demo}
+port=${NODEFORM_DEMO_PORT:-18443}
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "1. install and build"
+scripts/install-deps.sh demo
 scripts/build.sh build
-./build/controller/nodeform-controller validate --site examples/site
+ctl=$repo/build/controller/nodeform-controller
+agent=$repo/build/agent/nodeform-agent
+
+say "2. validate and render the example site"
+"$ctl" validate --site examples/site
+"$ctl" render --site examples/site demo-01 | head -c 600; echo " …"
+
+say "3. a Debian root filesystem for the node (debootstrap, cached)"
+base=$(scripts/test-setup.sh)
+rm -rf "$work"; mkdir -p "$work"
+cp -a "$base" "$work/root"
+echo "node root: $work/root"
+
+say "4. controller on 127.0.0.1:$port"
+"$ctl" serve --site examples/site --state "$work/state" --listen "127.0.0.1:$port" >"$work/controller.log" 2>&1 &
+ctl_pid=$!
+trap 'kill $ctl_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  [ -f "$work/state/tls/ca.pem" ] && curl -fsS --cacert "$work/state/tls/ca.pem" "https://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+fingerprint=$(openssl x509 -in "$work/state/tls/ca.pem" -outform DER | sha256sum | cut -d' ' -f1)
+echo "controller up; CA fingerprint $fingerprint"
+
+say "5. the node's seed (what Proxmox would put in the SMBIOS serial)"
+cat >"$work/seed.yaml" <<SEED
+identity: demo-01
+controller_url: https://127.0.0.1:$port
+token: demo-posture-uses-network-auth
+ca_fingerprint: $fingerprint
+SEED
+"$agent" seed show --seed "$work/seed.yaml"
+
+say "6. nodeform-agent apply: fetch the spec and converge the root"
+"$agent" apply --seed "$work/seed.yaml" --root "$work/root" --node-root
+
+say "7. the controller's view"
+"$ctl" node list --state "$work/state" --site examples/site
+
+say "8. a second run changes nothing"
+"$agent" apply --seed "$work/seed.yaml" --root "$work/root" --node-root | tail -n 1
+
+say "9. drift by hand: chmod /etc/motd, remove bob from group demo"
+chmod 600 "$work/root/etc/motd"
+chroot "$work/root" gpasswd -d bob demo >/dev/null
+set +e
+"$agent" plan --seed "$work/seed.yaml" --root "$work/root"
+echo "plan exit code: $? (2 = changes pending)"
+set -e
+"$agent" apply --seed "$work/seed.yaml" --root "$work/root" --node-root
+"$ctl" node list --state "$work/state" --site examples/site
+
+say "done — controller log: $work/controller.log"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package nodeform needs to build, test, demo and benchmark.
-# Usage: scripts/install-deps.sh [build|test|all]   (default: all). Idempotent; needs root.
+# Usage: scripts/install-deps.sh [build|demo|test|all|bench]   (default: all). Idempotent; needs root.
 set -euo pipefail
 what="${1:-all}"
 
@@ -13,13 +13,20 @@ build_pkgs=(
 # Real systems the tests converge and talk to (see docs/testing.md).
 test_pkgs=(
   clang libclang-rt-14-dev debootstrap systemd-container iproute2 util-linux
-  passwd sudo sqlite3 postgresql curl openssl e2fsprogs docker.io docker-compose
+  passwd sudo sqlite3 curl openssl e2fsprogs
 )
+
+# The demo converges a debootstrapped root from a controller on loopback.
+demo_pkgs=(debootstrap util-linux passwd curl openssl)
+# Peers and load tools for bench/ (not needed by the tests).
+bench_pkgs=(wrk nginx hyperfine puppet cfengine3 ansible-core python3)
 
 case "$what" in
   build) pkgs=("${build_pkgs[@]}") ;;
+  demo) pkgs=("${build_pkgs[@]}" "${demo_pkgs[@]}") ;;
+  bench) pkgs=("${build_pkgs[@]}" "${demo_pkgs[@]}" "${bench_pkgs[@]}") ;;
   test|all) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
-  *) echo "usage: $0 [build|test|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|demo|test|all|bench]" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs what the tests need, builds with ASan/UBSan, and runs every test (unit, integration, root, slow).
+# Installs what the tests need, builds with ASan/UBSan, prepares the real systems the tests use
+# (a cached debootstrapped Debian root), runs every test (labels unit, integration, root, slow),
+# then runs each fuzz harness for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh all
 scripts/build.sh build-test -DNODEFORM_SANITIZE=ON
+scripts/test-setup.sh >/dev/null
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-if [ -x scripts/test-setup.sh ]; then scripts/test-setup.sh; fi
-cd build-test
-ctest --output-on-failure --timeout 600 -j2
+(cd build-test && ctest --output-on-failure --timeout 900 -j2)
+NODEFORM_FUZZ_BUILD_DIR=build-fuzz scripts/fuzz.sh "${NODEFORM_FUZZ_SECONDS:-30}"

@@ -1,29 +1,406 @@
-#include "nodeform/controller/cli.hpp"
+// node plan / create / destroy / receipts: the Proxmox VE lifecycle from the command line.
+#include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <iomanip>
+#include <mutex>
 #include <ostream>
+#include <sstream>
 
 #include "nodeform/args.hpp"
+#include "nodeform/controller/cli.hpp"
+#include "nodeform/controller/config.hpp"
+#include "nodeform/controller/lifecycle/lifecycle.hpp"
+#include "nodeform/controller/lifecycle/store_adapters.hpp"
+#include "nodeform/controller/providers/proxmox.hpp"
+#include "nodeform/controller/store/sqlite.hpp"
+#include "nodeform/controller/store/store.hpp"
+#include "nodeform/http.hpp"
+#include "nodeform/site/site.hpp"
+#include "nodeform/tls.hpp"
 
 namespace nodeform::controller {
+namespace {
 
-int cmd_node_plan(const std::vector<std::string>& /*args*/, CliIo io) {
-    io.err << "nodeform-controller: node plan: not implemented yet\n";
-    return exit_code::runtime;
+namespace lc = lifecycle;
+using json = nlohmann::json;
+
+constexpr const char* kCommon = R"(
+Common options:
+  --site DIR                 the site configuration directory (required)
+  --state DIR                the controller state directory with nodeform.db (required)
+  --endpoint NAME=URL        use URL for the site's Proxmox endpoint NAME (e.g. a test stand-in on http://127.0.0.1)
+  --controller-url URL       controller URL put into the seed (default: site.yaml controller_url)
+  --ca-fingerprint HEX       controller CA SHA-256 for the seed (default: from STATE/tls/ca.pem)
+  --json                     machine-readable output
+  --help                     this text
+)";
+
+constexpr const char* kPlanUsage = R"(usage: nodeform-controller node plan NAME --site DIR --state DIR [--json]
+
+Dry run: the gates' verdicts (hostname policy, host of the node's site, template, storage, bridge, VMID range
+and availability, seed size) and the exact Proxmox API calls 'node create' would make. Changes nothing.
+Exit 0 when every gate passes, 1 when one refuses.
+)";
+
+constexpr const char* kCreateUsage = R"(usage: nodeform-controller node create NAME... --site DIR --state DIR [OPTIONS]
+
+Provisions nodes on Proxmox VE: gates, clone, configure (sizing, cloud-init, seed in smbios1), resize, start,
+then waits for the guest agent and the node's platform-ready report. Re-running resumes where it stopped,
+reading Proxmox's real state (never a second clone).
+
+Options:
+  --parallel N               nodes provisioned at the same time (default 4)
+  --agent-timeout DURATION   wait for the QEMU guest agent (default 10m)
+  --report-timeout DURATION  wait for the platform-ready report (default 30m; 0 = don't wait)
+  --token-ttl DURATION       enrollment token lifetime (default 24h)
+  --keep-failed              do not roll back a VM that failed before it booted
+)";
+
+constexpr const char* kDestroyUsage = R"(usage: nodeform-controller node destroy NAME --site DIR --state DIR [OPTIONS]
+
+Decommissions a node by its decommission policy: requires_final_backup runs vzdump and waits for it;
+requires_migration_first refuses while stacks are assigned; allow_immediate_destroy stops and destroys
+with purge. Then revokes the node's credential.
+
+Options:
+  --backup-storage NAME      vzdump target storage (default: local)
+  --abandon                  forget the node without touching Proxmox (state: abandoned)
+)";
+
+constexpr const char* kReceiptsUsage = R"(usage: nodeform-controller node receipts NAME --state DIR [--json]
+
+Every lifecycle step's receipt: inputs, API calls with UPIDs and exit statuses, outputs, timestamps.
+)";
+
+ArgSpec common_spec() {
+    ArgSpec s;
+    s.valued = {"site",     "state",         "endpoint",       "controller-url", "ca-fingerprint",
+                "parallel", "agent-timeout", "report-timeout", "token-ttl",      "backup-storage"};
+    s.flags = {"json", "help", "keep-failed", "abandon"};
+    return s;
 }
 
-int cmd_node_create(const std::vector<std::string>& /*args*/, CliIo io) {
-    io.err << "nodeform-controller: node create: not implemented yet\n";
-    return exit_code::runtime;
+struct Env {
+    site::Site site;
+    std::unique_ptr<Store> store;
+    std::unique_ptr<lc::LifecycleStore> lifecycle_store;
+    std::unique_ptr<lc::EnrollmentIssuer> issuer;
+    std::unique_ptr<lc::NodeReportSource> reports;
+    SystemClock clock;
+    std::unique_ptr<Logger> logger;
+    std::mutex out_mutex;
+    std::unique_ptr<lc::Lifecycle> lifecycle;
+};
+
+bool wants_help(const std::vector<std::string>& args) {
+    for (const auto& a : args) {
+        if (a == "--help" || a == "-h") return true;
+    }
+    return false;
 }
 
-int cmd_node_destroy(const std::vector<std::string>& /*args*/, CliIo io) {
-    io.err << "nodeform-controller: node destroy: not implemented yet\n";
-    return exit_code::runtime;
+// Loads site + state and wires the lifecycle. Returns an exit code != 0 on failure (message printed).
+int setup(const ParsedArgs& args, CliIo io, const char* usage, Env& env, bool need_site = true) {
+    auto state = args.get("state");
+    if (!state || (need_site && !args.get("site"))) {
+        io.err << "nodeform-controller: --site DIR and --state DIR are required\n\n" << usage << kCommon;
+        return exit_code::usage;
+    }
+    if (need_site) {
+        auto loaded = site::load_site(*args.get("site"));
+        if (!loaded.ok()) {
+            for (const auto& d : loaded.diagnostics)
+                io.err << d.to_string() << "\n";
+            io.err << "nodeform-controller: the site does not load; fix it (see 'nodeform-controller validate')\n";
+            return exit_code::config;
+        }
+        env.site = std::move(*loaded.site);
+        if (auto ep = args.get("endpoint")) {
+            auto eq = ep->find('=');
+            bool found = false;
+            if (eq != std::string::npos) {
+                for (auto& e : env.site.info.proxmox) {
+                    if (e.name == ep->substr(0, eq)) {
+                        e.url = ep->substr(eq + 1);
+                        found = true;
+                    }
+                }
+            }
+            if (!found) {
+                io.err
+                    << "nodeform-controller: --endpoint wants NAME=URL with NAME one of site.yaml proxmox.endpoints\n";
+                return exit_code::usage;
+            }
+        }
+    }
+    const std::string db = sqlite::database_path(*state);
+    auto store = open_sqlite_store(db);
+    if (!store) {
+        io.err << "nodeform-controller: " << store.message() << "\n";
+        return exit_code::runtime;
+    }
+    env.store = std::move(*store);
+    auto ls = lc::LifecycleStore::open(db);
+    if (!ls) {
+        io.err << "nodeform-controller: " << ls.message() << "\n";
+        return exit_code::runtime;
+    }
+    env.lifecycle_store = std::move(*ls);
+    env.issuer = lc::make_store_issuer(*env.store, env.clock);
+    env.reports = lc::make_store_report_source(*env.store);
+    env.logger = make_default_logger("nodeform-controller", LogLevel::warning);
+
+    lc::LifecycleOptions opt;
+    opt.controller_url = args.get_or("controller-url", "");
+    if (auto fp = args.get("ca-fingerprint")) {
+        opt.ca_fingerprint = tls::normalize_fingerprint(*fp);
+        if (opt.ca_fingerprint.empty()) {
+            io.err << "nodeform-controller: --ca-fingerprint is not a SHA-256 fingerprint (64 hex digits)\n";
+            return exit_code::usage;
+        }
+    } else if (need_site) {
+        auto fp2 = tls::certificate_file_fingerprint(tls::pki_paths(*state + "/tls").ca_cert);
+        if (!fp2) {
+            io.err << "nodeform-controller: no controller CA in " << *state
+                   << "/tls (start 'nodeform-controller serve' once, or pass --ca-fingerprint)\n";
+            return exit_code::config;
+        }
+        opt.ca_fingerprint = *fp2;
+    }
+    for (auto [key, field] :
+         {std::pair{"agent-timeout", &opt.agent_timeout}, std::pair{"report-timeout", &opt.report_timeout}}) {
+        if (auto v = args.get(key)) {
+            auto d = parse_duration(*v);
+            if (!d) {
+                io.err << "nodeform-controller: --" << key << ": '" << *v << "' is not a duration (30s, 5m, 2h)\n";
+                return exit_code::usage;
+            }
+            *field = *d;
+        }
+    }
+    if (auto v = args.get("token-ttl")) {
+        auto d = parse_duration(*v);
+        if (!d || d->count() < 1000) {
+            io.err << "nodeform-controller: --token-ttl: '" << *v << "' is not a duration of at least 1s\n";
+            return exit_code::usage;
+        }
+        opt.token_ttl = std::chrono::duration_cast<std::chrono::seconds>(*d);
+    }
+    opt.backup_storage = args.get_or("backup-storage", "local");
+    opt.rollback_on_failure = !args.has("keep-failed");
+
+    lc::LifecycleDeps deps;
+    deps.store = env.lifecycle_store.get();
+    deps.issuer = env.issuer.get();
+    deps.reports = env.reports.get();
+    deps.clock = &env.clock;
+    deps.logger = env.logger.get();
+    deps.providers = [](const site::ProxmoxEndpoint& e) -> Result<std::unique_ptr<providers::Provider>> {
+        HttpClientOptions http;
+        http.base_url = e.url;
+        while (!http.base_url.empty() && http.base_url.back() == '/')
+            http.base_url.pop_back();
+        http.tls.pin_sha256 = e.fingerprint;
+        auto transport = make_http_transport(http);
+        if (!transport) return transport.error();
+        providers::ProxmoxOptions o;
+        o.token_id = e.token_id;
+        o.token_secret = e.token_secret;
+        return providers::make_proxmox_provider(std::move(*transport), o);
+    };
+    // Test hook (never set in production): exit abruptly at a lifecycle point, like a SIGKILL.
+    if (const char* crash = std::getenv("NODEFORM_TEST_CRASH_AT"); crash != nullptr && *crash != '\0') {
+        std::string point = crash;
+        deps.crash_point = [point](const std::string& p) {
+            if (p == point) _exit(137);
+        };
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    (void)t0;
+    deps.progress = [&env, io](const lc::ProgressEvent& e) {
+        std::lock_guard<std::mutex> lock(env.out_mutex);
+        char elapsed[32];
+        std::snprintf(elapsed, sizeof elapsed, "[%7.1fs]", e.elapsed_s);
+        io.out << elapsed << " " << std::left << std::setw(16) << e.identity << " " << std::setw(14) << e.step
+               << (e.failed ? "FAILED " : "") << e.detail << "\n";
+        io.out.flush();
+    };
+    env.lifecycle = std::make_unique<lc::Lifecycle>(deps, opt);
+    return exit_code::ok;
 }
 
-int cmd_node_receipts(const std::vector<std::string>& /*args*/, CliIo io) {
-    io.err << "nodeform-controller: node receipts: not implemented yet\n";
-    return exit_code::runtime;
+Result<ParsedArgs> parse(const std::vector<std::string>& args, CliIo io, const char* usage) {
+    auto parsed = parse_args(args, common_spec());
+    if (!parsed) io.err << "nodeform-controller: " << parsed.message() << "\n\n" << usage << kCommon;
+    return parsed;
+}
+
+}  // namespace
+
+int cmd_node_plan(const std::vector<std::string>& args, CliIo io) {
+    if (wants_help(args)) {
+        io.out << kPlanUsage << kCommon;
+        return exit_code::ok;
+    }
+    auto parsed = parse(args, io, kPlanUsage);
+    if (!parsed) return exit_code::usage;
+    if (parsed->positionals.size() != 1) {
+        io.err << "nodeform-controller: node plan takes exactly one NAME\n\n" << kPlanUsage;
+        return exit_code::usage;
+    }
+    Env env;
+    if (int rc = setup(*parsed, io, kPlanUsage, env); rc != exit_code::ok) return rc;
+    const std::string& name = parsed->positionals[0];
+    auto plan = env.lifecycle->plan(env.site, name);
+    if (!plan) {
+        io.err << "nodeform-controller: " << plan.message() << "\n";
+        return exit_code::config;
+    }
+    if (parsed->has("json")) {
+        io.out << lc::to_json(*plan).dump(2) << "\n";
+        return plan->ok() ? exit_code::ok : exit_code::failure;
+    }
+    io.out << "plan for " << name << " (lifecycle state: " << plan->current_state << ")\n";
+    if (plan->current_state == "active") {
+        io.out << "  already active on VM " << plan->vmid << ": nothing to do\n";
+        return exit_code::ok;
+    }
+    io.out << "gates:\n";
+    for (const auto& g : plan->gates) {
+        io.out << "  " << (g.pass ? "pass  " : "REFUSE") << " " << std::left << std::setw(10) << g.name << " "
+               << g.detail << "\n";
+    }
+    io.out << "API calls 'node create " << name << "' would make (under /api2/json):\n";
+    for (const auto& c : plan->calls) {
+        io.out << "  " << std::left << std::setw(6) << c.method << " " << c.path
+               << (c.params.empty() ? "" : "\n         ") << c.params << "\n";
+    }
+    if (!plan->ok()) io.out << "refused: fix the gates above, then run 'node plan " << name << "' again\n";
+    return plan->ok() ? exit_code::ok : exit_code::failure;
+}
+
+int cmd_node_create(const std::vector<std::string>& args, CliIo io) {
+    if (wants_help(args)) {
+        io.out << kCreateUsage << kCommon;
+        return exit_code::ok;
+    }
+    auto parsed = parse(args, io, kCreateUsage);
+    if (!parsed) return exit_code::usage;
+    if (parsed->positionals.empty()) {
+        io.err << "nodeform-controller: node create needs at least one NAME\n\n" << kCreateUsage;
+        return exit_code::usage;
+    }
+    int parallel = 4;
+    if (auto p = parsed->get("parallel")) {
+        char* end = nullptr;
+        long v = std::strtol(p->c_str(), &end, 10);
+        if (end == p->c_str() || *end != '\0' || v < 1 || v > 256) {
+            io.err << "nodeform-controller: --parallel must be a number from 1 to 256\n";
+            return exit_code::usage;
+        }
+        parallel = static_cast<int>(v);
+    }
+    Env env;
+    if (int rc = setup(*parsed, io, kCreateUsage, env); rc != exit_code::ok) return rc;
+    for (const auto& name : parsed->positionals) {
+        if (!env.site.nodes.count(name)) {
+            io.err << "nodeform-controller: node '" << name << "' is not in the site\n";
+            return exit_code::config;
+        }
+    }
+    auto results = env.lifecycle->create_many(env.site, parsed->positionals, parallel);
+    bool all_ok = true;
+    json out = json::array();
+    for (const auto& r : results) {
+        all_ok = all_ok && r.ok;
+        out.push_back(
+            {{"identity", r.identity}, {"state", lc::to_string(r.state)}, {"ok", r.ok}, {"message", r.message}});
+    }
+    if (parsed->has("json")) {
+        io.out << out.dump(2) << "\n";
+    } else {
+        for (const auto& r : results)
+            io.out << (r.ok ? "ok      " : "NOT OK  ") << r.message << "\n";
+    }
+    return all_ok ? exit_code::ok : exit_code::failure;
+}
+
+int cmd_node_destroy(const std::vector<std::string>& args, CliIo io) {
+    if (wants_help(args)) {
+        io.out << kDestroyUsage << kCommon;
+        return exit_code::ok;
+    }
+    auto parsed = parse(args, io, kDestroyUsage);
+    if (!parsed) return exit_code::usage;
+    if (parsed->positionals.size() != 1) {
+        io.err << "nodeform-controller: node destroy takes exactly one NAME\n\n" << kDestroyUsage;
+        return exit_code::usage;
+    }
+    Env env;
+    if (int rc = setup(*parsed, io, kDestroyUsage, env); rc != exit_code::ok) return rc;
+    auto r = env.lifecycle->destroy(env.site, parsed->positionals[0], parsed->has("abandon"));
+    if (parsed->has("json")) {
+        io.out << json{{"identity", r.identity},
+                       {"state", lc::to_string(r.state)},
+                       {"ok", r.ok},
+                       {"message", r.message}}
+                      .dump(2)
+               << "\n";
+    } else {
+        (r.ok ? io.out : io.err) << (r.ok ? "ok      " : "NOT OK  ") << r.message << "\n";
+    }
+    return r.ok ? exit_code::ok : exit_code::failure;
+}
+
+int cmd_node_receipts(const std::vector<std::string>& args, CliIo io) {
+    if (wants_help(args)) {
+        io.out << kReceiptsUsage;
+        return exit_code::ok;
+    }
+    auto parsed = parse(args, io, kReceiptsUsage);
+    if (!parsed) return exit_code::usage;
+    if (parsed->positionals.size() != 1 || !parsed->get("state")) {
+        io.err << "nodeform-controller: node receipts takes one NAME and --state DIR\n\n" << kReceiptsUsage;
+        return exit_code::usage;
+    }
+    auto store = lc::LifecycleStore::open(sqlite::database_path(*parsed->get("state")));
+    if (!store) {
+        io.err << "nodeform-controller: " << store.message() << "\n";
+        return exit_code::runtime;
+    }
+    const std::string& name = parsed->positionals[0];
+    auto receipts = (*store)->receipts(name);
+    if (!receipts) {
+        io.err << "nodeform-controller: " << receipts.message() << "\n";
+        return exit_code::runtime;
+    }
+    if (parsed->has("json")) {
+        json out = json::array();
+        for (const auto& r : *receipts)
+            out.push_back(lc::to_json(r));
+        io.out << out.dump(2) << "\n";
+        return exit_code::ok;
+    }
+    if (receipts->empty()) {
+        io.out << "no receipts for " << name << " (never provisioned by this controller)\n";
+        return exit_code::ok;
+    }
+    for (const auto& r : *receipts) {
+        std::string summary = r.outputs.is_object() ? r.outputs.value("summary", "") : "";
+        if (!r.error.empty()) summary = r.error;
+        std::string upids;
+        for (const auto& c : r.calls) {
+            if (c.contains("upid") && c.contains("exitstatus")) {
+                upids += " " + c["upid"].get<std::string>() + " " + c["exitstatus"].get<std::string>();
+            }
+        }
+        io.out << std::left << std::setw(4) << r.id << " " << r.finished_at << " " << std::setw(14) << r.step << " "
+               << std::setw(8) << r.outcome << " " << std::setw(5) << r.calls.size() << "calls  " << summary << "\n";
+        if (!upids.empty()) io.out << "     tasks:" << upids << "\n";
+    }
+    return exit_code::ok;
 }
 
 }  // namespace nodeform::controller

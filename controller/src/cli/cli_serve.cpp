@@ -1,14 +1,149 @@
-#include "nodeform/controller/cli.hpp"
-
+#include <csignal>
 #include <ostream>
+#include <thread>
 
 #include "nodeform/args.hpp"
+#include "nodeform/controller/api/server.hpp"
+#include "nodeform/controller/cli.hpp"
+#include "nodeform/controller/config.hpp"
+#include "nodeform/controller/store/sqlite.hpp"
+#include "nodeform/controller/store/store.hpp"
+#include "nodeform/tls.hpp"
 
 namespace nodeform::controller {
+namespace {
 
-int cmd_serve(const std::vector<std::string>& /*args*/, CliIo io) {
-    io.err << "nodeform-controller: serve: not implemented yet\n";
-    return exit_code::runtime;
+constexpr const char* kServeUsage = R"(usage: nodeform-controller serve --site DIR --state DIR [OPTIONS]
+
+Serves resolved specs, enrollment and reports (docs/protocol.md) over HTTPS.
+On first start it creates STATE/tls/ (a site CA and a server certificate, ECDSA P-256) and prints the
+CA's SHA-256 fingerprint for seeds, and STATE/operator-token (0600) for the operator endpoints.
+Settings come from defaults < the config file < these options; the file (/etc/nodeform/controller.yaml,
+or --config FILE) uses the same names without "--" (docs/controller.md).
+
+Options:
+  --site DIR                 the site configuration directory (reloaded on change and on SIGHUP)
+  --state DIR                state directory: nodeform.db, tls/, operator-token
+  --listen HOST:PORT         default 0.0.0.0:8443 (127.0.0.1:8080 with --plain-http)
+  --config FILE              config file (default /etc/nodeform/controller.yaml when it exists)
+  --plain-http               serve plain HTTP (development on loopback only)
+  --tls-cert FILE            certificate chain (PEM) to use instead of the generated one
+  --tls-key FILE             its private key
+  --tls-hosts A,B            extra names/addresses for the generated server certificate
+  --threads N                worker threads = connections served at once (default 32)
+  --max-body-bytes N         largest request body (default 1048576)
+  --read-timeout D           per-read timeout (default 5s); also --write-timeout, --keep-alive-timeout
+  --auth-failure-limit N     failed authentications per address per window before 429 (default 10)
+  --auth-failure-window D    default 60s
+  --reports-keep-last N      reports kept per node regardless of age (default 100)
+  --reports-keep-days N      reports younger than this are kept (default 30)
+  --stale-grace D            a node is stale after 2 x apply.interval_s + this (default 60s)
+  --reload-interval D        how often the site files are checked for changes (default 1s)
+  --access-log true|false    log every request (default true)
+  --log-level LEVEL          debug, info, notice, warning, error (default info)
+)";
+
+LogLevel level_of(const std::string& name) {
+    if (name == "debug") return LogLevel::debug;
+    if (name == "notice") return LogLevel::notice;
+    if (name == "warning") return LogLevel::warning;
+    if (name == "error") return LogLevel::error;
+    return LogLevel::info;
+}
+
+}  // namespace
+
+int cmd_serve(const std::vector<std::string>& args, CliIo io) {
+    auto parsed = parse_args(args, serve_arg_spec());
+    if (!parsed) {
+        io.err << "nodeform-controller serve: " << parsed.message() << "\n";
+        return exit_code::usage;
+    }
+    if (parsed->has("help")) {
+        io.out << kServeUsage;
+        return exit_code::ok;
+    }
+    if (!parsed->positionals.empty()) {
+        io.err << "nodeform-controller serve: unexpected argument '" << parsed->positionals[0] << "'\n";
+        return exit_code::usage;
+    }
+    auto config = load_controller_config(*parsed);
+    if (!config) {
+        io.err << "nodeform-controller serve: " << config.message() << "\n";
+        return exit_code::config;
+    }
+    if (config->site.empty() || config->state.empty()) {
+        io.err << "nodeform-controller serve: --site DIR and --state DIR are required (or site:/state: in "
+               << (config->config_file.empty() ? std::string(kDefaultConfigFile) : config->config_file) << ")\n";
+        return exit_code::usage;
+    }
+    auto logger = make_default_logger("nodeform-controller", level_of(config->log_level));
+    auto prepared = prepare_state(*config, "");
+    if (!prepared) {
+        io.err << "nodeform-controller serve: " << prepared.message() << "\n";
+        return exit_code::runtime;
+    }
+    if (prepared->generated_operator_token)
+        io.out << "created the operator token in " << config->state << "/operator-token (mode 0600)\n";
+    if (!prepared->ca_fingerprint.empty()) {
+        io.out << (prepared->generated_tls ? "created the site CA " : "site CA ") << config->state
+               << "/tls/ca.pem, SHA-256 fingerprint:\n  " << prepared->ca_fingerprint << "\n  ("
+               << tls::colon_fingerprint(prepared->ca_fingerprint) << ")\n";
+    }
+    io.out.flush();
+    auto store = open_sqlite_store(sqlite::database_path(config->state));
+    if (!store) {
+        io.err << "nodeform-controller serve: " << store.message() << "\n";
+        return exit_code::runtime;
+    }
+    auto source = make_directory_site_source(config->site);
+    SystemClock clock;
+    auto notifier = make_systemd_notifier();
+
+    // Signals are taken synchronously by one thread: SIGHUP reloads, SIGTERM/SIGINT stop.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+
+    ControllerServer server(*config, **store, *source, clock, *logger, *notifier,
+                            ServerSecrets{hash_secret(prepared->operator_token)});
+    if (auto st = server.start(); !st) {
+        io.err << "nodeform-controller serve: " << st.message() << "\n";
+        return st.message().rfind("the site is invalid", 0) == 0 ? exit_code::config : exit_code::runtime;
+    }
+    io.out << "listening on " << (config->plain_http ? "http://" : "https://") << config->listen_host << ":"
+           << server.port() << "\n";
+    io.out.flush();
+    std::atomic<bool> done{false};
+    std::thread signals([&] {
+        timespec timeout{0, 200 * 1000 * 1000};
+        while (!done) {
+            int sig = sigtimedwait(&set, nullptr, &timeout);
+            if (sig == SIGHUP) {
+                notifier->notify("RELOADING=1");
+                logger->notice("SIGHUP: reloading the site");
+                (void)server.reload();
+                notifier->notify("READY=1");
+            } else if (sig == SIGTERM || sig == SIGINT) {
+                logger->notice("stopping");
+                notifier->notify("STOPPING=1");
+                server.stop();
+                return;
+            }
+        }
+    });
+    auto st = server.run();
+    done = true;
+    signals.join();
+    if (!st) {
+        io.err << "nodeform-controller serve: " << st.message() << "\n";
+        return exit_code::runtime;
+    }
+    return exit_code::ok;
 }
 
 }  // namespace nodeform::controller

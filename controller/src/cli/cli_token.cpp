@@ -1,14 +1,131 @@
-#include "nodeform/controller/cli.hpp"
-
 #include <ostream>
 
 #include "nodeform/args.hpp"
+#include "nodeform/clock.hpp"
+#include "nodeform/controller/api/server.hpp"
+#include "nodeform/controller/cli.hpp"
+#include "nodeform/controller/config.hpp"
+#include "nodeform/controller/store/sqlite.hpp"
+#include "nodeform/controller/store/store.hpp"
+#include "nodeform/site/site.hpp"
 
 namespace nodeform::controller {
+namespace {
 
-int cmd_token(const std::vector<std::string>& /*args*/, CliIo io) {
-    io.err << "nodeform-controller: token: not implemented yet\n";
-    return exit_code::runtime;
+constexpr const char* kTokenUsage = R"(usage: nodeform-controller token SUBCOMMAND IDENTITY [OPTIONS]
+
+Subcommands:
+  issue IDENTITY [--ttl DURATION] [--json]
+        create a one-time enrollment token for a node of the site that uses node_token auth and print it
+        (once: only its hash is stored). Default TTL 24h (e.g. 30m, 12h, 7d).
+  revoke IDENTITY
+        delete the node's credential and its unused enrollment tokens; the node must enroll again.
+
+Options:
+  --state DIR       state directory of the controller (nodeform.db)
+  --site DIR        the site (issue only: the identity must be a node of it)
+  --config FILE     config file (default /etc/nodeform/controller.yaml when it exists)
+)";
+
+}  // namespace
+
+int cmd_token(const std::vector<std::string>& args, CliIo io) {
+    ArgSpec spec = serve_arg_spec();
+    spec.valued.insert("ttl");
+    auto parsed = parse_args(args, spec);
+    if (!parsed) {
+        io.err << "nodeform-controller token: " << parsed.message() << "\n";
+        return exit_code::usage;
+    }
+    if (parsed->has("help")) {
+        io.out << kTokenUsage;
+        return exit_code::ok;
+    }
+    if (parsed->positionals.size() != 2 || (parsed->positionals[0] != "issue" && parsed->positionals[0] != "revoke")) {
+        io.err << kTokenUsage;
+        return exit_code::usage;
+    }
+    const std::string& sub = parsed->positionals[0];
+    const std::string& identity = parsed->positionals[1];
+    if (!valid_identity(identity)) {
+        io.err << "nodeform-controller token: '" << identity << "' is not a valid node identity\n";
+        return exit_code::usage;
+    }
+    auto config = load_controller_config(*parsed);
+    if (!config) {
+        io.err << "nodeform-controller token: " << config.message() << "\n";
+        return exit_code::config;
+    }
+    if (config->state.empty()) {
+        io.err << "nodeform-controller token: --state DIR is required (or state: in the config file)\n";
+        return exit_code::usage;
+    }
+    SystemClock clock;
+    if (sub == "revoke") {
+        auto store = open_sqlite_store(sqlite::database_path(config->state));
+        if (!store) {
+            io.err << "nodeform-controller token: " << store.message() << "\n";
+            return exit_code::runtime;
+        }
+        auto revoked = (*store)->revoke(identity, clock.now());
+        if (!revoked) {
+            io.err << "nodeform-controller token revoke: " << revoked.message() << "\n";
+            return exit_code::runtime;
+        }
+        io.out << (*revoked ? "revoked the credential and unused enrollment tokens of " : "nothing to revoke for ")
+               << identity << "\n";
+        return exit_code::ok;
+    }
+    auto ttl = parse_duration(parsed->get_or("ttl", "24h"));
+    if (!ttl || ttl->count() < 1000) {
+        io.err << "nodeform-controller token issue: --ttl must be a duration such as 30m, 24h or 7d\n";
+        return exit_code::usage;
+    }
+    if (config->site.empty()) {
+        io.err << "nodeform-controller token issue: --site DIR is required (tokens are only issued for nodes of the "
+                  "site)\n";
+        return exit_code::usage;
+    }
+    auto loaded = site::load_site(config->site);
+    if (!loaded.ok()) {
+        io.err << "nodeform-controller token issue: the site " << config->site << " is invalid:\n";
+        for (const auto& d : loaded.diagnostics)
+            io.err << "  " << d.to_string() << "\n";
+        return exit_code::config;
+    }
+    auto node = loaded.site->nodes.find(identity);
+    if (node == loaded.site->nodes.end()) {
+        io.err << "nodeform-controller token issue: '" << identity << "' is not a node of the site " << config->site
+               << "\n";
+        return exit_code::failure;
+    }
+    if (node->second.auth.method != site::AuthMethod::node_token) {
+        io.err << "nodeform-controller token issue: node '" << identity << "' authenticates by "
+               << site::to_string(node->second.auth.method) << "; enrollment tokens are only for node_token\n";
+        return exit_code::failure;
+    }
+    auto store = open_sqlite_store(sqlite::database_path(config->state));
+    if (!store) {
+        io.err << "nodeform-controller token: " << store.message() << "\n";
+        return exit_code::runtime;
+    }
+    std::string token = generate_secret("nfe_");
+    auto now = clock.now();
+    auto expires = now + std::chrono::duration_cast<std::chrono::system_clock::duration>(*ttl);
+    if (auto st = (*store)->add_enrollment_token(identity, hash_secret(token), expires, now); !st) {
+        io.err << "nodeform-controller token issue: " << st.message() << "\n";
+        return exit_code::runtime;
+    }
+    if (parsed->has("json")) {
+        io.out
+            << nlohmann::json{{"identity", identity}, {"token", token}, {"expires_at", format_rfc3339(expires)}}.dump()
+            << "\n";
+    } else {
+        io.out << token << "\n";
+        io.err << "one-time enrollment token for " << identity << ", valid until " << format_rfc3339(expires)
+               << "; it is shown only now\n";
+    }
+    return exit_code::ok;
 }
 
 }  // namespace nodeform::controller

@@ -16,12 +16,12 @@ struct CliIo {
 int run_cli(const std::vector<std::string>& args, CliIo io);
 
 // args excludes the program and subcommand names.
-int cmd_validate(const std::vector<std::string>& args, CliIo io);   // cli_site.cpp
-int cmd_render(const std::vector<std::string>& args, CliIo io);     // cli_site.cpp
-int cmd_serve(const std::vector<std::string>& args, CliIo io);      // cli_serve.cpp
-int cmd_token(const std::vector<std::string>& args, CliIo io);      // cli_token.cpp
-int cmd_node_list(const std::vector<std::string>& args, CliIo io);  // cli_node.cpp
-int cmd_node_show(const std::vector<std::string>& args, CliIo io);  // cli_node.cpp
+int cmd_validate(const std::vector<std::string>& args, CliIo io);       // cli_site.cpp
+int cmd_render(const std::vector<std::string>& args, CliIo io);         // cli_site.cpp
+int cmd_serve(const std::vector<std::string>& args, CliIo io);          // cli_serve.cpp
+int cmd_token(const std::vector<std::string>& args, CliIo io);          // cli_token.cpp
+int cmd_node_list(const std::vector<std::string>& args, CliIo io);      // cli_node.cpp
+int cmd_node_show(const std::vector<std::string>& args, CliIo io);      // cli_node.cpp
 int cmd_node_plan(const std::vector<std::string>& args, CliIo io);      // cli_lifecycle.cpp
 int cmd_node_create(const std::vector<std::string>& args, CliIo io);    // cli_lifecycle.cpp
 int cmd_node_destroy(const std::vector<std::string>& args, CliIo io);   // cli_lifecycle.cpp

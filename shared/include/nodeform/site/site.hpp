@@ -2,6 +2,7 @@
 // The site configuration (docs/site-config.md) loaded, validated and resolved.
 // load_site() is a pure function of the directory's files (and the env:/file: secret sources).
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -25,19 +26,19 @@ struct NamingPolicy {
     int max_length = 63;
 };
 
-struct Placement {                 // site.yaml placement.sites[]
+struct Placement {  // site.yaml placement.sites[]
     std::string name;
     std::int64_t vmid_min = 0;
     std::int64_t vmid_max = 0;
     std::vector<std::string> hosts;  // PVE node names that belong to this site
 };
 
-struct ProxmoxEndpoint {           // site.yaml proxmox.endpoints[]
+struct ProxmoxEndpoint {  // site.yaml proxmox.endpoints[]
     std::string name;
-    std::string url;               // https://pve.example.net:8006
-    std::string token_id;          // USER@REALM!TOKENID
-    std::string token_secret;      // resolved from secrets.yaml (secret)
-    std::string fingerprint;       // SHA-256 of the API certificate, hex with or without colons
+    std::string url;           // https://pve.example.net:8006
+    std::string token_id;      // USER@REALM!TOKENID
+    std::string token_secret;  // resolved from secrets.yaml (secret)
+    std::string fingerprint;   // SHA-256 of the API certificate, hex with or without colons
 };
 
 struct SiteInfo {
@@ -50,21 +51,21 @@ struct SiteInfo {
     std::vector<ProxmoxEndpoint> proxmox;
 };
 
-struct Sizing {                    // preset + the node's overrides
+struct Sizing {  // preset + the node's overrides
     int cores = 1;
     int memory_mb = 1024;
     int disk_gb = 10;
-    int balloon_mb = 0;            // 0 = ballooning off
+    int balloon_mb = 0;  // 0 = ballooning off
 };
 
 struct NodePlacement {
-    std::string site;              // placement site name (found from pve_node)
-    std::string endpoint;          // ProxmoxEndpoint.name
+    std::string site;      // placement site name (found from pve_node)
+    std::string endpoint;  // ProxmoxEndpoint.name
     std::string pve_node;
     std::int64_t template_vmid = 0;
     std::string storage;
     std::string bridge;
-    std::string pool;              // may be empty
+    std::string pool;  // may be empty
     std::vector<std::string> tags;
     std::optional<std::int64_t> vmid;  // fixed VMID, else allocated from the site's range
 };
@@ -79,7 +80,7 @@ struct NodeAuth {
 };
 
 struct Node {
-    std::string name;              // the identity
+    std::string name;  // the identity
     std::string type = "vm";
     std::string spec_name;
     std::string posture_name;
@@ -88,8 +89,10 @@ struct Node {
     NodePlacement placement;
     DecommissionPolicy decommission = DecommissionPolicy::requires_final_backup;
     NodeAuth auth;
-    nlohmann::json resolved;       // the resolved spec (docs/resolved-spec.md), secrets included
-    std::string digest;            // canonical_digest(resolved)
+    std::string hostname;     // resolved hostname (no domain)
+    std::string fqdn;         // hostname.domain
+    nlohmann::json resolved;  // the resolved spec (docs/resolved-spec.md), secrets included
+    std::string digest;       // canonical_digest(resolved)
 };
 
 struct Site {
@@ -100,12 +103,27 @@ struct Site {
 };
 
 struct LoadResult {
-    std::optional<Site> site;                 // set only when diagnostics is empty
-    std::vector<Diagnostic> diagnostics;      // every error found, in file order
+    std::optional<Site> site;             // set only when diagnostics is empty
+    std::vector<Diagnostic> diagnostics;  // every error found, in file order
     bool ok() const { return site.has_value(); }
 };
 
+// Where env:NAME secret sources are read from; tests pass a fake.
+struct LoadOptions {
+    std::function<std::optional<std::string>(const std::string&)> getenv;  // empty = the process environment
+};
+
 LoadResult load_site(const std::string& dir);
+LoadResult load_site(const std::string& dir, const LoadOptions& options);
+// The same over files held in memory (relative path → content, e.g. "specs/web.yaml"); for tests and fuzzing.
+// file: secrets resolve against these paths only.
+LoadResult load_site_files(const std::map<std::string, std::string>& files, const LoadOptions& options = {});
+
+// Diagnostics as JSON: [{"file","line","column","field","message"}...] (validate --json).
+nlohmann::json diagnostics_to_json(const std::vector<Diagnostic>& diagnostics);
+
+// What `render` prints: canonical JSON of the resolved spec (redacted unless reveal_secrets) and a newline.
+std::string render_node(const Node& node, bool reveal_secrets);
 
 // The resolved spec with every value that came from secrets.yaml replaced by "[REDACTED]".
 nlohmann::json redact_resolved(const nlohmann::json& resolved);

@@ -1,0 +1,32 @@
+#pragma once
+// Checks on every external string before it can reach a command line or a path. Each returns Ok or
+// an error naming the value and the rule it broke (the value is quoted as given, control characters escaped).
+#include <string>
+
+#include "nodeform/result.hpp"
+
+namespace nodeform::agent {
+
+// POSIX-portable account name, as Debian's useradd accepts by default: [a-z_][a-z0-9_-]*[$]?, ≤ 32.
+Status validate_account_name(const std::string& name, const std::string& what = "user name");
+// Debian package name [a-z0-9][a-z0-9+.-]+ with an optional ":ARCH" qualifier.
+Status validate_package_name(const std::string& name);
+// systemd unit name: [A-Za-z0-9:_.@\-]+, not starting with '-', ≤ 255.
+Status validate_unit_name(const std::string& name);
+// Stack name: [a-z0-9][a-z0-9_-]*, ≤ 63 (a compose project name and a directory name).
+Status validate_stack_name(const std::string& name);
+// Hostname label: [a-z0-9]([a-z0-9-]*[a-z0-9])?, ≤ 63; domain: dot-separated labels, ≤ 253 in total.
+Status validate_hostname(const std::string& name);
+Status validate_domain(const std::string& name);
+// Absolute path without control characters, "." or ".." components or doubled slashes; ≤ 4096.
+Status validate_abs_path(const std::string& path, const std::string& what = "path");
+// An absolute path that can stand in /etc/passwd (validate_abs_path and no ':').
+Status validate_passwd_path(const std::string& path, const std::string& what);
+// Environment variable name for a stack's .env: [A-Za-z_][A-Za-z0-9_]*.
+Status validate_env_name(const std::string& name);
+// A 3- or 4-digit octal mode string ("0644"); out receives the value.
+Status parse_mode(const std::string& text, unsigned& out);
+// The value quoted for a message, control characters and non-ASCII escaped, cut at 80 characters.
+std::string quote_for_message(const std::string& value);
+
+}  // namespace nodeform::agent

@@ -1,0 +1,132 @@
+#include "context.hpp"
+
+#include "nodeform/canonical_json.hpp"
+
+namespace nodeform::agent {
+
+Context::Context(ProcessRunner& r, Filesystem& f, Clock& c, Logger& l, const ConvergeOptions& o, RunMode m,
+                 const nlohmann::json& spec)
+    : runner(r), fs(f), clock(c), logger(l), options(o), mode(m) {
+    offline = !(o.root.empty() || o.root == "/");
+    if (!offline) {
+        auto st = fs.stat("/run/systemd/system");
+        systemd_running = st.ok() && st->has_value() && (*st)->type == FileType::directory;
+    }
+    secrets = collect_secrets(spec);
+    if (auto it = spec.find("secret_paths"); it != spec.end() && it->is_array()) {
+        for (const auto& p : *it) {
+            if (p.is_string()) secret_paths.push_back(p.get<std::string>());
+        }
+    }
+}
+
+bool Context::is_secret(const std::string& pointer) const {
+    for (const auto& s : secret_paths) {
+        if (s == pointer) return true;
+        if (s.size() > pointer.size() && s.compare(0, pointer.size(), pointer) == 0 && s[pointer.size()] == '/') {
+            return true;  // a secret inside this value
+        }
+        if (pointer.size() > s.size() && pointer.compare(0, s.size(), s) == 0 && pointer[s.size()] == '/') {
+            return true;  // this value inside a secret
+        }
+    }
+    return false;
+}
+
+FieldChange Context::change(const std::string& pointer, const std::string& field, nlohmann::json old_value,
+                            nlohmann::json new_value) const {
+    if (is_secret(pointer)) {
+        if (!old_value.is_null()) old_value = "[REDACTED]";
+        new_value = "[REDACTED]";
+    }
+    return FieldChange{field, std::move(old_value), std::move(new_value)};
+}
+
+std::string output_tail(const ProcessResult& result, std::size_t max_chars) {
+    std::string text = result.err;
+    auto trim = [](std::string s) {
+        while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r'))
+            s.pop_back();
+        std::size_t i = 0;
+        while (i < s.size() && (s[i] == '\n' || s[i] == ' '))
+            ++i;
+        return s.substr(i);
+    };
+    text = trim(text);
+    if (text.empty()) text = trim(result.out);
+    if (text.size() > max_chars) text = "…" + text.substr(text.size() - max_chars);
+    for (auto& ch : text) {
+        if (ch == '\n') ch = ' ';
+    }
+    return text;
+}
+
+Result<ProcessResult> Context::run_raw(std::vector<std::string> argv, std::chrono::milliseconds timeout,
+                                       std::map<std::string, std::string> env, std::string stdin_data) {
+    ProcessRequest request;
+    request.argv = std::move(argv);
+    request.env = std::move(env);
+    request.stdin_data = std::move(stdin_data);
+    request.timeout = timeout;
+    request.redact = secrets;
+    logger.debug("running " + describe_command(request.argv, secrets));
+    return runner.run(request);
+}
+
+Result<ProcessResult> Context::run(std::vector<std::string> argv, std::chrono::milliseconds timeout,
+                                   std::map<std::string, std::string> env, std::string stdin_data) {
+    std::string line = describe_command(argv, secrets);
+    auto result = run_raw(std::move(argv), timeout, std::move(env), std::move(stdin_data));
+    if (!result) return result.error();
+    if (result->timed_out) {
+        return make_error(line + " timed out after " + std::to_string(timeout.count() / 1000) + " s");
+    }
+    if (result->exit_code != 0) {
+        std::string tail = output_tail(*result);
+        return make_error(line + " exited with " + std::to_string(result->exit_code) +
+                          (tail.empty() ? "" : ": " + tail));
+    }
+    return result;
+}
+
+std::vector<std::string> Context::in_root(std::vector<std::string> argv) const {
+    if (!offline) return argv;
+    std::vector<std::string> out = {"chroot", fs.root()};
+    out.insert(out.end(), argv.begin(), argv.end());
+    return out;
+}
+
+Result<AccountsDb> Context::accounts() {
+    AccountsDb db;
+    auto passwd = fs.read("/etc/passwd");
+    if (!passwd) return make_error("cannot read the user database: " + passwd.message());
+    auto group = fs.read("/etc/group");
+    if (!group) return make_error("cannot read the group database: " + group.message());
+    db.users = parse_passwd(*passwd);
+    db.groups = parse_group(*group);
+    return db;
+}
+
+ResourceResult make_result(const Item& item) {
+    ResourceResult r;
+    r.id = item.id;
+    r.type = item.type;
+    r.name = item.name;
+    return r;
+}
+
+void finish_result(Context& ctx, ResourceResult& result, const std::string& error) {
+    result.message = redact_secrets(result.message, ctx.secrets);
+    if (!error.empty()) {
+        result.status = ResourceStatus::failed;
+        result.message = redact_secrets(error, ctx.secrets);
+        return;
+    }
+    if (result.changes.empty()) {
+        result.status = ResourceStatus::unchanged;
+    } else {
+        result.status = ctx.apply() ? ResourceStatus::changed : ResourceStatus::drifted;
+    }
+}
+
+}  // namespace nodeform::agent

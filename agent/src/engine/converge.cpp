@@ -1,0 +1,456 @@
+#include "nodeform/agent/converge.hpp"
+
+#include <random>
+#include <set>
+
+#include "context.hpp"
+#include "nodeform/canonical_json.hpp"
+
+namespace nodeform::agent {
+namespace {
+
+using Ms = std::chrono::milliseconds;
+
+std::string make_uuid_v4() {
+    std::random_device rd;
+    unsigned char b[16];
+    for (int i = 0; i < 16; i += 4) {
+        std::uint32_t v = rd();
+        for (int k = 0; k < 4; ++k)
+            b[i + k] = static_cast<unsigned char>(v >> (8 * k));
+    }
+    b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
+    b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
+    static const char* hex = "0123456789abcdef";
+    std::string out;
+    for (int i = 0; i < 16; ++i) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
+        out.push_back(hex[b[i] >> 4]);
+        out.push_back(hex[b[i] & 0xf]);
+    }
+    return out;
+}
+
+std::string str_field(const nlohmann::json& j, const char* key) {
+    auto it = j.find(key);
+    if (it == j.end() || !it->is_string()) return {};
+    return it->get<std::string>();
+}
+
+// The items of one spec list; the name comes from name_key (or the whole entry for strings).
+std::vector<Item> items_of(const nlohmann::json& spec, const char* list, const char* type, const char* name_key) {
+    std::vector<Item> items;
+    auto it = spec.find(list);
+    if (it == spec.end() || !it->is_array()) return items;
+    for (std::size_t i = 0; i < it->size(); ++i) {
+        const auto& entry = (*it)[i];
+        Item item;
+        item.type = type;
+        item.spec = entry;
+        item.pointer = std::string("/") + list + "/" + std::to_string(i);
+        item.name = entry.is_object() ? str_field(entry, name_key) : "";
+        if (item.name.empty()) item.name = "#" + std::to_string(i);
+        item.id = std::string(type) + ":" + item.name;
+        items.push_back(std::move(item));
+    }
+    return items;
+}
+
+bool is_docker_package(const std::string& name) {
+    static const std::set<std::string> names = {"docker.io", "docker-ce", "docker-compose", "docker-compose-plugin",
+                                                "moby-engine"};
+    return names.count(name) > 0;
+}
+
+}  // namespace
+
+const char* to_string(RunMode mode) {
+    return mode == RunMode::apply ? "apply" : "check";
+}
+
+const char* to_string(ResourceStatus status) {
+    switch (status) {
+        case ResourceStatus::unchanged:
+            return "unchanged";
+        case ResourceStatus::changed:
+            return "changed";
+        case ResourceStatus::failed:
+            return "failed";
+        case ResourceStatus::skipped:
+            return "skipped";
+        case ResourceStatus::drifted:
+            return "drifted";
+    }
+    return "unknown";
+}
+
+RunCounts RunReport::counts() const {
+    RunCounts c;
+    for (const auto& r : resources) {
+        ++c.total;
+        switch (r.status) {
+            case ResourceStatus::unchanged:
+                ++c.unchanged;
+                break;
+            case ResourceStatus::changed:
+                ++c.changed;
+                break;
+            case ResourceStatus::failed:
+                ++c.failed;
+                break;
+            case ResourceStatus::skipped:
+                ++c.skipped;
+                break;
+            case ResourceStatus::drifted:
+                ++c.drifted;
+                break;
+        }
+    }
+    return c;
+}
+
+bool RunReport::ok() const {
+    if (!error.empty()) return false;
+    auto c = counts();
+    return c.failed == 0 && c.skipped == 0;
+}
+
+bool RunReport::changes_pending() const {
+    return counts().drifted > 0;
+}
+
+nlohmann::json redact_paths(const nlohmann::json& document, const std::vector<std::string>& secret_paths) {
+    nlohmann::json out = document;
+    for (const auto& path : secret_paths) {
+        try {
+            nlohmann::json::json_pointer ptr(path);
+            if (out.contains(ptr)) out[ptr] = "[REDACTED]";
+        } catch (const nlohmann::json::exception&) {
+            // Not a valid pointer: nothing to redact there.
+        }
+    }
+    return out;
+}
+
+std::vector<std::string> collect_secrets(const nlohmann::json& resolved_spec) {
+    std::vector<std::string> secrets;
+    if (!resolved_spec.is_object()) return secrets;
+    auto it = resolved_spec.find("secret_paths");
+    if (it == resolved_spec.end() || !it->is_array()) return secrets;
+    for (const auto& p : *it) {
+        if (!p.is_string()) continue;
+        try {
+            nlohmann::json::json_pointer ptr(p.get<std::string>());
+            if (!resolved_spec.contains(ptr)) continue;
+            const auto& v = resolved_spec[ptr];
+            if (v.is_string() && !v.get<std::string>().empty()) secrets.push_back(v.get<std::string>());
+        } catch (const nlohmann::json::exception&) {
+        }
+    }
+    return secrets;
+}
+
+static nlohmann::json resource_json(const ResourceResult& r) {
+    nlohmann::json changes = nlohmann::json::array();
+    for (const auto& c : r.changes)
+        changes.push_back({{"field", c.field}, {"old", c.old_value}, {"new", c.new_value}});
+    return {{"id", r.id},
+            {"type", r.type},
+            {"status", to_string(r.status)},
+            {"duration_ms", r.duration.count()},
+            {"message", r.message},
+            {"changes", changes}};
+}
+
+static nlohmann::json counts_json(const RunCounts& c) {
+    return {{"total", c.total},   {"unchanged", c.unchanged}, {"changed", c.changed},
+            {"failed", c.failed}, {"skipped", c.skipped},     {"drifted", c.drifted}};
+}
+
+nlohmann::json to_report_json(const RunReport& report, const ReportContext& context) {
+    std::string phase = context.phase;
+    if (phase.empty()) {
+        phase = report.reached_platform_ready ? "platform-ready" : (report.platform_ready ? "sustain" : "converging");
+    }
+    nlohmann::json resources = nlohmann::json::array();
+    nlohmann::json drift = nlohmann::json::array();
+    for (const auto& r : report.resources) {
+        resources.push_back(resource_json(r));
+        if (r.status == ResourceStatus::drifted) {
+            nlohmann::json changes = nlohmann::json::array();
+            for (const auto& c : r.changes)
+                changes.push_back({{"field", c.field}, {"old", c.old_value}, {"new", c.new_value}});
+            drift.push_back({{"id", r.id}, {"changes", changes}});
+        }
+    }
+    nlohmann::json j = {
+        {"report_id", report.report_id},
+        {"identity", report.identity},
+        {"agent_version", NODEFORM_VERSION},
+        {"spec_digest", report.spec_digest},
+        {"phase", phase},
+        {"trigger", context.trigger},
+        {"mode", to_string(report.mode)},
+        {"started_at", format_rfc3339(report.started_at)},
+        {"finished_at", format_rfc3339(report.finished_at)},
+        {"platform_ready", report.platform_ready},
+        {"counts", counts_json(report.counts())},
+        {"resources", resources},
+        {"drift", drift},
+        {"health", context.health.is_array() ? context.health : nlohmann::json::array()},
+    };
+    if (!report.error.empty()) j["error"] = report.error;
+    return j;
+}
+
+nlohmann::json to_last_run_json(const RunReport& report) {
+    nlohmann::json resources = nlohmann::json::array();
+    for (const auto& r : report.resources)
+        resources.push_back(resource_json(r));
+    nlohmann::json timings = nlohmann::json::object();
+    for (const auto& [k, v] : report.timings)
+        timings[k] = v;
+    auto duration = std::chrono::duration<double>(report.finished_at - report.started_at).count();
+    nlohmann::json j = {
+        {"version", {{"agent", NODEFORM_VERSION}, {"spec_digest", report.spec_digest}}},
+        {"report_id", report.report_id},
+        {"identity", report.identity},
+        {"mode", to_string(report.mode)},
+        {"started_at", format_rfc3339(report.started_at)},
+        {"finished_at", format_rfc3339(report.finished_at)},
+        {"duration_s", duration},
+        {"success", report.ok()},
+        {"platform_ready", report.platform_ready},
+        {"counts", counts_json(report.counts())},
+        {"timings", timings},
+        {"resources", resources},
+    };
+    if (!report.error.empty()) j["error"] = report.error;
+    return j;
+}
+
+std::optional<PlatformReady> read_platform_ready(Filesystem& fs, const std::string& state_dir) {
+    auto text = fs.read(state_dir + "/platform-ready", 64 * 1024);
+    if (!text) return std::nullopt;
+    auto j = nlohmann::json::parse(*text, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return std::nullopt;
+    PlatformReady ready;
+    ready.reached_at = str_field(j, "reached_at");
+    ready.spec_digest = str_field(j, "spec_digest");
+    return ready;
+}
+
+ConvergeEngine::ConvergeEngine(ProcessRunner& runner, Filesystem& fs, Clock& clock, Logger& logger,
+                               ConvergeOptions options)
+    : runner_(runner), fs_(fs), clock_(clock), logger_(logger), options_(std::move(options)) {}
+
+RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
+    RunReport report;
+    report.report_id = make_uuid_v4();
+    report.mode = mode;
+    report.started_at = clock_.now();
+    const auto steady_start = clock_.steady_now();
+    auto finish = [&]() {
+        report.finished_at = clock_.now();
+        report.timings["total"] = std::chrono::duration<double>(clock_.steady_now() - steady_start).count();
+    };
+
+    if (!spec.is_object()) {
+        report.error = "the resolved spec is not a JSON object";
+        finish();
+        return report;
+    }
+    report.identity = str_field(spec, "identity");
+    report.spec_digest = canonical_digest(spec);
+    auto version = spec.find("schema_version");
+    if (version == spec.end() || !version->is_number_integer() || version->get<int>() != 1) {
+        report.error =
+            "the resolved spec has no schema_version 1; this agent understands schema_version 1 only "
+            "(upgrade the agent or the controller)";
+        finish();
+        return report;
+    }
+    if (report.identity.empty()) {
+        report.error = "the resolved spec has no identity";
+        finish();
+        return report;
+    }
+
+    Context ctx(runner_, fs_, clock_, logger_, options_, mode, spec);
+
+    // Items, in the dependency order of the stages.
+    std::vector<Item> hostname;
+    if (auto h = spec.find("hostname"); h != spec.end() && h->is_object()) {
+        Item item;
+        item.type = "hostname";
+        item.spec = *h;
+        item.pointer = "/hostname";
+        item.name = str_field(*h, "hostname");
+        if (item.name.empty()) item.name = report.identity;
+        item.id = "hostname:" + item.name;
+        hostname.push_back(std::move(item));
+    }
+    auto packages = items_of(spec, "packages", "package", "name");
+    auto groups = items_of(spec, "groups", "group", "name");
+    auto users = items_of(spec, "users", "user", "name");
+    auto files = items_of(spec, "files", "file", "path");
+    auto services = items_of(spec, "services", "service", "name");
+    auto stacks = items_of(spec, "stacks", "stack", "name");
+
+    std::set<std::string> ids;
+    for (auto* list : {&hostname, &packages, &groups, &users, &files, &services, &stacks}) {
+        for (auto& item : *list)
+            ids.insert(item.id);
+    }
+    auto dep_if_declared = [&](Item& item, const std::string& id) {
+        if (ids.count(id) && id != item.id) item.deps.push_back(id);
+    };
+    for (auto& user : users) {
+        if (auto g = user.spec.find("groups"); user.spec.is_object() && g != user.spec.end() && g->is_array()) {
+            for (const auto& name : *g) {
+                if (name.is_string()) dep_if_declared(user, "group:" + name.get<std::string>());
+            }
+        }
+    }
+    for (auto& file : files) {
+        if (!file.spec.is_object()) continue;
+        if (auto o = str_field(file.spec, "owner"); !o.empty()) dep_if_declared(file, "user:" + o);
+        if (auto g = str_field(file.spec, "group"); !g.empty()) dep_if_declared(file, "group:" + g);
+    }
+    for (auto& service : services) {
+        for (const auto& file : files) {
+            if (!file.spec.is_object()) continue;
+            auto r = file.spec.find("restart");
+            if (r == file.spec.end() || !r->is_array()) continue;
+            for (const auto& s : *r) {
+                if (s.is_string() && s.get<std::string>() == service.name) dep_if_declared(service, file.id);
+            }
+        }
+    }
+    for (auto& stack : stacks) {
+        for (const auto& p : packages) {
+            if (is_docker_package(p.name) && str_field(p.spec, "state") != "absent") dep_if_declared(stack, p.id);
+        }
+    }
+
+    std::map<std::string, ResourceStatus> done;
+    std::set<std::string> seen;
+    auto emit = [&](const ResourceResult& r) {
+        done[r.id] = r.status;
+        report.resources.push_back(r);
+        report.timings[r.type] += std::chrono::duration<double>(r.duration).count();
+        if (options_.on_result) options_.on_result(r);
+    };
+
+    using Stage = std::vector<ResourceResult> (*)(Context&, const std::vector<Item>&);
+    auto run_stage = [&](std::vector<Item>& items, Stage stage) {
+        std::vector<Item> ready;
+        std::map<std::string, ResourceResult> early;
+        for (auto& item : items) {
+            if (!seen.insert(item.id).second) {
+                auto r = make_result(item);
+                r.status = ResourceStatus::failed;
+                r.message = "declared twice in the spec (" + item.pointer + "); only the first is converged";
+                early[item.pointer] = r;
+                continue;
+            }
+            std::string blocked;
+            for (const auto& dep : item.deps) {
+                auto d = done.find(dep);
+                if (d != done.end() && (d->second == ResourceStatus::failed || d->second == ResourceStatus::skipped)) {
+                    blocked = dep;
+                    break;
+                }
+            }
+            if (!blocked.empty()) {
+                auto r = make_result(item);
+                r.status = ResourceStatus::skipped;
+                r.message = "skipped: " + blocked + " " + to_string(done[blocked]);
+                early[item.pointer] = r;
+                continue;
+            }
+            ready.push_back(item);
+        }
+        std::vector<ResourceResult> results;
+        try {
+            results = ready.empty() ? std::vector<ResourceResult>{} : stage(ctx, ready);
+        } catch (const std::exception& e) {
+            // A programming error inside one stage must not stop the others.
+            logger_.error(std::string("internal error while converging: ") + e.what());
+            results.clear();
+            for (const auto& item : ready) {
+                auto r = make_result(item);
+                r.status = ResourceStatus::failed;
+                r.message = std::string("internal error: ") + e.what();
+                results.push_back(r);
+            }
+        }
+        std::map<std::string, ResourceResult> by_pointer = early;
+        for (std::size_t i = 0; i < results.size() && i < ready.size(); ++i)
+            by_pointer[ready[i].pointer] = results[i];
+        for (const auto& item : items) {
+            auto it = by_pointer.find(item.pointer);
+            if (it != by_pointer.end()) emit(it->second);
+        }
+    };
+
+    run_stage(hostname, converge_hostname);
+    run_stage(packages, converge_packages);
+    run_stage(groups, converge_groups);
+    run_stage(users, converge_users);
+    run_stage(files, converge_files);
+    if (!ctx.restart_requests.empty()) {
+        auto failures = restart_requested_services(ctx);
+        for (const auto& [service, message] : failures) {
+            for (auto& r : report.resources) {
+                if (r.type != "file") continue;
+                for (const auto& f : files) {
+                    if (f.id != r.id || !f.spec.is_object()) continue;
+                    auto rs = f.spec.find("restart");
+                    if (rs == f.spec.end() || !rs->is_array()) continue;
+                    for (const auto& s : *rs) {
+                        if (s.is_string() && s.get<std::string>() == service && r.status != ResourceStatus::failed) {
+                            r.status = ResourceStatus::failed;
+                            r.message += "; restart of " + service + " failed: " + message;
+                            done[r.id] = r.status;
+                            if (options_.on_result) options_.on_result(r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    run_stage(services, converge_services);
+    run_stage(stacks, converge_stacks);
+
+    finish();
+    auto marker = read_platform_ready(fs_, options_.state_dir);
+    report.platform_ready = marker.has_value();
+    if (mode == RunMode::apply && options_.write_state) {
+        if (auto st = make_directories(fs_, options_.state_dir, 0755); !st) {
+            report.error = "cannot record the run: " + st.message();
+            return report;
+        }
+        if (report.ok() && !marker && options_.allow_platform_ready) {
+            nlohmann::json ready = {{"reached_at", format_rfc3339(report.finished_at)},
+                                    {"spec_digest", report.spec_digest},
+                                    {"identity", report.identity},
+                                    {"report_id", report.report_id}};
+            if (auto st = fs_.write_atomic(options_.state_dir + "/platform-ready", ready.dump() + "\n", {0644, 0, 0});
+                !st) {
+                report.error = "cannot write the platform-ready marker: " + st.message();
+            } else {
+                report.platform_ready = true;
+                report.reached_platform_ready = true;
+                logger_.notice("platform ready", {{"SPEC_DIGEST", report.spec_digest}});
+            }
+        }
+        auto last = to_last_run_json(report);
+        if (auto st = fs_.write_atomic(options_.state_dir + "/last-run.json", last.dump(2) + "\n", {0644, 0, 0}); !st) {
+            if (report.error.empty()) report.error = "cannot write last-run.json: " + st.message();
+        }
+    }
+    return report;
+}
+
+}  // namespace nodeform::agent

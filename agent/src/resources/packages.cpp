@@ -1,0 +1,265 @@
+// packages: installed state from /var/lib/dpkg/status (no process per package); one apt-get install
+// for everything missing, one apt-get purge for everything to remove. Offline roots run apt in a chroot.
+#include <algorithm>
+#include <set>
+
+#include "../engine/context.hpp"
+#include "nodeform/agent/validate.hpp"
+
+namespace nodeform::agent {
+namespace {
+
+using Ms = std::chrono::milliseconds;
+
+std::string field(const nlohmann::json& j, const char* key, const std::string& fallback = {}) {
+    if (!j.is_object()) return fallback;
+    auto it = j.find(key);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : fallback;
+}
+
+const DpkgPackage* find_package(const Result<std::map<std::string, DpkgPackage>>& db, const std::string& name) {
+    if (!db) return nullptr;
+    auto it = db->find(name);
+    return it == db->end() ? nullptr : &it->second;
+}
+
+Result<std::map<std::string, DpkgPackage>> read_dpkg(Context& ctx) {
+    auto text = ctx.fs.read("/var/lib/dpkg/status", 256 * 1024 * 1024);
+    if (!text)
+        return make_error("cannot read dpkg's status database: " + text.message() + " (is this a Debian system?)");
+    return parse_dpkg_status(*text);
+}
+
+// Package lists present and younger than the bound?
+bool lists_fresh(Context& ctx) {
+    auto names = ctx.fs.list("/var/lib/apt/lists");
+    if (!names) return false;
+    std::chrono::system_clock::time_point newest{};
+    bool any = false;
+    for (const auto& n : *names) {
+        if (n.find("_Packages") == std::string::npos) continue;
+        auto st = ctx.fs.stat("/var/lib/apt/lists/" + n);
+        if (!st || !st->has_value()) continue;
+        any = true;
+        newest = std::max(newest, (*st)->mtime);
+    }
+    return any && ctx.clock.now() - newest < ctx.options.apt_lists_max_age;
+}
+
+// Packages apt has a candidate for, out of names (one apt-cache call).
+Result<std::set<std::string>> known_packages(Context& ctx, const std::vector<std::string>& names) {
+    std::vector<std::string> argv = {"apt-cache", "policy"};
+    argv.insert(argv.end(), names.begin(), names.end());
+    auto res = ctx.run(ctx.in_root(argv), ctx.short_timeout());
+    if (!res) return res.error();
+    std::set<std::string> known;
+    std::string current;
+    std::size_t start = 0;
+    const std::string& out = res->out;
+    while (start < out.size()) {
+        std::size_t end = out.find('\n', start);
+        if (end == std::string::npos) end = out.size();
+        std::string line = out.substr(start, end - start);
+        start = end + 1;
+        if (!line.empty() && line[0] != ' ' && line.back() == ':') {
+            current = line.substr(0, line.size() - 1);
+        } else if (!current.empty()) {
+            auto pos = line.find("Candidate:");
+            if (pos != std::string::npos) {
+                std::string candidate = line.substr(pos + 10);
+                while (!candidate.empty() && candidate.front() == ' ')
+                    candidate.erase(0, 1);
+                if (candidate != "(none)" && !candidate.empty()) {
+                    known.insert(current);
+                    auto colon = current.find(':');
+                    if (colon != std::string::npos) known.insert(current.substr(0, colon));
+                }
+            }
+        }
+    }
+    return known;
+}
+
+std::string explain_apt_failure(Context& ctx, const std::string& message) {
+    if (message.find("Could not get lock") != std::string::npos ||
+        message.find("is held by process") != std::string::npos ||
+        message.find("Unable to acquire the dpkg") != std::string::npos) {
+        return "the dpkg lock is held by another process (waited " +
+               std::to_string(ctx.options.dpkg_lock_timeout.count()) +
+               " s; cloud-init or unattended-upgrades may still be running); the next run will retry: " + message;
+    }
+    if (message.find("No space left on device") != std::string::npos) {
+        return "the disk is full; free space (apt-get clean, old kernels, logs) and run again: " + message;
+    }
+    return message;
+}
+
+}  // namespace
+
+std::vector<ResourceResult> converge_packages(Context& ctx, const std::vector<Item>& items) {
+    const auto stage_start = ctx.clock.steady_now();
+    std::vector<ResourceResult> results;
+    std::vector<std::string> errors(items.size());
+    std::vector<bool> want_present(items.size(), true);
+    std::vector<std::string> names(items.size());
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        results.push_back(make_result(items[i]));
+        names[i] = field(items[i].spec, "name");
+        std::string state = field(items[i].spec, "state", "present");
+        if (auto st = validate_package_name(names[i]); !st) {
+            errors[i] = st.message();
+        } else if (state != "present" && state != "absent") {
+            errors[i] = "state must be \"present\" or \"absent\", not " + quote_for_message(state);
+        }
+        want_present[i] = state != "absent";
+    }
+
+    auto dpkg = read_dpkg(ctx);
+    std::vector<std::size_t> to_install, to_purge;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        if (!errors[i].empty()) continue;
+        if (!dpkg) {
+            errors[i] = dpkg.message();
+            continue;
+        }
+        auto it = dpkg->find(names[i]);
+        bool installed = it != dpkg->end() && it->second.installed();
+        bool on_disk = it != dpkg->end() && it->second.present_on_disk();
+        if (want_present[i] && !installed) {
+            to_install.push_back(i);
+            results[i].changes.push_back(
+                ctx.change(items[i].pointer + "/state", "state", on_disk ? it->second.state : "absent", "present"));
+        } else if (!want_present[i] && on_disk) {
+            to_purge.push_back(i);
+            results[i].changes.push_back(ctx.change(items[i].pointer + "/state", "state", "present", "absent"));
+        } else {
+            results[i].message = want_present[i] ? "installed (" + it->second.version + ")" : "not installed";
+        }
+    }
+
+    if (ctx.apply() && (!to_install.empty() || !to_purge.empty())) {
+        const std::map<std::string, std::string> env = {{"DEBIAN_FRONTEND", "noninteractive"},
+                                                        {"APT_LISTCHANGES_FRONTEND", "none"}};
+        const std::vector<std::string> apt_options = {
+            "-o", "DPkg::Lock::Timeout=" + std::to_string(ctx.options.dpkg_lock_timeout.count()),
+            "-o", "Dpkg::Options::=--force-confdef",
+            "-o", "Dpkg::Options::=--force-confold"};
+        // Offline root: keep maintainer scripts from starting daemons (policy-rc.d exit 101), then clean up.
+        bool placed_policy = false;
+        if (ctx.offline) {
+            auto st = ctx.fs.stat("/usr/sbin/policy-rc.d");
+            if (st && !st->has_value()) {
+                placed_policy = ctx.fs
+                                    .write_atomic("/usr/sbin/policy-rc.d",
+                                                  "#!/bin/sh\n# nodeform: offline root\nexit 101\n", {0755, 0, 0})
+                                    .ok();
+            }
+        }
+        bool updated = false;
+        auto apt_update = [&]() -> Status {
+            updated = true;
+            std::vector<std::string> argv = {"apt-get", "update", "-q"};
+            argv.insert(argv.end(), apt_options.begin(), apt_options.end());
+            auto res = ctx.run(ctx.in_root(argv), ctx.long_timeout(), env);
+            if (!res) return make_error("apt-get update failed: " + explain_apt_failure(ctx, res.message()));
+            return Ok{};
+        };
+
+        if (!to_install.empty()) {
+            std::string install_error;
+            if (!lists_fresh(ctx)) {
+                if (auto st = apt_update(); !st) install_error = st.message();
+            }
+            std::vector<std::string> wanted;
+            for (auto i : to_install)
+                wanted.push_back(names[i]);
+            std::set<std::string> known;
+            if (install_error.empty()) {
+                auto k = known_packages(ctx, wanted);
+                if (!k)
+                    install_error = "cannot ask apt which packages exist: " + k.message();
+                else
+                    known = *k;
+                bool missing =
+                    std::any_of(wanted.begin(), wanted.end(), [&](const std::string& n) { return !known.count(n); });
+                if (install_error.empty() && missing && !updated) {
+                    if (auto st = apt_update(); !st)
+                        install_error = st.message();
+                    else if (auto k2 = known_packages(ctx, wanted); k2)
+                        known = *k2;
+                }
+            }
+            std::vector<std::size_t> installable;
+            for (auto i : to_install) {
+                if (!install_error.empty())
+                    errors[i] = install_error;
+                else if (!known.count(names[i])) {
+                    errors[i] = "package " + names[i] + " is not available from the configured apt sources (looked " +
+                                "after apt-get update); check the name or add its repository";
+                } else {
+                    installable.push_back(i);
+                }
+            }
+            if (!installable.empty()) {
+                std::vector<std::string> argv = {"apt-get", "install", "-y", "-q", "--no-install-recommends"};
+                argv.insert(argv.end(), apt_options.begin(), apt_options.end());
+                for (auto i : installable)
+                    argv.push_back(names[i]);
+                auto res = ctx.run(ctx.in_root(argv), ctx.long_timeout(), env);
+                if (!res) {
+                    for (auto i : installable)
+                        errors[i] = "apt-get install failed: " + explain_apt_failure(ctx, res.message());
+                }
+            }
+        }
+        if (!to_purge.empty()) {
+            std::vector<std::string> argv = {"apt-get", "purge", "-y", "-q"};
+            argv.insert(argv.end(), apt_options.begin(), apt_options.end());
+            for (auto i : to_purge)
+                argv.push_back(names[i]);
+            auto res = ctx.run(ctx.in_root(argv), ctx.long_timeout(), env);
+            if (!res) {
+                for (auto i : to_purge)
+                    errors[i] = "apt-get purge failed: " + explain_apt_failure(ctx, res.message());
+            }
+        }
+        if (placed_policy) (void)ctx.fs.remove("/usr/sbin/policy-rc.d");
+
+        // Verify against dpkg's own record, not apt's exit code alone.
+        auto after = read_dpkg(ctx);
+        for (auto i : to_install) {
+            if (!errors[i].empty()) continue;
+            const DpkgPackage* pkg = find_package(after, names[i]);
+            if (pkg == nullptr || !pkg->installed()) {
+                errors[i] = "apt-get install succeeded but dpkg does not list " + names[i] + " as installed";
+            } else {
+                results[i].message = "installed " + pkg->version;
+            }
+        }
+        for (auto i : to_purge) {
+            if (!errors[i].empty()) continue;
+            const DpkgPackage* pkg = find_package(after, names[i]);
+            if (!after || (pkg != nullptr && pkg->present_on_disk())) {
+                errors[i] = "apt-get purge succeeded but dpkg still lists " + names[i];
+            } else {
+                results[i].message = "purged";
+            }
+        }
+    } else if (!ctx.apply()) {
+        for (auto i : to_install)
+            results[i].message = "would install";
+        for (auto i : to_purge)
+            results[i].message = "would purge";
+    }
+
+    const auto elapsed = std::chrono::duration_cast<Ms>(ctx.clock.steady_now() - stage_start);
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        finish_result(ctx, results[i], errors[i]);
+        // The batch's time belongs to the packages it worked on.
+        bool worked = !results[i].changes.empty();
+        results[i].duration = worked ? elapsed : Ms(0);
+    }
+    return results;
+}
+
+}  // namespace nodeform::agent

@@ -1,0 +1,202 @@
+// stacks: docker-compose.yml and .env (0600) under /opt/nodeform/stacks/NAME/; brought up only when
+// the configuration hash changed or not every service has a running container.
+#include <yaml-cpp/yaml.h>
+
+#include "../engine/context.hpp"
+#include "nodeform/agent/validate.hpp"
+#include "nodeform/canonical_json.hpp"
+
+namespace nodeform::agent {
+namespace {
+
+using Ms = std::chrono::milliseconds;
+const std::string kStacksDir = "/opt/nodeform/stacks";
+
+struct ComposeTool {
+    std::vector<std::string> argv;  // {"docker", "compose"} or {"docker-compose"}
+    std::string name;
+};
+
+Result<ComposeTool> find_compose(Context& ctx) {
+    auto v2 = ctx.run_raw({"docker", "compose", "version"}, ctx.short_timeout());
+    if (v2 && v2->exit_code == 0) return ComposeTool{{"docker", "compose"}, "docker compose"};
+    auto v1 = ctx.run_raw({"docker-compose", "version"}, ctx.short_timeout());
+    if (v1 && v1->exit_code == 0) return ComposeTool{{"docker-compose"}, "docker-compose"};
+    return make_error(
+        "neither `docker compose` (v2) nor `docker-compose` (v1) works on this machine; add docker.io "
+        "and docker-compose to the spec's packages");
+}
+
+Result<std::size_t> count_services(const std::string& compose) {
+    try {
+        YAML::Node doc = YAML::Load(compose);
+        if (!doc.IsMap() || !doc["services"] || !doc["services"].IsMap() || doc["services"].size() == 0) {
+            return make_error("the compose file has no services");
+        }
+        return doc["services"].size();
+    } catch (const YAML::Exception& e) {
+        return make_error("the compose file is not valid YAML: line " + std::to_string(e.mark.line + 1) + ": " + e.msg);
+    }
+}
+
+}  // namespace
+
+std::vector<ResourceResult> converge_stacks(Context& ctx, const std::vector<Item>& items) {
+    std::vector<ResourceResult> results;
+    std::optional<Result<ComposeTool>> tool;
+    for (const auto& item : items) {
+        auto start = ctx.clock.steady_now();
+        auto r = make_result(item);
+        std::string error;
+        const std::string name = item.name;
+        std::string compose;
+        std::string env_text;
+        if (auto st = validate_stack_name(name); !st)
+            error = st.message();
+        else if (!item.spec.contains("compose") || !item.spec["compose"].is_string())
+            error = "compose must be a string";
+        else
+            compose = item.spec["compose"].get<std::string>();
+        if (error.empty()) {
+            auto env = item.spec.find("env");
+            if (env != item.spec.end() && env->is_object()) {
+                for (const auto& [k, v] : env->items()) {  // nlohmann::json objects iterate in key order
+                    if (auto st = validate_env_name(k); !st) {
+                        error = st.message();
+                        break;
+                    }
+                    if (!v.is_string() || v.get<std::string>().find_first_of("\r\n") != std::string::npos) {
+                        error = "env " + k + " must be a one-line string";
+                        break;
+                    }
+                    env_text += k + "=" + v.get<std::string>() + "\n";
+                }
+            }
+        }
+        std::size_t services = 0;
+        if (error.empty()) {
+            auto n = count_services(compose);
+            if (!n)
+                error = n.message();
+            else
+                services = *n;
+        }
+        const std::string dir = kStacksDir + "/" + name;
+        const std::string compose_path = dir + "/docker-compose.yml";
+        const std::string env_path = dir + "/.env";
+        const std::string hash_path = dir + "/.nodeform-config-hash";
+        const std::string hash = "sha256:" + sha256_hex(compose + '\0' + env_text) + "\n";
+        bool config_changed = false;
+        if (error.empty()) {
+            auto check = [&](const std::string& path, const std::string& content, mode_t mode, const std::string& field,
+                             const std::string& pointer) {
+                auto st = ctx.fs.stat(path);
+                auto old = ctx.fs.read(path);
+                bool same = st && st->has_value() && old && *old == content && (*st)->mode == mode && (*st)->uid == 0;
+                if (!same) {
+                    r.changes.push_back(ctx.change(
+                        pointer, field,
+                        old ? nlohmann::json("sha256:" + sha256_hex(*old).substr(0, 16)) : nlohmann::json(nullptr),
+                        "sha256:" + sha256_hex(content).substr(0, 16)));
+                    config_changed = true;
+                }
+                return same;
+            };
+            bool compose_same = check(compose_path, compose, 0644, "compose", item.pointer + "/compose");
+            bool env_same = check(env_path, env_text, 0600, "env", item.pointer + "/env");
+            auto stored = ctx.fs.read(hash_path);
+            if (!stored || *stored != hash) config_changed = true;
+            if (ctx.apply() && (!compose_same || !env_same)) {
+                if (auto st = make_directories(ctx.fs, dir, 0755); !st)
+                    error = st.message();
+                else if (auto c = ctx.fs.chmod(dir, 0750); !c)
+                    error = c.message();
+                if (error.empty() && !compose_same) {
+                    if (auto w = ctx.fs.write_atomic(compose_path, compose, {0644, 0, 0}); !w) error = w.message();
+                }
+                if (error.empty() && !env_same) {
+                    if (auto w = ctx.fs.write_atomic(env_path, env_text, {0600, 0, 0}); !w) error = w.message();
+                }
+            }
+        }
+        if (error.empty() && ctx.offline) {
+            r.message = r.changes.empty() ? "files up to date; containers not managed in an offline root"
+                                          : (ctx.apply() ? "files written; containers start on the machine's first run"
+                                                         : "would write files");
+        } else if (error.empty()) {
+            if (!tool) tool = find_compose(ctx);
+            if (!*tool) {
+                if (ctx.apply())
+                    error = tool->message();
+                else {
+                    r.changes.push_back(ctx.change(item.pointer, "containers", "unknown", "running"));
+                    r.message = "would bring up (no compose tool yet: " + tool->message() + ")";
+                }
+            } else {
+                const auto& t = tool->value();
+                auto base = t.argv;
+                base.insert(base.end(), {"-p", name, "-f", ctx.fs.host_path(compose_path), "--env-file",
+                                         ctx.fs.host_path(env_path)});
+                std::size_t running = 0;
+                if (!config_changed) {
+                    auto ps = base;
+                    ps.insert(ps.end(), {"ps", "-q"});
+                    auto ids = ctx.run(ps, ctx.short_timeout());
+                    if (ids) {
+                        std::vector<std::string> argv = {"docker", "inspect", "-f", "{{.State.Running}}"};
+                        std::size_t n = 0;
+                        std::size_t pos = 0;
+                        const std::string& out = ids->out;
+                        while (pos < out.size()) {
+                            std::size_t end = out.find('\n', pos);
+                            if (end == std::string::npos) end = out.size();
+                            std::string id = out.substr(pos, end - pos);
+                            pos = end + 1;
+                            if (!id.empty()) {
+                                argv.push_back(id);
+                                ++n;
+                            }
+                        }
+                        if (n > 0) {
+                            auto states = ctx.run_raw(argv, ctx.short_timeout());
+                            if (states && states->exit_code == 0) {
+                                std::size_t p = 0;
+                                while ((p = states->out.find("true", p)) != std::string::npos) {
+                                    ++running;
+                                    p += 4;
+                                }
+                            }
+                        }
+                    }
+                }
+                bool need_up = config_changed || running < services;
+                if (need_up) {
+                    if (!config_changed) {
+                        r.changes.push_back(
+                            ctx.change(item.pointer, "containers",
+                                       std::to_string(running) + "/" + std::to_string(services) + " running",
+                                       std::to_string(services) + "/" + std::to_string(services) + " running"));
+                    }
+                    if (ctx.apply()) {
+                        auto up = base;
+                        up.insert(up.end(), {"up", "-d", "--remove-orphans"});
+                        auto res = ctx.run(up, ctx.long_timeout());
+                        if (!res)
+                            error = t.name + " up failed: " + res.message();
+                        else if (auto w = ctx.fs.write_atomic(hash_path, hash, {0600, 0, 0}); !w)
+                            error = w.message();
+                    }
+                    r.message = ctx.apply() ? "brought up with " + t.name : "would bring up with " + t.name;
+                } else {
+                    r.message = std::to_string(services) + " service(s) running";
+                }
+            }
+        }
+        finish_result(ctx, r, error);
+        r.duration = std::chrono::duration_cast<Ms>(ctx.clock.steady_now() - start);
+        results.push_back(r);
+    }
+    return results;
+}
+
+}  // namespace nodeform::agent

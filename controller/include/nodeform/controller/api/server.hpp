@@ -1,0 +1,94 @@
+#pragma once
+// The controller's HTTP(S) API (docs/protocol.md, docs/controller.md): specs, enrollment, reports, operator
+// views, health and metrics. Side effects come in through the constructor: Store, SiteSource, Clock, Logger,
+// Notifier.
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "nodeform/clock.hpp"
+#include "nodeform/controller/config.hpp"
+#include "nodeform/controller/store/store.hpp"
+#include "nodeform/log.hpp"
+#include "nodeform/result.hpp"
+#include "nodeform/site/site.hpp"
+
+namespace httplib {
+class Server;
+}
+
+namespace nodeform::controller {
+
+// Where the site comes from. stamp() changes whenever the files may have changed (cheap; polled every second).
+class SiteSource {
+  public:
+    virtual ~SiteSource() = default;
+    virtual site::LoadResult load() = 0;
+    virtual std::string stamp() = 0;
+};
+// load_site(dir); stamp = every file's path, size and mtime (ns) under dir.
+std::unique_ptr<SiteSource> make_directory_site_source(const std::string& dir);
+
+// sd_notify behind an interface: "READY=1", "WATCHDOG=1", "STATUS=…", "STOPPING=1", "RELOADING=1".
+class Notifier {
+  public:
+    virtual ~Notifier() = default;
+    virtual void notify(const std::string& state) = 0;
+    // The watchdog interval systemd expects pings within; zero when there is no watchdog.
+    virtual std::chrono::microseconds watchdog_interval() { return std::chrono::microseconds(0); }
+};
+std::unique_ptr<Notifier> make_systemd_notifier();
+class NullNotifier final : public Notifier {
+  public:
+    void notify(const std::string&) override {}
+};
+
+// An identity as it may appear in a URL path: 1..253 of [A-Za-z0-9._-], not "." or "..", no leading '.' or '-'.
+bool valid_identity(const std::string& identity);
+
+// Secrets the operator endpoints need.
+struct ServerSecrets {
+    std::string operator_token_hash;  // hash_secret(operator token); empty disables the operator endpoints
+};
+
+class ControllerServer {
+  public:
+    ControllerServer(ControllerConfig config, Store& store, SiteSource& site_source, const Clock& clock, Logger& logger,
+                     Notifier& notifier, ServerSecrets secrets);
+    ~ControllerServer();
+    ControllerServer(const ControllerServer&) = delete;
+    ControllerServer& operator=(const ControllerServer&) = delete;
+
+    // Loads the site (Err when it is invalid: nothing to serve), binds the listener (port 0 = ephemeral).
+    Status start();
+    int port() const { return port_; }
+    // Serves until stop(); starts the reload poller, retention and watchdog threads. Sends READY=1.
+    Status run();
+    void stop();
+    // Reloads the site now (SIGHUP); Ok when the new site is serving, Err (old one kept) when it is invalid.
+    Status reload();
+
+    // For tests and /readyz.
+    std::shared_ptr<const site::Site> current_site() const;
+
+    struct Impl;
+
+  private:
+    std::unique_ptr<Impl> impl_;
+    int port_ = 0;
+};
+
+// What `serve` does at startup in STATE: creates STATE/tls (CA + server certificate, unless the config names
+// a certificate) and STATE/operator-token (0600). Returns the operator token and, for generated TLS, the CA
+// fingerprint; fills config.tls_cert/tls_key with the paths to use.
+struct PreparedState {
+    std::string operator_token;
+    std::string ca_fingerprint;  // empty when plain HTTP or an operator-provided certificate
+    bool generated_tls = false;
+    bool generated_operator_token = false;
+};
+Result<PreparedState> prepare_state(ControllerConfig& config, const std::string& site_name);
+
+}  // namespace nodeform::controller

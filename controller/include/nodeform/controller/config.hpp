@@ -1,0 +1,55 @@
+#pragma once
+// ControllerConfig: every setting of `nodeform-controller serve` (and the state/site the node and token
+// commands read), filled once: defaults < config file (YAML, same key names as the flags) < command line.
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "nodeform/args.hpp"
+#include "nodeform/result.hpp"
+
+namespace nodeform::controller {
+
+inline constexpr const char* kDefaultConfigFile = "/etc/nodeform/controller.yaml";
+
+struct ControllerConfig {
+    std::string site;   // site directory
+    std::string state;  // state directory (nodeform.db, tls/, operator-token)
+    std::string listen_host = "0.0.0.0";
+    int listen_port = 8443;
+    bool listen_given = false;  // --listen / listen: was set (else plain-http moves it to loopback)
+    bool plain_http = false;
+    std::string tls_cert;  // operator-provided certificate chain (PEM); empty = STATE/tls/server.pem
+    std::string tls_key;
+    std::vector<std::string> tls_hosts;  // extra names/IPs for the generated server certificate
+    int threads = 32;                    // worker threads = concurrent connections served
+    std::size_t max_body_bytes = 1024 * 1024;
+    std::chrono::seconds read_timeout{5};
+    std::chrono::seconds write_timeout{5};
+    std::chrono::seconds keep_alive_timeout{5};
+    int auth_failure_limit = 10;  // failures per address within the window before 429
+    std::chrono::seconds auth_failure_window{60};
+    int reports_keep_last = 100;
+    int reports_keep_days = 30;
+    std::chrono::seconds stale_grace{60};
+    std::chrono::milliseconds reload_interval{1000};
+    bool access_log = true;
+    std::string log_level = "info";  // debug|info|notice|warning|error
+    std::string config_file;         // the file that was read, if any
+};
+
+// The options `serve` accepts (also valid keys of the config file, without "--").
+ArgSpec serve_arg_spec();
+
+// Reads `--config FILE` (must exist) or, when absent, default_file if it exists; then applies args on top.
+// Err names the file/key/flag at fault.
+Result<ControllerConfig> load_controller_config(const ParsedArgs& args,
+                                                const std::string& default_file = kDefaultConfigFile);
+
+// "30s", "5m", "2h", "7d", "250ms" or a plain number of seconds.
+std::optional<std::chrono::milliseconds> parse_duration(const std::string& text);
+// "HOST:PORT", "[V6]:PORT" or ":PORT".
+Status parse_listen(const std::string& text, std::string& host, int& port);
+
+}  // namespace nodeform::controller

@@ -1,0 +1,213 @@
+#pragma once
+// The provisioning lifecycle of a node (docs/provisioning.md): gates, resumable idempotent steps,
+// receipts, persisted in the controller's state database.
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "nodeform/clock.hpp"
+#include "nodeform/controller/providers/provider.hpp"
+#include "nodeform/log.hpp"
+#include "nodeform/result.hpp"
+#include "nodeform/site/site.hpp"
+
+namespace nodeform::controller::lifecycle {
+
+enum class State {
+    planned,
+    provisioning,
+    registered,
+    validating,
+    active,
+    decommissioning,
+    decommissioned,
+    failed,
+    abandoned
+};
+const char* to_string(State state);
+std::optional<State> parse_state(const std::string& text);
+
+// Step names, in order. Provisioning: vmid_reserved cloned configured resized started; then registered,
+// agent_ready, active. Decommissioning: backed_up stopped destroyed revoked.
+struct NodeRecord {
+    std::string identity;
+    State state = State::planned;
+    std::string step;  // the last step completed
+    std::string endpoint;
+    std::string pve_node;
+    std::int64_t vmid = 0;
+    std::string pending_upid;  // a task started and not yet seen finished (re-attached after a crash)
+    std::string failed_step;
+    std::string reason;
+    std::vector<std::string> ips;
+    std::string token_expires_at;
+    std::string updated_at;
+};
+
+struct Receipt {
+    std::int64_t id = 0;
+    std::string identity;
+    std::string step;
+    std::string outcome;  // ok | skipped | failed
+    std::string state_after;
+    std::string started_at;
+    std::string finished_at;
+    nlohmann::json inputs = nlohmann::json::object();
+    nlohmann::json calls = nlohmann::json::array();
+    nlohmann::json outputs = nlohmann::json::object();
+    std::string error;
+};
+nlohmann::json to_json(const Receipt& receipt);
+nlohmann::json to_json(const NodeRecord& record);
+
+// Own tables (lifecycle_nodes, lifecycle_receipts, lifecycle_schema_migrations) in STATE/nodeform.db,
+// own connection (WAL, busy_timeout). Thread-safe.
+class LifecycleStore {
+  public:
+    static Result<std::unique_ptr<LifecycleStore>> open(const std::string& db_path);
+    virtual ~LifecycleStore() = default;
+    virtual Result<std::optional<NodeRecord>> get(const std::string& identity) = 0;
+    virtual Status put(const NodeRecord& record) = 0;
+    virtual Result<std::vector<NodeRecord>> all() = 0;
+    virtual Status add_receipt(const Receipt& receipt) = 0;
+    virtual Result<std::vector<Receipt>> receipts(const std::string& identity) = 0;
+};
+
+struct IssuedToken {
+    std::string token;  // secret: goes only into the seed
+    std::chrono::system_clock::time_point expires_at;
+};
+
+// One-time enrollment tokens and node credentials (the controller's Store implements this).
+class EnrollmentIssuer {
+  public:
+    virtual ~EnrollmentIssuer() = default;
+    // A fresh one-time token for the identity; any earlier unused token of the identity stops working.
+    virtual Result<IssuedToken> issue(const std::string& identity, std::chrono::seconds ttl) = 0;
+    // Revokes the node's credential and any unused token.
+    virtual Status revoke(const std::string& identity) = 0;
+    virtual std::size_t token_length() const { return 43; }
+};
+
+struct NodeReport {
+    bool platform_ready = false;
+    bool health_passing = false;
+    std::string received_at;
+};
+
+// The node's latest report as the controller stored it.
+class NodeReportSource {
+  public:
+    virtual ~NodeReportSource() = default;
+    virtual std::optional<NodeReport> latest(const std::string& identity) = 0;
+};
+
+using ProviderFactory =
+    std::function<Result<std::unique_ptr<providers::Provider>>(const site::ProxmoxEndpoint& endpoint)>;
+
+struct ProgressEvent {
+    std::string identity;
+    std::string step;
+    std::string detail;
+    double elapsed_s = 0;
+    bool failed = false;
+};
+
+struct LifecycleOptions {
+    std::string controller_url;  // for the seed; default: the site's controller_url
+    std::string ca_fingerprint;  // 64 hex: the controller CA
+    std::chrono::seconds token_ttl{std::chrono::hours(24)};
+    std::chrono::milliseconds agent_timeout{std::chrono::minutes(10)};
+    std::chrono::milliseconds report_timeout{std::chrono::minutes(30)};
+    std::chrono::milliseconds wait_poll{std::chrono::seconds(1)};   // guest agent, locks, reports
+    std::chrono::milliseconds lock_wait{std::chrono::minutes(20)};  // waiting for a clone lock to clear
+    std::string backup_storage = "local";
+    bool rollback_on_failure = true;
+    int shutdown_timeout_s = 60;
+};
+
+struct LifecycleDeps {
+    LifecycleStore* store = nullptr;
+    ProviderFactory providers;
+    EnrollmentIssuer* issuer = nullptr;
+    NodeReportSource* reports = nullptr;
+    const Clock* clock = nullptr;
+    Logger* logger = nullptr;
+    std::function<void(const ProgressEvent&)> progress;  // optional
+    // Test hook: called at "before:STEP" and "after:STEP" points; a test makes it throw or _exit.
+    std::function<void(const std::string& point)> crash_point;  // optional
+    std::function<void(std::chrono::milliseconds)> sleep;       // optional, default sleep_for
+};
+
+struct GateVerdict {
+    std::string name;
+    bool pass = false;
+    std::string detail;
+};
+
+struct PlannedCall {
+    std::string method;
+    std::string path;
+    std::string params;  // what is sent, secrets shown as placeholders
+};
+
+struct Plan {
+    std::string identity;
+    std::string current_state;  // "none" when never provisioned
+    std::int64_t vmid = 0;
+    std::vector<GateVerdict> gates;
+    std::vector<PlannedCall> calls;
+    bool ok() const;
+};
+nlohmann::json to_json(const Plan& plan);
+
+struct RunResult {
+    std::string identity;
+    State state = State::planned;
+    bool ok = false;
+    std::string message;
+};
+
+class Lifecycle {
+  public:
+    Lifecycle(LifecycleDeps deps, LifecycleOptions options);
+    // Dry run: reads only, writes nothing.
+    Result<Plan> plan(const site::Site& site, const std::string& identity);
+    // Runs (or resumes) provisioning until active, failed, or still validating at the time limit.
+    RunResult create(const site::Site& site, const std::string& identity);
+    // create() for several nodes, at most `parallel` at a time; results in input order.
+    std::vector<RunResult> create_many(const site::Site& site, const std::vector<std::string>& identities,
+                                       int parallel);
+    // Decommissions by the node's policy; abandon = forget the node without touching Proxmox.
+    RunResult destroy(const site::Site& site, const std::string& identity, bool abandon = false);
+
+    struct Run;  // one node's run (opaque; defined in lifecycle.cpp)
+
+  private:
+    RunResult provision(Run& run);
+    RunResult decommission(Run& run, bool abandon);
+    std::vector<GateVerdict> gates(Run& run, bool reserve);
+    void sleep(std::chrono::milliseconds d);
+
+    LifecycleDeps deps_;
+    LifecycleOptions options_;
+    std::mutex vmid_mutex_;  // VMID allocation is one at a time
+};
+
+// The cloud-init/identity config the configure step PUTs (values for receipts are redacted separately).
+struct ConfigInputs {
+    std::map<std::string, std::string> params;
+    std::map<std::string, std::string> shown;  // same keys, secrets replaced
+};
+Result<ConfigInputs> build_config(const site::Node& node, const providers::VmState& vm,
+                                  const std::string& seed_compact);
+
+}  // namespace nodeform::controller::lifecycle

@@ -1,0 +1,95 @@
+#pragma once
+// Store: everything the controller keeps — enrollment tokens and node credentials (hashed), run reports
+// (idempotent by report_id, with retention) and per-node last-report bookkeeping. SQLite implementation in
+// STATE/nodeform.db; a successful write has been committed (fsynced) before the call returns.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "nodeform/result.hpp"
+
+namespace nodeform::controller {
+
+using TimePoint = std::chrono::system_clock::time_point;
+
+// A validated run report plus the fields the controller indexes.
+struct ReportRecord {
+    std::string report_id;
+    std::string identity;
+    TimePoint received_at{};
+    std::string spec_digest;
+    std::string phase;
+    std::string trigger;
+    std::string mode;
+    std::string finished_at;  // as the agent wrote it
+    bool platform_ready = false;
+    std::int64_t changed = 0;
+    std::int64_t failed = 0;
+    std::int64_t drifted = 0;
+    std::int64_t health_failed = 0;
+    std::string body;  // the report as received (canonical JSON)
+};
+
+enum class InsertOutcome { inserted, duplicate, conflict };  // conflict: same report_id, different content
+
+// What status derivation needs about one node.
+struct NodeRecord {
+    std::string identity;
+    std::optional<ReportRecord> last_report;      // newest report of any trigger
+    std::optional<ReportRecord> last_run_report;  // newest report with trigger "run"
+    std::int64_t report_count = 0;
+    bool has_credential = false;
+};
+
+struct RetentionPolicy {
+    int keep_last = 100;                          // per node, always kept
+    std::chrono::hours keep_newer_than{24 * 30};  // everything received within this is kept
+};
+
+enum class EnrollOutcome { enrolled, invalid_token };
+
+class Store {
+  public:
+    virtual ~Store() = default;
+
+    // Enrollment tokens: only hashes are stored. Issuing replaces no earlier token (each expires on its own).
+    virtual Status add_enrollment_token(const std::string& identity, const std::string& token_hash,
+                                        TimePoint expires_at, TimePoint now) = 0;
+    // In one transaction: the token must exist for identity, be unexpired and unused; it is marked consumed and
+    // credential_hash becomes the node's credential (replacing an earlier one).
+    virtual Result<EnrollOutcome> enroll(const std::string& identity, const std::string& token_hash,
+                                         const std::string& credential_hash, TimePoint now) = 0;
+    // The identity whose credential hashes to credential_hash, if any.
+    virtual Result<std::optional<std::string>> credential_owner(const std::string& credential_hash) = 0;
+    // Deletes the node's credential and every unused enrollment token for it; Ok(false) when there was nothing.
+    virtual Result<bool> revoke(const std::string& identity, TimePoint now) = 0;
+
+    virtual Result<InsertOutcome> insert_report(const ReportRecord& report) = 0;
+    virtual Result<std::optional<ReportRecord>> find_report(const std::string& report_id) = 0;
+    virtual Result<std::vector<ReportRecord>> recent_reports(const std::string& identity, int limit) = 0;
+    // Every node that has reported or holds a credential.
+    virtual Result<std::vector<NodeRecord>> nodes() = 0;
+    virtual Result<std::optional<NodeRecord>> node(const std::string& identity) = 0;
+    virtual Result<std::int64_t> report_count() = 0;
+    // Deletes reports older than policy.keep_newer_than that are not among a node's newest keep_last; returns how many.
+    virtual Result<std::int64_t> apply_retention(const RetentionPolicy& policy, TimePoint now) = 0;
+    // A cheap round trip to the database (for /readyz and the watchdog).
+    virtual Status ping() = 0;
+};
+
+// Opens STATE/nodeform.db (see sqlite::database_path) and applies the "controller" migrations.
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& db_path);
+
+// Tokens and credentials: 256 random bits, hex, with a readable prefix ("nfe_" enrollment, "nfc_" credential).
+std::string generate_secret(const std::string& prefix);
+// Lower-case hex SHA-256 of a token: what the store keeps.
+std::string hash_secret(const std::string& secret);
+// Constant-time equality of two strings (length is not secret).
+bool constant_time_equal(const std::string& a, const std::string& b);
+
+}  // namespace nodeform::controller

@@ -1,0 +1,367 @@
+// The SQLite Store: one connection guarded by a mutex (writes are serialized by SQLite anyway), WAL,
+// synchronous=FULL so that a returned insert is on disk.
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include <mutex>
+
+#include "nodeform/canonical_json.hpp"
+#include "nodeform/controller/store/sqlite.hpp"
+#include "nodeform/controller/store/store.hpp"
+
+namespace nodeform::controller {
+namespace {
+
+const std::vector<std::string> kMigrations = {
+    // v1
+    "CREATE TABLE nodes ("
+    "  identity TEXT PRIMARY KEY,"
+    "  first_report_at INTEGER,"
+    "  last_report_id TEXT,"
+    "  last_run_report_id TEXT,"
+    "  report_count INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE credentials ("
+    "  identity TEXT PRIMARY KEY,"
+    "  credential_hash TEXT NOT NULL UNIQUE,"
+    "  created_at INTEGER NOT NULL);"
+    "CREATE TABLE enrollment_tokens ("
+    "  token_hash TEXT PRIMARY KEY,"
+    "  identity TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  expires_at INTEGER NOT NULL,"
+    "  consumed_at INTEGER,"
+    "  revoked_at INTEGER);"
+    "CREATE INDEX enrollment_tokens_identity ON enrollment_tokens (identity);"
+    "CREATE TABLE reports ("
+    "  report_id TEXT PRIMARY KEY,"
+    "  identity TEXT NOT NULL,"
+    "  received_at INTEGER NOT NULL,"
+    "  spec_digest TEXT NOT NULL,"
+    "  phase TEXT NOT NULL,"
+    "  trigger TEXT NOT NULL,"
+    "  mode TEXT NOT NULL,"
+    "  finished_at TEXT NOT NULL,"
+    "  platform_ready INTEGER NOT NULL,"
+    "  changed INTEGER NOT NULL,"
+    "  failed INTEGER NOT NULL,"
+    "  drifted INTEGER NOT NULL,"
+    "  health_failed INTEGER NOT NULL,"
+    "  body TEXT NOT NULL);"
+    "CREATE INDEX reports_identity_received ON reports (identity, received_at);",
+};
+
+std::int64_t to_ms(TimePoint t) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+TimePoint from_ms(std::int64_t ms) {
+    return TimePoint(std::chrono::milliseconds(ms));
+}
+
+constexpr const char* kReportColumns =
+    "report_id, identity, received_at, spec_digest, phase, trigger, mode, finished_at, platform_ready, changed, "
+    "failed, drifted, health_failed, body";
+
+ReportRecord read_report(const sqlite::Statement& s, int offset = 0) {
+    ReportRecord r;
+    r.report_id = s.text(offset + 0);
+    r.identity = s.text(offset + 1);
+    r.received_at = from_ms(s.integer(offset + 2));
+    r.spec_digest = s.text(offset + 3);
+    r.phase = s.text(offset + 4);
+    r.trigger = s.text(offset + 5);
+    r.mode = s.text(offset + 6);
+    r.finished_at = s.text(offset + 7);
+    r.platform_ready = s.integer(offset + 8) != 0;
+    r.changed = s.integer(offset + 9);
+    r.failed = s.integer(offset + 10);
+    r.drifted = s.integer(offset + 11);
+    r.health_failed = s.integer(offset + 12);
+    r.body = s.text(offset + 13);
+    return r;
+}
+
+class SqliteStore final : public Store {
+  public:
+    explicit SqliteStore(sqlite::Database db) : db_(std::move(db)) {}
+
+    Status add_enrollment_token(const std::string& identity, const std::string& token_hash, TimePoint expires_at,
+                                TimePoint now) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare(
+            "INSERT INTO enrollment_tokens (token_hash, identity, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)");
+        if (!s) return s.error();
+        s->bind(1, token_hash).bind(2, identity).bind(3, to_ms(now)).bind(4, to_ms(expires_at));
+        return s->run();
+    }
+
+    Result<EnrollOutcome> enroll(const std::string& identity, const std::string& token_hash,
+                                 const std::string& credential_hash, TimePoint now) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        sqlite::Transaction tx(db_);
+        if (auto st = tx.begin(); !st) return st.error();
+        auto find = db_.prepare(
+            "SELECT identity, expires_at, consumed_at IS NOT NULL OR revoked_at IS NOT NULL FROM enrollment_tokens "
+            "WHERE token_hash = ?1");
+        if (!find) return find.error();
+        find->bind(1, token_hash);
+        auto row = find->step();
+        if (!row) return row.error();
+        if (!*row) return EnrollOutcome::invalid_token;
+        bool same_identity = constant_time_equal(find->text(0), identity);
+        bool expired = find->integer(1) <= to_ms(now);
+        bool used = find->integer(2) != 0;
+        if (!same_identity || expired || used) return EnrollOutcome::invalid_token;
+        auto consume = db_.prepare("UPDATE enrollment_tokens SET consumed_at = ?2 WHERE token_hash = ?1");
+        if (!consume) return consume.error();
+        consume->bind(1, token_hash).bind(2, to_ms(now));
+        if (auto st = consume->run(); !st) return st.error();
+        auto cred = db_.prepare(
+            "INSERT INTO credentials (identity, credential_hash, created_at) VALUES (?1, ?2, ?3) "
+            "ON CONFLICT(identity) DO UPDATE SET credential_hash = excluded.credential_hash, "
+            "created_at = excluded.created_at");
+        if (!cred) return cred.error();
+        cred->bind(1, identity).bind(2, credential_hash).bind(3, to_ms(now));
+        if (auto st = cred->run(); !st) return st.error();
+        if (auto st = tx.commit(); !st) return st.error();
+        return EnrollOutcome::enrolled;
+    }
+
+    Result<std::optional<std::string>> credential_owner(const std::string& credential_hash) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare("SELECT identity, credential_hash FROM credentials WHERE credential_hash = ?1");
+        if (!s) return s.error();
+        s->bind(1, credential_hash);
+        auto row = s->step();
+        if (!row) return row.error();
+        if (!*row || !constant_time_equal(s->text(1), credential_hash)) return std::optional<std::string>();
+        return std::optional<std::string>(s->text(0));
+    }
+
+    Result<bool> revoke(const std::string& identity, TimePoint now) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        sqlite::Transaction tx(db_);
+        if (auto st = tx.begin(); !st) return st.error();
+        auto del = db_.prepare("DELETE FROM credentials WHERE identity = ?1");
+        if (!del) return del.error();
+        del->bind(1, identity);
+        if (auto st = del->run(); !st) return st.error();
+        std::int64_t changed = db_.changes();
+        auto tokens = db_.prepare(
+            "UPDATE enrollment_tokens SET revoked_at = ?2 WHERE identity = ?1 AND consumed_at IS NULL AND "
+            "revoked_at IS NULL");
+        if (!tokens) return tokens.error();
+        tokens->bind(1, identity).bind(2, to_ms(now));
+        if (auto st = tokens->run(); !st) return st.error();
+        changed += db_.changes();
+        if (auto st = tx.commit(); !st) return st.error();
+        return changed > 0;
+    }
+
+    Result<InsertOutcome> insert_report(const ReportRecord& r) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        sqlite::Transaction tx(db_);
+        if (auto st = tx.begin(); !st) return st.error();
+        auto existing = db_.prepare("SELECT identity, body FROM reports WHERE report_id = ?1");
+        if (!existing) return existing.error();
+        existing->bind(1, r.report_id);
+        auto row = existing->step();
+        if (!row) return row.error();
+        if (*row) {
+            bool same = existing->text(0) == r.identity && existing->text(1) == r.body;
+            return same ? InsertOutcome::duplicate : InsertOutcome::conflict;
+        }
+        auto ins = db_.prepare(std::string("INSERT INTO reports (") + kReportColumns +
+                               ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
+        if (!ins) return ins.error();
+        ins->bind(1, r.report_id)
+            .bind(2, r.identity)
+            .bind(3, to_ms(r.received_at))
+            .bind(4, r.spec_digest)
+            .bind(5, r.phase)
+            .bind(6, r.trigger)
+            .bind(7, r.mode)
+            .bind(8, r.finished_at)
+            .bind(9, std::int64_t{r.platform_ready ? 1 : 0})
+            .bind(10, r.changed)
+            .bind(11, r.failed)
+            .bind(12, r.drifted)
+            .bind(13, r.health_failed)
+            .bind(14, r.body);
+        if (auto st = ins->run(); !st) return st.error();
+        auto node = db_.prepare(
+            "INSERT INTO nodes (identity, first_report_at, last_report_id, last_run_report_id, report_count) "
+            "VALUES (?1, ?2, ?3, CASE WHEN ?4 = 'run' THEN ?3 END, 1) "
+            "ON CONFLICT(identity) DO UPDATE SET last_report_id = ?3, "
+            "last_run_report_id = CASE WHEN ?4 = 'run' THEN ?3 ELSE last_run_report_id END, "
+            "first_report_at = COALESCE(first_report_at, ?2), report_count = report_count + 1");
+        if (!node) return node.error();
+        node->bind(1, r.identity).bind(2, to_ms(r.received_at)).bind(3, r.report_id).bind(4, r.trigger);
+        if (auto st = node->run(); !st) return st.error();
+        if (auto st = tx.commit(); !st) return st.error();
+        return InsertOutcome::inserted;
+    }
+
+    Result<std::optional<ReportRecord>> find_report(const std::string& report_id) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return find_report_locked(report_id);
+    }
+
+    Result<std::vector<ReportRecord>> recent_reports(const std::string& identity, int limit) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare(std::string("SELECT ") + kReportColumns +
+                             " FROM reports WHERE identity = ?1 ORDER BY received_at DESC, rowid DESC LIMIT ?2");
+        if (!s) return s.error();
+        s->bind(1, identity).bind(2, std::int64_t{limit});
+        std::vector<ReportRecord> out;
+        while (true) {
+            auto row = s->step();
+            if (!row) return row.error();
+            if (!*row) break;
+            out.push_back(read_report(*s));
+        }
+        return out;
+    }
+
+    Result<std::vector<NodeRecord>> nodes() override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return nodes_locked("");
+    }
+
+    Result<std::optional<NodeRecord>> node(const std::string& identity) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto all = nodes_locked(identity);
+        if (!all) return all.error();
+        if (all->empty()) return std::optional<NodeRecord>();
+        return std::optional<NodeRecord>(all->front());
+    }
+
+    Result<std::int64_t> report_count() override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare("SELECT COUNT(*) FROM reports");
+        if (!s) return s.error();
+        auto row = s->step();
+        if (!row) return row.error();
+        return s->integer(0);
+    }
+
+    Result<std::int64_t> apply_retention(const RetentionPolicy& policy, TimePoint now) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        sqlite::Transaction tx(db_);
+        if (auto st = tx.begin(); !st) return st.error();
+        auto s = db_.prepare(
+            "DELETE FROM reports WHERE received_at < ?1 AND report_id NOT IN ("
+            "  SELECT report_id FROM (SELECT report_id, ROW_NUMBER() OVER (PARTITION BY identity "
+            "  ORDER BY received_at DESC, rowid DESC) AS n FROM reports) WHERE n <= ?2)");
+        if (!s) return s.error();
+        s->bind(1, to_ms(now - policy.keep_newer_than)).bind(2, std::int64_t{std::max(policy.keep_last, 1)});
+        if (auto st = s->run(); !st) return st.error();
+        std::int64_t removed = db_.changes();
+        auto fix = db_.prepare(
+            "UPDATE nodes SET report_count = (SELECT COUNT(*) FROM reports r WHERE r.identity = nodes.identity)");
+        if (!fix) return fix.error();
+        if (auto st = fix->run(); !st) return st.error();
+        if (auto st = tx.commit(); !st) return st.error();
+        return removed;
+    }
+
+    Status ping() override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare("SELECT 1");
+        if (!s) return s.error();
+        auto row = s->step();
+        if (!row) return row.error();
+        return Ok{};
+    }
+
+  private:
+    Result<std::optional<ReportRecord>> find_report_locked(const std::string& report_id) {
+        if (report_id.empty()) return std::optional<ReportRecord>();
+        auto s = db_.prepare(std::string("SELECT ") + kReportColumns + " FROM reports WHERE report_id = ?1");
+        if (!s) return s.error();
+        s->bind(1, report_id);
+        auto row = s->step();
+        if (!row) return row.error();
+        if (!*row) return std::optional<ReportRecord>();
+        return std::optional<ReportRecord>(read_report(*s));
+    }
+
+    // identity "" = every node.
+    Result<std::vector<NodeRecord>> nodes_locked(const std::string& identity) {
+        std::string where = identity.empty() ? "" : " WHERE identity = ?1";
+        auto s = db_.prepare(
+            "SELECT identity, MAX(last_report_id), MAX(last_run_report_id), MAX(report_count), MAX(has_cred) FROM ("
+            "  SELECT identity, last_report_id, last_run_report_id, report_count, 0 AS has_cred FROM nodes"
+            "  UNION ALL SELECT identity, NULL, NULL, 0, 1 FROM credentials)" +
+            where + " GROUP BY identity ORDER BY identity");
+        if (!s) return s.error();
+        if (!identity.empty()) s->bind(1, identity);
+        struct Row {
+            NodeRecord node;
+            std::string last, last_run;
+        };
+        std::vector<Row> rows;
+        while (true) {
+            auto row = s->step();
+            if (!row) return row.error();
+            if (!*row) break;
+            Row r;
+            r.node.identity = s->text(0);
+            r.last = s->text(1);
+            r.last_run = s->text(2);
+            r.node.report_count = s->integer(3);
+            r.node.has_credential = s->integer(4) != 0;
+            rows.push_back(std::move(r));
+        }
+        std::vector<NodeRecord> out;
+        for (auto& r : rows) {
+            auto last = find_report_locked(r.last);
+            if (!last) return last.error();
+            r.node.last_report = *last;
+            if (r.last_run == r.last) {
+                r.node.last_run_report = *last;
+            } else {
+                auto run = find_report_locked(r.last_run);
+                if (!run) return run.error();
+                r.node.last_run_report = *run;
+            }
+            out.push_back(std::move(r.node));
+        }
+        return out;
+    }
+
+    std::mutex mutex_;
+    sqlite::Database db_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& db_path) {
+    auto db = sqlite::open_database(db_path);
+    if (!db) return db.error();
+    if (auto st = sqlite::apply_migrations(*db, "controller", kMigrations); !st)
+        return make_error(db_path + ": " + st.message());
+    return std::unique_ptr<Store>(std::make_unique<SqliteStore>(std::move(*db)));
+}
+
+std::string generate_secret(const std::string& prefix) {
+    unsigned char bytes[32];
+    if (RAND_bytes(bytes, sizeof(bytes)) != 1) throw std::runtime_error("RAND_bytes failed");  // no entropy: a bug
+    static const char* hex = "0123456789abcdef";
+    std::string out = prefix;
+    for (unsigned char b : bytes) {
+        out.push_back(hex[b >> 4]);
+        out.push_back(hex[b & 0xf]);
+    }
+    return out;
+}
+
+std::string hash_secret(const std::string& secret) {
+    return sha256_hex(secret);
+}
+
+bool constant_time_equal(const std::string& a, const std::string& b) {
+    if (a.size() != b.size()) return false;
+    return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+}  // namespace nodeform::controller

@@ -1,0 +1,460 @@
+// nodeform-agent run against a controller on loopback: an in-test httplib server that implements the
+// protocol's endpoints (docs/protocol.md) and dedups reports by report_id, like the real controller.
+// The agent converges a files-only spec under --root (no root privileges or apt needed).
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "nodeform/atomic_file.hpp"
+#include "nodeform/canonical_json.hpp"
+#include "test_paths.hpp"
+
+namespace {
+
+using Json = nlohmann::json;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+int free_port() {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    ::close(fd);
+    return ntohs(addr.sin_port);
+}
+
+bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds limit = 30s) {
+    auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+        if (condition()) return true;
+        std::this_thread::sleep_for(20ms);
+    }
+    return condition();
+}
+
+// The controller's side of the protocol, in memory. Survives stop()/start() (the "store" is durable).
+class FakeController {
+  public:
+    explicit FakeController(int port) : port_(port) {}
+    ~FakeController() { stop(); }
+
+    void set_spec(const Json& spec) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        spec_ = spec;
+    }
+    void start() {
+        server_ = std::make_unique<httplib::Server>();
+        server_->Post("/v1/enroll", [this](const httplib::Request& req, httplib::Response& res) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            auto j = Json::parse(req.body, nullptr, false);
+            if (j.is_discarded() || j.value("token", "") != "enroll-token-0123456789" || enrolled_) {
+                res.status = 401;
+                res.set_content(R"({"error":{"code":"invalid_token","message":"no"}})", "application/json");
+                return;
+            }
+            enrolled_ = true;
+            ++enrollments;
+            res.set_content(Json{{"identity", "web-01"}, {"credential", "node-credential-1"}}.dump(),
+                            "application/json");
+        });
+        server_->Get("/v1/spec/web-01", [this](const httplib::Request& req, httplib::Response& res) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (req.get_header_value("Authorization") != "Bearer node-credential-1") {
+                res.status = 401;
+                return;
+            }
+            ++spec_requests;
+            std::string etag = "\"" + nodeform::canonical_digest(spec_) + "\"";
+            res.set_header("ETag", etag);
+            if (req.get_header_value("If-None-Match") == etag) {
+                ++not_modified;
+                res.status = 304;
+                return;
+            }
+            res.set_content(nodeform::canonical_dump(spec_), "application/json");
+        });
+        server_->Post("/v1/nodes/web-01/reports", [this](const httplib::Request& req, httplib::Response& res) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (req.get_header_value("Authorization") != "Bearer node-credential-1") {
+                res.status = 401;
+                return;
+            }
+            auto j = Json::parse(req.body, nullptr, false);
+            if (j.is_discarded() || !j.contains("report_id")) {
+                res.status = 400;
+                return;
+            }
+            std::string id = j["report_id"];
+            if (reports_.count(id)) {
+                ++duplicate_posts;
+                res.status = 200;
+            } else {
+                reports_[id] = j;
+                order_.push_back(id);
+                arrival_[id] = std::chrono::steady_clock::now();
+                res.status = 201;
+            }
+            res.set_content(R"({"stored":true})", "application/json");
+        });
+        ASSERT_TRUE(server_->bind_to_port("127.0.0.1", port_));
+        thread_ = std::thread([this] { server_->listen_after_bind(); });
+        while (!server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    void stop() {
+        if (!server_) return;
+        server_->stop();
+        if (thread_.joinable()) thread_.join();
+        server_.reset();
+    }
+
+    std::vector<Json> reports() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::vector<Json> out;
+        for (const auto& id : order_)
+            out.push_back(reports_[id]);
+        return out;
+    }
+    std::vector<Json> reports_where(const std::function<bool(const Json&)>& pred) {
+        std::vector<Json> out;
+        for (const auto& r : reports())
+            if (pred(r)) out.push_back(r);
+        return out;
+    }
+    bool has(const std::string& id) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return reports_.count(id) > 0;
+    }
+    std::chrono::steady_clock::time_point arrival(const std::string& id) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return arrival_.at(id);
+    }
+
+    std::atomic<int> enrollments{0};
+    std::atomic<int> spec_requests{0};
+    std::atomic<int> not_modified{0};
+    std::atomic<int> duplicate_posts{0};
+
+  private:
+    int port_;
+    std::mutex mutex_;
+    Json spec_;
+    bool enrolled_ = false;
+    std::map<std::string, Json> reports_;
+    std::vector<std::string> order_;
+    std::map<std::string, std::chrono::steady_clock::time_point> arrival_;
+    std::unique_ptr<httplib::Server> server_;
+    std::thread thread_;
+};
+
+// One `nodeform-agent run` child process.
+class Agent {
+  public:
+    Agent(std::vector<std::string> args, std::string log_path) : log_(std::move(log_path)) {
+        std::string binary = nodeform::test::binary_dir() + "/agent/nodeform-agent";
+        std::vector<std::string> argv = {binary, "run"};
+        argv.insert(argv.end(), args.begin(), args.end());
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+            ::dup2(fd, 1);
+            ::dup2(fd, 2);
+            ::unsetenv("NOTIFY_SOCKET");
+            ::unsetenv("JOURNAL_STREAM");
+            ::unsetenv("WATCHDOG_USEC");
+            std::vector<char*> cargv;
+            for (auto& a : argv)
+                cargv.push_back(a.data());
+            cargv.push_back(nullptr);
+            ::execv(cargv[0], cargv.data());
+            ::_exit(127);
+        }
+    }
+    ~Agent() {
+        if (pid_ > 0 && !reaped_) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+    }
+    void signal(int signo) { ::kill(pid_, signo); }
+    // Exit status, or -1 when it did not exit within limit.
+    int wait_exit(std::chrono::milliseconds limit) {
+        auto end = std::chrono::steady_clock::now() + limit;
+        while (std::chrono::steady_clock::now() < end) {
+            int status = 0;
+            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+                reaped_ = true;
+                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            }
+            std::this_thread::sleep_for(10ms);
+        }
+        return -1;
+    }
+    std::string log() const {
+        auto text = nodeform::read_file(log_);
+        return text ? *text : "";
+    }
+
+  private:
+    std::string log_;
+    pid_t pid_ = -1;
+    bool reaped_ = false;
+};
+
+class AgentDaemonTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        if (!fs::exists(nodeform::test::binary_dir() + "/agent/nodeform-agent")) GTEST_SKIP() << "agent not built";
+        root = dir.path() + "/root";
+        fs::create_directories(root + "/etc");
+        std::ofstream(root + "/etc/passwd") << "root:x:0:0:root:/root:/bin/bash\n";
+        std::ofstream(root + "/etc/group") << "root:x:0:\n";
+        port = free_port();
+        controller = std::make_unique<FakeController>(port);
+        seed = dir.path() + "/seed.yaml";
+        std::ofstream(seed) << "identity: web-01\ncontroller_url: http://127.0.0.1:" << port
+                            << "\ntoken: enroll-token-0123456789\n"
+                               "ca_fingerprint: 5d41402abc4b2a76b9719d911017c592ae2f5d6d0d1f8b2f8c7b7a1f0e9d8c7b\n";
+        controller->set_spec(spec("remediate"));
+    }
+
+    Json spec(const std::string& drift, Json health = Json::array()) {
+        return {{"schema_version", 1},
+                {"identity", "web-01"},
+                {"files", {{{"path", "/etc/motd"}, {"content", "managed by nodeform\n"}, {"mode", "0644"}}}},
+                {"health", health},
+                {"apply", {{"trigger", "schedule"}, {"interval_s", 300}, {"splay_s", 0}, {"drift", drift}}}};
+    }
+
+    std::unique_ptr<Agent> start_agent(std::vector<std::string> extra = {}) {
+        std::vector<std::string> args = {"--seed",      seed,    "--root",      root,    "--retry-base", "100ms",
+                                         "--retry-cap", "400ms", "--log-level", "debug", "--config",     "/dev/null"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        return std::make_unique<Agent>(args, dir.path() + "/agent.log");
+    }
+
+    std::string spool_dir() const { return root + "/var/lib/nodeform/spool"; }
+    std::set<std::string> spooled_ids() const {
+        std::set<std::string> ids;
+        if (!fs::exists(spool_dir())) return ids;
+        for (const auto& e : fs::directory_iterator(spool_dir())) {
+            std::string name = e.path().filename().string();
+            if (name.size() == 16 + 1 + 36 + 5 && e.path().extension() == ".json") ids.insert(name.substr(17, 36));
+        }
+        return ids;
+    }
+    std::string motd() const {
+        auto t = nodeform::read_file(root + "/etc/motd");
+        return t ? *t : "";
+    }
+    std::vector<Json> run_reports() {
+        return controller->reports_where([](const Json& r) { return r.value("trigger", "") == "run"; });
+    }
+
+    nodeform::test::TempDir dir;
+    std::string root;
+    std::string seed;
+    int port = 0;
+    std::unique_ptr<FakeController> controller;
+};
+
+TEST_F(AgentDaemonTest, ConvergesToPlatformReadyThenSustainsAndStopsOnSigterm) {
+    controller->start();
+    auto agent = start_agent({"--interval", "300ms"});
+    ASSERT_TRUE(eventually([&] { return run_reports().size() >= 3; })) << agent->log();
+    auto reports = run_reports();
+    EXPECT_EQ(reports[0]["phase"], "platform-ready");
+    EXPECT_EQ(reports[0]["counts"]["changed"].get<int>(),
+              reports[0]["counts"]["total"].get<int>() - reports[0]["counts"]["unchanged"].get<int>());
+    EXPECT_EQ(reports[1]["phase"], "sustain");
+    EXPECT_EQ(reports[1]["counts"]["changed"], 0);
+    EXPECT_EQ(motd(), "managed by nodeform\n");
+    EXPECT_TRUE(fs::exists(root + "/var/lib/nodeform/platform-ready"));
+    EXPECT_EQ(controller->enrollments.load(), 1);
+    EXPECT_GE(controller->not_modified.load(), 1) << "refetches answered 304";
+    agent->signal(SIGTERM);
+    EXPECT_EQ(agent->wait_exit(20s), 0) << agent->log();
+    auto state = Json::parse(*nodeform::read_file(root + "/var/lib/nodeform/daemon.json"));
+    EXPECT_EQ(state["ready"], true);
+    EXPECT_GE(state["turns"].get<int>(), 3);
+    EXPECT_EQ(controller->duplicate_posts.load(), 0);
+    EXPECT_NE(agent->log().find("SIGTERM"), std::string::npos);
+}
+
+TEST_F(AgentDaemonTest, ControllerDownAtStartConvergesFromCacheSpoolsAndDrainsOnce) {
+    // A first life with the controller up: enrolled, spec cached, platform-ready.
+    controller->start();
+    {
+        auto agent = start_agent({"--interval", "1h"});
+        ASSERT_TRUE(eventually([&] { return run_reports().size() >= 1; })) << agent->log();
+        agent->signal(SIGTERM);
+        ASSERT_EQ(agent->wait_exit(20s), 0);
+    }
+    controller->stop();
+    std::size_t before = controller->reports().size();
+    fs::remove(root + "/etc/motd");  // something to converge while the controller is away
+    auto agent = start_agent({"--interval", "200ms"});
+    ASSERT_TRUE(eventually([&] { return spooled_ids().size() >= 3; })) << agent->log();
+    EXPECT_EQ(motd(), "managed by nodeform\n") << "converged from the cached spec";
+    std::set<std::string> waiting = spooled_ids();
+    controller->start();
+    ASSERT_TRUE(eventually([&] {
+        for (const auto& id : waiting)
+            if (!controller->has(id)) return false;
+        return true;
+    })) << agent->log();
+    EXPECT_TRUE(eventually([&] { return spooled_ids().size() <= 1; }));
+    agent->signal(SIGTERM);
+    EXPECT_EQ(agent->wait_exit(20s), 0);
+    EXPECT_EQ(controller->duplicate_posts.load(), 0);
+    EXPECT_GT(controller->reports().size(), before + waiting.size() - 1);
+    std::set<std::string> ids;
+    for (const auto& r : controller->reports())
+        EXPECT_TRUE(ids.insert(r["report_id"]).second);
+}
+
+TEST_F(AgentDaemonTest, DriftIsReportedInReportModeAndRepairedInRemediateMode) {
+    controller->set_spec(spec("report"));
+    controller->start();
+    auto agent = start_agent({"--interval", "300ms"});
+    ASSERT_TRUE(eventually([&] { return run_reports().size() >= 2; })) << agent->log();
+    std::ofstream(root + "/etc/motd") << "hand edit\n";
+    ASSERT_TRUE(eventually([&] {
+        for (const auto& r : run_reports())
+            if (r["mode"] == "check" && r["counts"]["drifted"].get<int>() > 0) return true;
+        return false;
+    })) << agent->log();
+    EXPECT_EQ(motd(), "hand edit\n") << "report mode changes nothing";
+    Json drifted;
+    for (const auto& r : run_reports())
+        if (r["counts"]["drifted"].get<int>() > 0) drifted = r;
+    bool named = false;
+    for (const auto& res : drifted["resources"])
+        named = named || (res["id"] == "file:/etc/motd" && res["status"] == "drifted");
+    EXPECT_TRUE(named) << drifted.dump();
+
+    // The operator switches the node to remediate: the next turns repair it.
+    controller->set_spec(spec("remediate"));
+    ASSERT_TRUE(eventually([&] { return motd() == "managed by nodeform\n"; })) << agent->log();
+    ASSERT_TRUE(eventually([&] {
+        for (const auto& r : run_reports())
+            if (r["mode"] == "apply" && r["counts"]["changed"].get<int>() > 0 && r["phase"] == "sustain") return true;
+        return false;
+    }));
+    agent->signal(SIGTERM);
+    EXPECT_EQ(agent->wait_exit(20s), 0);
+    EXPECT_NE(agent->log().find("file:/etc/motd drifted"), std::string::npos) << agent->log();
+}
+
+TEST_F(AgentDaemonTest, AHealthFlipIsReportedWithinASecond) {
+    std::string flag = dir.path() + "/healthy";
+    std::ofstream(flag) << "";
+    controller->set_spec(spec("remediate", Json::array({{{"name", "flag"},
+                                                         {"type", "command"},
+                                                         {"argv", {"/usr/bin/test", "-e", flag}},
+                                                         {"interval_s", 0.2},
+                                                         {"timeout_s", 2}}})));
+    controller->start();
+    auto agent = start_agent({"--interval", "1h"});
+    ASSERT_TRUE(eventually([&] { return run_reports().size() >= 1; })) << agent->log();
+    std::this_thread::sleep_for(500ms);
+    EXPECT_TRUE(controller->reports_where([](const Json& r) { return r["trigger"] == "health"; }).empty());
+    auto flipped = std::chrono::steady_clock::now();
+    fs::remove(flag);
+    ASSERT_TRUE(eventually([&] {
+        return !controller->reports_where([](const Json& r) { return r["trigger"] == "health"; }).empty();
+    })) << agent->log();
+    Json health = controller->reports_where([](const Json& r) { return r["trigger"] == "health"; })[0];
+    auto latency =
+        std::chrono::duration_cast<std::chrono::milliseconds>(controller->arrival(health["report_id"]) - flipped);
+    std::cout << "health flip -> report at the controller: " << latency.count() << " ms\n";
+    // A second, plus slack for a loaded CI machine (probe interval 200 ms).
+    EXPECT_LT(latency.count(), 3000);
+    EXPECT_EQ(health["health"][0]["status"], "fail");
+    EXPECT_EQ(health["health"][0]["name"], "flag");
+    std::ofstream(flag) << "";
+    EXPECT_TRUE(eventually(
+        [&] { return controller->reports_where([](const Json& r) { return r["trigger"] == "health"; }).size() >= 2; }));
+    EXPECT_EQ(run_reports().size(), 1u) << "health changes report; they do not converge";
+    agent->signal(SIGTERM);
+    EXPECT_EQ(agent->wait_exit(20s), 0);
+}
+
+TEST_F(AgentDaemonTest, SighupRunsNow) {
+    controller->start();
+    auto agent = start_agent({"--interval", "1h"});
+    ASSERT_TRUE(eventually([&] { return run_reports().size() == 1; })) << agent->log();
+    std::this_thread::sleep_for(300ms);
+    EXPECT_EQ(run_reports().size(), 1u);
+    agent->signal(SIGHUP);
+    ASSERT_TRUE(eventually([&] { return run_reports().size() == 2; }, 10s)) << agent->log();
+    agent->signal(SIGHUP);
+    ASSERT_TRUE(eventually([&] { return run_reports().size() == 3; }, 10s)) << agent->log();
+    agent->signal(SIGINT);
+    EXPECT_EQ(agent->wait_exit(20s), 0);
+}
+
+TEST_F(AgentDaemonTest, KillNineLosesNoSpooledReportAndTheNextStartCompletesTheConverge) {
+    controller->start();
+    {
+        auto agent = start_agent({"--interval", "1h"});
+        ASSERT_TRUE(eventually([&] { return run_reports().size() >= 1; })) << agent->log();
+        agent->signal(SIGTERM);
+        ASSERT_EQ(agent->wait_exit(20s), 0);
+    }
+    controller->stop();
+    std::set<std::string> ever_spooled;
+    for (int round = 0; round < 4; ++round) {
+        fs::remove(root + "/etc/motd");
+        auto agent = start_agent({"--interval", "100ms"});
+        // kill it at some moment while it converges and spools
+        ASSERT_TRUE(eventually([&] { return spooled_ids().size() >= ever_spooled.size() + 1 + round; }))
+            << agent->log();
+        std::this_thread::sleep_for(std::chrono::milliseconds(37 * round));
+        agent->signal(SIGKILL);
+        agent->wait_exit(5s);
+        for (const auto& id : spooled_ids())
+            ever_spooled.insert(id);
+    }
+    // No leftover temp files count as reports; every spooled file is a whole report.
+    for (const auto& e : fs::directory_iterator(spool_dir())) {
+        if (e.path().extension() != ".json") continue;
+        auto j = Json::parse(*nodeform::read_file(e.path().string()), nullptr, false);
+        EXPECT_FALSE(j.is_discarded()) << e.path();
+    }
+    fs::remove(root + "/etc/motd");
+    controller->start();
+    auto agent = start_agent({"--interval", "1h"});
+    ASSERT_TRUE(eventually([&] {
+        for (const auto& id : ever_spooled)
+            if (!controller->has(id)) return false;
+        return spooled_ids().empty();
+    })) << agent->log();
+    EXPECT_EQ(motd(), "managed by nodeform\n");
+    agent->signal(SIGTERM);
+    EXPECT_EQ(agent->wait_exit(20s), 0);
+    EXPECT_EQ(controller->duplicate_posts.load(), 0);
+    std::cout << "reports spooled across 4 kill -9 rounds and delivered after restart: " << ever_spooled.size() << "\n";
+}
+
+}  // namespace

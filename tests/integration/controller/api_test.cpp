@@ -1,0 +1,558 @@
+// The controller API over real HTTP on 127.0.0.1: an in-process ControllerServer with a real SQLite store and
+// hand-built sites (a fake SiteSource lets tests swap in a new or broken site).
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include "nodeform/canonical_json.hpp"
+#include "nodeform/clock.hpp"
+#include "nodeform/controller/api/server.hpp"
+#include "nodeform/controller/store/sqlite.hpp"
+#include "nodeform/controller/store/store.hpp"
+#include "nodeform/http.hpp"
+#include "nodeform/log.hpp"
+#include "test_paths.hpp"
+
+namespace nodeform::controller {
+namespace {
+
+using json = nlohmann::json;
+
+site::Node make_node(const std::string& name, site::AuthMethod method, std::vector<std::string> cidrs = {},
+                     std::string site_token = "") {
+    site::Node n;
+    n.name = name;
+    n.auth.method = method;
+    n.auth.allowed_cidrs = std::move(cidrs);
+    n.auth.site_token = std::move(site_token);
+    n.resolved =
+        json{{"schema_version", 1},
+             {"identity", name},
+             {"apply", {{"trigger", "schedule"}, {"interval_s", 300}, {"splay_s", 60}, {"drift", "remediate"}}}};
+    n.digest = canonical_digest(n.resolved);
+    return n;
+}
+
+site::Site make_site(std::vector<site::Node> nodes) {
+    site::Site s;
+    s.info.name = "test";
+    for (auto& n : nodes)
+        s.nodes[n.name] = n;
+    s.digest = "sha256:" + std::to_string(s.nodes.size());
+    return s;
+}
+
+class FakeSiteSource final : public SiteSource {
+  public:
+    explicit FakeSiteSource(site::Site s) { set(std::move(s)); }
+    site::LoadResult load() override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return result_;
+    }
+    std::string stamp() override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return std::to_string(version_);
+    }
+    void set(site::Site s) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        result_ = site::LoadResult{std::move(s), {}};
+        ++version_;
+    }
+    void break_it() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        result_ = site::LoadResult{std::nullopt, {site::Diagnostic{"site.yaml", 3, 1, "site.name", "is required"}}};
+        ++version_;
+    }
+
+  private:
+    std::mutex mutex_;
+    site::LoadResult result_;
+    int version_ = 0;
+};
+
+constexpr const char* kOperatorToken = "nfo_test_operator_token_0123456789";
+constexpr const char* kSiteToken = "stage-site-token-abcdef";
+
+json report_for(const std::string& identity, const std::string& id, const std::string& phase = "converging",
+                int failed = 0) {
+    return json{{"report_id", id},
+                {"identity", identity},
+                {"agent_version", "0.1.0"},
+                {"spec_digest", "sha256:abc"},
+                {"phase", phase},
+                {"trigger", "run"},
+                {"mode", "apply"},
+                {"started_at", "2026-11-23T19:40:00.123Z"},
+                {"finished_at", "2026-11-23T19:40:01.456Z"},
+                {"platform_ready", phase != "converging"},
+                {"counts", {{"total", 2}, {"unchanged", 1}, {"changed", 1 - failed}, {"failed", failed}}},
+                {"resources", json::array({{{"id", "package:nginx"}, {"type", "package"}, {"status", "changed"}}})},
+                {"drift", json::array()},
+                {"health", json::array({{{"name", "ssh"}, {"type", "tcp"}, {"status", "pass"}}})}};
+}
+
+class ApiTest : public ::testing::Test {
+  protected:
+    void SetUp() override { start(); }
+    void TearDown() override { stop(); }
+
+    void start(int threads = 8) {
+        auto store = open_sqlite_store(sqlite::database_path(dir_.path()));
+        ASSERT_TRUE(store.ok()) << store.message();
+        store_ = std::move(*store);
+        config_.state = dir_.path();
+        config_.plain_http = true;
+        config_.listen_host = "127.0.0.1";
+        config_.listen_port = 0;
+        config_.threads = threads;
+        config_.max_body_bytes = 64 * 1024;
+        config_.read_timeout = std::chrono::seconds(1);
+        config_.auth_failure_limit = 5;
+        config_.reload_interval = std::chrono::milliseconds(100);
+        server_ = std::make_unique<ControllerServer>(config_, *store_, source_, clock_, logger_, notifier_,
+                                                     ServerSecrets{hash_secret(kOperatorToken)});
+        auto st = server_->start();
+        ASSERT_TRUE(st.ok()) << st.message();
+        thread_ = std::thread([this] { (void)server_->run(); });
+        client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
+        client_->set_read_timeout(std::chrono::seconds(10));
+        for (int i = 0; i < 100; ++i) {
+            if (client_->Get("/healthz")) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+    }
+    void stop() {
+        if (server_) server_->stop();
+        if (thread_.joinable()) thread_.join();
+        server_.reset();
+    }
+
+    httplib::Headers bearer(const std::string& token) { return {{"Authorization", "Bearer " + token}}; }
+
+    std::string enroll(const std::string& identity) {
+        std::string token = generate_secret("nfe_");
+        EXPECT_TRUE(
+            store_
+                ->add_enrollment_token(identity, hash_secret(token), clock_.now() + std::chrono::hours(1), clock_.now())
+                .ok());
+        auto res =
+            client_->Post("/v1/enroll", json{{"identity", identity}, {"token", token}}.dump(), "application/json");
+        EXPECT_TRUE(res);
+        if (!res) return "";
+        EXPECT_EQ(res->status, 200) << res->body;
+        auto body = json::parse(res->body, nullptr, false);
+        return body.value("credential", "");
+    }
+
+    static std::string error_code(const httplib::Result& res) {
+        auto body = json::parse(res->body, nullptr, false);
+        if (!body.is_object() || !body.contains("error")) return "<no error body: " + res->body + ">";
+        return body["error"].value("code", "");
+    }
+
+    // Raw request over a socket: for paths httplib's client would normalize or refuse to send.
+    std::string raw(const std::string& request) {
+        int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(static_cast<uint16_t>(server_->port()));
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+            ::close(fd);
+            return "";
+        }
+        (void)!::write(fd, request.data(), request.size());
+        ::shutdown(fd, SHUT_WR);  // nothing more: the server sees EOF instead of waiting for another request
+        std::string out;
+        char buf[4096];
+        timeval tv{5, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        ssize_t n;
+        while ((n = ::read(fd, buf, sizeof(buf))) > 0)
+            out.append(buf, static_cast<std::size_t>(n));
+        ::close(fd);
+        return out;
+    }
+
+    test::TempDir dir_;
+    FakeSiteSource source_{
+        make_site({make_node("web-01", site::AuthMethod::node_token), make_node("web-02", site::AuthMethod::node_token),
+                   make_node("stage-01", site::AuthMethod::site_token, {}, kSiteToken),
+                   make_node("dev-01", site::AuthMethod::network, {"127.0.0.0/8"}),
+                   make_node("far-01", site::AuthMethod::network, {"10.0.0.0/8"})})};
+    SystemClock clock_;
+    MemoryLogger logger_;
+    NullNotifier notifier_;
+    ControllerConfig config_;
+    std::unique_ptr<Store> store_;
+    std::unique_ptr<ControllerServer> server_;
+    std::thread thread_;
+    std::unique_ptr<httplib::Client> client_;
+};
+
+TEST_F(ApiTest, SpecWithEtagAnd304) {
+    auto res = client_->Get("/v1/spec/dev-01");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+    auto site = server_->current_site();
+    const auto& node = site->nodes.at("dev-01");
+    EXPECT_EQ(res->get_header_value("ETag"), "\"" + node.digest + "\"");
+    EXPECT_EQ(res->get_header_value("Content-Type"), "application/json");
+    EXPECT_EQ(json::parse(res->body), node.resolved);
+    auto again = client_->Get("/v1/spec/dev-01", {{"If-None-Match", res->get_header_value("ETag")}});
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->status, 304);
+    EXPECT_TRUE(again->body.empty());
+    auto stale = client_->Get("/v1/spec/dev-01", {{"If-None-Match", "\"sha256:old\""}});
+    ASSERT_TRUE(stale);
+    EXPECT_EQ(stale->status, 200);
+}
+
+TEST_F(ApiTest, SpecStatusPaths) {
+    auto unknown = client_->Get("/v1/spec/nope-01");
+    ASSERT_TRUE(unknown);
+    EXPECT_EQ(unknown->status, 404);
+    EXPECT_EQ(error_code(unknown), "unknown_node");
+    auto far = client_->Get("/v1/spec/far-01");  // network posture, 127.0.0.1 not in 10.0.0.0/8
+    ASSERT_TRUE(far);
+    EXPECT_EQ(far->status, 403);
+    auto no_token = client_->Get("/v1/spec/stage-01");
+    ASSERT_TRUE(no_token);
+    EXPECT_EQ(no_token->status, 401);
+    EXPECT_EQ(error_code(no_token), "missing_credential");
+    auto bad_token = client_->Get("/v1/spec/stage-01", bearer("wrong"));
+    ASSERT_TRUE(bad_token);
+    EXPECT_EQ(bad_token->status, 401);
+    auto good = client_->Get("/v1/spec/stage-01", bearer(kSiteToken));
+    ASSERT_TRUE(good);
+    EXPECT_EQ(good->status, 200);
+    auto no_cred = client_->Get("/v1/spec/web-01");
+    ASSERT_TRUE(no_cred);
+    EXPECT_EQ(no_cred->status, 401);
+    auto post = client_->Post("/v1/spec/web-01", "{}", "application/json");
+    ASSERT_TRUE(post);
+    EXPECT_EQ(post->status, 405);
+    auto nothing = client_->Get("/v2/whatever");
+    ASSERT_TRUE(nothing);
+    EXPECT_EQ(nothing->status, 404);
+    EXPECT_EQ(error_code(nothing), "not_found");
+    // No secret ever reaches the log.
+    for (const auto& line : logger_.lines) {
+        EXPECT_EQ(line.message.find(kSiteToken), std::string::npos);
+        for (const auto& [k, v] : line.fields)
+            EXPECT_EQ(v.find("wrong"), std::string::npos);
+    }
+}
+
+TEST_F(ApiTest, EnrollOnceReplayAndExpiryRefused) {
+    std::string token = generate_secret("nfe_");
+    ASSERT_TRUE(
+        store_->add_enrollment_token("web-01", hash_secret(token), clock_.now() + std::chrono::hours(1), clock_.now())
+            .ok());
+    std::string body = json{{"identity", "web-01"}, {"token", token}}.dump();
+    auto first = client_->Post("/v1/enroll", body, "application/json");
+    ASSERT_TRUE(first);
+    ASSERT_EQ(first->status, 200) << first->body;
+    std::string credential = json::parse(first->body)["credential"];
+    EXPECT_EQ(credential.rfind("nfc_", 0), 0u);
+    auto replay = client_->Post("/v1/enroll", body, "application/json");
+    ASSERT_TRUE(replay);
+    EXPECT_EQ(replay->status, 401);
+    EXPECT_EQ(error_code(replay), "invalid_token");
+
+    std::string expired = generate_secret("nfe_");
+    ASSERT_TRUE(store_
+                    ->add_enrollment_token("web-02", hash_secret(expired), clock_.now() - std::chrono::seconds(1),
+                                           clock_.now() - std::chrono::hours(1))
+                    .ok());
+    auto late =
+        client_->Post("/v1/enroll", json{{"identity", "web-02"}, {"token", expired}}.dump(), "application/json");
+    ASSERT_TRUE(late);
+    EXPECT_EQ(late->status, 401);
+
+    // A token issued for web-02 does not enroll web-01.
+    std::string other = generate_secret("nfe_");
+    ASSERT_TRUE(
+        store_->add_enrollment_token("web-02", hash_secret(other), clock_.now() + std::chrono::hours(1), clock_.now())
+            .ok());
+    auto wrong_node =
+        client_->Post("/v1/enroll", json{{"identity", "web-01"}, {"token", other}}.dump(), "application/json");
+    ASSERT_TRUE(wrong_node);
+    EXPECT_EQ(wrong_node->status, 401);
+
+    auto malformed = client_->Post("/v1/enroll", "{not json", "application/json");
+    ASSERT_TRUE(malformed);
+    EXPECT_EQ(malformed->status, 400);
+    auto not_node_token =
+        client_->Post("/v1/enroll", json{{"identity", "stage-01"}, {"token", "x"}}.dump(), "application/json");
+    ASSERT_TRUE(not_node_token);
+    EXPECT_EQ(not_node_token->status, 409);
+
+    // The credential works for its own spec, not another node's.
+    auto own = client_->Get("/v1/spec/web-01", bearer(credential));
+    ASSERT_TRUE(own);
+    EXPECT_EQ(own->status, 200);
+    auto others = client_->Get("/v1/spec/web-02", bearer(credential));
+    ASSERT_TRUE(others);
+    EXPECT_EQ(others->status, 403);
+    // Credentials and tokens are stored hashed.
+    auto db = sqlite::open_database(sqlite::database_path(dir_.path()));
+    ASSERT_TRUE(db.ok());
+    auto s = db->prepare("SELECT credential_hash FROM credentials WHERE identity = 'web-01'");
+    ASSERT_TRUE(s.ok());
+    ASSERT_TRUE(*s->step());
+    EXPECT_EQ(s->text(0), hash_secret(credential));
+    for (const auto& line : logger_.lines)
+        EXPECT_EQ(line.message.find(credential), std::string::npos);
+}
+
+TEST_F(ApiTest, ReportsIdempotentValidatedAndOwnNodeOnly) {
+    std::string cred = enroll("web-01");
+    std::string cred2 = enroll("web-02");
+    auto report = report_for("web-01", "11111111-2222-3333-4444-555555555555");
+    auto first = client_->Post("/v1/nodes/web-01/reports", bearer(cred), report.dump(), "application/json");
+    ASSERT_TRUE(first);
+    EXPECT_EQ(first->status, 201) << first->body;
+    auto again = client_->Post("/v1/nodes/web-01/reports", bearer(cred), report.dump(), "application/json");
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->status, 200);
+    auto changed = report;
+    changed["phase"] = "sustain";
+    auto conflict = client_->Post("/v1/nodes/web-01/reports", bearer(cred), changed.dump(), "application/json");
+    ASSERT_TRUE(conflict);
+    EXPECT_EQ(conflict->status, 409);
+    EXPECT_EQ(*store_->report_count(), 1);
+
+    auto foreign = client_->Post("/v1/nodes/web-01/reports", bearer(cred2), report_for("web-01", "other-report").dump(),
+                                 "application/json");
+    ASSERT_TRUE(foreign);
+    EXPECT_EQ(foreign->status, 403);
+    auto mismatch = client_->Post("/v1/nodes/web-01/reports", bearer(cred), report_for("web-02", "mismatch").dump(),
+                                  "application/json");
+    ASSERT_TRUE(mismatch);
+    EXPECT_EQ(mismatch->status, 422);
+    auto bad_shape = report_for("web-01", "bad-shape");
+    bad_shape["phase"] = "dancing";
+    auto shape = client_->Post("/v1/nodes/web-01/reports", bearer(cred), bad_shape.dump(), "application/json");
+    ASSERT_TRUE(shape);
+    EXPECT_EQ(shape->status, 422);
+    EXPECT_EQ(error_code(shape), "invalid_report");
+    auto bad_json = client_->Post("/v1/nodes/web-01/reports", bearer(cred), "{\"report_id\":", "application/json");
+    ASSERT_TRUE(bad_json);
+    EXPECT_EQ(bad_json->status, 400);
+    std::string big(100 * 1024, 'x');
+    auto too_big = client_->Post("/v1/nodes/web-01/reports", bearer(cred), big, "application/json");
+    ASSERT_TRUE(too_big);
+    EXPECT_EQ(too_big->status, 413);
+    EXPECT_EQ(error_code(too_big), "payload_too_large");
+    auto unknown = client_->Post("/v1/nodes/ghost-01/reports", bearer(cred), report.dump(), "application/json");
+    ASSERT_TRUE(unknown);
+    EXPECT_EQ(unknown->status, 404);
+    EXPECT_EQ(*store_->report_count(), 1);
+}
+
+TEST_F(ApiTest, HostileIdentitiesAreRefusedWithoutHarm) {
+    std::vector<std::string> paths = {"/v1/spec/..",
+                                      "/v1/spec/%2e%2e",
+                                      "/v1/spec/..%2f..%2fetc%2fpasswd",
+                                      "/v1/spec/a%00b",
+                                      "/v1/spec/web-01%00",
+                                      "/v1/spec/-rf",
+                                      "/v1/spec/a%20b",
+                                      "/v1/nodes/..%2fweb-01/reports",
+                                      "/v1/spec/" + std::string(10 * 1024, 'a'),
+                                      "/v1/spec/" + std::string(300, 'a')};
+    for (const auto& path : paths) {
+        bool post = path.find("reports") != std::string::npos;
+        std::string response = raw((post ? "POST " : "GET ") + path +
+                                   " HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}");
+        ASSERT_GE(response.size(), 12u) << path.substr(0, 80);
+        int status = std::stoi(response.substr(9, 3));
+        EXPECT_TRUE(status == 400 || status == 404 || status == 414) << path.substr(0, 80) << " → " << status;
+    }
+    // Traversal through the raw path (no encoding) is just a path that matches no route.
+    std::string r = raw("GET /v1/spec/../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    ASSERT_GE(r.size(), 12u);
+    EXPECT_TRUE(r.substr(9, 3) == "404" || r.substr(9, 3) == "400") << r.substr(0, 40);
+    auto alive = client_->Get("/v1/spec/dev-01");
+    ASSERT_TRUE(alive);
+    EXPECT_EQ(alive->status, 200);
+}
+
+TEST_F(ApiTest, RepeatedAuthFailuresAreRateLimited) {
+    for (int i = 0; i < 5; ++i) {
+        auto res = client_->Get("/v1/spec/stage-01", bearer("wrong"));
+        ASSERT_TRUE(res);
+        EXPECT_EQ(res->status, 401);
+    }
+    auto limited = client_->Get("/v1/spec/stage-01", bearer(kSiteToken));  // even the right token now
+    ASSERT_TRUE(limited);
+    EXPECT_EQ(limited->status, 429);
+    EXPECT_FALSE(limited->get_header_value("Retry-After").empty());
+    auto enroll_limited =
+        client_->Post("/v1/enroll", json{{"identity", "web-01"}, {"token", "x"}}.dump(), "application/json");
+    ASSERT_TRUE(enroll_limited);
+    EXPECT_EQ(enroll_limited->status, 429);
+    auto health = client_->Get("/healthz");  // unauthenticated endpoints are not limited
+    ASSERT_TRUE(health);
+    EXPECT_EQ(health->status, 200);
+}
+
+TEST_F(ApiTest, OperatorViewsAndStatus) {
+    auto none = client_->Get("/v1/nodes");
+    ASSERT_TRUE(none);
+    EXPECT_EQ(none->status, 401);
+    auto wrong = client_->Get("/v1/nodes", bearer("nfo_wrong"));
+    ASSERT_TRUE(wrong);
+    EXPECT_EQ(wrong->status, 401);
+    std::string cred = enroll("web-01");
+    ASSERT_TRUE(client_->Post("/v1/nodes/web-01/reports", bearer(cred),
+                              report_for("web-01", "r1", "platform-ready").dump(), "application/json"));
+    ASSERT_TRUE(client_->Post("/v1/nodes/dev-01/reports", report_for("dev-01", "r2", "converging", 1).dump(),
+                              "application/json"));
+    auto list = client_->Get("/v1/nodes", bearer(kOperatorToken));
+    ASSERT_TRUE(list);
+    ASSERT_EQ(list->status, 200);
+    std::map<std::string, std::string> status;
+    auto nodes = json::parse(list->body)["nodes"];
+    for (const auto& n : nodes) status[n["identity"]] = n["status"];
+    EXPECT_EQ(status["web-01"], "converging");  // platform-ready, but for another spec digest than the site's
+    EXPECT_EQ(status["dev-01"], "failed");
+    EXPECT_EQ(status["web-02"], "pending");
+    EXPECT_EQ(status.size(), 5u);
+    auto one = client_->Get("/v1/nodes/dev-01", bearer(kOperatorToken));
+    ASSERT_TRUE(one);
+    ASSERT_EQ(one->status, 200);
+    auto detail = json::parse(one->body);
+    EXPECT_EQ(detail["last_report"]["report_id"], "r2");
+    EXPECT_EQ(detail["failed"], 1);
+    auto missing = client_->Get("/v1/nodes/ghost-01", bearer(kOperatorToken));
+    ASSERT_TRUE(missing);
+    EXPECT_EQ(missing->status, 404);
+}
+
+TEST_F(ApiTest, HealthReadyAndMetrics) {
+    auto h = client_->Get("/healthz");
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->status, 200);
+    auto r = client_->Get("/readyz");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(json::parse(r->body)["status"], "ready");
+    ASSERT_TRUE(client_->Get("/v1/spec/dev-01"));
+    auto m = client_->Get("/metrics");
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->status, 200);
+    EXPECT_NE(m->body.find("nodeform_http_requests_total{route=\"/v1/spec/{identity}\",status=\"200\"} 1"),
+              std::string::npos)
+        << m->body;
+    EXPECT_NE(m->body.find("nodeform_http_request_duration_seconds_bucket{route=\"/v1/spec/{identity}\",le=\"+Inf\"}"),
+              std::string::npos);
+    EXPECT_NE(m->body.find("nodeform_nodes{status=\"pending\"} 5"), std::string::npos) << m->body;
+    EXPECT_NE(m->body.find("nodeform_reports_stored 0"), std::string::npos);
+    EXPECT_NE(m->body.find("nodeform_site_reloads_total{result=\"failed\"} 0"), std::string::npos);
+}
+
+TEST_F(ApiTest, HotReloadServesNewSiteAndKeepsOldOnBrokenOne) {
+    auto site = make_site({make_node("dev-01", site::AuthMethod::network, {"127.0.0.0/8"}),
+                           make_node("dev-02", site::AuthMethod::network, {"127.0.0.0/8"})});
+    source_.set(site);
+    bool served = false;
+    for (int i = 0; i < 50 && !served; ++i) {
+        auto res = client_->Get("/v1/spec/dev-02");
+        served = res && res->status == 200;
+        if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_TRUE(served) << "the new site was not picked up";
+    source_.break_it();
+    bool refused = false;
+    for (int i = 0; i < 50 && !refused; ++i) {
+        auto r = client_->Get("/readyz");
+        refused = r && json::parse(r->body)["last_reload"]["ok"] == false;
+        if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_TRUE(refused) << "the broken site was not noticed";
+    auto r = client_->Get("/readyz");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);  // still serving the last good site
+    auto body = json::parse(r->body);
+    EXPECT_NE(body["last_reload"]["error"].get<std::string>().find("site.name"), std::string::npos);
+    auto still = client_->Get("/v1/spec/dev-02");
+    ASSERT_TRUE(still);
+    EXPECT_EQ(still->status, 200);
+    auto m = client_->Get("/metrics");
+    ASSERT_TRUE(m);
+    EXPECT_NE(m->body.find("nodeform_site_reloads_total{result=\"failed\"} 1"), std::string::npos) << m->body;
+    EXPECT_NE(m->body.find("nodeform_site_last_reload_ok 0"), std::string::npos);
+    // An explicit reload (SIGHUP) of a broken site is refused too.
+    EXPECT_FALSE(server_->reload().ok());
+}
+
+// Opens a connection and sends the request line and headers one byte at a time.
+class SlowLoris {
+  public:
+    explicit SlowLoris(int port) {
+        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(static_cast<uint16_t>(port));
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    }
+    ~SlowLoris() { ::close(fd_); }
+    bool send_byte(char c) { return connected_ && ::send(fd_, &c, 1, MSG_NOSIGNAL) == 1; }
+    // True when the server closed the connection (read returns 0 or an error) within the timeout.
+    bool closed_by_server(int seconds) {
+        timeval tv{seconds, 0};
+        setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        char buf[256];
+        ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) || n > 0;
+    }
+
+  private:
+    int fd_ = -1;
+    bool connected_ = false;
+};
+
+TEST_F(ApiTest, SlowLorisDoesNotBlockOtherClients) {
+    // 6 of the 8 workers are held by clients trickling headers; others are still served promptly.
+    std::vector<std::unique_ptr<SlowLoris>> lorises;
+    for (int i = 0; i < 6; ++i)
+        lorises.push_back(std::make_unique<SlowLoris>(server_->port()));
+    std::atomic<bool> stop{false};
+    std::thread trickle([&] {
+        const std::string header = "GET /v1/spec/dev-01 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+        for (std::size_t i = 0; !stop; ++i) {
+            for (auto& l : lorises)
+                l->send_byte(i < header.size() ? header[i] : 'a');
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    auto started = std::chrono::steady_clock::now();
+    for (int i = 0; i < 20; ++i) {
+        httplib::Client c("127.0.0.1", server_->port());
+        c.set_read_timeout(std::chrono::seconds(2));
+        auto res = c.Get("/v1/spec/dev-01");
+        ASSERT_TRUE(res) << "request " << i << " failed while slow clients were connected";
+        EXPECT_EQ(res->status, 200);
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
+    stop = true;
+    trickle.join();
+    // A client that stalls mid-headers is cut off after the read timeout (1 s here).
+    SlowLoris stalled(server_->port());
+    for (char c : std::string("GET /healthz HTTP/1.1\r\nHo"))
+        stalled.send_byte(c);
+    EXPECT_TRUE(stalled.closed_by_server(4));
+}
+
+}  // namespace
+}  // namespace nodeform::controller

@@ -1,0 +1,235 @@
+// The real nodeform-controller binary, killed with SIGKILL while 8 clients post reports: after a restart every
+// report that was answered 2xx is stored, exactly once. Also: a broken site edit on disk is refused by the
+// running binary, which keeps serving the last good site.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "nodeform/controller/store/sqlite.hpp"
+#include "nodeform/controller/store/store.hpp"
+#include "nodeform/site/site.hpp"
+#include "test_paths.hpp"
+
+namespace nodeform::controller {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+// A child nodeform-controller serving plain HTTP on an ephemeral loopback port.
+class ControllerProcess {
+  public:
+    ControllerProcess(const std::string& site, const std::string& state) {
+        std::string binary = test::binary_dir() + "/controller/nodeform-controller";
+        int out[2];
+        if (::pipe(out) != 0) return;
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            ::dup2(out[1], STDOUT_FILENO);
+            ::close(out[0]);
+            ::close(out[1]);
+            std::vector<std::string> args = {
+                binary,        "serve",        "--site",   site,        "--state",      state,   "--listen",
+                "127.0.0.1:0", "--plain-http", "--config", "/dev/null", "--access-log", "false", "--reload-interval",
+                "200ms"};
+            std::vector<char*> argv;
+            for (auto& a : args)
+                argv.push_back(a.data());
+            argv.push_back(nullptr);
+            ::execv(binary.c_str(), argv.data());
+            ::_exit(127);
+        }
+        ::close(out[1]);
+        // Read stdout until "listening on http://127.0.0.1:PORT".
+        std::string text;
+        char buf[256];
+        ssize_t n;
+        while ((n = ::read(out[0], buf, sizeof(buf))) > 0) {
+            text.append(buf, static_cast<std::size_t>(n));
+            auto pos = text.find("listening on http://127.0.0.1:");
+            if (pos != std::string::npos && text.find('\n', pos) != std::string::npos) {
+                port_ = std::stoi(text.substr(pos + 30));
+                break;
+            }
+        }
+        fd_ = out[0];
+    }
+    ~ControllerProcess() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+        if (fd_ >= 0) ::close(fd_);
+    }
+    int port() const { return port_; }
+    void kill9() {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+        pid_ = -1;
+    }
+    int terminate() {
+        ::kill(pid_, SIGTERM);
+        int status = 0;
+        ::waitpid(pid_, &status, 0);
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+
+  private:
+    pid_t pid_ = -1;
+    int fd_ = -1;
+    int port_ = 0;
+};
+
+std::string copy_example_site(const std::string& dir) {
+    std::string site = dir + "/site";
+    fs::copy(test::source_dir() + "/examples/site", site, fs::copy_options::recursive);
+    return site;
+}
+
+// A node of the example site that authenticates by address and admits loopback.
+std::string loopback_node(const std::string& site_dir) {
+    auto loaded = site::load_site(site_dir);
+    if (!loaded.ok()) return "";
+    for (const auto& [id, node] : loaded.site->nodes) {
+        if (node.auth.method != site::AuthMethod::network) continue;
+        for (const auto& cidr : node.auth.allowed_cidrs)
+            if (cidr == "127.0.0.0/8" || cidr == "127.0.0.1/32") return id;
+    }
+    return "";
+}
+
+json report(const std::string& identity, const std::string& id) {
+    return json{{"report_id", id},
+                {"identity", identity},
+                {"agent_version", "0.1.0"},
+                {"spec_digest", "sha256:abc"},
+                {"phase", "converging"},
+                {"trigger", "run"},
+                {"mode", "apply"},
+                {"started_at", "2026-11-23T19:40:00.123Z"},
+                {"finished_at", "2026-11-23T19:40:01.456Z"},
+                {"platform_ready", false},
+                {"counts", {{"total", 1}, {"changed", 1}}},
+                {"resources", json::array()}};
+}
+
+TEST(ControllerProcess, Kill9WhilePostingLosesNoAcknowledgedReport) {
+    test::TempDir dir;
+    std::string site = copy_example_site(dir.path());
+    std::string identity = loopback_node(site);
+    if (identity.empty()) GTEST_SKIP() << "examples/site has no node with network auth for 127.0.0.0/8";
+    std::string state = dir.path() + "/state";
+    std::mutex mutex;
+    std::set<std::string> acknowledged;
+    {
+        ControllerProcess controller(site, state);
+        ASSERT_GT(controller.port(), 0) << "the controller did not start";
+        std::atomic<bool> stop{false};
+        std::vector<std::thread> clients;
+        for (int t = 0; t < 8; ++t) {
+            clients.emplace_back([&, t] {
+                httplib::Client c("127.0.0.1", controller.port());
+                c.set_read_timeout(std::chrono::seconds(5));
+                for (int i = 0; !stop; ++i) {
+                    std::string id = "t" + std::to_string(t) + "-" + std::to_string(i);
+                    auto res =
+                        c.Post("/v1/nodes/" + identity + "/reports", report(identity, id).dump(), "application/json");
+                    if (!res) {
+                        if (stop) break;
+                        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+                        continue;
+                    }
+                    if (res->status == 201 || res->status == 200) {
+                        std::lock_guard<std::mutex> lock(mutex);
+                        acknowledged.insert(id);
+                    }
+                }
+            });
+        }
+        // Let some reports through, then kill the controller mid-stream.
+        for (int i = 0; i < 200; ++i) {
+            {
+                std::lock_guard<std::mutex> lock(mutex);
+                if (acknowledged.size() >= 300) break;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        controller.kill9();
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        stop = true;
+        for (auto& c : clients)
+            c.join();
+    }
+    ASSERT_GT(acknowledged.size(), 10u);
+    {
+        ControllerProcess again(site, state);
+        ASSERT_GT(again.port(), 0) << "the controller did not restart on the crashed state";
+        httplib::Client c("127.0.0.1", again.port());
+        // A retried, already acknowledged report is recognized as stored (200), not stored twice.
+        std::string sample = *acknowledged.begin();
+        auto res = c.Post("/v1/nodes/" + identity + "/reports", report(identity, sample).dump(), "application/json");
+        ASSERT_TRUE(res);
+        EXPECT_EQ(res->status, 200);
+        EXPECT_EQ(again.terminate(), 0);
+    }
+    auto store = open_sqlite_store(sqlite::database_path(state));
+    ASSERT_TRUE(store.ok()) << store.message();
+    for (const auto& id : acknowledged) {
+        auto found = (*store)->find_report(id);
+        ASSERT_TRUE(found.ok());
+        EXPECT_TRUE(found->has_value()) << "acknowledged report " << id << " is missing after kill -9";
+    }
+    auto db = sqlite::open_database(sqlite::database_path(state));
+    ASSERT_TRUE(db.ok());
+    auto s = db->prepare("SELECT COUNT(*), COUNT(DISTINCT report_id) FROM reports");
+    ASSERT_TRUE(s.ok() && *s->step());
+    EXPECT_EQ(s->integer(0), s->integer(1));
+    EXPECT_GE(static_cast<std::size_t>(s->integer(0)), acknowledged.size());
+    auto node = (*store)->node(identity);
+    ASSERT_TRUE(node.ok() && node->has_value());
+    EXPECT_EQ((*node)->report_count, s->integer(0));  // per-node bookkeeping committed with each report
+}
+
+TEST(ControllerProcess, BrokenSiteEditIsRefusedAndOldSiteKeepsServing) {
+    test::TempDir dir;
+    std::string site = copy_example_site(dir.path());
+    std::string identity = loopback_node(site);
+    if (identity.empty()) GTEST_SKIP() << "examples/site has no node with network auth for 127.0.0.0/8";
+    ControllerProcess controller(site, dir.path() + "/state");
+    ASSERT_GT(controller.port(), 0);
+    httplib::Client c("127.0.0.1", controller.port());
+    auto before = c.Get("/v1/spec/" + identity);
+    ASSERT_TRUE(before);
+    ASSERT_EQ(before->status, 200);
+    {
+        std::ofstream broken(site + "/site.yaml", std::ios::app);
+        broken << "\n  this: is: not: [valid yaml\n";
+    }
+    bool refused = false;
+    for (int i = 0; i < 50 && !refused; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        auto r = c.Get("/readyz");
+        refused = r && json::parse(r->body, nullptr, false).value("/last_reload/ok"_json_pointer, true) == false;
+    }
+    EXPECT_TRUE(refused) << "the broken site was not noticed";
+    auto after = c.Get("/v1/spec/" + identity);
+    ASSERT_TRUE(after);
+    EXPECT_EQ(after->status, 200);
+    EXPECT_EQ(after->body, before->body);
+    auto metrics = c.Get("/metrics");
+    ASSERT_TRUE(metrics);
+    EXPECT_NE(metrics->body.find("nodeform_site_reloads_total{result=\"failed\"} 1"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace nodeform::controller

@@ -1,0 +1,450 @@
+// The provisioning lifecycle against the Proxmox VE stand-in over loopback HTTP.
+#include <gtest/gtest.h>
+
+#include "harness.hpp"
+#include "nodeform/base64.hpp"
+#include "nodeform/seed.hpp"
+
+namespace nodeform::test {
+namespace {
+
+using nlohmann::json;
+
+std::string db_path(const TempDir& dir) {
+    return dir.path() + "/nodeform.db";
+}
+
+void expect_no_secrets(Harness& h, const std::string& extra = "") {
+    std::string all = h.everything_written() + extra;
+    EXPECT_EQ(all.find(h.standin.options().token_secret), std::string::npos) << "API token secret leaked";
+    for (const auto& t : h.issuer.issued)
+        EXPECT_EQ(all.find(t), std::string::npos) << "enrollment token leaked";
+}
+
+TEST(ProxmoxLifecycle, OneNodeHappyPath) {
+    PveStandin pve(fast_standin());
+    pve.add_template("pve1", 9000, "debian12-tmpl");
+    TempDir dir;
+    Harness h(pve, db_path(dir));
+    auto lifecycle = h.make();
+    auto r = lifecycle->create(h.site, "web-01");
+    ASSERT_TRUE(r.ok) << r.message;
+    EXPECT_EQ(r.state, lc::State::active);
+
+    auto rec = h.store->get("web-01");
+    ASSERT_TRUE(rec && *rec);
+    const auto vmid = (*rec)->vmid;
+    EXPECT_EQ(vmid, 100);
+    EXPECT_EQ(pve.vm_status(vmid), "running");
+    EXPECT_EQ(pve.clone_requests(vmid), 1);
+    json cfg = pve.vm_config(vmid);
+    EXPECT_EQ(cfg["name"], "web-01");
+    EXPECT_EQ(cfg["cores"], "2");
+    EXPECT_EQ(cfg["memory"], "2048");
+    EXPECT_EQ(cfg["balloon"], "1024");
+    EXPECT_EQ(cfg["agent"], "1");
+    EXPECT_EQ(cfg["onboot"], "1");
+    EXPECT_EQ(cfg["ciuser"], "alice");
+    EXPECT_EQ(cfg["ipconfig0"], "ip=10.20.0.11/24,gw=10.20.0.1");
+    EXPECT_EQ(cfg["nameserver"], "10.20.0.1");
+    EXPECT_EQ(cfg["searchdomain"], "lab.example.net");
+    EXPECT_EQ(cfg["tags"], "nodeform;web");
+    EXPECT_NE(cfg["scsi0"].get<std::string>().find("size=20G"), std::string::npos);
+    // Stored once-encoded: the form layer removed the outer encoding.
+    EXPECT_EQ(cfg["sshkeys"].get<std::string>().rfind("ssh-ed25519%20AAAA", 0), 0u) << cfg["sshkeys"];
+
+    // smbios1 keeps the clone's uuid and carries the seed with the issued token.
+    std::string smbios = cfg["smbios1"];
+    EXPECT_LE(smbios.size(), 512u);
+    EXPECT_EQ(smbios.rfind("uuid=", 0), 0u);
+    EXPECT_NE(smbios.find(",base64=1"), std::string::npos);
+    auto serial_at = smbios.find("serial=");
+    ASSERT_NE(serial_at, std::string::npos);
+    std::string serial = smbios.substr(serial_at + 7);
+    serial = serial.substr(0, serial.find(','));
+    auto decoded = base64_decode(serial);
+    ASSERT_TRUE(decoded);
+    auto seed = decode_seed_compact(*decoded);
+    ASSERT_TRUE(seed) << seed.message();
+    EXPECT_EQ(seed->identity, "web-01");
+    EXPECT_EQ(seed->token, h.issuer.current["web-01"]);
+    EXPECT_EQ(seed->controller_url, "https://10.20.0.2:8443");
+
+    auto receipts = h.store->receipts("web-01");
+    ASSERT_TRUE(receipts);
+    std::vector<std::string> steps;
+    for (const auto& x : *receipts)
+        steps.push_back(x.step);
+    EXPECT_EQ(steps, (std::vector<std::string>{"vmid_reserved", "cloned", "configured", "resized", "started",
+                                               "registered", "agent_ready", "active"}));
+    const auto& clone = (*receipts)[1];
+    bool saw_upid = false;
+    for (const auto& c : clone.calls) {
+        if (c.contains("upid") && c.contains("exitstatus") && c["exitstatus"] == "OK") saw_upid = true;
+    }
+    EXPECT_TRUE(saw_upid) << clone.calls.dump();
+    EXPECT_EQ((*rec)->ips.size(), 1u);
+    expect_no_secrets(h);
+
+    // Running create again is a no-op.
+    auto again = lifecycle->create(h.site, "web-01");
+    EXPECT_TRUE(again.ok);
+    EXPECT_EQ(pve.clone_requests(vmid), 1);
+}
+
+TEST(ProxmoxLifecycle, TwentyNodesInParallel) {
+    PveStandin pve(fast_standin());
+    pve.add_template("pve1", 9000, "debian12-tmpl");
+    TempDir dir;
+    Harness h(pve, db_path(dir), 20);
+    auto lifecycle = h.make();
+    std::vector<std::string> names;
+    for (const auto& [name, node] : h.site.nodes)
+        names.push_back(name);
+    auto results = lifecycle->create_many(h.site, names, 20);
+    std::set<std::int64_t> vmids;
+    for (const auto& r : results) {
+        EXPECT_TRUE(r.ok) << r.message;
+        auto rec = h.store->get(r.identity);
+        ASSERT_TRUE(rec && *rec);
+        vmids.insert((*rec)->vmid);
+        EXPECT_EQ(pve.clone_requests((*rec)->vmid), 1);
+    }
+    EXPECT_EQ(vmids.size(), 20u);
+    EXPECT_EQ(pve.vm_count(), 20);
+    expect_no_secrets(h);
+}
+
+TEST(ProxmoxLifecycle, CrashAtEveryStepResumesWithoutASecondClone) {
+    std::vector<std::string> points;
+    for (const char* step :
+         {"vmid_reserved", "cloned", "configured", "resized", "started", "registered", "agent_ready", "active"}) {
+        points.push_back(std::string("before:") + step);
+        points.push_back(std::string("after:") + step);
+    }
+    for (const char* step : {"cloned", "configured", "resized", "started"})
+        points.push_back(std::string("called:") + step);
+
+    for (const auto& point : points) {
+        SCOPED_TRACE(point);
+        PveStandinOptions o = fast_standin();
+        o.task_ms["qmclone"] = std::chrono::milliseconds(150);  // a crash lands while the clone still runs
+        PveStandin pve(o);
+        pve.add_template("pve1", 9000, "debian12-tmpl");
+        TempDir dir;
+        {
+            Harness h(pve, db_path(dir));
+            h.reports.all_ready = false;  // the crash may land in validating: report arrives after the restart
+            auto lifecycle = h.make([&](const std::string& p) {
+                if (p == point) throw SimulatedCrash{p};
+            });
+            bool crashed = false;
+            try {
+                (void)lifecycle->create(h.site, "web-01");
+            } catch (const SimulatedCrash&) {
+                crashed = true;
+            }
+            if (point != "before:active" && point != "after:active") {
+                EXPECT_TRUE(crashed);
+            }
+        }
+        Harness h2(pve, db_path(dir));  // the restarted controller
+        auto lifecycle = h2.make();
+        auto r = lifecycle->create(h2.site, "web-01");
+        EXPECT_TRUE(r.ok) << r.message;
+        EXPECT_EQ(r.state, lc::State::active);
+        EXPECT_EQ(pve.vm_count(), 1);
+        EXPECT_EQ(pve.clone_requests(100), 1);
+        EXPECT_EQ(pve.vm_status(100), "running");
+        expect_no_secrets(h2);
+    }
+}
+
+struct GateCase {
+    std::string name;
+    std::function<void(site::Site&, PveStandin&)> setup;
+    std::string gate;
+};
+
+TEST(ProxmoxLifecycle, EachGateRefusesBeforeAnyMutation) {
+    std::vector<GateCase> cases = {
+        {"hostname",
+         [](site::Site& s, PveStandin&) {
+             auto n = s.nodes["web-01"];
+             n.name = "Web_01";
+             s.nodes.erase("web-01");
+             s.nodes["web-01"] = n;
+         },
+         "hostname"},
+        {"vmid out of range", [](site::Site& s, PveStandin&) { s.nodes["web-01"].placement.vmid = 500; }, "vmid"},
+        {"vmid in use",
+         [](site::Site& s, PveStandin& p) {
+             p.add_vm("pve1", 150, "someone-else", false);
+             s.nodes["web-01"].placement.vmid = 150;
+         },
+         "vmid"},
+        {"template missing", [](site::Site& s, PveStandin&) { s.nodes["web-01"].placement.template_vmid = 9999; },
+         "template"},
+        {"not a template",
+         [](site::Site& s, PveStandin& p) {
+             p.add_vm("pve1", 9100, "plain-vm", false);
+             s.nodes["web-01"].placement.template_vmid = 9100;
+         },
+         "template"},
+        {"storage", [](site::Site& s, PveStandin&) { s.nodes["web-01"].placement.storage = "nope"; }, "storage"},
+        {"bridge", [](site::Site& s, PveStandin&) { s.nodes["web-01"].placement.bridge = "vmbr9"; }, "bridge"},
+        {"host of another site", [](site::Site& s, PveStandin&) { s.nodes["web-01"].placement.pve_node = "pve7"; },
+         "site_host"},
+        {"host offline",
+         [](site::Site& s, PveStandin&) {
+             s.info.placements[0].hosts.push_back("pve3");
+             s.nodes["web-01"].placement.pve_node = "pve3";
+         },
+         "site_host"},
+        {"seed too long",
+         [](site::Site& s, PveStandin&) {
+             s.info.controller_url = "https://" + std::string(280, 'c') + ".example.net:8443";
+         },
+         "seed"},
+    };
+    for (const auto& c : cases) {
+        SCOPED_TRACE(c.name);
+        PveStandin pve(fast_standin());
+        pve.add_template("pve1", 9000, "debian12-tmpl");
+        TempDir dir;
+        Harness h(pve, db_path(dir));
+        c.setup(h.site, pve);
+        int vms_before = pve.vm_count();
+        auto lifecycle = h.make();
+        auto plan = lifecycle->plan(h.site, "web-01");
+        ASSERT_TRUE(plan) << plan.message();
+        EXPECT_FALSE(plan->ok());
+        pve.reset_request_log();
+        auto r = lifecycle->create(h.site, "web-01");
+        EXPECT_FALSE(r.ok);
+        EXPECT_NE(r.message.find(c.gate + ":"), std::string::npos) << r.message;
+        EXPECT_EQ(pve.vm_count(), vms_before);
+        for (const auto& line : pve.request_log()) {
+            EXPECT_EQ(line.rfind("GET ", 0), 0u) << "mutation despite a refusing gate: " << line;
+        }
+        auto rec = h.store->get("web-01");
+        ASSERT_TRUE(rec && *rec);
+        EXPECT_EQ((*rec)->state, lc::State::failed);
+        EXPECT_EQ((*rec)->failed_step, "gates");
+    }
+}
+
+TEST(ProxmoxLifecycle, PlanChangesNothingAndListsTheCalls) {
+    PveStandin pve(fast_standin());
+    pve.add_template("pve1", 9000, "debian12-tmpl");
+    TempDir dir;
+    Harness h(pve, db_path(dir));
+    auto lifecycle = h.make();
+    pve.reset_request_log();
+    auto plan = lifecycle->plan(h.site, "web-01");
+    ASSERT_TRUE(plan) << plan.message();
+    EXPECT_TRUE(plan->ok());
+    EXPECT_EQ(plan->vmid, 100);
+    ASSERT_GE(plan->calls.size(), 5u);
+    EXPECT_EQ(plan->calls[0].path, "/nodes/pve1/qemu/9000/clone");
+    for (const auto& line : pve.request_log())
+        EXPECT_EQ(line.rfind("GET ", 0), 0u) << line;
+    auto rec = h.store->get("web-01");
+    ASSERT_TRUE(rec);
+    EXPECT_FALSE(rec->has_value());
+    EXPECT_EQ(pve.vm_count(), 0);
+    EXPECT_EQ(lc::to_json(*plan).dump().find(pve.options().token_secret), std::string::npos);
+}
+
+TEST(ProxmoxLifecycle, FailingCloneIsRolledBackAndRetriedCleanly) {
+    PveStandin pve(fast_standin());
+    pve.add_template("pve1", 9000, "debian12-tmpl");
+    pve.inject_task_failures(
+        "qmclone", 1,
+        "clone failed: lvcreate 'pve/vm-100-disk-0' error: Volume group \"pve\" has insufficient free space");
+    TempDir dir;
+    Harness h(pve, db_path(dir));
+    auto lifecycle = h.make();
+    auto r = lifecycle->create(h.site, "web-01");
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(r.message.find("insufficient free space"), std::string::npos) << r.message;  // Proxmox's own words
+    EXPECT_EQ(pve.vm_count(), 0);
+    auto rec = h.store->get("web-01");
+    ASSERT_TRUE(rec && *rec);
+    EXPECT_EQ((*rec)->state, lc::State::failed);
+    EXPECT_EQ((*rec)->failed_step, "cloned");
+    auto receipts = h.store->receipts("web-01");
+    ASSERT_TRUE(receipts);
+    EXPECT_EQ(receipts->back().step, "rollback");
+
+    auto again = lifecycle->create(h.site, "web-01");
+    EXPECT_TRUE(again.ok) << again.message;
+    EXPECT_EQ(pve.vm_count(), 1);
+    expect_no_secrets(h, r.message);
+}
+
+TEST(ProxmoxLifecycle, FailureAfterCloneDestroysTheUnbootedVm) {
+    PveStandin pve(fast_standin());
+    pve.add_template("pve1", 9000, "debian12-tmpl");
+    pve.inject_task_failures("resize", 1, "command 'lvextend' failed: exit code 5");
+    TempDir dir;
+    Harness h(pve, db_path(dir));
+    auto lifecycle = h.make();
+    auto r = lifecycle->create(h.site, "web-01");
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(r.message.find("lvextend"), std::string::npos) << r.message;
+    EXPECT_NE(r.message.find("rolled back"), std::string::npos) << r.message;
+    EXPECT_EQ(pve.vm_count(), 0);
+    auto again = lifecycle->create(h.site, "web-01");
+    EXPECT_TRUE(again.ok) << again.message;
+    EXPECT_EQ(pve.vm_count(), 1);
+}
+
+TEST(ProxmoxLifecycle, SurvivesLockTimeoutsNoWorkerAnd5xxBursts) {
+    PveStandin pve(fast_standin());
+    pve.add_template("pve1", 9000, "debian12-tmpl");
+    TempDir dir;
+    Harness h(pve, db_path(dir));
+    auto lifecycle = h.make();
+    pve.inject_lock_timeouts(2);
+    pve.inject_no_worker(1);
+    pve.inject_get_errors(3, 503);
+    auto r = lifecycle->create(h.site, "web-01");
+    ASSERT_TRUE(r.ok) << r.message;
+    EXPECT_EQ(pve.vm_count(), 1);
+    EXPECT_EQ(pve.clone_requests(100), 1);
+    auto receipts = h.store->receipts("web-01");
+    ASSERT_TRUE(receipts);
+    bool retried = false;
+    for (const auto& x : *receipts) {
+        for (const auto& c : x.calls) {
+            if (c.value("attempt", 1) > 1) retried = true;
+        }
+    }
+    EXPECT_TRUE(retried);
+}
+
+TEST(ProxmoxLifecycle, WrongTokenIsRefusedWithoutEchoingTheSecret) {
+    PveStandin pve(fast_standin());
+    pve.add_template("pve1", 9000, "debian12-tmpl");
+    TempDir dir;
+    Harness h(pve, db_path(dir));
+    h.site.info.proxmox[0].token_secret = "wrong-secret-1234567890";
+    auto lifecycle = h.make();
+    auto r = lifecycle->create(h.site, "web-01");
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(r.message.find("authentication failure"), std::string::npos) << r.message;
+    EXPECT_EQ(r.message.find("wrong-secret-1234567890"), std::string::npos);
+    EXPECT_EQ(h.everything_written().find("wrong-secret-1234567890"), std::string::npos);
+}
+
+TEST(ProxmoxLifecycle, MalformedSshKeyIsReportedWithProxmoxsMessage) {
+    PveStandin pve(fast_standin());
+    pve.add_template("pve1", 9000, "debian12-tmpl");
+    TempDir dir;
+    Harness h(pve, db_path(dir));
+    h.site.nodes["web-01"].resolved["users"][1]["ssh_keys"] = json::array({"not a key"});
+    auto lifecycle = h.make();
+    auto r = lifecycle->create(h.site, "web-01");
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(r.message.find("sshkeys: SSH public key validation error"), std::string::npos) << r.message;
+    EXPECT_NE(r.message.find("HTTP 400"), std::string::npos) << r.message;
+    EXPECT_EQ(pve.vm_count(), 0);  // rolled back: never booted
+    expect_no_secrets(h, r.message);
+}
+
+void provision(Harness& h, lc::Lifecycle& lifecycle) {
+    auto r = lifecycle.create(h.site, "web-01");
+    ASSERT_TRUE(r.ok) << r.message;
+}
+
+TEST(ProxmoxLifecycle, DestroyAllowImmediate) {
+    PveStandin pve(fast_standin());
+    pve.add_template("pve1", 9000, "debian12-tmpl");
+    TempDir dir;
+    Harness h(pve, db_path(dir));
+    auto lifecycle = h.make();
+    provision(h, *lifecycle);
+    auto d = lifecycle->destroy(h.site, "web-01");
+    ASSERT_TRUE(d.ok) << d.message;
+    EXPECT_EQ(d.state, lc::State::decommissioned);
+    EXPECT_FALSE(pve.vm_exists(100));
+    EXPECT_TRUE(pve.backups().empty());
+    EXPECT_TRUE(h.issuer.revoked.count("web-01"));
+    auto again = lifecycle->destroy(h.site, "web-01");
+    EXPECT_TRUE(again.ok);
+    expect_no_secrets(h);
+}
+
+TEST(ProxmoxLifecycle, DestroyRequiresFinalBackup) {
+    PveStandin pve(fast_standin());
+    pve.add_template("pve1", 9000, "debian12-tmpl");
+    TempDir dir;
+    Harness h(pve, db_path(dir));
+    h.site.nodes["web-01"].decommission = site::DecommissionPolicy::requires_final_backup;
+    auto lifecycle = h.make();
+    provision(h, *lifecycle);
+    auto d = lifecycle->destroy(h.site, "web-01");
+    ASSERT_TRUE(d.ok) << d.message;
+    EXPECT_EQ(pve.backups(), std::vector<std::int64_t>{100});
+    EXPECT_FALSE(pve.vm_exists(100));
+}
+
+TEST(ProxmoxLifecycle, FailedBackupKeepsTheVm) {
+    PveStandin pve(fast_standin());
+    pve.add_template("pve1", 9000, "debian12-tmpl");
+    TempDir dir;
+    Harness h(pve, db_path(dir));
+    h.site.nodes["web-01"].decommission = site::DecommissionPolicy::requires_final_backup;
+    auto lifecycle = h.make();
+    provision(h, *lifecycle);
+    pve.inject_task_failures("vzdump", 1, "job errors");
+    auto d = lifecycle->destroy(h.site, "web-01");
+    EXPECT_FALSE(d.ok);
+    EXPECT_NE(d.message.find("job errors"), std::string::npos) << d.message;
+    EXPECT_TRUE(pve.vm_exists(100));
+    auto retry = lifecycle->destroy(h.site, "web-01");
+    EXPECT_TRUE(retry.ok) << retry.message;
+    EXPECT_FALSE(pve.vm_exists(100));
+}
+
+TEST(ProxmoxLifecycle, DestroyRequiresMigrationFirst) {
+    PveStandin pve(fast_standin());
+    pve.add_template("pve1", 9000, "debian12-tmpl");
+    TempDir dir;
+    Harness h(pve, db_path(dir));
+    auto& node = h.site.nodes["web-01"];
+    node.decommission = site::DecommissionPolicy::requires_migration_first;
+    node.resolved["stacks"] = json::array({{{"name", "metrics"}, {"compose", "x"}, {"env", json::object()}}});
+    auto lifecycle = h.make();
+    provision(h, *lifecycle);
+    auto refused = lifecycle->destroy(h.site, "web-01");
+    EXPECT_FALSE(refused.ok);
+    EXPECT_NE(refused.message.find("metrics"), std::string::npos) << refused.message;
+    EXPECT_TRUE(pve.vm_exists(100));
+    EXPECT_EQ((*h.store->get("web-01"))->state, lc::State::active);
+    node.resolved["stacks"] = json::array();
+    auto d = lifecycle->destroy(h.site, "web-01");
+    EXPECT_TRUE(d.ok) << d.message;
+    EXPECT_FALSE(pve.vm_exists(100));
+}
+
+TEST(ProxmoxLifecycle, ValidatingWaitsForThePlatformReadyReport) {
+    PveStandin pve(fast_standin());
+    pve.add_template("pve1", 9000, "debian12-tmpl");
+    TempDir dir;
+    Harness h(pve, db_path(dir));
+    h.reports.all_ready = false;
+    auto lifecycle = h.make();
+    auto r = lifecycle->create(h.site, "web-01");
+    EXPECT_FALSE(r.ok);
+    EXPECT_EQ(r.state, lc::State::validating);
+    EXPECT_NE(r.message.find("still validating"), std::string::npos);
+    h.reports.ready.insert("web-01");
+    auto again = lifecycle->create(h.site, "web-01");
+    EXPECT_TRUE(again.ok) << again.message;
+    EXPECT_EQ(pve.clone_requests(100), 1);
+}
+
+}  // namespace
+}  // namespace nodeform::test

@@ -1,0 +1,346 @@
+// nodeform-agent apply/plan against a real debootstrapped Debian root (scripts/test-setup.sh builds and
+// caches it): real apt/dpkg, useradd, visudo and systemctl --root. Each test converges its own copy,
+// inside a private mount namespace with /proc and /dev mounted, so nothing leaks onto the host.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "nodeform/atomic_file.hpp"
+#include "nodeform/posix_process_runner.hpp"
+#include "test_paths.hpp"
+
+namespace nodeform::agent {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string cached_rootfs() {
+    if (const char* env = std::getenv("NODEFORM_TEST_ROOTFS"); env && *env) return env;
+    auto text = read_file("/var/cache/nodeform-test/agent-rootfs.path");
+    if (!text) return {};
+    std::string path = *text;
+    while (!path.empty() && path.back() == '\n')
+        path.pop_back();
+    return path;
+}
+
+struct CommandRun {
+    int exit_code = -1;
+    std::string out;
+    std::string err;
+    nlohmann::json json() const { return nlohmann::json::parse(out, nullptr, false); }
+};
+
+class RootTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        if (::geteuid() != 0) GTEST_SKIP() << "needs root (chroot, mount namespaces, useradd --root)";
+        source_ = cached_rootfs();
+        if (source_.empty() || !fs::exists(source_ + "/.nodeform-complete")) {
+            GTEST_SKIP() << "no cached Debian root: run scripts/test-setup.sh first (or set NODEFORM_TEST_ROOTFS)";
+        }
+        root_ = tmp_.path() + "/root";
+        auto copy = sh({"cp", "-a", "--reflink=auto", source_ + "/.", root_ + "/"}, "mkdir -p \"$2\" && exec \"$@\"");
+        ASSERT_EQ(copy.exit_code, 0) << copy.err;
+        // The agent must put its own policy-rc.d in place for apt in an offline root (and remove it).
+        fs::remove(root_ + "/usr/sbin/policy-rc.d");
+    }
+
+    void TearDown() override {
+        if (!root_.empty()) {
+            std::error_code ec;
+            fs::remove_all(root_, ec);
+        }
+    }
+
+    // Runs argv through sh -c script (script sees the argv as "$@"; $0 is the root).
+    CommandRun sh(const std::vector<std::string>& argv, const std::string& script,
+           std::chrono::seconds timeout = std::chrono::minutes(5)) {
+        PosixProcessRunner runner;
+        ProcessRequest request;
+        request.argv = {"sh", "-c", script, root_};
+        request.argv.insert(request.argv.end(), argv.begin(), argv.end());
+        request.timeout = timeout;
+        request.output_limit = 4 * 1024 * 1024;
+        auto result = runner.run(request);
+        if (!result) return CommandRun{-1, "", result.message()};
+        return CommandRun{result->exit_code, result->out, result->err};
+    }
+
+    // nodeform-agent ARGS in a private mount namespace with the root's /proc and /dev mounted.
+    // extra_mounts runs first inside the namespace (e.g. a small filesystem for the full-disk test).
+    // after runs in the namespace once the agent has finished (its exit code is kept).
+    CommandRun agent(std::vector<std::string> args, const std::string& extra_mounts = "", const std::string& after = "") {
+        std::string run = after.empty() ? " exec \"$@\"" : " set +e; \"$@\"; rc=$?; " + after + " exit $rc";
+        std::vector<std::string> argv = {
+            "unshare",
+            "--mount",
+            "--fork",
+            "--",
+            "sh",
+            "-c",
+            "set -e; mount -t proc proc \"$0/proc\"; mount --bind /dev \"$0/dev\"; " + extra_mounts + run,
+            root_,
+            test::binary_dir() + "/agent/nodeform-agent"};
+        argv.insert(argv.end(), args.begin(), args.end());
+        PosixProcessRunner runner;
+        ProcessRequest request;
+        request.argv = argv;
+        request.timeout = std::chrono::minutes(10);
+        request.output_limit = 4 * 1024 * 1024;
+        auto result = runner.run(request);
+        if (!result) return CommandRun{-1, "", result.message()};
+        return CommandRun{result->exit_code, result->out, result->err};
+    }
+
+    // Runs a command inside the root (chroot, private namespace with /proc).
+    CommandRun in_root(std::vector<std::string> args) {
+        std::vector<std::string> argv = {"unshare",
+                                         "--mount",
+                                         "--fork",
+                                         "--",
+                                         "sh",
+                                         "-c",
+                                         "mount -t proc proc \"$0/proc\" && exec chroot \"$0\" \"$@\"",
+                                         root_};
+        argv.insert(argv.end(), args.begin(), args.end());
+        PosixProcessRunner runner;
+        ProcessRequest request;
+        request.argv = argv;
+        request.timeout = std::chrono::minutes(5);
+        auto result = runner.run(request);
+        if (!result) return CommandRun{-1, "", result.message()};
+        return CommandRun{result->exit_code, result->out, result->err};
+    }
+
+    std::string write_spec(const nlohmann::json& spec) {
+        std::string path = tmp_.path() + "/spec-" + std::to_string(++specs_) + ".json";
+        EXPECT_TRUE(write_file_atomic(path, spec.dump(), {0600, false}).ok());
+        return path;
+    }
+
+    std::string file(const std::string& in_root_path) {
+        auto text = read_file(root_ + in_root_path);
+        return text ? *text : std::string("<missing>");
+    }
+
+    static std::set<std::string> ids_with(const nlohmann::json& report, const std::string& status) {
+        std::set<std::string> ids;
+        for (const auto& r : report["resources"]) {
+            if (r["status"] == status) ids.insert(r["id"].get<std::string>());
+        }
+        return ids;
+    }
+
+    static std::string status_of(const nlohmann::json& report, const std::string& id) {
+        for (const auto& r : report["resources"]) {
+            if (r["id"] == id) return r["status"].get<std::string>() + ": " + r["message"].get<std::string>();
+        }
+        return "<no result>";
+    }
+
+    test::TempDir tmp_;
+    std::string source_;
+    std::string root_;
+    int specs_ = 0;
+};
+
+nlohmann::json full_spec() {
+    return nlohmann::json::parse(R"({
+      "schema_version": 1, "identity": "web-01", "spec": "web", "posture": "prod", "site": "lab",
+      "hostname": {"hostname": "web-01", "domain": "lab.example.net", "fqdn": "web-01.lab.example.net"},
+      "packages": [{"name": "hello", "state": "present"}],
+      "groups": [{"name": "ops", "gid": 2000, "state": "present"}, {"name": "devs", "state": "present"}],
+      "users": [
+        {"name": "alice", "uid": 1100, "shell": "/bin/bash", "home": "/home/alice", "groups": ["ops"],
+         "sudo": true, "sudo_nopasswd": false,
+         "ssh_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAliceKeyForTestsOnly alice@laptop"], "state": "present"},
+        {"name": "bob", "shell": "/bin/sh", "home": "/home/bob", "groups": ["devs", "ops"],
+         "sudo": true, "sudo_nopasswd": true, "ssh_keys": [], "state": "present"}],
+      "files": [
+        {"path": "/etc/motd", "content": "Managed by nodeform\n", "mode": "0644", "owner": "root", "group": "root",
+         "state": "present", "restart": []},
+        {"path": "/etc/app/app.conf", "content": "listen=8080\n", "mode": "0640", "owner": "alice", "group": "ops",
+         "state": "present", "restart": ["systemd-networkd.service"]}],
+      "services": [{"name": "systemd-networkd.service", "enabled": true, "running": true}],
+      "stacks": [],
+      "secret_paths": ["/users/0/ssh_keys/0"]
+    })");
+}
+
+TEST_F(RootTest, ConvergesIsIdempotentDetectsDamageAndRepairsIt) {
+    const std::string spec = write_spec(full_spec());
+    auto first = agent({"apply", "--spec", spec, "--root", root_, "--json"});
+    auto report = first.json();
+    ASSERT_EQ(first.exit_code, 0) << first.err << report.dump(2);
+    EXPECT_EQ(report["counts"]["changed"], 9) << report.dump(2);
+    EXPECT_EQ(report["counts"]["failed"], 0);
+
+    // What the machine looks like now, read with the system's own tools and files.
+    EXPECT_EQ(in_root({"dpkg-query", "-W", "-f=${Status}", "hello"}).out, "install ok installed");
+    EXPECT_EQ(in_root({"hello"}).out, "Hello, world!\n");
+    EXPECT_EQ(in_root({"id", "-nG", "alice"}).out, "alice ops\n");
+    EXPECT_EQ(in_root({"id", "-nG", "bob"}).out, "bob ops devs\n");
+    EXPECT_EQ(in_root({"id", "-u", "alice"}).out, "1100\n");
+    EXPECT_EQ(in_root({"getent", "group", "ops"}).out.substr(0, 12), "ops:x:2000:a");
+    EXPECT_EQ(file("/home/alice/.ssh/authorized_keys"),
+              "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAliceKeyForTestsOnly alice@laptop\n");
+    struct stat st {};
+    ASSERT_EQ(::stat((root_ + "/home/alice/.ssh/authorized_keys").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0600u);
+    EXPECT_EQ(st.st_uid, 1100u);
+    ASSERT_EQ(::stat((root_ + "/home/alice/.ssh").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0700u);
+    EXPECT_FALSE(fs::exists(root_ + "/home/bob/.ssh/authorized_keys"));
+    EXPECT_EQ(file("/etc/sudoers.d/nodeform-bob"),
+              "# Managed by nodeform: changes here are overwritten.\nbob ALL=(ALL:ALL) NOPASSWD: ALL\n");
+    EXPECT_EQ(in_root({"visudo", "-c"}).exit_code, 0);
+    EXPECT_EQ(file("/etc/motd"), "Managed by nodeform\n");
+    ASSERT_EQ(::stat((root_ + "/etc/app/app.conf").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0640u);
+    EXPECT_EQ(st.st_uid, 1100u);
+    EXPECT_EQ(st.st_gid, 2000u);
+    EXPECT_EQ(file("/etc/hostname"), "web-01\n");
+    EXPECT_NE(file("/etc/hosts").find("127.0.1.1\tweb-01.lab.example.net web-01\n"), std::string::npos);
+    EXPECT_TRUE(fs::is_symlink(root_ + "/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"));
+    EXPECT_FALSE(fs::exists(root_ + "/usr/sbin/policy-rc.d"));             // put in place for apt, then removed
+    EXPECT_FALSE(fs::exists(root_ + "/var/lib/nodeform/platform-ready"));  // an offline root is never "ready"
+    auto last = nlohmann::json::parse(file("/var/lib/nodeform/last-run.json"), nullptr, false);
+    ASSERT_FALSE(last.is_discarded());
+    EXPECT_EQ(last["counts"]["total"], 9);
+    EXPECT_EQ(last["success"], true);
+    // The SSH key is a secret in this spec: it appears neither in the report nor in last-run.json.
+    EXPECT_EQ(first.out.find("AliceKeyForTestsOnly"), std::string::npos);
+    EXPECT_EQ(file("/var/lib/nodeform/last-run.json").find("AliceKeyForTestsOnly"), std::string::npos);
+
+    // Second run: nothing changes.
+    auto second = agent({"apply", "--spec", spec, "--root", root_, "--json"});
+    ASSERT_EQ(second.exit_code, 0) << second.err;
+    EXPECT_EQ(second.json()["counts"]["changed"], 0) << second.out;
+    EXPECT_EQ(second.json()["counts"]["unchanged"], 9);
+    auto plan = agent({"plan", "--spec", spec, "--root", root_});
+    EXPECT_EQ(plan.exit_code, 0) << plan.out << plan.err;
+
+    // Damage: delete a file, change a mode, take a user out of a group, purge a package.
+    fs::remove(root_ + "/etc/motd");
+    fs::permissions(root_ + "/etc/app/app.conf", fs::perms(0666));
+    ASSERT_EQ(in_root({"gpasswd", "-d", "alice", "ops"}).exit_code, 0);
+    ASSERT_EQ(in_root({"dpkg", "--purge", "hello"}).exit_code, 0);
+
+    auto damaged = agent({"plan", "--spec", spec, "--root", root_, "--json"});
+    EXPECT_EQ(damaged.exit_code, 2) << damaged.err;
+    EXPECT_EQ(ids_with(damaged.json(), "drifted"),
+              (std::set<std::string>{"package:hello", "user:alice", "file:/etc/motd", "file:/etc/app/app.conf"}))
+        << damaged.out;
+    auto text_plan = agent({"plan", "--spec", spec, "--root", root_});
+    EXPECT_EQ(text_plan.exit_code, 2);
+    EXPECT_NE(text_plan.out.find("file:/etc/app/app.conf: would update mode"), std::string::npos) << text_plan.out;
+
+    auto repair = agent({"apply", "--spec", spec, "--root", root_, "--json"});
+    EXPECT_EQ(repair.exit_code, 0) << repair.err;
+    EXPECT_EQ(ids_with(repair.json(), "changed"),
+              (std::set<std::string>{"package:hello", "user:alice", "file:/etc/motd", "file:/etc/app/app.conf"}))
+        << repair.out;
+    EXPECT_EQ(in_root({"id", "-nG", "alice"}).out, "alice ops\n");
+    EXPECT_EQ(agent({"plan", "--spec", spec, "--root", root_}).exit_code, 0);
+}
+
+TEST_F(RootTest, MissingPackageAndMaliciousUserFailAloneNothingElseHarmed) {
+    auto spec = nlohmann::json::parse(R"({
+      "schema_version": 1, "identity": "web-02",
+      "packages": [{"name": "hello", "state": "present"}, {"name": "nodeform-no-such-package", "state": "present"}],
+      "groups": [],
+      "users": [{"name": "root;rm -rf /", "state": "present", "groups": [], "ssh_keys": []},
+                {"name": "carol", "shell": "/bin/bash", "home": "/home/carol", "groups": [], "ssh_keys": [],
+                 "state": "present"}],
+      "files": [{"path": "/etc/motd", "content": "still converged\n", "mode": "0644", "owner": "root",
+                 "group": "root", "state": "present", "restart": []}],
+      "services": [], "stacks": [], "secret_paths": []
+    })");
+    const std::string passwd_before = file("/etc/passwd");
+    auto run = agent({"apply", "--spec", write_spec(spec), "--root", root_, "--json"});
+    EXPECT_EQ(run.exit_code, 1);
+    auto report = run.json();
+    EXPECT_EQ(status_of(report, "package:nodeform-no-such-package")
+                  .rfind("failed: package nodeform-no-such-package is "
+                         "not available",
+                         0),
+              0u)
+        << report.dump(2);
+    EXPECT_EQ(status_of(report, "user:root;rm -rf /").rfind("failed: invalid user name", 0), 0u);
+    EXPECT_EQ(ids_with(report, "changed"), (std::set<std::string>{"package:hello", "user:carol", "file:/etc/motd"}));
+    EXPECT_EQ(in_root({"dpkg-query", "-W", "-f=${Status}", "hello"}).out, "install ok installed");
+    // Everything that was there is still there.
+    EXPECT_EQ(file("/etc/passwd").rfind(passwd_before, 0), 0u);
+    EXPECT_TRUE(fs::exists(root_ + "/usr/bin/apt-get"));
+    EXPECT_TRUE(fs::exists(root_ + "/etc/shadow"));
+}
+
+TEST_F(RootTest, HeldDpkgLockIsAPackageFailureWithAClearMessage) {
+    // dpkg and apt lock with fcntl: hold lock-frontend the same way from this process.
+    int fd = ::open((root_ + "/var/lib/dpkg/lock-frontend").c_str(), O_RDWR | O_CREAT, 0640);
+    ASSERT_GE(fd, 0);
+    struct flock lk {};
+    lk.l_type = F_WRLCK;
+    lk.l_whence = SEEK_SET;
+    ASSERT_EQ(::fcntl(fd, F_SETLK, &lk), 0);
+    auto spec = nlohmann::json::parse(R"({
+      "schema_version": 1, "identity": "web-03",
+      "packages": [{"name": "hello", "state": "present"}],
+      "files": [{"path": "/etc/motd", "content": "x\n", "mode": "0644", "owner": "root", "group": "root",
+                 "state": "present", "restart": []}],
+      "secret_paths": []
+    })");
+    auto run = agent({"apply", "--spec", write_spec(spec), "--root", root_, "--json", "--dpkg-lock-timeout", "2s"});
+    ::close(fd);
+    EXPECT_EQ(run.exit_code, 1);
+    auto report = run.json();
+    EXPECT_NE(status_of(report, "package:hello").find("the dpkg lock is held by another process"), std::string::npos)
+        << report.dump(2);
+    EXPECT_EQ(status_of(report, "file:/etc/motd").rfind("changed", 0), 0u);
+    EXPECT_NE(in_root({"dpkg-query", "-W", "-f=${Status}", "hello"}).out, "install ok installed");
+}
+
+TEST_F(RootTest, FullDiskIsAFileFailureAndLeavesNoDebris) {
+    // A small filesystem at /srv/data in the agent's mount namespace: loop-mounted ext4, tmpfs if loop fails.
+    const std::string image = tmp_.path() + "/small.img";
+    auto mk = sh({image}, "truncate -s 4M \"$1\" && mkfs.ext4 -q -F \"$1\"");
+    std::string mounts = "mkdir -p \"$0/srv/data\"; (mount -o loop " + image +
+                         " \"$0/srv/data\" 2>/dev/null || mount -t tmpfs -o size=1m tmpfs \"$0/srv/data\");";
+    if (mk.exit_code != 0) mounts = "mkdir -p \"$0/srv/data\"; mount -t tmpfs -o size=1m tmpfs \"$0/srv/data\";";
+    auto spec = nlohmann::json::parse(R"({
+      "schema_version": 1, "identity": "web-04",
+      "files": [{"path": "/etc/motd", "content": "ok\n", "mode": "0644", "owner": "root", "group": "root",
+                 "state": "present", "restart": []}],
+      "secret_paths": []
+    })");
+    spec["files"].push_back({{"path", "/srv/data/big.bin"},
+                             {"content", std::string(8 * 1024 * 1024, 'x')},
+                             {"mode", "0644"},
+                             {"owner", "root"},
+                             {"group", "root"},
+                             {"state", "present"},
+                             {"restart", nlohmann::json::array()}});
+    auto run = agent({"apply", "--spec", write_spec(spec), "--root", root_, "--json"}, mounts,
+                     "ls -A \"$0/srv/data\" > \"$0/srv/listing\";");
+    EXPECT_EQ(run.exit_code, 1) << run.err;
+    auto report = run.json();
+    EXPECT_NE(status_of(report, "file:/srv/data/big.bin").find("No space left on device"), std::string::npos)
+        << report.dump(2);
+    EXPECT_EQ(status_of(report, "file:/etc/motd").rfind("changed", 0), 0u);
+    // No temporary file left behind on the full filesystem (lost+found is ext4's own).
+    std::string listing = file("/srv/listing");
+    EXPECT_EQ(listing.find("nodeform"), std::string::npos) << listing;
+    EXPECT_EQ(listing.find("big.bin"), std::string::npos) << listing;
+}
+
+}  // namespace
+}  // namespace nodeform::agent

@@ -1,0 +1,186 @@
+// Seed loading, enrollment, spec fetch with ETag and cache fallback, reports, backoff: against an
+// in-test HttpTransport that plays the controller (docs/protocol.md).
+#include <gtest/gtest.h>
+
+#include "nodeform/agent/controller_client.hpp"
+#include "nodeform/canonical_json.hpp"
+
+namespace nodeform::agent {
+namespace {
+
+const std::string kFingerprint(64, 'a');
+
+Seed test_seed() {
+    return Seed{"web-01", "https://10.0.2.2:8443", "one-time-token-SECRET", kFingerprint};
+}
+
+class FakeController final : public HttpTransport {
+  public:
+    std::vector<HttpRequest> requests;
+    int unreachable = 0;  // this many sends fail at the transport level
+    bool accept_enroll = true;
+    bool enrolled = false;
+    nlohmann::json spec = {{"schema_version", 1}, {"identity", "web-01"}, {"packages", nlohmann::json::array()}};
+
+    Result<HttpResponse> send(const HttpRequest& r) override {
+        requests.push_back(r);
+        if (unreachable > 0) {
+            --unreachable;
+            return make_error("connect to 10.0.2.2:8443: Connection refused");
+        }
+        if (r.path == "/v1/enroll") {
+            auto body = nlohmann::json::parse(r.body);
+            if (!accept_enroll || enrolled || body["token"] != "one-time-token-SECRET") {
+                return HttpResponse{401, {}, R"({"error":{"code":"invalid_token","message":"no"}})"};
+            }
+            enrolled = true;
+            return HttpResponse{200, {}, R"({"identity":"web-01","credential":"node-credential-XYZ"})"};
+        }
+        if (r.path == "/v1/spec/web-01") {
+            std::string etag = "\"" + canonical_digest(spec) + "\"";
+            auto inm = r.headers.find("If-None-Match");
+            if (inm != r.headers.end() && inm->second == etag) return HttpResponse{304, {}, ""};
+            return HttpResponse{200, {{"etag", etag}}, canonical_dump(spec)};
+        }
+        if (r.path == "/v1/nodes/web-01/reports") return HttpResponse{201, {}, "{}"};
+        return HttpResponse{404, {}, R"({"error":{"code":"not_found","message":"no route"}})"};
+    }
+};
+
+ClientOptions fast_options() {
+    ClientOptions o;
+    o.sleep = [](std::chrono::milliseconds) {};
+    o.random = []() { return std::uint64_t{12345}; };
+    return o;
+}
+
+TEST(Seed, SourcesInOrder) {
+    MemoryFilesystem fs;
+    EXPECT_FALSE(load_seed(fs, std::nullopt).ok());
+    auto seed = test_seed();
+    fs.put_file("/sys/class/dmi/id/product_serial", encode_seed_compact(seed) + "\n");
+    auto from_smbios = load_seed(fs, std::nullopt);
+    ASSERT_TRUE(from_smbios.ok()) << from_smbios.message();
+    EXPECT_EQ(from_smbios->source, "SMBIOS serial");
+    EXPECT_EQ(from_smbios->seed.token, seed.token);
+    fs.put_file("/etc/nodeform/seed.yaml",
+                "identity: web-02\ncontroller_url: https://c:8443\ntoken: t0ken-abcdefghijkl\n"
+                "ca_fingerprint: " +
+                    kFingerprint + "\n");
+    auto from_yaml = load_seed(fs, std::nullopt);
+    ASSERT_TRUE(from_yaml.ok()) << from_yaml.message();
+    EXPECT_EQ(from_yaml->seed.identity, "web-02");
+    fs.put_file("/tmp/explicit", encode_seed_compact(seed));
+    auto explicit_file = load_seed(fs, std::string("/tmp/explicit"));
+    ASSERT_TRUE(explicit_file.ok());
+    EXPECT_EQ(explicit_file->seed.identity, "web-01");
+    // A malformed seed is an error, never silently skipped for the next source.
+    fs.put_file("/etc/nodeform/seed.yaml", "identity: web-02\nsurprise: 1\n");
+    auto bad = load_seed(fs, std::nullopt);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.message().find("surprise"), std::string::npos);
+}
+
+TEST(Client, EnrollsOnceStoresTheCredentialAndNeverSendsTheTokenAgain) {
+    MemoryFilesystem fs;
+    MemoryLogger log;
+    FakeController controller;
+    {
+        ControllerClient client(controller, fs, log, test_seed(), fast_options());
+        auto spec = client.fetch_spec();
+        ASSERT_TRUE(spec.ok()) << spec.message();
+        EXPECT_EQ(spec->spec["identity"], "web-01");
+        EXPECT_FALSE(spec->from_cache);
+    }
+    auto cred = fs.stat("/var/lib/nodeform/credential").value();
+    ASSERT_TRUE(cred.has_value());
+    EXPECT_EQ(cred->mode, 0600u);
+    EXPECT_EQ(fs.stat("/var/lib/nodeform/spec.json").value()->mode, 0600u);
+    // A new process: reads the stored credential, revalidates with If-None-Match, gets 304.
+    controller.requests.clear();
+    ControllerClient again(controller, fs, log, test_seed(), fast_options());
+    auto spec = again.fetch_spec();
+    ASSERT_TRUE(spec.ok());
+    EXPECT_TRUE(spec->not_modified);
+    ASSERT_EQ(controller.requests.size(), 1u);
+    EXPECT_EQ(controller.requests[0].headers.at("Authorization"), "Bearer node-credential-XYZ");
+    EXPECT_EQ(controller.requests[0].headers.at("If-None-Match"), "\"" + canonical_digest(controller.spec) + "\"");
+    for (const auto& r : controller.requests)
+        EXPECT_EQ(r.body.find("one-time-token-SECRET"), std::string::npos);
+    ASSERT_TRUE(again.post_report({{"report_id", "x"}}).ok());
+    EXPECT_EQ(controller.requests.back().headers.at("Authorization"), "Bearer node-credential-XYZ");
+    for (const auto& line : log.lines)
+        EXPECT_EQ(line.message.find("SECRET"), std::string::npos);
+}
+
+TEST(Client, SiteTokenPostureUsesTheSeedTokenAsBearer) {
+    MemoryFilesystem fs;
+    MemoryLogger log;
+    FakeController controller;
+    controller.accept_enroll = false;
+    ControllerClient client(controller, fs, log, test_seed(), fast_options());
+    ASSERT_TRUE(client.fetch_spec().ok());
+    EXPECT_EQ(controller.requests.back().headers.at("Authorization"), "Bearer one-time-token-SECRET");
+    EXPECT_FALSE(fs.exists("/var/lib/nodeform/credential"));
+}
+
+TEST(Client, UnreachableControllerFallsBackToTheLastGoodSpec) {
+    MemoryFilesystem fs;
+    MemoryLogger log;
+    FakeController controller;
+    {
+        ControllerClient client(controller, fs, log, test_seed(), fast_options());
+        ASSERT_TRUE(client.fetch_spec().ok());
+    }
+    controller.unreachable = 100;
+    std::vector<std::chrono::milliseconds> sleeps;
+    auto options = fast_options();
+    options.sleep = [&](std::chrono::milliseconds d) { sleeps.push_back(d); };
+    ControllerClient client(controller, fs, log, test_seed(), options);
+    auto spec = client.fetch_spec();
+    ASSERT_TRUE(spec.ok()) << spec.message();
+    EXPECT_TRUE(spec->from_cache);
+    EXPECT_NE(spec->warning.find("Connection refused"), std::string::npos);
+    EXPECT_EQ(spec->spec, controller.spec);
+    EXPECT_EQ(sleeps.size(), 4u);  // 5 attempts, 4 waits
+    // Without a cache there is nothing to converge.
+    MemoryFilesystem empty;
+    controller.unreachable = 100;
+    ControllerClient fresh(controller, empty, log, test_seed(), fast_options());
+    auto none = fresh.fetch_spec();
+    ASSERT_FALSE(none.ok());
+    EXPECT_NE(none.message().find("no cached spec"), std::string::npos);
+}
+
+TEST(Client, RefusesASpecWhoseDigestDoesNotMatchItsEtag) {
+    MemoryFilesystem fs;
+    MemoryLogger log;
+    class Liar final : public HttpTransport {
+      public:
+        Result<HttpResponse> send(const HttpRequest& r) override {
+            if (r.path == "/v1/enroll") return HttpResponse{401, {}, "{}"};
+            return HttpResponse{200, {{"etag", "\"sha256:0000\""}}, R"({"identity":"web-01","schema_version":1})"};
+        }
+    } liar;
+    ControllerClient client(liar, fs, log, test_seed(), fast_options());
+    auto spec = client.fetch_spec();
+    ASSERT_FALSE(spec.ok());
+    EXPECT_NE(spec.message().find("does not match its ETag"), std::string::npos);
+}
+
+TEST(Backoff, FullJitterWithinExponentialBounds) {
+    BackoffPolicy p;
+    p.initial = std::chrono::milliseconds(1000);
+    p.max = std::chrono::milliseconds(8000);
+    EXPECT_EQ(backoff_delay(p, 0, 0).count(), 0);
+    EXPECT_EQ(backoff_delay(p, 0, 1000).count(), 1000);
+    EXPECT_EQ(backoff_delay(p, 0, 1001).count(), 0);
+    EXPECT_EQ(backoff_delay(p, 2, 4000).count(), 4000);
+    EXPECT_EQ(backoff_delay(p, 10, ~std::uint64_t{0} - 5).count() <= 8000, true);
+    EXPECT_EQ(backoff_delay(p, 60, 8000).count(), 8000);  // no overflow for large attempts
+    for (std::uint64_t r = 0; r < 20000; r += 777)
+        EXPECT_LE(backoff_delay(p, 3, r).count(), 8000);
+}
+
+}  // namespace
+}  // namespace nodeform::agent

@@ -1,0 +1,169 @@
+#pragma once
+// A small simulated Debian for engine unit tests: a MemoryFilesystem with /etc/passwd, /etc/group and
+// dpkg's status file, and a FakeProcessRunner whose groupadd/useradd/usermod/apt-get/visudo/systemctl
+// update that filesystem the way the real tools would (enough for the engine's logic, nothing more).
+#include <set>
+#include <sstream>
+
+#include "nodeform/agent/converge.hpp"
+#include "nodeform/agent/system/fake_process_runner.hpp"
+#include "nodeform/agent/system/filesystem.hpp"
+
+namespace nodeform::agent::test {
+
+class FixedClock final : public Clock {
+  public:
+    std::chrono::system_clock::time_point now() const override {
+        return std::chrono::system_clock::time_point(std::chrono::seconds(1795000000));
+    }
+    std::chrono::steady_clock::time_point steady_now() const override { return std::chrono::steady_clock::now(); }
+};
+
+inline std::string dpkg_stanza(const std::string& name, const std::string& state = "installed",
+                               const std::string& version = "1.0") {
+    return "Package: " + name + "\nStatus: install ok " + state + "\nArchitecture: amd64\nVersion: " + version +
+           "\nDescription: test\n a test package\n\n";
+}
+
+struct FakeSystem {
+    MemoryFilesystem fs;
+    FakeProcessRunner runner;
+    FixedClock clock;
+    MemoryLogger logger;
+    std::set<std::string> apt_known = {"hello", "nginx", "sudo", "curl"};
+    std::set<std::string> units = {"ssh.service", "nginx.service"};
+    std::set<std::string> enabled_units;
+    std::set<std::string> active_units;
+    int next_uid = 1000;
+
+    FakeSystem() {
+        fs.put_file("/etc/passwd",
+                    "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n");
+        fs.put_file("/etc/group", "root:x:0:\ndaemon:x:1:\nsudo:x:27:\n");
+        fs.put_file("/etc/hostname", "localhost\n");
+        fs.put_file("/etc/hosts", "127.0.0.1\tlocalhost\n");
+        fs.put_file("/var/lib/dpkg/status", dpkg_stanza("base-files") + dpkg_stanza("sudo"));
+        fs.put_file("/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages", "x");
+        fs.put_dir("/etc/sudoers.d");
+        fs.put_dir("/home");
+        runner.handler = [this](const ProcessRequest& r) { return handle(r); };
+    }
+
+    std::string arg_after(const std::vector<std::string>& argv, const std::string& flag) {
+        for (std::size_t i = 0; i + 1 < argv.size(); ++i) {
+            if (argv[i] == flag) return argv[i + 1];
+        }
+        return {};
+    }
+
+    void append(const std::string& path, const std::string& line) {
+        auto text = fs.read(path, 1 << 20).value();
+        fs.put_file(path, text + line);
+    }
+
+    Result<ProcessResult> handle(const ProcessRequest& r) {
+        std::vector<std::string> argv = r.argv;
+        if (argv.size() > 2 && argv[0] == "chroot") argv.erase(argv.begin(), argv.begin() + 2);
+        if (argv.size() > 2 && argv[1] == "--root") argv.erase(argv.begin() + 1, argv.begin() + 3);
+        const std::string& cmd = argv[0];
+        if (cmd == "groupadd") {
+            std::string gid = arg_after(argv, "-g");
+            append("/etc/group", argv.back() + ":x:" + (gid.empty() ? std::to_string(next_uid++) : gid) + ":\n");
+        } else if (cmd == "useradd") {
+            std::string name = argv.back();
+            std::string uid = arg_after(argv, "-u");
+            if (uid.empty()) uid = std::to_string(next_uid++);
+            append("/etc/group", name + ":x:" + uid + ":\n");
+            append("/etc/passwd",
+                   name + ":x:" + uid + ":" + uid + "::" + arg_after(argv, "-d") + ":" + arg_after(argv, "-s") + "\n");
+            fs.put_dir(arg_after(argv, "-d"),
+                       {0700, static_cast<uid_t>(std::stoi(uid)), static_cast<gid_t>(std::stoi(uid))});
+            set_groups(name, arg_after(argv, "-G"));
+        } else if (cmd == "usermod") {
+            std::string name = argv.back();
+            for (std::size_t i = 0; i + 1 < argv.size(); ++i) {
+                if (argv[i] == "-G") set_groups(name, argv[i + 1]);
+            }
+        } else if (cmd == "apt-cache") {
+            std::string out;
+            for (std::size_t i = 2; i < argv.size(); ++i) {
+                if (apt_known.count(argv[i])) out += argv[i] + ":\n  Installed: (none)\n  Candidate: 1.0\n";
+            }
+            return ProcessResult{0, false, out, ""};
+        } else if (cmd == "apt-get" && argv.size() > 1 && argv[1] == "install") {
+            for (const auto& a : argv) {
+                if (apt_known.count(a)) append("/var/lib/dpkg/status", "\n" + dpkg_stanza(a));
+            }
+        } else if (cmd == "systemctl") {
+            std::string verb;
+            std::string unit = argv.back();
+            for (const auto& a : argv) {
+                if (a == "is-enabled" || a == "is-active" || a == "enable" || a == "disable" || a == "start" ||
+                    a == "stop" || a == "try-restart")
+                    verb = a;
+            }
+            if (verb == "is-enabled") {
+                if (!units.count(unit))
+                    return ProcessResult{1, false, "", "Failed to get unit file state: No such file"};
+                return ProcessResult{enabled_units.count(unit) ? 0 : 1, false,
+                                     enabled_units.count(unit) ? "enabled\n" : "disabled\n", ""};
+            }
+            if (verb == "is-active") {
+                return ProcessResult{active_units.count(unit) ? 0 : 3, false,
+                                     active_units.count(unit) ? "active\n" : "inactive\n", ""};
+            }
+            if (verb == "enable") enabled_units.insert(unit);
+            if (verb == "disable") enabled_units.erase(unit);
+            if (verb == "start") active_units.insert(unit);
+            if (verb == "stop") active_units.erase(unit);
+        }
+        return ProcessResult{0, false, "", ""};
+    }
+
+    void set_groups(const std::string& user, const std::string& list) {
+        std::set<std::string> want;
+        std::stringstream ss(list);
+        std::string g;
+        while (std::getline(ss, g, ',')) {
+            if (!g.empty()) want.insert(g);
+        }
+        auto text = fs.read("/etc/group", 1 << 20).value();
+        std::stringstream in(text);
+        std::string line, out;
+        while (std::getline(in, line)) {
+            auto parts_end = line.rfind(':');
+            std::string head = line.substr(0, parts_end + 1);
+            std::string name = line.substr(0, line.find(':'));
+            std::vector<std::string> members;
+            std::stringstream ms(line.substr(parts_end + 1));
+            std::string m;
+            while (std::getline(ms, m, ',')) {
+                if (!m.empty() && m != user) members.push_back(m);
+            }
+            if (want.count(name)) members.push_back(user);
+            std::string joined;
+            for (const auto& x : members)
+                joined += (joined.empty() ? "" : ",") + x;
+            out += head + joined + "\n";
+        }
+        fs.put_file("/etc/group", out);
+    }
+
+    // The position of the first command starting with prefix, or -1.
+    int position(const std::string& prefix) const {
+        auto cmds = runner.commands();
+        for (std::size_t i = 0; i < cmds.size(); ++i) {
+            if (cmds[i].find(prefix) != std::string::npos) return static_cast<int>(i);
+        }
+        return -1;
+    }
+};
+
+inline const ResourceResult* find_result(const RunReport& report, const std::string& id) {
+    for (const auto& r : report.resources) {
+        if (r.id == id) return &r;
+    }
+    return nullptr;
+}
+
+}  // namespace nodeform::agent::test

@@ -1,0 +1,402 @@
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "nodeform/agent/daemon/daemon.hpp"
+#include "nodeform/atomic_file.hpp"
+#include "test_paths.hpp"
+
+namespace nodeform::agent::daemon {
+namespace {
+
+using Json = nlohmann::json;
+using namespace std::chrono_literals;
+
+Json spec_with(double interval_s, const std::string& drift, Json health = Json::array()) {
+    return {{"identity", "web-01"},
+            {"apply", {{"interval_s", interval_s}, {"splay_s", 0}, {"drift", drift}, {"trigger", "schedule"}}},
+            {"health", health}};
+}
+
+class FakeSource final : public SpecSource {
+  public:
+    Status enroll() override {
+        ++enrolls;
+        return Ok{};
+    }
+    Result<SpecFetch> fetch() override {
+        std::lock_guard<std::mutex> lock(mutex);
+        ++fetches;
+        SpecFetch f;
+        f.spec = spec;
+        f.digest = "sha256:" + std::to_string(spec.dump().size());
+        return f;
+    }
+    std::mutex mutex;
+    Json spec = spec_with(0.05, "remediate");
+    std::atomic<int> enrolls{0};
+    std::atomic<int> fetches{0};
+};
+
+class FakeEngine final : public RunEngine {
+  public:
+    RunOutcome run(const Json& /*spec*/, TurnMode mode, const Json& /*health*/) override {
+        int n = ++runs;
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            modes.push_back(mode);
+        }
+        if (block) {
+            std::unique_lock<std::mutex> lock(mutex);
+            entered = true;
+            cv.notify_all();
+            cv.wait(lock, [&] { return !block; });
+        }
+        bool fail = n <= fail_first;
+        RunOutcome o;
+        o.ok = !fail;
+        o.platform_ready = !fail;
+        o.reached_platform_ready = !fail && !ready_before;
+        ready_before = ready_before || !fail;
+        o.report = {{"identity", "web-01"},
+                    {"mode", mode == TurnMode::apply ? "apply" : "check"},
+                    {"counts",
+                     {{"total", 1},
+                      {"unchanged", fail ? 0 : 1},
+                      {"changed", 0},
+                      {"failed", fail ? 1 : 0},
+                      {"skipped", 0},
+                      {"drifted", 0}}},
+                    {"resources", Json::array({{{"id", "file:/etc/motd"},
+                                                {"type", "file"},
+                                                {"status", fail ? "failed" : "unchanged"},
+                                                {"message", "x"}}})}};
+        return o;
+    }
+    void release() {
+        std::lock_guard<std::mutex> lock(mutex);
+        block = false;
+        cv.notify_all();
+    }
+    void wait_entered() {
+        std::unique_lock<std::mutex> lock(mutex);
+        cv.wait(lock, [&] { return entered; });
+    }
+    std::vector<TurnMode> modes_seen() {
+        std::lock_guard<std::mutex> lock(mutex);
+        return modes;
+    }
+    std::atomic<int> runs{0};
+    int fail_first = 0;
+    bool ready_before = false;
+    bool block = false;
+    bool entered = false;
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::vector<TurnMode> modes;
+};
+
+class FakeProber final : public HealthProber {
+  public:
+    HealthResult probe(const HealthCheckSpec& c) override {
+        ++probes;
+        HealthResult r;
+        r.name = c.name;
+        r.type = c.type;
+        r.pass = pass.load();
+        r.message = r.pass ? "ok" : "down";
+        r.checked_at = std::chrono::system_clock::now();
+        return r;
+    }
+    std::atomic<bool> pass{true};
+    std::atomic<int> probes{0};
+};
+
+// A controller that dedups by report_id, like the real one; can be "down".
+class FakePoster final : public ReportPoster {
+  public:
+    Status post(const Json& report) override {
+        std::lock_guard<std::mutex> lock(mutex);
+        ++attempts;
+        if (down) return make_error("connection refused");
+        std::string id = report["report_id"];
+        if (stored.count(id)) ++duplicates;
+        stored[id] = report;
+        order.push_back(id);
+        return Ok{};
+    }
+    std::vector<Json> reports() {
+        std::lock_guard<std::mutex> lock(mutex);
+        std::vector<Json> out;
+        for (const auto& id : order)
+            out.push_back(stored[id]);
+        return out;
+    }
+    std::mutex mutex;
+    bool down = false;
+    int attempts = 0;
+    int duplicates = 0;
+    std::map<std::string, Json> stored;
+    std::vector<std::string> order;
+};
+
+class ZeroRandom final : public Random {
+  public:
+    std::uint64_t next() override { return 0; }
+};
+
+struct Harness {
+    test::TempDir dir;
+    SystemClock clock;
+    MemoryLogger logger;
+    RecordingNotifier notifier{std::chrono::microseconds(0)};
+    FakeSource source;
+    FakeEngine engine;
+    FakeProber prober;
+    FakePoster poster;
+    ZeroRandom random;
+    std::unique_ptr<Spool> spool;
+    DaemonOptions options;
+
+    Harness() {
+        spool = Spool::open(dir.path() + "/spool", 100).value();
+        options.identity = "web-01";
+        options.state_file = dir.path() + "/daemon.json";
+        options.handle_signals = false;
+        options.retry_base = 10ms;
+        options.retry_cap = 50ms;
+        options.stop_timeout = 10s;
+    }
+    std::unique_ptr<Daemon> make(bool with_poster = true) {
+        return std::make_unique<Daemon>(options, DaemonDeps{clock, logger, notifier, source, engine, prober,
+                                                            with_poster ? &poster : nullptr, *spool, random});
+    }
+};
+
+// Runs the daemon on a thread; stops it (and joins) when destroyed.
+struct Running {
+    explicit Running(Daemon& d) : daemon(d), thread([this] { code = daemon.run(); }) {}
+    ~Running() { stop(); }
+    void stop() {
+        if (thread.joinable()) {
+            daemon.request_stop();
+            thread.join();
+        }
+    }
+    Daemon& daemon;
+    int code = -1;
+    std::thread thread;
+};
+
+bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds limit = 10s) {
+    auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+        if (condition()) return true;
+        std::this_thread::sleep_for(5ms);
+    }
+    return condition();
+}
+
+int count(const std::vector<std::string>& messages, const std::string& m) {
+    return static_cast<int>(std::count(messages.begin(), messages.end(), m));
+}
+
+TEST(Daemon, RetriesUntilPlatformReadyThenNotifiesReadyOnce) {
+    Harness h;
+    h.engine.fail_first = 2;
+    h.options.max_turns = 5;
+    auto daemon = h.make();
+    EXPECT_EQ(daemon->run(), 0);
+    auto messages = h.notifier.messages();
+    EXPECT_EQ(count(messages, "READY=1"), 1);
+    EXPECT_EQ(messages.back(), "STOPPING=1");
+    EXPECT_EQ(h.source.enrolls.load(), 1);
+    EXPECT_EQ(h.engine.runs.load(), 5);
+    auto reports = h.poster.reports();
+    ASSERT_EQ(reports.size(), 5u);
+    EXPECT_EQ(reports[0]["phase"], "converging");
+    EXPECT_EQ(reports[1]["phase"], "converging");
+    EXPECT_EQ(reports[2]["phase"], "platform-ready");
+    EXPECT_EQ(reports[3]["phase"], "sustain");
+    for (const auto& r : reports) {
+        EXPECT_EQ(r["trigger"], "run");
+        EXPECT_TRUE(looks_like_uuid(r["report_id"]));
+        EXPECT_EQ(r["spool_dropped"], 0);
+        EXPECT_EQ(r["agent_version"], NODEFORM_VERSION);
+    }
+    EXPECT_EQ(h.spool->size(), 0u);
+    EXPECT_TRUE(daemon->stats().ready);
+    // READY=1 comes after the converging STATUS lines and before the sustain ones
+    auto ready_at = std::find(messages.begin(), messages.end(), "READY=1") - messages.begin();
+    EXPECT_NE(
+        std::find(messages.begin(), messages.begin() + ready_at, "STATUS=converging (attempt 2), 1 failed, 0/0 health"),
+        messages.begin() + ready_at);
+    EXPECT_NE(std::find(messages.begin() + ready_at, messages.end(), "STATUS=ready, 0 drift, 0/0 health"),
+              messages.end());
+    // one readable log line per failed resource, with the structured fields
+    int failed_lines = 0;
+    for (const auto& line : h.logger.lines) {
+        if (line.fields.count("NODEFORM_RESOURCE") && line.fields.at("NODEFORM_STATUS") == "failed") {
+            ++failed_lines;
+            EXPECT_EQ(line.fields.at("NODEFORM_RESOURCE"), "file:/etc/motd");
+            EXPECT_TRUE(looks_like_uuid(line.fields.at("NODEFORM_RUN_ID")));
+            EXPECT_EQ(line.level, LogLevel::error);
+        }
+    }
+    EXPECT_EQ(failed_lines, 2);
+    auto state = nlohmann::json::parse(*read_file(h.options.state_file));
+    EXPECT_EQ(state["ready"], true);
+    EXPECT_EQ(state["turns"], 5);
+}
+
+TEST(Daemon, AlreadyReadyNodeNotifiesAtOnceAndChecksOnlyInReportMode) {
+    Harness h;
+    h.source.spec = spec_with(0.02, "report");
+    h.engine.ready_before = true;
+    h.options.already_ready = true;
+    h.options.max_turns = 3;
+    auto daemon = h.make();
+    EXPECT_EQ(daemon->run(), 0);
+    EXPECT_EQ(h.notifier.messages().front(), "READY=1");
+    EXPECT_EQ(h.engine.modes_seen(), (std::vector<TurnMode>{TurnMode::check, TurnMode::check, TurnMode::check}));
+    for (const auto& r : h.poster.reports())
+        EXPECT_EQ(r["phase"], "sustain");
+}
+
+TEST(Daemon, FirstConvergeAppliesEvenInReportModeThenChecks) {
+    Harness h;
+    h.source.spec = spec_with(0.02, "report");
+    h.options.max_turns = 2;
+    auto daemon = h.make();
+    EXPECT_EQ(daemon->run(), 0);
+    EXPECT_EQ(h.engine.modes_seen(), (std::vector<TurnMode>{TurnMode::apply, TurnMode::check}));
+}
+
+TEST(Daemon, SpoolsWhileTheControllerIsDownAndDrainsOnceWhenItReturns) {
+    Harness h;
+    h.poster.down = true;
+    h.options.max_turns = 4;
+    auto daemon = h.make();
+    EXPECT_EQ(daemon->run(), 0);
+    EXPECT_EQ(h.spool->size(), 4u);
+    EXPECT_TRUE(h.poster.stored.empty());
+    EXPECT_GT(h.poster.attempts, 0);
+    // next start: the controller is back; the old reports drain before/alongside the new ones, each once
+    h.poster.down = false;
+    h.options.already_ready = true;
+    h.options.max_turns = 2;
+    auto again = h.make();
+    EXPECT_EQ(again->run(), 0);
+    EXPECT_TRUE(eventually([&] { return h.spool->size() == 0; }, 1s)) << "drained during the run";
+    EXPECT_EQ(h.poster.stored.size(), 6u);
+    EXPECT_EQ(h.poster.duplicates, 0);
+}
+
+TEST(Daemon, ABoundedSpoolDropsTheOldestAndSaysSo) {
+    Harness h;
+    h.spool = Spool::open(h.dir.path() + "/small", 2).value();
+    h.poster.down = true;
+    h.options.max_turns = 5;
+    auto daemon = h.make();
+    EXPECT_EQ(daemon->run(), 0);
+    EXPECT_EQ(h.spool->size(), 2u);
+    EXPECT_EQ(h.spool->dropped(), 3u);
+    h.poster.down = false;
+    h.options.max_turns = 1;
+    h.options.already_ready = true;
+    auto again = h.make();
+    EXPECT_EQ(again->run(), 0);
+    EXPECT_TRUE(eventually([&] { return h.spool->size() == 0; }, 1s));
+    auto reports = h.poster.reports();
+    ASSERT_EQ(reports.size(), 3u);
+    EXPECT_EQ(reports.back()["spool_dropped"], 3);
+}
+
+TEST(Daemon, AHealthFlipSendsAHealthReportAtOnce) {
+    Harness h;
+    Json health = Json::array({{{"name", "web"},
+                                {"type", "tcp"},
+                                {"host", "127.0.0.1"},
+                                {"port", 1},
+                                {"interval_s", 0.02},
+                                {"timeout_s", 1}}});
+    h.source.spec = spec_with(3600, "remediate", health);
+    auto daemon = h.make();
+    Running running(*daemon);
+    ASSERT_TRUE(eventually([&] { return h.prober.probes.load() >= 2 && h.poster.reports().size() >= 1; }));
+    EXPECT_EQ(daemon->stats().health_reports, 0u);  // passing from the start: nothing to tell
+    h.prober.pass = false;
+    ASSERT_TRUE(eventually([&] { return daemon->stats().health_reports >= 1; }));
+    ASSERT_TRUE(eventually([&] {
+        for (const auto& r : h.poster.reports())
+            if (r["trigger"] == "health") return true;
+        return false;
+    }));
+    Json hr;
+    for (const auto& r : h.poster.reports())
+        if (r["trigger"] == "health") hr = r;
+    EXPECT_EQ(hr["health"][0]["status"], "fail");
+    EXPECT_EQ(hr["health"][0]["name"], "web");
+    EXPECT_EQ(hr["phase"], "sustain");
+    EXPECT_EQ(hr["counts"]["total"], 1);  // repeats the last run's results
+    h.prober.pass = true;
+    ASSERT_TRUE(eventually([&] { return daemon->stats().health_reports >= 2; }));
+    EXPECT_EQ(h.engine.runs.load(), 1) << "health changes do not trigger converge runs";
+    auto messages = h.notifier.messages();
+    EXPECT_NE(std::find(messages.begin(), messages.end(), "STATUS=ready, 0 drift, 0/1 health"), messages.end());
+    running.stop();
+    EXPECT_EQ(running.code, 0);
+}
+
+TEST(Daemon, RunNowStartsATurnWithoutWaitingForTheInterval) {
+    Harness h;
+    h.source.spec = spec_with(3600, "remediate");
+    auto daemon = h.make();
+    Running running(*daemon);
+    ASSERT_TRUE(eventually([&] { return daemon->stats().turns == 1; }));
+    std::this_thread::sleep_for(50ms);
+    EXPECT_EQ(daemon->stats().turns, 1u);
+    daemon->request_run_now();
+    ASSERT_TRUE(eventually([&] { return daemon->stats().turns == 2; }));
+    EXPECT_EQ(h.source.fetches.load(), 2);
+}
+
+TEST(Daemon, StopWaitsForTheRunInHandAndSpoolsItsReport) {
+    Harness h;
+    h.engine.block = true;
+    auto daemon = h.make(false);
+    std::thread t([&] { EXPECT_EQ(daemon->run(), 0); });
+    h.engine.wait_entered();
+    daemon->request_stop();
+    std::this_thread::sleep_for(50ms);
+    EXPECT_EQ(h.spool->size(), 0u) << "still running the resource in hand";
+    h.engine.release();
+    t.join();
+    EXPECT_EQ(h.spool->size(), 1u);
+    EXPECT_FALSE(daemon->stats().abandoned_work);
+    auto messages = h.notifier.messages();
+    EXPECT_EQ(count(messages, "STOPPING=1"), 1);
+    auto state = nlohmann::json::parse(*read_file(h.options.state_file));
+    EXPECT_EQ(state["turns"], 1);
+}
+
+TEST(Daemon, SendsWatchdogKeepalivesAtHalfTheTimeout) {
+    Harness h;
+    RecordingNotifier watched(std::chrono::microseconds(40000));
+    h.source.spec = spec_with(3600, "remediate");
+    auto daemon = std::make_unique<Daemon>(
+        h.options, DaemonDeps{h.clock, h.logger, watched, h.source, h.engine, h.prober, &h.poster, *h.spool, h.random});
+    Running running(*daemon);
+    ASSERT_TRUE(eventually([&] { return count(watched.messages(), "WATCHDOG=1") >= 4; }));
+    running.stop();
+    EXPECT_EQ(running.code, 0);
+}
+
+}  // namespace
+}  // namespace nodeform::agent::daemon
