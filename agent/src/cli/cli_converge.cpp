@@ -250,6 +250,9 @@ std::string summary(const RunReport& report, const char* verb) {
     return s.str();
 }
 
+// converge() returns this for a plan with changes pending; cmd_plan maps it to 2 (not to be confused with usage).
+constexpr int kChangesPending = 100;
+
 int converge(const std::vector<std::string>& argv, CliIo io, RunMode mode) {
     const char* name = mode == RunMode::apply ? "apply" : "plan";
     Common c;
@@ -309,7 +312,7 @@ int converge(const std::vector<std::string>& argv, CliIo io, RunMode mode) {
     }
     if (mode == RunMode::apply) return report.ok() ? exit_code::ok : exit_code::failure;
     if (!report.error.empty() || report.counts().failed > 0 || report.counts().skipped > 0) return exit_code::failure;
-    return report.changes_pending() ? 2 : exit_code::ok;
+    return report.changes_pending() ? kChangesPending : exit_code::ok;
 }
 
 }  // namespace
@@ -328,6 +331,7 @@ int cmd_plan(const std::vector<std::string>& args, CliIo io) {
         if (!help) return exit_code::failure;
     }
     if (code == exit_code::config || code == exit_code::runtime) return exit_code::failure;
+    if (code == kChangesPending) return 2;
     return code;
 }
 

@@ -6,6 +6,7 @@
 #include <optional>
 #include <vector>
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -107,19 +108,21 @@ struct Daemon::Impl {
     asio::steady_timer watchdog_timer;
     asio::steady_timer stop_timer;
     std::optional<asio::signal_set> signals;
+    // Keeps io.run() alive while the only pending work sits on a worker pool (a turn, a probe, a delivery).
+    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
     Backoff run_backoff;
     Backoff send_backoff;
 
     // Loop state: touched only on the io thread.
     bool ready = false;
     bool stopping = false;
-    std::atomic<bool> stopping_flag{false};  // read by the sender thread
     bool finished = false;
     bool abandoned = false;
     bool running = false;
     bool rerun = false;
     bool sending = false;
     bool send_again = false;
+    bool delivery_failing = false;  // the last delivery attempt failed: reports wait in the spool
     bool enrolled = false;
     unsigned attempt = 0;
     unsigned failed = 0;
@@ -153,6 +156,7 @@ struct Daemon::Impl {
     }
 
     void update_status() {
+        if (stopping) return;  // STOPPING=1 is the last word to systemd
         StatusSummary s;
         s.ready = ready;
         s.attempt = attempt;
@@ -160,7 +164,8 @@ struct Daemon::Impl {
         s.drifted = drifted;
         s.health_pass = tracker.passing();
         s.health_total = static_cast<unsigned>(checks.size());
-        s.spooled = static_cast<unsigned>(deps.spool.size());
+        // Reports in flight to a healthy controller are not news; only those waiting for one are.
+        s.spooled = deps.poster == nullptr || delivery_failing ? static_cast<unsigned>(deps.spool.size()) : 0;
         s.note = note;
         deps.notifier.notify("STATUS=" + format_status(s));
     }
@@ -194,6 +199,7 @@ struct Daemon::Impl {
     // ---- lifecycle -----------------------------------------------------------------------------------------
 
     int run() {
+        work.emplace(io.get_executor());
         if (opt.handle_signals) {
             signals.emplace(io, SIGHUP, SIGTERM, SIGINT);
             wait_signal();
@@ -260,12 +266,13 @@ struct Daemon::Impl {
     void begin_stop() {
         if (stopping) return;
         stopping = true;
-        stopping_flag = true;
         deps.notifier.notify("STOPPING=1");
         turn_timer.cancel();
         send_timer.cancel();
         stop_health();
         deps.engine.cancel();
+        // One last delivery pass (bounded by the stop timeout); what it cannot deliver stays spooled.
+        kick_sender();
         stop_timer.expires_after(opt.stop_timeout);
         stop_timer.async_wait([this](const boost::system::error_code& ec) {
             if (ec || finished) return;
@@ -293,6 +300,7 @@ struct Daemon::Impl {
         stop_timer.cancel();
         stop_health();
         if (signals) signals->cancel();
+        work.reset();
         deps.logger.info("stopped after " + std::to_string(stats.turns) + " runs; " +
                          std::to_string(deps.spool.size()) + " reports spooled");
         io.stop();
@@ -579,13 +587,12 @@ struct Daemon::Impl {
             send_again = true;
             return;
         }
-        if (stopping || deps.spool.size() == 0) return;
+        if (deps.spool.size() == 0) return;
         sending = true;
         send_again = false;
         asio::post(*send_pool, [this]() {
             SendResult r;
             for (const auto& entry : deps.spool.list()) {
-                if (stopping_flag.load()) break;
                 auto body = deps.spool.read(entry);
                 Json report;
                 if (body) report = Json::parse(*body, nullptr, false);
@@ -615,12 +622,17 @@ struct Daemon::Impl {
         for (const auto& p : r.problems)
             deps.logger.warning(p);
         if (!r.error.empty()) {
+            delivery_failing = true;
+            if (stopping) {
+                deps.logger.warning("cannot deliver reports (" + std::to_string(deps.spool.size()) +
+                                    " spooled): " + r.error + "; they stay in the spool for the next start");
+                return maybe_finish();
+            }
             auto delay = send_backoff.next(deps.random);
             deps.logger.warning("cannot deliver reports (" + std::to_string(deps.spool.size()) +
                                 " spooled): " + r.error + "; retrying in " + std::to_string(delay.count()) + " ms");
             if (note.empty()) note = "controller unreachable";
             update_status();
-            if (stopping) return maybe_finish();
             send_timer.expires_after(delay);
             send_timer.async_wait([this](const boost::system::error_code& ec) {
                 if (ec || stopping) return;
@@ -629,14 +641,16 @@ struct Daemon::Impl {
             return;
         }
         if (r.sent > 0) {
+            delivery_failing = false;
             send_backoff.reset();
             if (note == "controller unreachable") note.clear();
             update_status();
         }
-        if (stopping) return maybe_finish();
         // New reports arrived while sending: go again (never loop on a spool that did not shrink).
-        if ((send_again || r.sent > 0) && deps.spool.size() > 0) kick_sender();
+        bool again = (send_again || r.sent > 0) && deps.spool.size() > 0;
         send_again = false;
+        if (again) return kick_sender();
+        maybe_finish();
     }
 };
 

@@ -48,7 +48,7 @@ class RootTest : public ::testing::Test {
             GTEST_SKIP() << "no cached Debian root: run scripts/test-setup.sh first (or set NODEFORM_TEST_ROOTFS)";
         }
         root_ = tmp_.path() + "/root";
-        auto copy = sh({"cp", "-a", "--reflink=auto", source_ + "/.", root_ + "/"}, "mkdir -p \"$2\" && exec \"$@\"");
+        auto copy = sh({"cp", "-a", "--reflink=auto", source_ + "/.", root_ + "/"}, "mkdir -p \"$0\" && exec \"$@\"");
         ASSERT_EQ(copy.exit_code, 0) << copy.err;
         // The agent must put its own policy-rc.d in place for apt in an offline root (and remove it).
         fs::remove(root_ + "/usr/sbin/policy-rc.d");

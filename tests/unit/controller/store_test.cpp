@@ -122,12 +122,14 @@ TEST(SqliteStore, DatabaseIsPrivateWalAndMigrationsAreVersioned) {
     EXPECT_EQ(st.st_mode & 0777, 0600u);
     auto db = sqlite::open_database(path);
     ASSERT_TRUE(db.ok());
-    auto mode = db->prepare("PRAGMA journal_mode");
-    ASSERT_TRUE(mode.ok() && *mode->step());
-    EXPECT_EQ(mode->text(0), "wal");
-    auto sync = db->prepare("PRAGMA synchronous");
-    ASSERT_TRUE(sync.ok() && *sync->step());
-    EXPECT_EQ(sync->integer(0), 2);  // FULL
+    {  // statements finalized before the migrations below
+        auto mode = db->prepare("PRAGMA journal_mode");
+        ASSERT_TRUE(mode.ok() && *mode->step());
+        EXPECT_EQ(mode->text(0), "wal");
+        auto sync = db->prepare("PRAGMA synchronous");
+        ASSERT_TRUE(sync.ok() && *sync->step());
+        EXPECT_EQ(sync->integer(0), 2);  // FULL
+    }
     // A second component adds its own tables to the same file, idempotently.
     std::vector<std::string> steps = {"CREATE TABLE lifecycle_x (id INTEGER PRIMARY KEY)"};
     auto first = sqlite::apply_migrations(*db, "lifecycle-test", steps);

@@ -310,9 +310,16 @@ TEST(Daemon, ABoundedSpoolDropsTheOldestAndSaysSo) {
     h.poster.down = false;
     h.options.max_turns = 1;
     h.options.already_ready = true;
+    // Hold the run until the two old reports are delivered, so the new one finds room (no race with the sender).
+    h.engine.block = true;
     auto again = h.make();
-    EXPECT_EQ(again->run(), 0);
-    EXPECT_TRUE(eventually([&] { return h.spool->size() == 0; }, 1s));
+    std::thread t([&] { EXPECT_EQ(again->run(), 0); });
+    h.engine.wait_entered();
+    EXPECT_TRUE(eventually([&] { return h.spool->size() == 0; }));
+    h.engine.release();
+    t.join();
+    EXPECT_EQ(h.spool->size(), 0u);
+    EXPECT_EQ(h.spool->dropped(), 3u);
     auto reports = h.poster.reports();
     ASSERT_EQ(reports.size(), 3u);
     EXPECT_EQ(reports.back()["spool_dropped"], 3);
