@@ -14,10 +14,14 @@ port=${NODEFORM_DEMO_PORT:-18443}
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "1. install and build"
-scripts/install-deps.sh demo
-scripts/build.sh build
-ctl=$repo/build/controller/nodeform-controller
-agent=$repo/build/agent/nodeform-agent
+build=${NODEFORM_DEMO_BUILD:-}   # an existing build tree to use instead of building build/
+if [ -z "$build" ]; then
+  scripts/install-deps.sh demo
+  scripts/build.sh build -DNODEFORM_SANITIZE=OFF
+  build=$repo/build
+fi
+ctl=$build/controller/nodeform-controller
+agent=$build/agent/nodeform-agent
 
 say "2. validate and render the example site"
 "$ctl" validate --site examples/site
