@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Footprint of `nodeform-agent run` against a live controller on loopback (bench/agent/fake_controller.py,
-# the protocol's endpoints; or the real one, see below):
+# Footprint of `nodeform-agent run` against a live controller on loopback: the real `nodeform-controller serve`
+# with TLS (--controller BIN; a generated site with node bench-01), or bench/agent/fake_controller.py (plain HTTP):
 #   A. RSS and CPU over DURATION seconds with a 1 s interval (issue: 10 minutes);
 #   B. RSS after TURNS turns (issue: 10,000) at a short interval, sampled along the way;
 #   C. optional peers: idle RSS/CPU of puppet agent and cf-execd daemons, when installed.
-# usage: bench/agent/daemon_footprint.sh [--agent BIN] [--duration S] [--turns N] [--fast-interval DUR] [--peers]
+# usage: bench/agent/daemon_footprint.sh --agent BIN [--controller BIN] [--duration S] [--turns N] [--fast-interval DUR] [--peers]
 # Use a build without sanitizers (cmake -DNODEFORM_SANITIZE=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 agent=${AGENT:-}
+controller=
 duration=600
 turns=10000
 fast=20ms
@@ -16,6 +17,7 @@ peers=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --agent) agent=$2; shift 2 ;;
+        --controller) controller=$2; shift 2 ;;
         --duration) duration=$2; shift 2 ;;
         --turns) turns=$2; shift 2 ;;
         --fast-interval) fast=$2; shift 2 ;;
@@ -45,19 +47,58 @@ spec = {"schema_version": 1, "identity": "bench-01", "files": files,
 json.dump(spec, open(sys.argv[1], "w"))
 PY
 mkdir -p "$root/etc/bench"
-python3 "$here/fake_controller.py" "$port" "$work/spec.json" "$work/controller-stats.json" &
-pids+=($!)
-sleep 0.5
+if [ -n "$controller" ]; then
+    # The same desired state as a site: examples/site plus a posture and a spec for bench-01.
+    site=$work/site
+    cp -a "$here/../../examples/site" "$site"
+    cat > "$site/postures/bench.yaml" <<'YAML'
+description: Footprint benchmark on loopback.
+auth:
+  method: network
+  allowed_cidrs: [127.0.0.0/8]
+YAML
+    python3 - "$site/specs/bench.yaml" <<'PY'
+import json, sys
+files = [{"path": f"/etc/bench/file{i:02d}.conf", "content": f"value={i}\n" * 20, "mode": "0644"} for i in range(20)]
+spec = {"schema_version": 1, "access": {"posture": "bench"}, "platform": {"files": files},
+        "health": [{"name": "true", "type": "command", "argv": ["/bin/true"], "interval": "5s", "timeout": "5s"},
+                   {"name": "disk", "type": "disk_free", "path": "/", "min_free_percent": 1, "interval": "5s", "timeout": "5s"}],
+        "apply": {"trigger": "schedule", "interval": "1m", "splay": "0s", "drift": "remediate"}}
+json.dump(spec, open(sys.argv[1], "w"), indent=1)  # JSON is YAML
+PY
+    sed -e 's/^spec: demo/spec: bench/' "$site/nodes/demo-01.yaml" > "$site/nodes/bench-01.yaml"
+    "$controller" validate --site "$site" >/dev/null
+    "$controller" serve --site "$site" --state "$work/state" --listen "127.0.0.1:$port" --access-log false \
+        > "$work/controller.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 100); do
+        [ -f "$work/state/tls/ca.pem" ] && curl -fsS --cacert "$work/state/tls/ca.pem" "https://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    fingerprint=$(openssl x509 -in "$work/state/tls/ca.pem" -outform DER | sha256sum | cut -d' ' -f1)
+    url=https://127.0.0.1:$port
+    echo "controller: $("$controller" --version 2>/dev/null || echo nodeform-controller) on $url (TLS, SQLite state)"
+else
+    python3 "$here/fake_controller.py" "$port" "$work/spec.json" "$work/controller-stats.json" &
+    pids+=($!)
+    sleep 0.5
+    fingerprint=5d41402abc4b2a76b9719d911017c592ae2f5d6d0d1f8b2f8c7b7a1f0e9d8c7b
+    url=http://127.0.0.1:$port
+    echo "controller: bench/agent/fake_controller.py on $url"
+fi
 cat > "$work/seed.yaml" <<SEED
 identity: bench-01
-controller_url: http://127.0.0.1:$port
+controller_url: $url
 token: bench-token-0123456789
-ca_fingerprint: 5d41402abc4b2a76b9719d911017c592ae2f5d6d0d1f8b2f8c7b7a1f0e9d8c7b
+ca_fingerprint: $fingerprint
 SEED
 clk=$(getconf CLK_TCK)
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# RSS split into private anonymous memory and file-backed pages (shared libraries), plus PSS.
+breakdown() { awk '/^Rss:/{r=$2} /^Pss:/{p=$2} /^Anonymous:/{a=$2} END{printf "RSS %.1f MiB = anonymous %.1f MiB + file-backed %.1f MiB (binary and shared libraries); PSS %.1f MiB\n", r/1024, a/1024, (r-a)/1024, p/1024}' "/proc/$1/smaps_rollup"; }
+libs() { awk '/^[0-9a-f]/{n=$6} /^Rss/{if(n!="")r[n]+=$2} END{for(k in r) if(r[k]>=256) printf "%s %.1f MiB; ", k, r[k]/1024}' "/proc/$1/smaps" | sed 's|/usr/lib/x86_64-linux-gnu/||g'; echo; }
 turns_done() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("turns",0))' "$root/var/lib/nodeform/daemon.json" 2>/dev/null || echo 0; }
 
 echo "== A: ${duration}s at a 1 s interval"
@@ -82,6 +123,8 @@ print(f"  turns: {turns:.0f} in {wall:.0f} s; CPU {cpu:.2f} s = {100*cpu/wall:.2
       f"{1000*cpu/max(turns,1):.1f} ms CPU per turn")
 print(f"  RSS min {mn/1024:.1f} MiB, max {mx/1024:.1f} MiB, peak (VmHWM) {hwm/1024:.1f} MiB")
 PY
+echo "  $(breakdown $apid)"
+echo "  largest mappings: $(libs $apid)"
 kill -TERM $apid; wait $apid || true
 
 echo "== A': CPU between runs (interval 1h, after the first run): 60 s idle"
@@ -115,7 +158,12 @@ while kill -0 $bpid 2>/dev/null; do
     sleep 0.2
 done
 wait $bpid || true
-echo "  $turns turns in $(( $(date +%s) - b0 )) s; controller: $(cat "$work/controller-stats.json")"
+if [ -n "$controller" ]; then
+    stored=$("$controller" node show bench-01 --state "$work/state" --site "$work/site" 2>/dev/null | awk '/^reports:/ {print $2}')
+    echo "  $turns turns in $(( $(date +%s) - b0 )) s; controller reports stored for bench-01: $stored"
+else
+    echo "  $turns turns in $(( $(date +%s) - b0 )) s; controller: $(cat "$work/controller-stats.json")"
+fi
 
 if [ "$peers" = 1 ]; then
     echo "== C: peers' daemons, idle RSS after 60 s"

@@ -299,8 +299,8 @@ int converge(const std::vector<std::string>& argv, CliIo io, RunMode mode) {
     auto body = to_report_json(report);
 
     if (mode == RunMode::apply && o.client && !c.args.has("no-report")) {
-        if (auto st = o.client->post_report(body); !st) {
-            io.err << "nodeform-agent apply: warning: the report was not delivered: " << st.message() << "\n";
+        if (auto sent = o.client->post_report(body); !sent.ok()) {
+            io.err << "nodeform-agent apply: warning: the report was not delivered: " << sent.message << "\n";
         }
     }
     if (json) {

@@ -165,8 +165,7 @@ Status ControllerClient::ensure_enrolled() {
         logger_.notice("enrolled with the controller", {{"IDENTITY", seed_.identity}});
         return Ok{};
     }
-    if (response->status == 401 || response->status == 404 || response->status == 405 ||
-        response->status == 409) {
+    if (response->status == 401 || response->status == 404 || response->status == 405 || response->status == 409) {
         // Not an enrollment token, or (409) a posture without enrollment: site token or network auth.
         use_seed_token_ = true;
         logger_.info("the seed token is not an enrollment token; using it as the site token");
@@ -239,8 +238,8 @@ Result<FetchedSpec> ControllerClient::fetch_spec() {
     return spec;
 }
 
-Status ControllerClient::post_report(const nlohmann::json& report) {
-    if (auto st = ensure_enrolled(); !st) return st;
+ReportPostResult ControllerClient::post_report(const nlohmann::json& report) {
+    if (auto st = ensure_enrolled(); !st) return {ReportDelivery::unavailable, st.message()};
     HttpRequest request;
     request.method = "POST";
     request.path = "/v1/nodes/" + seed_.identity + "/reports";
@@ -248,9 +247,10 @@ Status ControllerClient::post_report(const nlohmann::json& report) {
     request.content_type = "application/json";
     request.body = report.dump();
     auto response = send_with_retry(request, true);
-    if (!response) return response.error();
-    if (response->status >= 200 && response->status < 300) return Ok{};
-    return make_error("the controller refused the report: " + error_text(*response));
+    if (!response) return {ReportDelivery::unavailable, response.message()};
+    auto delivery = report_delivery_for_status(response->status);
+    if (delivery == ReportDelivery::stored) return {delivery, ""};
+    return {delivery, "the controller refused the report: " + error_text(*response)};
 }
 
 }  // namespace nodeform::agent

@@ -59,9 +59,9 @@ RunOutcome ConvergeRunEngine::run(const nlohmann::json& spec, TurnMode mode, con
     return out;
 }
 
-Status ClientReportPoster::post(const nlohmann::json& report) {
+ReportPostResult ClientReportPoster::post(const nlohmann::json& report) {
     if (!source_.reached_controller())
-        return make_error("waiting for the first answer from the controller before sending reports");
+        return {ReportDelivery::unavailable, "waiting for the first answer from the controller before sending reports"};
     return client_.post_report(report);
 }
 

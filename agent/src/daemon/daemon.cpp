@@ -577,6 +577,7 @@ struct Daemon::Impl {
 
     struct SendResult {
         std::uint64_t sent = 0;
+        std::uint64_t rejected = 0;
         std::vector<std::string> problems;  // logged on the io thread
         std::string error;                  // the controller could not take a report: retry later
     };
@@ -601,9 +602,17 @@ struct Daemon::Impl {
                     (void)deps.spool.remove(entry);
                     continue;
                 }
-                auto st = deps.poster->post(report);
-                if (!st) {
-                    r.error = st.message();
+                auto sent = deps.poster->post(report);
+                if (sent.delivery == ReportDelivery::rejected) {
+                    // Head-of-line: a report the controller can never accept must not block the ones behind it.
+                    r.problems.push_back("the controller rejected report " + entry.report_id +
+                                         " for good; dropping it from the spool: " + sent.message);
+                    if (auto rm = deps.spool.remove(entry); !rm) r.problems.push_back(rm.message());
+                    ++r.rejected;
+                    continue;
+                }
+                if (!sent.ok()) {
+                    r.error = sent.message;
                     break;
                 }
                 if (auto rm = deps.spool.remove(entry); !rm) r.problems.push_back(rm.message());
@@ -618,6 +627,7 @@ struct Daemon::Impl {
         {
             std::lock_guard<std::mutex> lock(stats_mutex);
             stats.reports_sent += r.sent;
+            stats.reports_rejected += r.rejected;
         }
         for (const auto& p : r.problems)
             deps.logger.warning(p);
@@ -647,7 +657,7 @@ struct Daemon::Impl {
             update_status();
         }
         // New reports arrived while sending: go again (never loop on a spool that did not shrink).
-        bool again = (send_again || r.sent > 0) && deps.spool.size() > 0;
+        bool again = (send_again || r.sent > 0 || r.rejected > 0) && deps.spool.size() > 0;
         send_again = false;
         if (again) return kick_sender();
         maybe_finish();

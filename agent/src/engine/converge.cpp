@@ -354,6 +354,13 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
                 early[item.pointer] = r;
                 continue;
             }
+            if (stop_requested_.load()) {
+                auto r = make_result(item);
+                r.status = ResourceStatus::skipped;
+                r.message = "skipped: the agent is stopping; the next run converges it";
+                early[item.pointer] = r;
+                continue;
+            }
             std::string blocked;
             for (const auto& dep : item.deps) {
                 auto d = done.find(dep);

@@ -21,6 +21,7 @@ class FakeController final : public HttpTransport {
     bool accept_enroll = true;
     bool enrolled = false;
     nlohmann::json spec = {{"schema_version", 1}, {"identity", "web-01"}, {"packages", nlohmann::json::array()}};
+    int report_status = 201;  // what POST /v1/nodes/web-01/reports answers
 
     Result<HttpResponse> send(const HttpRequest& r) override {
         requests.push_back(r);
@@ -42,7 +43,13 @@ class FakeController final : public HttpTransport {
             if (inm != r.headers.end() && inm->second == etag) return HttpResponse{304, {}, ""};
             return HttpResponse{200, {{"etag", etag}}, canonical_dump(spec)};
         }
-        if (r.path == "/v1/nodes/web-01/reports") return HttpResponse{201, {}, "{}"};
+        if (r.path == "/v1/nodes/web-01/reports") {
+            if (report_status < 300) return HttpResponse{report_status, {}, "{}"};
+            return HttpResponse{
+                report_status,
+                {},
+                R"({"error":{"code":"refused","message":"status )" + std::to_string(report_status) + R"("}})"};
+        }
         return HttpResponse{404, {}, R"({"error":{"code":"not_found","message":"no route"}})"};
     }
 };
@@ -111,6 +118,28 @@ TEST(Client, EnrollsOnceStoresTheCredentialAndNeverSendsTheTokenAgain) {
     EXPECT_EQ(controller.requests.back().headers.at("Authorization"), "Bearer node-credential-XYZ");
     for (const auto& line : log.lines)
         EXPECT_EQ(line.message.find("SECRET"), std::string::npos);
+}
+
+TEST(Client, ReportDeliveryTellsRejectedForGoodFromTryAgainLater) {
+    MemoryFilesystem fs;
+    MemoryLogger log;
+    FakeController controller;
+    ControllerClient client(controller, fs, log, test_seed(), fast_options());
+    const std::vector<std::pair<int, ReportDelivery>> cases = {
+        {201, ReportDelivery::stored},      {200, ReportDelivery::stored},      {400, ReportDelivery::rejected},
+        {413, ReportDelivery::rejected},    {422, ReportDelivery::rejected},    {401, ReportDelivery::unavailable},
+        {403, ReportDelivery::unavailable}, {404, ReportDelivery::unavailable}, {429, ReportDelivery::unavailable},
+        {503, ReportDelivery::unavailable}};
+    for (const auto& [status, expected] : cases) {
+        controller.report_status = status;
+        auto sent = client.post_report({{"report_id", "r-" + std::to_string(status)}});
+        EXPECT_EQ(sent.delivery, expected) << status;
+        if (!sent.ok()) {
+            EXPECT_NE(sent.message.find(std::to_string(status)), std::string::npos) << sent.message;
+        }
+    }
+    controller.unreachable = 100;
+    EXPECT_EQ(client.post_report({{"report_id", "down"}}).delivery, ReportDelivery::unavailable);
 }
 
 TEST(Client, SiteTokenPostureUsesTheSeedTokenAsBearer) {

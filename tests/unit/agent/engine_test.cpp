@@ -345,5 +345,29 @@ TEST(Engine, FullDiskIsAClearFileFailure) {
     EXPECT_NE(r->message.find("No space left on device"), std::string::npos);
 }
 
+TEST(Engine, StopRequestFinishesTheStageInHandAndSkipsTheRest) {
+    FakeSystem sys;
+    auto opts = options();
+    ConvergeEngine* self = nullptr;
+    opts.on_result = [&](const ResourceResult& r) {
+        if (r.id == "package:hello") self->request_stop();  // SIGTERM arrives while apt runs
+    };
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, opts);
+    self = &engine;
+    auto report = engine.run(base_spec(), RunMode::apply);
+    EXPECT_FALSE(report.ok());
+    ASSERT_NE(find_result(report, "package:hello"), nullptr);
+    EXPECT_EQ(find_result(report, "package:hello")->status, ResourceStatus::changed);
+    for (const char* id : {"group:ops", "user:alice", "file:/etc/app/app.conf", "service:nginx.service"}) {
+        const auto* r = find_result(report, id);
+        ASSERT_NE(r, nullptr) << id;
+        EXPECT_EQ(r->status, ResourceStatus::skipped) << id;
+        EXPECT_NE(r->message.find("the agent is stopping"), std::string::npos) << r->message;
+    }
+    EXPECT_EQ(sys.position("groupadd"), -1);  // nothing after the stage in hand ran
+    EXPECT_EQ(sys.position("useradd"), -1);
+    EXPECT_FALSE(report.platform_ready);
+}
+
 }  // namespace
 }  // namespace nodeform::agent

@@ -92,7 +92,9 @@ class FakeEngine final : public RunEngine {
         std::lock_guard<std::mutex> lock(mutex);
         return modes;
     }
+    void cancel() override { ++cancels; }
     std::atomic<int> runs{0};
+    std::atomic<int> cancels{0};
     int fail_first = 0;
     bool ready_before = false;
     bool block = false;
@@ -121,15 +123,20 @@ class FakeProber final : public HealthProber {
 // A controller that dedups by report_id, like the real one; can be "down".
 class FakePoster final : public ReportPoster {
   public:
-    Status post(const Json& report) override {
+    ReportPostResult post(const Json& report) override {
         std::lock_guard<std::mutex> lock(mutex);
         ++attempts;
-        if (down) return make_error("connection refused");
+        if (down) return {ReportDelivery::unavailable, "connection refused"};
         std::string id = report["report_id"];
+        if (reject_next > 0) {
+            --reject_next;
+            rejected.push_back(id);
+            return {ReportDelivery::rejected, "the controller refused the report: 422 invalid_report"};
+        }
         if (stored.count(id)) ++duplicates;
         stored[id] = report;
         order.push_back(id);
-        return Ok{};
+        return {ReportDelivery::stored, ""};
     }
     std::vector<Json> reports() {
         std::lock_guard<std::mutex> lock(mutex);
@@ -140,6 +147,8 @@ class FakePoster final : public ReportPoster {
     }
     std::mutex mutex;
     bool down = false;
+    int reject_next = 0;  // answer "rejected for good" to this many reports
+    std::vector<std::string> rejected;
     int attempts = 0;
     int duplicates = 0;
     std::map<std::string, Json> stored;
@@ -374,6 +383,30 @@ TEST(Daemon, RunNowStartsATurnWithoutWaitingForTheInterval) {
     EXPECT_EQ(h.source.fetches.load(), 2);
 }
 
+TEST(Daemon, AReportRejectedForGoodIsDroppedAndDoesNotBlockTheOthers) {
+    Harness h;
+    h.poster.down = true;
+    h.options.max_turns = 3;
+    EXPECT_EQ(h.make()->run(), 0);
+    ASSERT_EQ(h.spool->size(), 3u);
+    // The controller is back but refuses the oldest spooled report for good (422): the two behind it still go.
+    h.poster.down = false;
+    h.poster.reject_next = 1;
+    h.options.already_ready = true;
+    h.options.max_turns = 1;
+    auto again = h.make();
+    EXPECT_EQ(again->run(), 0);
+    EXPECT_EQ(h.spool->size(), 0u);
+    EXPECT_EQ(h.poster.rejected.size(), 1u);
+    EXPECT_EQ(h.poster.stored.size(), 3u);  // two old ones and this start's report
+    EXPECT_EQ(h.poster.stored.count(h.poster.rejected[0]), 0u);
+    EXPECT_EQ(again->stats().reports_rejected, 1u);
+    bool logged = false;
+    for (const auto& line : h.logger.lines)
+        logged = logged || line.message.find("rejected report " + h.poster.rejected[0]) != std::string::npos;
+    EXPECT_TRUE(logged);
+}
+
 TEST(Daemon, StopWaitsForTheRunInHandAndSpoolsItsReport) {
     Harness h;
     h.engine.block = true;
@@ -381,6 +414,7 @@ TEST(Daemon, StopWaitsForTheRunInHandAndSpoolsItsReport) {
     std::thread t([&] { EXPECT_EQ(daemon->run(), 0); });
     h.engine.wait_entered();
     daemon->request_stop();
+    EXPECT_TRUE(eventually([&] { return h.engine.cancels.load() == 1; }, 1s)) << "the run in hand is asked to stop";
     std::this_thread::sleep_for(50ms);
     EXPECT_EQ(h.spool->size(), 0u) << "still running the resource in hand";
     h.engine.release();

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nodeform/agent/report_delivery.hpp"
 #include "nodeform/agent/system/filesystem.hpp"
 #include "nodeform/http.hpp"
 #include "nodeform/log.hpp"
@@ -65,8 +66,8 @@ class ControllerClient {
     // spec when the controller cannot be reached after the retries (from_cache + warning); Err when there
     // is neither, or the controller refuses (401/403/404: not retried).
     Result<FetchedSpec> fetch_spec();
-    // POST /v1/nodes/{identity}/reports; retries transport errors and 5xx with backoff. Ok on 2xx.
-    Status post_report(const nlohmann::json& report);
+    // POST /v1/nodes/{identity}/reports; retries transport errors and 5xx with backoff.
+    ReportPostResult post_report(const nlohmann::json& report);
     // The cached last good spec, if any.
     Result<std::optional<FetchedSpec>> cached_spec();
 

@@ -2,6 +2,7 @@
 // The converge engine: one run from a resolved spec (docs/resolved-spec.md) to a RunReport, which
 // to_report_json() turns into the report body of docs/protocol.md. The CLI (apply/plan) and the
 // daemon both call ConvergeEngine::run; everything it touches goes through the injected interfaces.
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -109,6 +110,9 @@ class ConvergeEngine {
     // Never throws for bad input: an unusable spec gives a report with error set and no resources.
     // In apply mode with write_state, writes last-run.json and (first fully successful run) platform-ready.
     RunReport run(const nlohmann::json& resolved_spec, RunMode mode);
+    // Thread-safe and permanent: the run in progress finishes the stage in hand (one apt transaction, the users,
+    // the files...) and reports every later resource `skipped` ("the agent is stopping"); later runs do the same.
+    void request_stop() { stop_requested_.store(true); }
 
   private:
     ProcessRunner& runner_;
@@ -116,6 +120,7 @@ class ConvergeEngine {
     Clock& clock_;
     Logger& logger_;
     ConvergeOptions options_;
+    std::atomic<bool> stop_requested_{false};
 };
 
 // nullopt when the marker is absent or unreadable.

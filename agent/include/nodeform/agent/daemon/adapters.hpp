@@ -48,6 +48,7 @@ class ConvergeRunEngine final : public RunEngine {
                       std::chrono::milliseconds lock_timeout = std::chrono::seconds(60))
         : engine_(engine), lock_path_(std::move(lock_path)), lock_timeout_(lock_timeout) {}
     RunOutcome run(const nlohmann::json& spec, TurnMode mode, const nlohmann::json& health) override;
+    void cancel() override { engine_.request_stop(); }
 
   private:
     ConvergeEngine& engine_;
@@ -62,7 +63,7 @@ class ClientReportPoster final : public ReportPoster {
   public:
     ClientReportPoster(ControllerClient& client, const ControllerSpecSource& source)
         : client_(client), source_(source) {}
-    Status post(const nlohmann::json& report) override;
+    ReportPostResult post(const nlohmann::json& report) override;
 
   private:
     ControllerClient& client_;

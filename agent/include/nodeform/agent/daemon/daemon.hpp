@@ -13,6 +13,7 @@
 #include "nodeform/agent/daemon/notifier.hpp"
 #include "nodeform/agent/daemon/schedule.hpp"
 #include "nodeform/agent/daemon/spool.hpp"
+#include "nodeform/agent/report_delivery.hpp"
 #include "nodeform/clock.hpp"
 #include "nodeform/log.hpp"
 #include "nodeform/result.hpp"
@@ -55,11 +56,11 @@ class RunEngine {
     virtual void cancel() {}
 };
 
-// Delivers one report to the controller. Ok means a 2xx (stored, or already stored).
+// Delivers one report to the controller: stored (2xx, or already stored), rejected for good, or retry later.
 class ReportPoster {
   public:
     virtual ~ReportPoster() = default;
-    virtual Status post(const nlohmann::json& report) = 0;
+    virtual ReportPostResult post(const nlohmann::json& report) = 0;
 };
 
 struct DaemonOptions {
@@ -93,6 +94,7 @@ struct DaemonStats {
     std::uint64_t turns = 0;  // completed runs (converge or check)
     std::uint64_t reports_spooled = 0;
     std::uint64_t reports_sent = 0;
+    std::uint64_t reports_rejected = 0;  // refused for good by the controller (400/413/422): dropped from the spool
     std::uint64_t health_reports = 0;
     bool ready = false;
     bool abandoned_work = false;  // stop timeout hit with a worker still busy: exit without joining
