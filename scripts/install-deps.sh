@@ -11,15 +11,16 @@ build_pkgs=(
   libgtest-dev libgmock-dev
 )
 # Real systems the tests converge and talk to (see docs/testing.md).
+# docker.io + docker-compose (v1): the stacks root test starts its own dockerd in private namespaces.
 test_pkgs=(
   clang libclang-rt-14-dev debootstrap systemd-container iproute2 util-linux
-  passwd sudo sqlite3 curl openssl e2fsprogs
+  passwd sudo sqlite3 curl openssl e2fsprogs docker.io docker-compose
 )
 
 # The demo converges a debootstrapped root from a controller on loopback.
 demo_pkgs=(debootstrap util-linux passwd curl openssl)
 # Peers and load tools for bench/ (not needed by the tests).
-bench_pkgs=(wrk nginx hyperfine puppet cfengine3 ansible-core python3)
+bench_pkgs=(wrk nginx hyperfine puppet cfengine3 ansible-core python3 time openssh-client)
 
 case "$what" in
   build) pkgs=("${build_pkgs[@]}") ;;

@@ -29,10 +29,30 @@ std::vector<std::string> systemctl(Context& ctx, std::vector<std::string> args) 
     return argv;
 }
 
+// With systemd running: one `systemctl daemon-reload` when systemd reports a changed unit file or
+// drop-in (NeedDaemonReload) for any of units, so start/restart use the file on disk, not a stale copy.
+Status reload_if_needed(Context& ctx, const std::vector<std::string>& units) {
+    if (!ctx.systemd_running || !ctx.apply()) return Ok{};
+    for (const auto& unit : units) {
+        if (!validate_unit_name(unit)) continue;
+        auto res = ctx.run_raw({"systemctl", "show", "-P", "NeedDaemonReload", "--", unit}, ctx.short_timeout());
+        if (!res || res->exit_code != 0 || first_line(res->out) != "yes") continue;
+        auto reload = ctx.run({"systemctl", "daemon-reload"}, ctx.short_timeout());
+        if (!reload) return make_error("systemctl daemon-reload failed: " + reload.message());
+        ctx.logger.info("reloaded systemd: the unit file of " + unit + " changed", {{"UNIT", unit}});
+        return Ok{};
+    }
+    return Ok{};
+}
+
 }  // namespace
 
 std::vector<ResourceResult> converge_services(Context& ctx, const std::vector<Item>& items) {
     std::vector<ResourceResult> results;
+    std::vector<std::string> units;
+    for (const auto& item : items)
+        units.push_back(item.name);
+    const Status reloaded = reload_if_needed(ctx, units);
     for (const auto& item : items) {
         auto start = ctx.clock.steady_now();
         auto r = make_result(item);
@@ -41,7 +61,10 @@ std::vector<ResourceResult> converge_services(Context& ctx, const std::vector<It
         const std::string unit = item.name;
         auto enabled = flag(item.spec, "enabled");
         auto running = flag(item.spec, "running");
-        if (auto st = validate_unit_name(unit); !st) error = st.message();
+        if (auto st = validate_unit_name(unit); !st)
+            error = st.message();
+        else if (!reloaded)
+            error = reloaded.message();
 
         if (error.empty() && enabled) {
             auto res = ctx.run_raw(systemctl(ctx, {"is-enabled", "--", unit}), ctx.short_timeout());
@@ -135,7 +158,14 @@ std::map<std::string, std::string> restart_requested_services(Context& ctx) {
         ctx.restart_requests.clear();
         return failures;  // nothing runs in an offline root; the services stage starts what should run
     }
-    for (const auto& unit : ctx.restart_requests) {
+    const std::vector<std::string> units(ctx.restart_requests.begin(), ctx.restart_requests.end());
+    if (auto st = reload_if_needed(ctx, units); !st) {
+        for (const auto& unit : units)
+            failures[unit] = st.message();
+        ctx.restart_requests.clear();
+        return failures;
+    }
+    for (const auto& unit : units) {
         // try-restart: restart only if running; a stopped unit gets the new configuration when started.
         auto res = ctx.run({"systemctl", "try-restart", "--", unit}, ctx.short_timeout());
         if (!res)

@@ -2,6 +2,8 @@
 // the configuration hash changed or not every service has a running container.
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+
 #include "../engine/context.hpp"
 #include "nodeform/agent/validate.hpp"
 #include "nodeform/canonical_json.hpp"
@@ -137,45 +139,55 @@ std::vector<ResourceResult> converge_stacks(Context& ctx, const std::vector<Item
                 auto base = t.argv;
                 base.insert(base.end(), {"-p", name, "-f", ctx.fs.host_path(compose_path), "--env-file",
                                          ctx.fs.host_path(env_path)});
-                std::size_t running = 0;
-                if (!config_changed) {
+                // The stack's containers (sorted IDs, running or not) and how many of them run.
+                struct Observed {
+                    std::vector<std::string> ids;
+                    std::size_t running = 0;
+                };
+                auto observe = [&]() {
+                    Observed o;
                     auto ps = base;
                     ps.insert(ps.end(), {"ps", "-q"});
-                    auto ids = ctx.run(ps, ctx.short_timeout());
-                    if (ids) {
-                        std::vector<std::string> argv = {"docker", "inspect", "-f", "{{.State.Running}}"};
-                        std::size_t n = 0;
-                        std::size_t pos = 0;
-                        const std::string& out = ids->out;
-                        while (pos < out.size()) {
-                            std::size_t end = out.find('\n', pos);
-                            if (end == std::string::npos) end = out.size();
-                            std::string id = out.substr(pos, end - pos);
-                            pos = end + 1;
-                            if (!id.empty()) {
-                                argv.push_back(id);
-                                ++n;
-                            }
-                        }
-                        if (n > 0) {
-                            auto states = ctx.run_raw(argv, ctx.short_timeout());
-                            if (states && states->exit_code == 0) {
-                                std::size_t p = 0;
-                                while ((p = states->out.find("true", p)) != std::string::npos) {
-                                    ++running;
-                                    p += 4;
-                                }
-                            }
+                    auto ids = ctx.run_raw(ps, ctx.short_timeout());
+                    if (!ids || ids->exit_code != 0) return o;
+                    std::size_t pos = 0;
+                    const std::string& out = ids->out;
+                    while (pos < out.size()) {
+                        std::size_t end = out.find('\n', pos);
+                        if (end == std::string::npos) end = out.size();
+                        std::string id = out.substr(pos, end - pos);
+                        pos = end + 1;
+                        if (!id.empty()) o.ids.push_back(id);
+                    }
+                    std::sort(o.ids.begin(), o.ids.end());
+                    if (o.ids.empty()) return o;
+                    std::vector<std::string> argv = {"docker", "inspect", "-f", "{{.State.Running}}"};
+                    argv.insert(argv.end(), o.ids.begin(), o.ids.end());
+                    auto states = ctx.run_raw(argv, ctx.short_timeout());
+                    if (states && states->exit_code == 0) {
+                        std::size_t p = 0;
+                        while ((p = states->out.find("true", p)) != std::string::npos) {
+                            ++o.running;
+                            p += 4;
                         }
                     }
-                }
-                bool need_up = config_changed || running < services;
+                    return o;
+                };
+                auto summary = [&](const Observed& o) {
+                    return std::to_string(o.running) + "/" + std::to_string(services) + " running";
+                };
+                const bool files_changed = !r.changes.empty();
+                // Nothing to compare against when the files change anyway (up runs and the stack changed).
+                const Observed before = config_changed && files_changed ? Observed{} : observe();
+                bool need_up = config_changed || before.running < services;
                 if (need_up) {
                     if (!config_changed) {
                         r.changes.push_back(
-                            ctx.change(item.pointer, "containers",
-                                       std::to_string(running) + "/" + std::to_string(services) + " running",
+                            ctx.change(item.pointer, "containers", summary(before),
                                        std::to_string(services) + "/" + std::to_string(services) + " running"));
+                    } else if (!files_changed && !ctx.apply()) {
+                        // Same files, but never brought up with them (a failed up, or the hash file is gone).
+                        r.changes.push_back(ctx.change(item.pointer, "configuration", "not applied", "applied"));
                     }
                     if (ctx.apply()) {
                         auto up = base;
@@ -185,8 +197,18 @@ std::vector<ResourceResult> converge_stacks(Context& ctx, const std::vector<Item
                             error = t.name + " up failed: " + res.message();
                         else if (auto w = ctx.fs.write_atomic(hash_path, hash, {0600, 0, 0}); !w)
                             error = w.message();
+                        if (error.empty() && config_changed && !files_changed) {
+                            // Only the hash was missing: changed only if up really created or started something.
+                            Observed after = observe();
+                            if (after.ids != before.ids || after.running != before.running)
+                                r.changes.push_back(
+                                    ctx.change(item.pointer, "containers", summary(before), summary(after)));
+                        }
                     }
-                    r.message = ctx.apply() ? "brought up with " + t.name : "would bring up with " + t.name;
+                    if (r.changes.empty())
+                        r.message = "configuration recorded; containers already up to date";
+                    else
+                        r.message = ctx.apply() ? "brought up with " + t.name : "would bring up with " + t.name;
                 } else {
                     r.message = std::to_string(services) + " service(s) running";
                 }

@@ -1,0 +1,222 @@
+// Services against a real systemd: a copy of the cached Debian root booted with systemd-nspawn --boot,
+// the real nodeform-agent run inside the container's namespaces (nsenter -a; the host's build and
+// libraries bind-mounted read-only), every state asserted with the container's own systemctl.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <set>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "nodeform/atomic_file.hpp"
+#include "real_systems.hpp"
+#include "test_paths.hpp"
+
+namespace nodeform::agent {
+namespace {
+
+namespace fs = std::filesystem;
+using test::real::CommandRun;
+
+// Where the container sees the host's libraries and the agent binary (nspawn --bind-ro).
+const std::string kHostLib = "/opt/nodeform-host/lib";
+const std::string kHostAgent = "/opt/nodeform-host/nodeform-agent";
+
+class ServicesNspawnTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        if (::geteuid() != 0) GTEST_SKIP() << "needs root (systemd-nspawn)";
+        if (!test::real::have_program("systemd-nspawn") || !test::real::have_program("nsenter"))
+            GTEST_SKIP() << "systemd-nspawn or nsenter missing: scripts/install-deps.sh test";
+        if (!fs::exists("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"))
+            GTEST_SKIP() << "the agent is run with the host's x86_64 loader and libraries; not found here";
+        const std::string source = test::real::cached_rootfs();
+        if (source.empty())
+            GTEST_SKIP() << "no cached Debian root: run scripts/test-setup.sh first (or set NODEFORM_TEST_ROOTFS)";
+        root_ = tmp_.path() + "/root";
+        auto copy = test::real::run({"cp", "-a", "--reflink=auto", source, root_});
+        ASSERT_EQ(copy.exit_code, 0) << copy.err;
+        // A service the spec wants disabled and stopped: enabled (and so running after boot) beforehand.
+        ASSERT_TRUE(write_file_atomic(root_ + "/etc/systemd/system/nf-legacy.service",
+                                      "[Unit]\nDescription=nodeform test: legacy\n[Service]\nExecStart=/bin/sleep "
+                                      "infinity\n[Install]\nWantedBy=multi-user.target\n",
+                                      {0644, false})
+                        .ok());
+        fs::create_directories(root_ + "/etc/systemd/system/multi-user.target.wants");
+        fs::create_symlink("/etc/systemd/system/nf-legacy.service",
+                           root_ + "/etc/systemd/system/multi-user.target.wants/nf-legacy.service");
+
+        // No systemd and no D-Bus on the host: --register=no --keep-unit (docs/testing.md).
+        nspawn_ = std::make_unique<test::real::BackgroundProcess>(
+            std::vector<std::string>{"systemd-nspawn", "-D", root_, "--boot", "--console=passive", "--register=no",
+                                     "--keep-unit", "--machine=nf-svc-" + std::to_string(::getpid()),
+                                     "--bind-ro=/usr/lib/x86_64-linux-gnu:" + kHostLib,
+                                     "--bind-ro=" + test::binary_dir() + "/agent/nodeform-agent:" + kHostAgent},
+            tmp_.path() + "/nspawn.log");
+        ASSERT_NE(nspawn_->pid(), 0) << "cannot start systemd-nspawn";
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+        while (init_ == 0 && nspawn_->running() && std::chrono::steady_clock::now() < deadline) {
+            pid_t child = test::real::child_of(nspawn_->pid());
+            if (child != 0 && test::real::run({"cat", "/proc/" + std::to_string(child) + "/comm"}).out == "systemd\n")
+                init_ = child;
+            else
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        ASSERT_NE(init_, 0) << "the container's systemd did not start:\n" << nspawn_->log();
+        // "running" or "degraded" once the boot finished (a minimal root may have a failed unit).
+        // systemctl fails with "Failed to connect to bus" until systemd listens on /run/systemd/private.
+        CommandRun booted;
+        for (int i = 0; i < 300; ++i) {
+            booted = in_container({"systemctl", "is-system-running", "--wait"}, std::chrono::seconds(90));
+            if (booted.err.find("Failed to connect to bus") == std::string::npos) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        ASSERT_TRUE(booted.out == "running\n" || booted.out == "degraded\n") << booted.out << booted.err;
+    }
+
+    void TearDown() override {
+        // SIGTERM to systemd-nspawn is an orderly poweroff of the container; SIGKILL after the grace.
+        if (nspawn_) nspawn_->stop(0, std::chrono::seconds(30));
+        nspawn_.reset();
+        if (init_ != 0 && ::kill(init_, 0) == 0) ::kill(init_, SIGKILL);
+    }
+
+    CommandRun in_container(std::vector<std::string> argv, std::chrono::seconds timeout = std::chrono::minutes(2)) {
+        std::vector<std::string> full = {"nsenter", "-t", std::to_string(init_), "-a"};
+        full.insert(full.end(), argv.begin(), argv.end());
+        return test::real::run(full, timeout);
+    }
+
+    // nodeform-agent on the live container (no --root): the host's loader and libraries run the
+    // host-built binary; everything it starts (systemctl) is the container's own.
+    CommandRun agent(std::vector<std::string> args) {
+        std::vector<std::string> argv = {kHostLib + "/ld-linux-x86-64.so.2", "--library-path", kHostLib, kHostAgent};
+        argv.insert(argv.end(), args.begin(), args.end());
+        return in_container(argv, std::chrono::minutes(5));
+    }
+
+    // Writes spec into the container's /root; returns its path inside the container.
+    std::string write_spec(const nlohmann::json& spec) {
+        std::string path = "/root/nf-spec-" + std::to_string(++specs_) + ".json";
+        EXPECT_TRUE(write_file_atomic(root_ + path, spec.dump(), {0600, false}).ok());
+        return path;
+    }
+
+    std::string systemctl(const std::string& verb, const std::string& unit) {
+        return in_container({"systemctl", verb, unit}).out;
+    }
+
+    static std::set<std::string> ids_with(const nlohmann::json& report, const std::string& status) {
+        std::set<std::string> ids;
+        for (const auto& r : report["resources"]) {
+            if (r["status"] == status) ids.insert(r["id"].get<std::string>());
+        }
+        return ids;
+    }
+
+    test::TempDir tmp_;
+    std::string root_;
+    std::unique_ptr<test::real::BackgroundProcess> nspawn_;
+    pid_t init_ = 0;
+    int specs_ = 0;
+};
+
+nlohmann::json services_spec(const std::string& sleeper_seconds) {
+    auto spec = nlohmann::json::parse(R"({
+      "schema_version": 1, "identity": "svc-01",
+      "files": [{"path": "/etc/systemd/system/nf-sleeper.service", "mode": "0644", "owner": "root",
+                 "group": "root", "state": "present", "restart": ["nf-sleeper.service"]}],
+      "services": [{"name": "nf-sleeper.service", "enabled": true, "running": true},
+                   {"name": "nf-legacy.service", "enabled": false, "running": false}],
+      "secret_paths": []
+    })");
+    spec["files"][0]["content"] = "[Unit]\nDescription=nodeform test: sleeper\n[Service]\nExecStart=/bin/sleep " +
+                                  sleeper_seconds + "\n[Install]\nWantedBy=multi-user.target\n";
+    return spec;
+}
+
+TEST_F(ServicesNspawnTest, EnablesStartsDisablesStopsIsIdempotentAndRepairs) {
+    ASSERT_EQ(systemctl("is-active", "nf-legacy.service"), "active\n");
+    ASSERT_EQ(systemctl("is-enabled", "nf-legacy.service"), "enabled\n");
+    const std::string spec = write_spec(services_spec("100001"));
+
+    auto first = agent({"apply", "--spec", spec, "--json"});
+    ASSERT_EQ(first.exit_code, 0) << first.err << first.out;
+    EXPECT_EQ(ids_with(first.json(), "changed"),
+              (std::set<std::string>{"file:/etc/systemd/system/nf-sleeper.service", "service:nf-sleeper.service",
+                                     "service:nf-legacy.service"}))
+        << first.out;
+    EXPECT_EQ(systemctl("is-enabled", "nf-sleeper.service"), "enabled\n");
+    EXPECT_EQ(systemctl("is-active", "nf-sleeper.service"), "active\n");
+    EXPECT_EQ(systemctl("is-enabled", "nf-legacy.service"), "disabled\n");
+    EXPECT_EQ(systemctl("is-active", "nf-legacy.service"), "inactive\n");
+    EXPECT_FALSE(fs::exists(root_ + "/etc/systemd/system/multi-user.target.wants/nf-legacy.service"));
+    EXPECT_TRUE(fs::is_symlink(root_ + "/etc/systemd/system/multi-user.target.wants/nf-sleeper.service"));
+
+    // Second run: nothing to do; plan agrees.
+    auto second = agent({"apply", "--spec", spec, "--json"});
+    ASSERT_EQ(second.exit_code, 0) << second.err;
+    EXPECT_EQ(second.json()["counts"]["changed"], 0) << second.out;
+    EXPECT_EQ(second.json()["counts"]["unchanged"], 3) << second.out;
+    auto clean_plan = agent({"plan", "--spec", spec});
+    EXPECT_EQ(clean_plan.exit_code, 0) << clean_plan.out << clean_plan.err;
+
+    // Stopped by hand: plan names it (exit 2), apply starts it again and changes nothing else.
+    ASSERT_EQ(in_container({"systemctl", "stop", "nf-sleeper.service"}).exit_code, 0);
+    ASSERT_EQ(systemctl("is-active", "nf-sleeper.service"), "inactive\n");
+    auto plan = agent({"plan", "--spec", spec, "--json"});
+    EXPECT_EQ(plan.exit_code, 2) << plan.err;
+    EXPECT_EQ(ids_with(plan.json(), "drifted"), (std::set<std::string>{"service:nf-sleeper.service"})) << plan.out;
+    auto text_plan = agent({"plan", "--spec", spec});
+    EXPECT_EQ(text_plan.exit_code, 2);
+    EXPECT_NE(text_plan.out.find("service:nf-sleeper.service"), std::string::npos) << text_plan.out;
+    auto repair = agent({"apply", "--spec", spec, "--json"});
+    EXPECT_EQ(repair.exit_code, 0) << repair.err;
+    EXPECT_EQ(ids_with(repair.json(), "changed"), (std::set<std::string>{"service:nf-sleeper.service"})) << repair.out;
+    EXPECT_EQ(systemctl("is-active", "nf-sleeper.service"), "active\n");
+
+    // Disabled and started by hand: both come back to the spec.
+    ASSERT_EQ(in_container({"systemctl", "disable", "nf-sleeper.service"}).exit_code, 0);
+    ASSERT_EQ(in_container({"systemctl", "start", "nf-legacy.service"}).exit_code, 0);
+    auto again = agent({"apply", "--spec", spec, "--json"});
+    EXPECT_EQ(again.exit_code, 0) << again.err;
+    EXPECT_EQ(ids_with(again.json(), "changed"),
+              (std::set<std::string>{"service:nf-sleeper.service", "service:nf-legacy.service"}))
+        << again.out;
+    EXPECT_EQ(systemctl("is-enabled", "nf-sleeper.service"), "enabled\n");
+    EXPECT_EQ(systemctl("is-active", "nf-legacy.service"), "inactive\n");
+    EXPECT_EQ(agent({"plan", "--spec", spec}).exit_code, 0);
+
+    auto last = nlohmann::json::parse(test::real::slurp(root_ + "/var/lib/nodeform/last-run.json"), nullptr, false);
+    ASSERT_FALSE(last.is_discarded());
+    EXPECT_EQ(last["success"], true);
+    EXPECT_TRUE(fs::exists(root_ + "/var/lib/nodeform/platform-ready"));  // a live system reaches ready
+}
+
+TEST_F(ServicesNspawnTest, ChangedUnitFileIsReloadedAndTheServiceRestarted) {
+    const std::string spec = write_spec(services_spec("100001"));
+    auto first = agent({"apply", "--spec", spec, "--json"});
+    ASSERT_EQ(first.exit_code, 0) << first.err << first.out;
+    const std::string pid_before = in_container({"systemctl", "show", "-P", "MainPID", "nf-sleeper.service"}).out;
+    ASSERT_NE(pid_before, "0\n");
+
+    // The file that names the service changes: the unit is reloaded and the running service restarted.
+    const std::string changed = write_spec(services_spec("100002"));
+    auto second = agent({"apply", "--spec", changed, "--json"});
+    ASSERT_EQ(second.exit_code, 0) << second.err << second.out;
+    EXPECT_EQ(ids_with(second.json(), "changed"),
+              (std::set<std::string>{"file:/etc/systemd/system/nf-sleeper.service"}))
+        << second.out;
+    const std::string pid_after = in_container({"systemctl", "show", "-P", "MainPID", "nf-sleeper.service"}).out;
+    EXPECT_NE(pid_after, pid_before);
+    EXPECT_EQ(in_container({"systemctl", "show", "-P", "NeedDaemonReload", "nf-sleeper.service"}).out, "no\n");
+    auto pid = pid_after.substr(0, pid_after.find('\n'));
+    EXPECT_EQ(in_container({"cat", "/proc/" + pid + "/cmdline"}).out,
+              std::string("/bin/sleep") + '\0' + "100002" + '\0');
+    EXPECT_EQ(agent({"plan", "--spec", changed}).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace nodeform::agent
