@@ -117,6 +117,7 @@ const std::map<std::string, Setter>& setters() {
              return Ok{};
          }},
         {"threads", int_setter(&ControllerConfig::threads, 2, 1024)},
+        {"max-connections", int_setter(&ControllerConfig::max_connections, 0, 1000000)},
         {"max-body-bytes",
          [](ControllerConfig& c, const std::string& v) -> Status {
              auto n = parse_int(v, 1024, 1LL << 30);

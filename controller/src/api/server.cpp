@@ -18,9 +18,11 @@
 #include <map>
 #include <sstream>
 
+#include "guarded_server.hpp"
 #include "nodeform/atomic_file.hpp"
 #include "nodeform/canonical_json.hpp"
 #include "nodeform/controller/api/node_status.hpp"
+#include "nodeform/controller/store/report_batcher.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/tls.hpp"
 
@@ -41,14 +43,6 @@ bool valid_identity(const std::string& identity) {
 }
 
 namespace {
-
-// A server whose listen backlog can be raised after bind (cpp-httplib 0.11.4 listens with a backlog of 5).
-template <typename Base>
-class TunedServer : public Base {
-  public:
-    using Base::Base;
-    void raise_backlog(int backlog) { ::listen(this->svr_sock_, backlog); }
-};
 
 class SystemdNotifier final : public Notifier {
   public:
@@ -314,6 +308,8 @@ struct ControllerServer::Impl {
     Logger& logger;
     Notifier& notifier;
     ServerSecrets secrets;
+    ReportBatcher reports;           // group commit; declared before http so that it outlives the workers
+    ConnectionCounters connections;  // likewise
 
     std::unique_ptr<httplib::Server> http;
     Metrics metrics;
@@ -341,6 +337,7 @@ struct ControllerServer::Impl {
           logger(log),
           notifier(n),
           secrets(std::move(sec)),
+          reports(s),
           limiter(config.auth_failure_limit, config.auth_failure_window) {}
 
     std::shared_ptr<const Snapshot> current() const {
@@ -650,7 +647,7 @@ struct ControllerServer::Impl {
             for (const auto& h : report["health"])
                 rec.health_failed += h["status"] == "fail" ? 1 : 0;
         rec.body = canonical_dump(report);
-        auto outcome = store.insert_report(rec);
+        auto outcome = reports.submit(rec);  // returns after the batch holding rec has committed (fsync)
         if (!outcome) {
             logger.error("storing a report failed: " + outcome.message(), {{"NODEFORM_IDENTITY", identity}});
             return send_error(res, 503, "store_unavailable", "the report was not stored; retry");
@@ -756,6 +753,21 @@ struct ControllerServer::Impl {
         auto stored = store.report_count();
         out << "# HELP nodeform_reports_stored Reports currently stored.\n# TYPE nodeform_reports_stored gauge\n"
             << "nodeform_reports_stored " << (stored ? *stored : -1) << "\n";
+        out << "# HELP nodeform_http_connections_open Connections in service or waiting for a worker.\n"
+            << "# TYPE nodeform_http_connections_open gauge\nnodeform_http_connections_open " << connections.open.load()
+            << "\n"
+            << "# HELP nodeform_http_connections_rejected_total Connections refused beyond max-connections.\n"
+            << "# TYPE nodeform_http_connections_rejected_total counter\nnodeform_http_connections_rejected_total "
+            << connections.rejected.load() << "\n"
+            << "# HELP nodeform_http_deadline_closed_total Connections closed for missing a read/write deadline.\n"
+            << "# TYPE nodeform_http_deadline_closed_total counter\nnodeform_http_deadline_closed_total "
+            << connections.deadline_closed.load() << "\n";
+        auto batches = reports.stats();
+        out << "# HELP nodeform_report_commits_total Report transactions committed (group commit).\n"
+            << "# TYPE nodeform_report_commits_total counter\nnodeform_report_commits_total " << batches.batches
+            << "\n# HELP nodeform_report_commit_reports_total Reports in those transactions.\n"
+            << "# TYPE nodeform_report_commit_reports_total counter\nnodeform_report_commit_reports_total "
+            << batches.reports << "\n";
         bool ok;
         {
             std::lock_guard<std::mutex> lock(site_mutex);
@@ -958,26 +970,28 @@ Status ControllerServer::reload() {
 Status ControllerServer::start() {
     auto& cfg = impl_->config;
     if (auto st = impl_->reload(true); !st) return make_error("the site is invalid: " + st.message());
+    ConnectionLimits limits;
+    limits.read_timeout = cfg.read_timeout;
+    limits.write_timeout = cfg.write_timeout;
+    limits.keep_alive_timeout = cfg.keep_alive_timeout;
+    limits.keep_alive_max_requests = 1000;
+    limits.workers = static_cast<std::size_t>(cfg.threads);
+    limits.max_connections = cfg.max_connections > 0 ? static_cast<std::size_t>(cfg.max_connections)
+                                                     : 4 * static_cast<std::size_t>(cfg.threads);
     if (cfg.plain_http) {
-        impl_->http = std::make_unique<TunedServer<httplib::Server>>();
+        impl_->http = make_guarded_server(limits, impl_->connections);
     } else {
         if (cfg.tls_cert.empty() || cfg.tls_key.empty())
             return make_error("TLS needs a certificate and key (run prepare_state first, or pass --plain-http)");
-        auto ssl = std::make_unique<TunedServer<httplib::SSLServer>>(cfg.tls_cert.c_str(), cfg.tls_key.c_str());
+        auto ssl = make_guarded_ssl_server(limits, impl_->connections, cfg.tls_cert, cfg.tls_key);
         if (!ssl->is_valid())
             return make_error("cannot use the TLS certificate " + cfg.tls_cert + " with key " + cfg.tls_key +
                               " (PEM certificate chain and matching private key)");
         SSL_CTX_set_min_proto_version(ssl->ssl_context(), TLS1_2_VERSION);
         impl_->http = std::move(ssl);
     }
-    auto& http = *impl_->http;
-    int threads = cfg.threads;
-    http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
+    auto& http = *impl_->http;  // workers, timeouts and the connection cap come from limits (guarded_server.hpp)
     http.set_payload_max_length(cfg.max_body_bytes);
-    http.set_read_timeout(cfg.read_timeout);
-    http.set_write_timeout(cfg.write_timeout);
-    http.set_keep_alive_timeout(cfg.keep_alive_timeout.count());
-    http.set_keep_alive_max_count(1000);
     http.set_tcp_nodelay(true);
     impl_->setup_routes();
     if (cfg.listen_port == 0) {
@@ -989,11 +1003,7 @@ Status ControllerServer::start() {
                               " (in use, or not an address of this machine?)");
         port_ = cfg.listen_port;
     }
-    if (cfg.plain_http) {
-        static_cast<TunedServer<httplib::Server>&>(http).raise_backlog(4096);
-    } else {
-        static_cast<TunedServer<httplib::SSLServer>&>(http).raise_backlog(4096);
-    }
+    raise_backlog(http, 4096);
     return Ok{};
 }
 

@@ -31,8 +31,11 @@ Options:
   --tls-key FILE             its private key
   --tls-hosts A,B            extra names/addresses for the generated server certificate
   --threads N                worker threads = connections served at once (default 32)
+  --max-connections N        connections served or waiting for a worker; beyond: 503 (default 4 x threads)
   --max-body-bytes N         largest request body (default 1048576)
-  --read-timeout D           per-read timeout (default 5s); also --write-timeout, --keep-alive-timeout
+  --read-timeout D           a whole request must arrive within this (default 5s)
+  --write-timeout D          a whole response must be written within this (default 5s)
+  --keep-alive-timeout D     idle keep-alive connections close after this (default 5s)
   --auth-failure-limit N     failed authentications per address per window before 429 (default 10)
   --auth-failure-window D    default 60s
   --reports-keep-last N      reports kept per node regardless of age (default 100)

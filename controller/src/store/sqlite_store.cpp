@@ -158,47 +158,24 @@ class SqliteStore final : public Store {
     }
 
     Result<InsertOutcome> insert_report(const ReportRecord& r) override {
+        auto out = insert_reports({r});
+        if (!out) return out.error();
+        return out->front();
+    }
+
+    Result<std::vector<InsertOutcome>> insert_reports(const std::vector<ReportRecord>& reports) override {
         std::lock_guard<std::mutex> lock(mutex_);
+        std::vector<InsertOutcome> out;
+        if (reports.empty()) return out;
         sqlite::Transaction tx(db_);
         if (auto st = tx.begin(); !st) return st.error();
-        auto existing = db_.prepare("SELECT identity, body FROM reports WHERE report_id = ?1");
-        if (!existing) return existing.error();
-        existing->bind(1, r.report_id);
-        auto row = existing->step();
-        if (!row) return row.error();
-        if (*row) {
-            bool same = existing->text(0) == r.identity && existing->text(1) == r.body;
-            return same ? InsertOutcome::duplicate : InsertOutcome::conflict;
+        for (const auto& r : reports) {
+            auto one = insert_report_locked(r);
+            if (!one) return one.error();  // tx rolls back: nothing of the batch is stored
+            out.push_back(*one);
         }
-        auto ins = db_.prepare(std::string("INSERT INTO reports (") + kReportColumns +
-                               ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
-        if (!ins) return ins.error();
-        ins->bind(1, r.report_id)
-            .bind(2, r.identity)
-            .bind(3, to_ms(r.received_at))
-            .bind(4, r.spec_digest)
-            .bind(5, r.phase)
-            .bind(6, r.trigger)
-            .bind(7, r.mode)
-            .bind(8, r.finished_at)
-            .bind(9, std::int64_t{r.platform_ready ? 1 : 0})
-            .bind(10, r.changed)
-            .bind(11, r.failed)
-            .bind(12, r.drifted)
-            .bind(13, r.health_failed)
-            .bind(14, r.body);
-        if (auto st = ins->run(); !st) return st.error();
-        auto node = db_.prepare(
-            "INSERT INTO nodes (identity, first_report_at, last_report_id, last_run_report_id, report_count) "
-            "VALUES (?1, ?2, ?3, CASE WHEN ?4 = 'run' THEN ?3 END, 1) "
-            "ON CONFLICT(identity) DO UPDATE SET last_report_id = ?3, "
-            "last_run_report_id = CASE WHEN ?4 = 'run' THEN ?3 ELSE last_run_report_id END, "
-            "first_report_at = COALESCE(first_report_at, ?2), report_count = report_count + 1");
-        if (!node) return node.error();
-        node->bind(1, r.identity).bind(2, to_ms(r.received_at)).bind(3, r.report_id).bind(4, r.trigger);
-        if (auto st = node->run(); !st) return st.error();
         if (auto st = tx.commit(); !st) return st.error();
-        return InsertOutcome::inserted;
+        return out;
     }
 
     Result<std::optional<ReportRecord>> find_report(const std::string& report_id) override {
@@ -274,6 +251,47 @@ class SqliteStore final : public Store {
     }
 
   private:
+    // One report inside the caller's transaction.
+    Result<InsertOutcome> insert_report_locked(const ReportRecord& r) {
+        auto existing = db_.prepare("SELECT identity, body FROM reports WHERE report_id = ?1");
+        if (!existing) return existing.error();
+        existing->bind(1, r.report_id);
+        auto row = existing->step();
+        if (!row) return row.error();
+        if (*row) {
+            bool same = existing->text(0) == r.identity && existing->text(1) == r.body;
+            return same ? InsertOutcome::duplicate : InsertOutcome::conflict;
+        }
+        auto ins = db_.prepare(std::string("INSERT INTO reports (") + kReportColumns +
+                               ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
+        if (!ins) return ins.error();
+        ins->bind(1, r.report_id)
+            .bind(2, r.identity)
+            .bind(3, to_ms(r.received_at))
+            .bind(4, r.spec_digest)
+            .bind(5, r.phase)
+            .bind(6, r.trigger)
+            .bind(7, r.mode)
+            .bind(8, r.finished_at)
+            .bind(9, std::int64_t{r.platform_ready ? 1 : 0})
+            .bind(10, r.changed)
+            .bind(11, r.failed)
+            .bind(12, r.drifted)
+            .bind(13, r.health_failed)
+            .bind(14, r.body);
+        if (auto st = ins->run(); !st) return st.error();
+        auto node = db_.prepare(
+            "INSERT INTO nodes (identity, first_report_at, last_report_id, last_run_report_id, report_count) "
+            "VALUES (?1, ?2, ?3, CASE WHEN ?4 = 'run' THEN ?3 END, 1) "
+            "ON CONFLICT(identity) DO UPDATE SET last_report_id = ?3, "
+            "last_run_report_id = CASE WHEN ?4 = 'run' THEN ?3 ELSE last_run_report_id END, "
+            "first_report_at = COALESCE(first_report_at, ?2), report_count = report_count + 1");
+        if (!node) return node.error();
+        node->bind(1, r.identity).bind(2, to_ms(r.received_at)).bind(3, r.report_id).bind(4, r.trigger);
+        if (auto st = node->run(); !st) return st.error();
+        return InsertOutcome::inserted;
+    }
+
     Result<std::optional<ReportRecord>> find_report_locked(const std::string& report_id) {
         if (report_id.empty()) return std::optional<ReportRecord>();
         auto s = db_.prepare(std::string("SELECT ") + kReportColumns + " FROM reports WHERE report_id = ?1");

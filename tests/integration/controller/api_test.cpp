@@ -17,6 +17,7 @@
 #include "nodeform/controller/store/store.hpp"
 #include "nodeform/http.hpp"
 #include "nodeform/log.hpp"
+#include "nodeform/tls.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::controller {
@@ -102,17 +103,21 @@ class ApiTest : public ::testing::Test {
     void SetUp() override { start(); }
     void TearDown() override { stop(); }
 
-    void start(int threads = 8) {
+    void start(int threads = 8, bool tls = false, std::chrono::seconds read_timeout = std::chrono::seconds(1)) {
         auto store = open_sqlite_store(sqlite::database_path(dir_.path()));
         ASSERT_TRUE(store.ok()) << store.message();
         store_ = std::move(*store);
         config_.state = dir_.path();
-        config_.plain_http = true;
+        config_.plain_http = !tls;
         config_.listen_host = "127.0.0.1";
+        if (tls) {
+            auto prepared = prepare_state(config_, "test");  // STATE/tls: CA + server certificate for 127.0.0.1
+            ASSERT_TRUE(prepared.ok()) << prepared.message();
+        }
         config_.listen_port = 0;
         config_.threads = threads;
         config_.max_body_bytes = 64 * 1024;
-        config_.read_timeout = std::chrono::seconds(1);
+        config_.read_timeout = read_timeout;
         config_.auth_failure_limit = 5;
         config_.reload_interval = std::chrono::milliseconds(100);
         server_ = std::make_unique<ControllerServer>(config_, *store_, source_, clock_, logger_, notifier_,
@@ -120,7 +125,13 @@ class ApiTest : public ::testing::Test {
         auto st = server_->start();
         ASSERT_TRUE(st.ok()) << st.message();
         thread_ = std::thread([this] { (void)server_->run(); });
-        client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
+        if (tls) {
+            client_ = std::make_unique<httplib::Client>("https://127.0.0.1:" + std::to_string(server_->port()));
+            client_->set_ca_cert_path(tls::pki_paths(dir_.path() + "/tls").ca_cert.c_str());
+            client_->enable_server_certificate_verification(true);
+        } else {
+            client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
+        }
         client_->set_read_timeout(std::chrono::seconds(10));
         for (int i = 0; i < 100; ++i) {
             if (client_->Get("/healthz")) break;
@@ -424,7 +435,8 @@ TEST_F(ApiTest, OperatorViewsAndStatus) {
     ASSERT_EQ(list->status, 200);
     std::map<std::string, std::string> status;
     auto nodes = json::parse(list->body)["nodes"];
-    for (const auto& n : nodes) status[n["identity"]] = n["status"];
+    for (const auto& n : nodes)
+        status[n["identity"]] = n["status"];
     EXPECT_EQ(status["web-01"], "converging");  // platform-ready, but for another spec digest than the site's
     EXPECT_EQ(status["dev-01"], "failed");
     EXPECT_EQ(status["web-02"], "pending");
@@ -560,6 +572,115 @@ TEST_F(ApiTest, SlowLorisDoesNotBlockOtherClients) {
     for (char c : std::string("GET /healthz HTTP/1.1\r\nHo"))
         stalled.send_byte(c);
     EXPECT_TRUE(stalled.closed_by_server(4));
+}
+
+TEST_F(ApiTest, SlowClientsCannotHoldWorkersBeyondTheReadTimeout) {
+    // Twice as many trickling clients as workers, each sending a byte every 100 ms (well inside a per-recv
+    // timeout): each is cut off read_timeout (1 s) after a worker takes it up, so a normal client waiting behind
+    // them is served after about (clients / workers) × read_timeout, not never.
+    stop();
+    start(4);
+    std::vector<std::unique_ptr<SlowLoris>> lorises;
+    for (int i = 0; i < 8; ++i)
+        lorises.push_back(std::make_unique<SlowLoris>(server_->port()));
+    std::atomic<bool> stop_trickle{false};
+    std::atomic<int> cut{0};
+    std::thread trickle([&] {
+        const std::string header = "GET /v1/spec/dev-01 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+        std::vector<bool> alive(lorises.size(), true);
+        for (std::size_t i = 0; !stop_trickle; ++i) {
+            for (std::size_t l = 0; l < lorises.size(); ++l) {
+                if (alive[l] && !lorises[l]->send_byte(i < header.size() ? header[i] : 'a')) {
+                    alive[l] = false;
+                    cut++;
+                }
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    auto started = std::chrono::steady_clock::now();
+    httplib::Client c("127.0.0.1", server_->port());
+    c.set_read_timeout(std::chrono::seconds(20));
+    auto res = c.Get("/v1/spec/dev-01");
+    auto waited = std::chrono::steady_clock::now() - started;
+    ASSERT_TRUE(res) << "the normal client was not served while slow clients were connected";
+    EXPECT_EQ(res->status, 200);
+    EXPECT_LT(waited, std::chrono::seconds(6)) << "slow clients held the workers beyond 2 x read_timeout";
+    // Every slow client was cut off by the server (a send fails once the server has closed and reset).
+    for (int i = 0; i < 50 && cut < 8; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    stop_trickle = true;
+    trickle.join();
+    EXPECT_EQ(cut.load(), 8);
+    auto m = client_->Get("/metrics");
+    ASSERT_TRUE(m);
+    EXPECT_NE(m->body.find("nodeform_http_deadline_closed_total 8"), std::string::npos) << m->body;
+}
+
+TEST_F(ApiTest, RequestHeadIsCappedAt64KiB) {
+    auto request = [](int headers) {
+        std::string r = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
+        for (int i = 0; i < headers; ++i)
+            r += "X-Pad-" + std::to_string(i) + ": " + std::string(1000, 'a') + "\r\n";
+        return r + "\r\n";
+    };
+    EXPECT_EQ(raw(request(40)).rfind("HTTP/1.1 200", 0), 0u);  // 40 KiB of headers, each line under 8 KiB
+    std::string refused = raw(request(100));                   // 100 KiB
+    EXPECT_EQ(refused.rfind("HTTP/1.1 400", 0), 0u) << refused.substr(0, 200);
+    EXPECT_EQ(refused.find("HTTP/1.1 200"), std::string::npos);
+    EXPECT_TRUE(client_->Get("/healthz"));
+}
+
+TEST_F(ApiTest, HttpsServesKeepAliveAndCutsOffAStalledHandshake) {
+    stop();
+    start(4, /*tls=*/true);
+    client_->set_keep_alive(true);
+    for (int i = 0; i < 3; ++i) {  // three requests on one TLS connection
+        auto res = client_->Get("/v1/spec/dev-01");
+        ASSERT_TRUE(res) << httplib::to_string(res.error());
+        EXPECT_EQ(res->status, 200);
+        EXPECT_EQ(json::parse(res->body, nullptr, false).value("identity", ""), "dev-01");
+    }
+    auto post = client_->Post("/v1/nodes/dev-01/reports", report_for("dev-01", "tls-1").dump(), "application/json");
+    ASSERT_TRUE(post);
+    EXPECT_EQ(post->status, 201) << post->body;
+    EXPECT_TRUE(store_->find_report("tls-1")->has_value());
+    // Half a ClientHello, then silence: the handshake counts against read_timeout (1 s here).
+    SlowLoris stalled(server_->port());
+    for (char c : std::string("\x16\x03\x01\x02\x00", 5))
+        stalled.send_byte(c);
+    EXPECT_TRUE(stalled.closed_by_server(4));
+}
+
+TEST_F(ApiTest, ConnectionsBeyondTheCapAreAnswered503AtOnce) {
+    stop();
+    config_.max_connections = 4;
+    start(2, false, std::chrono::seconds(3));  // 3 s: the silent connections outlive this test's set-up under load
+    // Four silent connections: two in service, two waiting for a worker.
+    std::vector<std::unique_ptr<SlowLoris>> silent;
+    for (int i = 0; i < 4; ++i)
+        silent.push_back(std::make_unique<SlowLoris>(server_->port()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    auto started = std::chrono::steady_clock::now();
+    std::string answer = raw("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2)) << "the refusal waited for a worker";
+    EXPECT_EQ(answer.rfind("HTTP/1.1 503", 0), 0u) << answer;
+    EXPECT_NE(answer.find("Retry-After: 1"), std::string::npos);
+    EXPECT_NE(answer.find("too_many_connections"), std::string::npos);
+    // Once the silent ones have been cut off (read_timeout after a worker took each up), new clients are served.
+    bool served = false;
+    for (int i = 0; i < 150 && !served; ++i) {
+        auto r = client_->Get("/healthz");
+        served = r && r->status == 200;
+        if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_TRUE(served);
+    for (auto& s : silent)
+        EXPECT_TRUE(s->closed_by_server(4));
+    auto m = client_->Get("/metrics");
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->body.find("nodeform_http_connections_rejected_total 0"), std::string::npos);
 }
 
 }  // namespace

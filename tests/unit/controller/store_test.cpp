@@ -2,13 +2,17 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <condition_variable>
+#include <set>
 #include <sstream>
+#include <thread>
 
 #include "nodeform/atomic_file.hpp"
 #include "nodeform/canonical_json.hpp"
 #include "nodeform/controller/api/node_status.hpp"
 #include "nodeform/controller/cli.hpp"
 #include "nodeform/controller/config.hpp"
+#include "nodeform/controller/store/report_batcher.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/controller/store/store.hpp"
 #include "test_paths.hpp"
@@ -57,6 +61,186 @@ TEST(SqliteStore, ReportsAreIdempotentById) {
     ASSERT_TRUE(node.ok() && node->has_value());
     EXPECT_EQ((*node)->report_count, 1);
     EXPECT_EQ((*node)->last_report->report_id, "a");
+}
+
+// A real SQLite trigger that makes one report id fail to insert (a report the store cannot take).
+void add_poison_trigger(const std::string& state_dir) {
+    auto db = sqlite::open_database(sqlite::database_path(state_dir));
+    ASSERT_TRUE(db.ok()) << db.message();
+    ASSERT_TRUE(db->exec("CREATE TRIGGER poison BEFORE INSERT ON reports WHEN NEW.report_id = 'poison' "
+                         "BEGIN SELECT RAISE(ABORT, 'poisoned report'); END;")
+                    .ok());
+}
+
+TEST(SqliteStore, InsertReportsIsOneAllOrNothingTransaction) {
+    StoreFixture f;
+    auto out = f.store->insert_reports({report("a", "web-01", at(0)), report("a", "web-01", at(1)),
+                                        report("a", "web-02", at(2)), report("b", "web-01", at(3))});
+    ASSERT_TRUE(out.ok()) << out.message();
+    EXPECT_EQ(*out, (std::vector<InsertOutcome>{InsertOutcome::inserted, InsertOutcome::duplicate,
+                                                InsertOutcome::conflict, InsertOutcome::inserted}));
+    EXPECT_EQ(*f.store->report_count(), 2);
+    EXPECT_EQ((*f.store->node("web-01"))->report_count, 2);
+    EXPECT_EQ((*f.store->node("web-01"))->last_report->report_id, "b");
+    EXPECT_FALSE(f.store->node("web-02")->has_value());  // the conflicting copy touched nothing
+    EXPECT_TRUE(f.store->insert_reports({})->empty());
+
+    add_poison_trigger(f.dir.path());
+    auto failed = f.store->insert_reports(
+        {report("c", "web-01", at(4)), report("poison", "web-01", at(5)), report("d", "web-03", at(6))});
+    ASSERT_FALSE(failed.ok());
+    EXPECT_NE(failed.message().find("poisoned report"), std::string::npos) << failed.message();
+    EXPECT_FALSE(f.store->find_report("c")->has_value());  // rolled back with the failing report
+    EXPECT_FALSE(f.store->find_report("d")->has_value());
+    EXPECT_FALSE(f.store->node("web-03")->has_value());
+    EXPECT_EQ((*f.store->node("web-01"))->report_count, 2);
+    EXPECT_EQ(*f.store->insert_report(report("c", "web-01", at(4))), InsertOutcome::inserted);  // a retry works
+}
+
+// The real SQLite store with a gate on insert_reports, so a test can hold one commit while others queue up.
+class GatedStore final : public Store {
+  public:
+    explicit GatedStore(Store& inner) : inner_(inner) {}
+    Result<std::vector<InsertOutcome>> insert_reports(const std::vector<ReportRecord>& reports) override {
+        std::unique_lock<std::mutex> lock(mutex_);
+        sizes_.push_back(reports.size());
+        cv_.notify_all();
+        cv_.wait(lock, [this] { return !held_; });
+        lock.unlock();
+        return inner_.insert_reports(reports);
+    }
+    void hold() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        held_ = true;
+    }
+    void release() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            held_ = false;
+        }
+        cv_.notify_all();
+    }
+    // Waits (bounded, against a hang) until insert_reports has been entered n times.
+    bool wait_calls(std::size_t n) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        return cv_.wait_for(lock, std::chrono::seconds(30), [&] { return sizes_.size() >= n; });
+    }
+    std::vector<std::size_t> sizes() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return sizes_;
+    }
+
+    Status add_enrollment_token(const std::string& i, const std::string& h, TimePoint e, TimePoint n) override {
+        return inner_.add_enrollment_token(i, h, e, n);
+    }
+    Result<EnrollOutcome> enroll(const std::string& i, const std::string& t, const std::string& c,
+                                 TimePoint n) override {
+        return inner_.enroll(i, t, c, n);
+    }
+    Result<std::optional<std::string>> credential_owner(const std::string& h) override {
+        return inner_.credential_owner(h);
+    }
+    Result<bool> revoke(const std::string& i, TimePoint n) override { return inner_.revoke(i, n); }
+    Result<InsertOutcome> insert_report(const ReportRecord& r) override { return inner_.insert_report(r); }
+    Result<std::optional<ReportRecord>> find_report(const std::string& id) override { return inner_.find_report(id); }
+    Result<std::vector<ReportRecord>> recent_reports(const std::string& i, int l) override {
+        return inner_.recent_reports(i, l);
+    }
+    Result<std::vector<NodeRecord>> nodes() override { return inner_.nodes(); }
+    Result<std::optional<NodeRecord>> node(const std::string& i) override { return inner_.node(i); }
+    Result<std::int64_t> report_count() override { return inner_.report_count(); }
+    Result<std::int64_t> apply_retention(const RetentionPolicy& p, TimePoint n) override {
+        return inner_.apply_retention(p, n);
+    }
+    Status ping() override { return inner_.ping(); }
+
+  private:
+    Store& inner_;
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    bool held_ = false;
+    std::vector<std::size_t> sizes_;
+};
+
+// Waits (bounded) until the batcher holds n queued reports.
+bool wait_queued(const ReportBatcher& b, std::size_t n) {
+    for (int i = 0; i < 3000 && b.queued() < n; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return b.queued() == n;
+}
+
+TEST(ReportBatcher, ConcurrentReportsShareOneCommit) {
+    StoreFixture f;
+    GatedStore gated(*f.store);
+    ReportBatcher batcher(gated);
+    gated.hold();
+    std::thread first([&] { EXPECT_EQ(*batcher.submit(report("first", "web-01", at(0))), InsertOutcome::inserted); });
+    ASSERT_TRUE(gated.wait_calls(1));  // "first" is being committed; the next reports queue behind it
+    std::vector<std::thread> posters;
+    for (int i = 0; i < 8; ++i)
+        posters.emplace_back([&, i] {
+            auto r = batcher.submit(report("r" + std::to_string(i), "web-0" + std::to_string(i % 2), at(i)));
+            ASSERT_TRUE(r.ok()) << r.message();
+            EXPECT_EQ(*r, InsertOutcome::inserted);
+            // A 2xx follows only a commit: the report is visible to another connection when submit returns.
+            auto db = sqlite::open_database(sqlite::database_path(f.dir.path()));
+            ASSERT_TRUE(db.ok());
+            auto s = db->prepare("SELECT COUNT(*) FROM reports WHERE report_id = ?1");
+            ASSERT_TRUE(s.ok());
+            s->bind(1, "r" + std::to_string(i));
+            ASSERT_TRUE(*s->step());
+            EXPECT_EQ(s->integer(0), 1);
+        });
+    ASSERT_TRUE(wait_queued(batcher, 8));
+    gated.release();
+    first.join();
+    for (auto& t : posters)
+        t.join();
+    EXPECT_EQ(gated.sizes(), (std::vector<std::size_t>{1, 8}));
+    EXPECT_EQ(batcher.stats().batches, 2u);
+    EXPECT_EQ(batcher.stats().reports, 9u);
+    EXPECT_EQ(*f.store->report_count(), 9);
+    EXPECT_EQ((*f.store->node("web-00"))->report_count + (*f.store->node("web-01"))->report_count, 9);
+}
+
+TEST(ReportBatcher, DuplicatesInOneBatchStoreOnceAndAFailingReportFailsAlone) {
+    StoreFixture f;
+    ASSERT_EQ(*f.store->insert_report(report("old", "web-01", at(0))), InsertOutcome::inserted);
+    add_poison_trigger(f.dir.path());
+    GatedStore gated(*f.store);
+    ReportBatcher batcher(gated);
+    gated.hold();
+    std::thread first([&] { EXPECT_EQ(*batcher.submit(report("first", "web-01", at(0))), InsertOutcome::inserted); });
+    ASSERT_TRUE(gated.wait_calls(1));
+    // One batch: x twice (a retry racing its original), y, a replay of an earlier batch's report, a report the
+    // store refuses, z.
+    std::vector<std::string> ids = {"x", "x", "y", "old", "poison", "z"};
+    std::vector<std::optional<Result<InsertOutcome>>> results(ids.size());
+    std::vector<std::thread> posters;
+    for (std::size_t i = 0; i < ids.size(); ++i)
+        posters.emplace_back([&, i] { results[i] = batcher.submit(report(ids[i], "web-01", at(0))); });
+    ASSERT_TRUE(wait_queued(batcher, ids.size()));
+    gated.release();
+    first.join();
+    for (auto& t : posters)
+        t.join();
+    // The batch of 6 failed as a whole and was retried one report per transaction.
+    EXPECT_EQ(gated.sizes(), (std::vector<std::size_t>{1, 6, 1, 1, 1, 1, 1, 1}));
+    ASSERT_TRUE(results[0]->ok() && results[1]->ok());
+    std::multiset<InsertOutcome> xs = {**results[0], **results[1]};
+    EXPECT_EQ(xs, (std::multiset<InsertOutcome>{InsertOutcome::inserted, InsertOutcome::duplicate}));
+    auto outcome = [&](std::size_t i) {
+        EXPECT_TRUE(results[i]->ok()) << ids[i] << ": " << results[i]->message();
+        return results[i]->ok() ? std::optional<InsertOutcome>(**results[i]) : std::nullopt;
+    };
+    EXPECT_EQ(outcome(2), InsertOutcome::inserted);
+    EXPECT_EQ(outcome(3), InsertOutcome::duplicate);
+    EXPECT_EQ(outcome(5), InsertOutcome::inserted);
+    ASSERT_FALSE(results[4]->ok());
+    EXPECT_NE(results[4]->message().find("poisoned report"), std::string::npos);
+    EXPECT_EQ(*f.store->report_count(), 5);  // old, first, x, y, z: each once
+    EXPECT_FALSE(f.store->find_report("poison")->has_value());
+    EXPECT_EQ(batcher.stats().batches, 6u);  // first + five single commits (the poisoned one rolled back)
 }
 
 TEST(SqliteStore, TracksLastReportAndLastRunReport) {

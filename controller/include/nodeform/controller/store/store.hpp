@@ -70,6 +70,9 @@ class Store {
     virtual Result<bool> revoke(const std::string& identity, TimePoint now) = 0;
 
     virtual Result<InsertOutcome> insert_report(const ReportRecord& report) = 0;
+    // All of reports in one transaction (one fsync), all or nothing: Ok holds one outcome per report, in order
+    // (a report_id repeated within the batch is a duplicate or conflict of its first occurrence); Err stores none.
+    virtual Result<std::vector<InsertOutcome>> insert_reports(const std::vector<ReportRecord>& reports) = 0;
     virtual Result<std::optional<ReportRecord>> find_report(const std::string& report_id) = 0;
     virtual Result<std::vector<ReportRecord>> recent_reports(const std::string& identity, int limit) = 0;
     // Every node that has reported or holds a credential.

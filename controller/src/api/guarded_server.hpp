@@ -1,0 +1,46 @@
+#pragma once
+// cpp-httplib 0.11.4 servers whose connections run through the controller's own loop, so that limits hold per
+// request instead of per recv(): a request's line, headers and body must all arrive within read_timeout of its
+// first byte (a client dribbling bytes cannot hold a worker longer), a new connection must start its first
+// request within read_timeout, a response must be written within write_timeout, an idle keep-alive connection
+// closes after keep_alive_timeout, and beyond max_connections (in service + waiting for a worker) a new
+// connection is answered 503 at once over HTTP (closed over HTTPS) without taking a worker. The request line
+// and headers together are capped at max_head_bytes (cpp-httplib caps each line at 8 KiB, not their number).
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace nodeform::controller {
+
+struct ConnectionLimits {
+    std::chrono::milliseconds read_timeout{5000};
+    std::chrono::milliseconds write_timeout{5000};
+    std::chrono::milliseconds keep_alive_timeout{5000};
+    std::size_t keep_alive_max_requests = 1000;
+    std::size_t max_head_bytes = 64 * 1024;  // request line + headers; beyond → 400 and close
+    std::size_t workers = 32;
+    std::size_t max_connections = 128;  // ≥ workers
+};
+
+// Shared by the server and /metrics.
+struct ConnectionCounters {
+    std::atomic<std::int64_t> open{0};              // in service or waiting for a worker
+    std::atomic<std::uint64_t> rejected{0};         // refused beyond max_connections
+    std::atomic<std::uint64_t> deadline_closed{0};  // cut because a request missed its read/write deadline
+};
+
+// Plain HTTP. counters must outlive the server.
+std::unique_ptr<httplib::Server> make_guarded_server(const ConnectionLimits& limits, ConnectionCounters& counters);
+// HTTPS with the certificate chain and key files (check is_valid()).
+std::unique_ptr<httplib::SSLServer> make_guarded_ssl_server(const ConnectionLimits& limits,
+                                                            ConnectionCounters& counters, const std::string& cert,
+                                                            const std::string& key);
+// listen(2) again on the bound socket with a larger backlog (cpp-httplib listens with 5). Call after bind.
+void raise_backlog(httplib::Server& server, int backlog);
+
+}  // namespace nodeform::controller
