@@ -17,7 +17,7 @@ say "1. install and build"
 build=${NODEFORM_DEMO_BUILD:-}   # an existing build tree to use instead of building build/
 if [ -z "$build" ]; then
   scripts/install-deps.sh demo
-  scripts/build.sh build -DNODEFORM_SANITIZE=OFF
+  scripts/build.sh build -DNODEFORM_SANITIZE=OFF -DNODEFORM_BUILD_TESTS=OFF  # the two programs only
   build=$repo/build
 fi
 ctl=$build/controller/nodeform-controller

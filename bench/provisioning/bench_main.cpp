@@ -60,12 +60,13 @@ nodeform::site::Site make_site(const nodeform::test::PveStandin& pve, int count)
 
 int main(int argc, char** argv) {
     nodeform::ArgSpec spec;
-    spec.valued = {"nodes", "parallel", "clone-ms", "resize-ms", "start-ms", "boot-ms"};
-    spec.flags = {"help"};
+    spec.valued = {"nodes", "parallel", "clone-ms", "resize-ms", "start-ms", "boot-ms", "poll-max-ms", "agent-poll-ms"};
+    spec.flags = {"help", "steps"};
     auto args = nodeform::parse_args(std::vector<std::string>(argv + 1, argv + argc), spec);
     if (!args || args->has("help")) {
         std::cerr << "usage: provisioning-bench [--nodes 20] [--parallel 20] [--clone-ms 8000] [--resize-ms 1000]"
-                     " [--start-ms 1000] [--boot-ms 10000]\n";
+                     " [--start-ms 1000] [--boot-ms 10000] [--poll-max-ms N] [--agent-poll-ms N] [--steps]\n"
+                     "  (the last two override the production task-poll cap and guest-agent ping interval)\n";
         return args ? 0 : 2;
     }
     const int count = std::atoi(args->get_or("nodes", "20").c_str());
@@ -74,6 +75,12 @@ int main(int argc, char** argv) {
     const milliseconds resize{std::atoi(args->get_or("resize-ms", "1000").c_str())};
     const milliseconds start{std::atoi(args->get_or("start-ms", "1000").c_str())};
     const milliseconds boot{std::atoi(args->get_or("boot-ms", "10000").c_str())};
+    pv::ProxmoxOptions defaults;
+    lc::LifecycleOptions lc_defaults;
+    const milliseconds poll_max{
+        std::atoi(args->get_or("poll-max-ms", std::to_string(defaults.poll_max.count())).c_str())};
+    const milliseconds agent_poll{
+        std::atoi(args->get_or("agent-poll-ms", std::to_string(lc_defaults.agent_poll.count())).c_str())};
 
     nodeform::test::PveStandinOptions o;
     o.task_ms = {{"qmclone", clone}, {"resize", resize}, {"qmstart", start}};
@@ -98,16 +105,23 @@ int main(int argc, char** argv) {
     deps.clock = &clock;
     const std::string base = pve.base_url();
     deps.providers =
-        [base](const nodeform::site::ProxmoxEndpoint& e) -> nodeform::Result<std::unique_ptr<pv::Provider>> {
+        [base, poll_max](const nodeform::site::ProxmoxEndpoint& e) -> nodeform::Result<std::unique_ptr<pv::Provider>> {
         auto t = nodeform::make_http_transport({base, {}, seconds(5), seconds(30)});
         if (!t) return t.error();
         pv::ProxmoxOptions opt;  // production defaults
         opt.token_id = e.token_id;
         opt.token_secret = e.token_secret;
+        opt.poll_max = poll_max;
         return pv::make_proxmox_provider(std::move(*t), opt);
     };
+    if (args->has("steps")) {  // each step's finish time on stderr, to see where the time goes
+        deps.progress = [](const lc::ProgressEvent& e) {
+            std::fprintf(stderr, "%8.3f %s %s\n", e.elapsed_s, e.identity.c_str(), e.step.c_str());
+        };
+    }
     lc::LifecycleOptions opt;  // production defaults (agent ping interval etc.)
     opt.ca_fingerprint = std::string(64, 'a');
+    opt.agent_poll = agent_poll;
     lc::Lifecycle lifecycle(deps, opt);
 
     std::vector<std::string> names;
@@ -127,7 +141,10 @@ int main(int argc, char** argv) {
     // Critical path: one node's chain of task durations plus boot (config PUT is synchronous).
     const double critical = duration<double>(clone + resize + start + boot).count();
     const double calls = static_cast<double>(pve.request_count()) / count;
-    std::printf("nodes=%d parallel=%d ok=%d wall_s=%.2f critical_path_s=%.2f ratio=%.3f api_calls_per_node=%.1f\n",
-                count, parallel, ok, wall, critical, wall / critical, calls);
+    std::printf(
+        "nodes=%d parallel=%d poll_max_ms=%lld agent_poll_ms=%lld ok=%d wall_s=%.2f critical_path_s=%.2f "
+        "ratio=%.3f api_calls_per_node=%.1f\n",
+        count, parallel, static_cast<long long>(poll_max.count()), static_cast<long long>(agent_poll.count()), ok, wall,
+        critical, wall / critical, calls);
     return ok == count ? 0 : 1;
 }

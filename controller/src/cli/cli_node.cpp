@@ -9,6 +9,7 @@
 #include "nodeform/controller/api/server.hpp"
 #include "nodeform/controller/cli.hpp"
 #include "nodeform/controller/config.hpp"
+#include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/controller/store/store.hpp"
 #include "nodeform/site/site.hpp"
@@ -20,16 +21,19 @@ constexpr const char* kListUsage =
     R"(usage: nodeform-controller node list [--state DIR] [--site DIR] [--config FILE] [--json]
 
 Every node of the site (when --site is given) and every node the store knows, with its status derived from
-its reports: pending, converging, ready, drifted, failed, unhealthy, stale.
+its reports: pending, converging, ready, drifted, failed, unhealthy, stale; and its provisioning lifecycle
+state and addresses as 'node create' recorded them (Proxmox is not asked).
 )";
 
 constexpr const char* kShowUsage = R"(usage: nodeform-controller node show IDENTITY [--state DIR] [--site DIR] [--json]
 
-A node's status and its last report: per-resource results, drift and health.
+A node's status and its last report: per-resource results, drift and health; its provisioning lifecycle
+state, VMID, PVE node and addresses as 'node create' recorded them (Proxmox is not asked).
 )";
 
 struct Loaded {
     std::unique_ptr<Store> store;
+    std::unique_ptr<lifecycle::LifecycleStore> lifecycle;
     std::optional<site::Site> site;
     ControllerConfig config;
 };
@@ -63,6 +67,12 @@ int load(const std::vector<std::string>& args, CliIo io, const char* name, const
         return exit_code::runtime;
     }
     out.store = std::move(*store);
+    auto lifecycle = lifecycle::LifecycleStore::open(sqlite::database_path(config->state));
+    if (!lifecycle) {
+        io.err << "nodeform-controller " << name << ": " << lifecycle.message() << "\n";
+        return exit_code::runtime;
+    }
+    out.lifecycle = std::move(*lifecycle);
     if (!config->site.empty()) {
         auto loaded = site::load_site(config->site);
         if (loaded.ok()) {
@@ -92,6 +102,29 @@ std::string short_digest(const nlohmann::json& d) {
     return s.substr(0, 12);
 }
 
+// {"state","step","vmid","pve_node","ips","updated_at"} from the lifecycle store; null when never provisioned.
+nlohmann::json lifecycle_json(const std::optional<lifecycle::NodeRecord>& rec) {
+    if (!rec) return nullptr;
+    nlohmann::json j = {{"state", lifecycle::to_string(rec->state)},
+                        {"step", rec->step},
+                        {"vmid", rec->vmid},
+                        {"pve_node", rec->pve_node},
+                        {"ips", rec->ips},
+                        {"updated_at", rec->updated_at}};
+    if (!rec->failed_step.empty()) j["failed_step"] = rec->failed_step;
+    if (!rec->reason.empty()) j["reason"] = rec->reason;
+    return j;
+}
+
+std::string ips_text(const nlohmann::json& lifecycle) {
+    std::string out;
+    if (lifecycle.is_object() && lifecycle["ips"].is_array()) {
+        for (const auto& ip : lifecycle["ips"])
+            out += (out.empty() ? "" : ",") + ip.get<std::string>();
+    }
+    return out.empty() ? "-" : out;
+}
+
 const site::Node* site_node(const Loaded& l, const std::string& id) {
     if (!l.site) return nullptr;
     auto it = l.site->nodes.find(id);
@@ -109,7 +142,17 @@ int cmd_node_list(const std::vector<std::string>& args, CliIo io) {
         io.err << "nodeform-controller node list: " << records.message() << "\n";
         return exit_code::runtime;
     }
+    auto provisioned = l.lifecycle->all();
+    if (!provisioned) {
+        io.err << "nodeform-controller node list: " << provisioned.message() << "\n";
+        return exit_code::runtime;
+    }
+    std::map<std::string, lifecycle::NodeRecord> lifecycle_by_id;
+    for (auto& r : *provisioned)
+        lifecycle_by_id[r.identity] = std::move(r);
     std::map<std::string, NodeRecord> by_id;
+    for (const auto& [id, r] : lifecycle_by_id)
+        by_id[id].identity = id;
     if (l.site)
         for (const auto& [id, n] : l.site->nodes)
             by_id[id].identity = id;
@@ -118,8 +161,12 @@ int cmd_node_list(const std::vector<std::string>& args, CliIo io) {
     SystemClock clock;
     StatusOptions opts{l.config.stale_grace};
     nlohmann::json list = nlohmann::json::array();
-    for (const auto& [id, rec] : by_id)
-        list.push_back(node_summary_json(rec, site_node(l, id), clock.now(), opts));
+    for (const auto& [id, rec] : by_id) {
+        auto j = node_summary_json(rec, site_node(l, id), clock.now(), opts);
+        auto lc = lifecycle_by_id.find(id);
+        j["lifecycle"] = lifecycle_json(lc == lifecycle_by_id.end() ? std::nullopt : std::optional(lc->second));
+        list.push_back(std::move(j));
+    }
     if (parsed.has("json")) {
         io.out << nlohmann::json{{"nodes", list}}.dump(2) << "\n";
         return exit_code::ok;
@@ -128,16 +175,20 @@ int cmd_node_list(const std::vector<std::string>& args, CliIo io) {
     for (const auto& n : list)
         w = std::max(w, n["identity"].get<std::string>().size());
     io.out << std::left << std::setw(static_cast<int>(w) + 2) << "IDENTITY" << std::setw(12) << "STATUS"
-           << std::setw(13) << "LAST REPORT" << std::setw(14) << "SPEC DIGEST" << std::setw(9) << "CHANGED"
-           << "FAILED\n";
+           << std::setw(16) << "LIFECYCLE" << std::setw(13) << "LAST REPORT" << std::setw(14) << "SPEC DIGEST"
+           << std::setw(9) << "CHANGED" << std::setw(8) << "FAILED"
+           << "IPS\n";
     for (const auto& n : list) {
         std::string digest = short_digest(n["spec_digest"]);
         if (n["current_digest"].is_string() && n["spec_digest"].is_string() && n["current_digest"] != n["spec_digest"])
             digest += "*";
+        const auto& lc = n["lifecycle"];
         io.out << std::left << std::setw(static_cast<int>(w) + 2) << n["identity"].get<std::string>() << std::setw(12)
-               << n["status"].get<std::string>() << std::setw(13)
+               << n["status"].get<std::string>() << std::setw(16)
+               << (lc.is_object() ? lc["state"].get<std::string>() : "-") << std::setw(13)
                << (n["last_report_age_s"].is_number() ? age_text(n["last_report_age_s"]) + " ago" : "never")
-               << std::setw(14) << digest << std::setw(9) << n["changed"].dump() << n["failed"].dump() << "\n";
+               << std::setw(14) << digest << std::setw(9) << n["changed"].dump() << std::setw(8) << n["failed"].dump()
+               << ips_text(lc) << "\n";
     }
     if (list.empty()) io.out << "(no nodes: pass --site DIR to list the site's nodes)\n";
     return exit_code::ok;
@@ -162,7 +213,12 @@ int cmd_node_show(const std::vector<std::string>& args, CliIo io) {
         return exit_code::runtime;
     }
     const site::Node* node = site_node(l, id);
-    if (!rec->has_value() && node == nullptr) {
+    auto provisioned = l.lifecycle->get(id);
+    if (!provisioned) {
+        io.err << "nodeform-controller node show: " << provisioned.message() << "\n";
+        return exit_code::runtime;
+    }
+    if (!rec->has_value() && node == nullptr && !provisioned->has_value()) {
         io.err << "nodeform-controller node show: no node '" << id << "' in the store"
                << (l.site ? " or the site" : " (pass --site DIR to include the site's nodes)") << "\n";
         return exit_code::failure;
@@ -170,6 +226,7 @@ int cmd_node_show(const std::vector<std::string>& args, CliIo io) {
     NodeRecord r = rec->has_value() ? **rec : NodeRecord{id, {}, {}, 0, false};
     SystemClock clock;
     auto j = node_detail_json(r, node, clock.now(), StatusOptions{l.config.stale_grace});
+    j["lifecycle"] = lifecycle_json(*provisioned);
     if (parsed.has("json")) {
         io.out << j.dump(2) << "\n";
         return exit_code::ok;
@@ -179,6 +236,16 @@ int cmd_node_show(const std::vector<std::string>& args, CliIo io) {
            << "enrolled:      " << (r.has_credential ? "yes" : "no") << "\n"
            << "reports:       " << r.report_count << "\n";
     if (node) io.out << "site digest:   " << node->digest << "\n";
+    if (const auto& lc = j["lifecycle"]; lc.is_object()) {
+        io.out << "lifecycle:     " << lc["state"].get<std::string>()
+               << (lc.contains("failed_step") ? " (at " + lc["failed_step"].get<std::string>() + ")" : "") << "\n"
+               << "vmid:          " << (lc["vmid"].get<std::int64_t>() != 0 ? lc["vmid"].dump() : "-") << "\n"
+               << "pve node:      "
+               << (lc["pve_node"].get<std::string>().empty() ? "-" : lc["pve_node"].get<std::string>()) << "\n"
+               << "ips:           " << ips_text(lc) << "\n";
+    } else {
+        io.out << "lifecycle:     - (not provisioned by this controller)\n";
+    }
     const auto& last = j["last_report"];
     if (!last.is_object()) {
         io.out << "last report:   never\n";

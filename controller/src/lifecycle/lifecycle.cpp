@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -235,14 +237,127 @@ static Result<std::unique_ptr<Lifecycle::Run>> prepare_run_impl(const site::Site
                                                                 LifecycleDeps& deps);
 
 RunResult Lifecycle::create(const site::Site& site, const std::string& identity) {
+    reserve_batch(site, {identity});
+    return create_reserved(site, identity);
+}
+
+RunResult Lifecycle::create_reserved(const site::Site& site, const std::string& identity) {
     auto run = prepare_run_impl(site, identity, deps_);
     if (!run) return RunResult{identity, State::failed, false, run.message()};
     return provision(**run);
 }
 
+// Reserves a VMID for every node of the batch that has none yet, in one pass: one cluster/resources read per
+// endpoint, the store read once, all reservations written in one transaction. Best effort: a node left without
+// a reservation (an unreachable endpoint, a full range) is allocated by its vmid gate, which also reports why.
+// A reserved VMID is only a candidate: the node's gate still checks range, cluster/nextid and the store.
+void Lifecycle::reserve_batch(const site::Site& site, const std::vector<std::string>& identities) {
+    struct Want {
+        const site::Node* node = nullptr;
+        const site::Placement* placement = nullptr;
+        NodeRecord rec;
+    };
+    std::lock_guard<std::mutex> lock(vmid_mutex_);
+    auto all = deps_.store->all();
+    if (!all) return;
+    std::map<std::string, NodeRecord> stored;
+    for (auto& r : *all)
+        stored[r.identity] = std::move(r);
+    std::map<std::string, std::vector<Want>> by_endpoint;  // endpoint name -> nodes wanting a VMID
+    std::set<std::string> wanting;
+    for (const auto& id : identities) {
+        auto it = site.nodes.find(id);
+        if (it == site.nodes.end() || it->second.type != "vm" || it->second.placement.vmid) continue;
+        if (wanting.count(id)) continue;
+        Want w;
+        w.node = &it->second;
+        for (const auto& p : site.info.placements) {
+            if (p.name == w.node->placement.site) w.placement = &p;
+        }
+        if (w.placement == nullptr) continue;
+        auto rec = stored.find(id);
+        if (rec != stored.end()) w.rec = rec->second;
+        w.rec.identity = id;
+        if (w.rec.state == State::active || w.rec.state == State::decommissioning) continue;
+        if (w.rec.state == State::decommissioned || w.rec.state == State::abandoned) {
+            w.rec = NodeRecord{};
+            w.rec.identity = id;
+        }
+        if (w.rec.state == State::failed && step_index(kProvisionSteps, w.rec.failed_step) < 0 &&
+            w.rec.failed_step != "gates") {
+            continue;  // failed while decommissioning: provision() refuses it
+        }
+        if (step_index(kProvisionSteps, w.rec.step) >= 0) continue;  // past the reservation: its VMID is fixed
+        wanting.insert(id);
+        by_endpoint[w.node->placement.endpoint].push_back(std::move(w));
+    }
+    if (wanting.empty()) return;
+    // Held by nodes outside this batch (decommissioned and abandoned nodes hold none).
+    std::set<std::int64_t> held;
+    for (const auto& [id, r] : stored) {
+        if (!wanting.count(id) && r.vmid != 0 && r.state != State::decommissioned && r.state != State::abandoned) {
+            held.insert(r.vmid);
+        }
+    }
+    std::vector<NodeRecord> reserved;
+    for (auto& [endpoint_name, wants] : by_endpoint) {
+        const site::ProxmoxEndpoint* endpoint = nullptr;
+        for (const auto& e : site.info.proxmox) {
+            if (e.name == endpoint_name) endpoint = &e;
+        }
+        if (endpoint == nullptr) continue;
+        auto provider = deps_.providers(*endpoint);
+        if (!provider) continue;
+        if (!endpoint->token_secret.empty()) (*provider)->add_secret(endpoint->token_secret);
+        auto used = (*provider)->used_vmids();
+        if (!used.ok()) continue;
+        std::set<std::int64_t> taken(used.value->begin(), used.value->end());
+        taken.insert(held.begin(), held.end());
+        for (const auto& [id, n] : site.nodes) {  // VMIDs the site fixes for its nodes are never handed out
+            if (n.placement.vmid) taken.insert(*n.placement.vmid);
+        }
+        auto usable = [&](const Want& w, std::int64_t v) {
+            return v > 0 && v >= w.placement->vmid_min && v <= w.placement->vmid_max && !taken.count(v);
+        };
+        // A reservation that survived a crash is kept while still usable: the resumed run gets the same VMID.
+        std::vector<bool> kept(wants.size(), false);
+        for (std::size_t i = 0; i < wants.size(); ++i) {
+            if (wants[i].rec.vmid != 0 && usable(wants[i], wants[i].rec.vmid)) {
+                taken.insert(wants[i].rec.vmid);
+                kept[i] = true;
+            }
+        }
+        for (std::size_t i = 0; i < wants.size(); ++i) {
+            if (kept[i]) continue;
+            auto& w = wants[i];
+            std::int64_t chosen = 0;
+            for (std::int64_t v = std::max<std::int64_t>(1, w.placement->vmid_min); v <= w.placement->vmid_max; ++v) {
+                if (!taken.count(v)) {
+                    chosen = v;
+                    break;
+                }
+            }
+            w.rec.vmid = chosen;  // 0: none free; the gate allocates and explains
+            if (chosen != 0) taken.insert(chosen);
+        }
+        for (auto& w : wants) {
+            if (w.rec.vmid == 0) continue;
+            w.rec.updated_at = now_text(deps_);
+            reserved.push_back(w.rec);
+        }
+    }
+    if (reserved.empty()) return;
+    if (auto st = deps_.store->put_many(reserved); !st) {
+        if (deps_.logger) deps_.logger->log(LogLevel::warning, "reserving the batch's VMIDs: " + st.message(), {});
+        return;
+    }
+    hook(deps_, "after:vmids_reserved");
+}
+
 std::vector<RunResult> Lifecycle::create_many(const site::Site& site, const std::vector<std::string>& identities,
                                               int parallel) {
     std::vector<RunResult> results(identities.size());
+    reserve_batch(site, identities);
     std::atomic<std::size_t> next{0};
     int workers = std::max(1, std::min<int>(parallel, static_cast<int>(identities.size())));
     auto work = [&] {
@@ -250,7 +365,7 @@ std::vector<RunResult> Lifecycle::create_many(const site::Site& site, const std:
             std::size_t i = next.fetch_add(1);
             if (i >= identities.size()) return;
             try {
-                results[i] = create(site, identities[i]);
+                results[i] = create_reserved(site, identities[i]);
             } catch (const std::exception& e) {
                 results[i] = RunResult{identities[i], State::failed, false, std::string("internal error: ") + e.what()};
             }
@@ -390,7 +505,7 @@ std::vector<GateVerdict> Lifecycle::gates(Run& run, bool reserve) {
     }
 
     // VMID: inside the site's range and free, or already this node's VM.
-    std::lock_guard<std::mutex> lock(vmid_mutex_);
+    std::unique_lock<std::mutex> lock(vmid_mutex_, std::defer_lock);
     std::int64_t lo = run.placement ? run.placement->vmid_min : 0;
     std::int64_t hi = run.placement ? run.placement->vmid_max : 0;
     auto in_range = [&](std::int64_t v) { return v >= lo && v <= hi; };
@@ -410,7 +525,36 @@ std::vector<GateVerdict> Lifecycle::gates(Run& run, bool reserve) {
             detail = "VMID " + std::to_string(chosen) + " is already this node's VM";
         }
     }
+    // Reserved for this node by reserve_batch(): verified here, in parallel with the batch's other nodes.
+    if (!pass && run.rec.vmid != 0 && run.rec.step.empty() && !pl.vmid && in_range(run.rec.vmid)) {
+        const std::int64_t v = run.rec.vmid;
+        bool held_by_other = false;
+        auto all = deps_.store->all();
+        if (all) {
+            for (const auto& r : *all) {
+                held_by_other = held_by_other || (r.identity != node.name && r.vmid == v &&
+                                                  r.state != State::decommissioned && r.state != State::abandoned);
+            }
+        }
+        if (all && !held_by_other) {
+            auto f = p.vmid_free(v);
+            if (f.ok() && *f.value) {
+                chosen = v;
+                pass = true;
+                detail = "VMID " + std::to_string(v) + " reserved from range " + std::to_string(lo) + "-" +
+                         std::to_string(hi) + " and free";
+            } else if (f.ok()) {
+                auto m = mine(v);  // else taken in Proxmox since the reservation: allocate another below
+                if (m && *m) {
+                    chosen = v;
+                    pass = true;
+                    detail = "VMID " + std::to_string(v) + " is already this node's VM";
+                }
+            }
+        }
+    }
     if (!pass) {
+        lock.lock();
         std::set<std::int64_t> reserved;
         auto all = deps_.store->all();
         if (all) {
@@ -478,7 +622,7 @@ std::vector<GateVerdict> Lifecycle::gates(Run& run, bool reserve) {
             run.rec.pve_node = pl.pve_node;
             run.rec.endpoint = pl.endpoint;
             run.rec.updated_at = now_text(deps_);
-            (void)deps_.store->put(run.rec);  // reserved under the lock; persisted again by the step
+            (void)deps_.store->put(run.rec);  // the reservation; persisted again by the step
         }
     }
     return out;
@@ -959,7 +1103,7 @@ RunResult Lifecycle::provision(Run& run) {
                                              std::to_string(options_.agent_timeout.count() / 1000) +
                                              " s: check that the template has qemu-guest-agent installed and enabled");
                     }
-                    sleep(options_.wait_poll);
+                    sleep(options_.agent_poll);
                 }
                 // Folded pings: the receipt keeps the count, not every attempt.
                 auto calls = p.take_calls();
@@ -968,14 +1112,7 @@ RunResult Lifecycle::provision(Run& run) {
                 o.outputs["agent_pings"] = pings;
                 if (!calls.empty()) o.outputs["first_ping"] = providers::to_json(calls.front());
                 rec.ips.clear();
-                if (nics.ok()) {
-                    for (const auto& n : *nics.value) {
-                        for (const auto& a : n.addresses) {
-                            if (a.rfind("127.", 0) == 0 || a.rfind("::1", 0) == 0) continue;
-                            rec.ips.push_back(a);
-                        }
-                    }
-                }
+                if (nics.ok()) rec.ips = reportable_addresses(*nics.value);
                 std::string ips;
                 for (const auto& a : rec.ips)
                     ips += (ips.empty() ? "" : " ") + a;
@@ -1006,12 +1143,39 @@ RunResult Lifecycle::provision(Run& run) {
         deps_, run, "active", State::active,
         [&]() -> StepOut {
             StepOut o;
-            o.outputs = {{"report_received_at", last->received_at}, {"summary", "platform-ready, health passing"}};
+            // The addresses as the node becomes active (DHCP may have answered after the first agent reply).
+            auto nics = p.agent_interfaces(pl.pve_node, vmid);
+            if (nics.ok()) rec.ips = reportable_addresses(*nics.value);
+            o.outputs = {{"report_received_at", last->received_at},
+                         {"ips", rec.ips},
+                         {"summary", "platform-ready, health passing"}};
             return o;
         },
         err);
     if (!ok) return fail("active", err);
     return {id, State::active, true, id + ": active (VM " + std::to_string(vmid) + ")"};
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Addresses
+
+std::vector<std::string> reportable_addresses(const std::vector<providers::NetInterface>& interfaces) {
+    std::vector<std::string> out;
+    for (const auto& n : interfaces) {
+        for (const auto& a : n.addresses) {
+            std::string ip = a.substr(0, a.find('/'));
+            for (auto& c : ip)
+                c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            if (ip.empty() || ip.rfind("127.", 0) == 0 || ip == "::1" || ip.rfind("169.254.", 0) == 0) continue;
+            // fe80::/10: fe8x, fe9x, feax, febx
+            if (ip.size() >= 4 && ip.rfind("fe", 0) == 0 && std::string("89ab").find(ip[2]) != std::string::npos &&
+                ip.find(':') != std::string::npos && ip.find(':') == 4) {
+                continue;
+            }
+            if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
+        }
+    }
+    return out;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -116,6 +116,26 @@ class SqliteLifecycleStore final : public LifecycleStore {
 
     Status put(const NodeRecord& r) override {
         std::lock_guard<std::mutex> lock(mutex_);
+        return put_locked(r);
+    }
+
+    Status put_many(const std::vector<NodeRecord>& records) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (auto st = exec("BEGIN IMMEDIATE"); !st) return st;
+        for (const auto& r : records) {
+            if (auto st = put_locked(r); !st) {
+                (void)exec("ROLLBACK");
+                return st;
+            }
+        }
+        if (auto st = exec("COMMIT"); !st) {
+            (void)exec("ROLLBACK");
+            return st;
+        }
+        return Ok{};
+    }
+
+    Status put_locked(const NodeRecord& r) {
         sqlite3_stmt* s = nullptr;
         if (sqlite3_prepare_v2(
                 db_,

@@ -36,7 +36,6 @@ struct Cli {
     std::string all_output;
 
     ProcessResult run(std::vector<std::string> args, std::map<std::string, std::string> env = {}) {
-        PosixProcessRunner runner;
         ProcessRequest req;
         req.argv = {binary_dir() + "/controller/nodeform-controller", "node"};
         req.argv.insert(req.argv.end(), args.begin(), args.end());
@@ -49,6 +48,20 @@ struct Cli {
                                                    : std::string(64, 'a'));
         }
         req.env = std::move(env);
+        return exec(req);
+    }
+
+    // `node list` / `node show`: only --site and --state (they never speak to Proxmox).
+    ProcessResult status(std::vector<std::string> args) {
+        ProcessRequest req;
+        req.argv = {binary_dir() + "/controller/nodeform-controller", "node"};
+        req.argv.insert(req.argv.end(), args.begin(), args.end());
+        req.argv.insert(req.argv.end(), {"--site", source_dir() + "/examples/site", "--state", state});
+        return exec(req);
+    }
+
+    ProcessResult exec(ProcessRequest& req) {
+        PosixProcessRunner runner;
         req.timeout = std::chrono::seconds(120);
         auto r = runner.run(req);
         EXPECT_TRUE(r) << r.message();
@@ -112,6 +125,43 @@ TEST(ProxmoxCli, PlanCreateCrashResumeReceiptsDestroy) {
     EXPECT_EQ(steps, (std::vector<std::string>{"vmid_reserved", "cloned", "configured", "resized", "started",
                                                "registered", "agent_ready"}));
 
+    // node list / show: lifecycle state, VMID, PVE node and the guest's addresses from the store, with
+    // Proxmox not asked (the request count stays put) and loopback left out.
+    const int requests = pve.request_count();
+    auto list = cli.status({"list", "--json"});
+    EXPECT_EQ(list.exit_code, 0) << list.out << list.err;
+    json nodes = json::parse(list.out, nullptr, false);
+    ASSERT_TRUE(nodes.is_object()) << list.out;
+    std::map<std::string, json> by_id;
+    for (const auto& n : nodes["nodes"])
+        by_id[n["identity"].get<std::string>()] = n["lifecycle"];
+    ASSERT_TRUE(by_id["web-01"].is_object()) << list.out;
+    EXPECT_EQ(by_id["web-01"]["state"], "validating");
+    EXPECT_EQ(by_id["web-01"]["vmid"], 1011);
+    EXPECT_EQ(by_id["web-01"]["pve_node"], "pve1");
+    EXPECT_EQ(by_id["web-01"]["ips"], json::array({"10.20.4.13/24"}));  // the stand-in's eth0; lo left out
+    EXPECT_TRUE(by_id["web-02"].is_null()) << list.out;                 // in the site, never provisioned
+    auto table = cli.status({"list"});
+    EXPECT_EQ(table.exit_code, 0);
+    EXPECT_NE(table.out.find("LIFECYCLE"), std::string::npos) << table.out;
+    std::string web01_line = table.out.substr(table.out.find("web-01"));
+    web01_line = web01_line.substr(0, web01_line.find('\n'));
+    EXPECT_NE(web01_line.find("validating"), std::string::npos) << table.out;
+    EXPECT_NE(web01_line.find("10.20.4.13/24"), std::string::npos) << table.out;
+    EXPECT_EQ(web01_line.find("127.0.0.1"), std::string::npos) << table.out;
+    auto show = cli.status({"show", "web-01"});
+    EXPECT_EQ(show.exit_code, 0) << show.out << show.err;
+    EXPECT_NE(show.out.find("lifecycle:     validating"), std::string::npos) << show.out;
+    EXPECT_NE(show.out.find("vmid:          1011"), std::string::npos) << show.out;
+    EXPECT_NE(show.out.find("pve node:      pve1"), std::string::npos) << show.out;
+    EXPECT_NE(show.out.find("ips:           10.20.4.13/24"), std::string::npos) << show.out;
+    auto show_json = cli.status({"show", "web-01", "--json"});
+    json shown = json::parse(show_json.out, nullptr, false);
+    ASSERT_TRUE(shown.is_object()) << show_json.out;
+    EXPECT_EQ(shown["lifecycle"]["vmid"], 1011);
+    EXPECT_EQ(shown["lifecycle"]["ips"], json::array({"10.20.4.13/24"}));
+    EXPECT_EQ(pve.request_count(), requests);
+
     auto keep = cli.run({"destroy", "web-02"});  // never provisioned
     EXPECT_EQ(keep.exit_code, 1);
     auto destroy_demo = cli.run({"destroy", "demo-01"});
@@ -120,6 +170,14 @@ TEST(ProxmoxCli, PlanCreateCrashResumeReceiptsDestroy) {
     EXPECT_EQ(destroy_web.exit_code, 0) << destroy_web.out << destroy_web.err;
     EXPECT_TRUE(pve.backups().empty());
     EXPECT_EQ(pve.vm_count(), 0);
+    auto after = cli.status({"list", "--json"});
+    json gone = json::parse(after.out, nullptr, false);
+    ASSERT_TRUE(gone.is_object()) << after.out;
+    for (const auto& n : gone["nodes"]) {
+        if (n["identity"] != "web-01") continue;
+        EXPECT_EQ(n["lifecycle"]["state"], "decommissioned");
+        EXPECT_EQ(n["lifecycle"]["ips"], json::array());
+    }
 
     // Nothing printed or stored holds the API token secret or the enrollment token.
     auto dump = cli.run({"receipts", "web-01", "--json"});

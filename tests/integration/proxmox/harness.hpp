@@ -139,6 +139,7 @@ struct Harness {
         lc::LifecycleOptions opt;
         opt.ca_fingerprint = std::string(64, 'a');
         opt.wait_poll = std::chrono::milliseconds(10);
+        opt.agent_poll = std::chrono::milliseconds(10);
         opt.agent_timeout = std::chrono::seconds(10);
         opt.report_timeout = std::chrono::seconds(2);
         return std::make_unique<lc::Lifecycle>(deps, opt);

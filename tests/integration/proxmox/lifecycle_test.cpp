@@ -448,3 +448,133 @@ TEST(ProxmoxLifecycle, ValidatingWaitsForThePlatformReadyReport) {
 
 }  // namespace
 }  // namespace nodeform::test
+
+namespace nodeform::test {
+namespace {
+
+int requests_to(const PveStandin& pve, const std::string& needle) {
+    int n = 0;
+    for (const auto& line : pve.request_log())
+        n += line.find(needle) != std::string::npos ? 1 : 0;
+    return n;
+}
+
+TEST(ProxmoxLifecycle, BatchReservesDistinctFreeVmidsInOnePass) {
+    PveStandin pve(fast_standin());
+    pve.add_template("pve1", 9000, "debian12-tmpl");
+    pve.add_vm("pve1", 102, "someone-else", false);  // taken in Proxmox before the batch
+    TempDir dir;
+    Harness h(pve, db_path(dir), 20);
+    h.site.nodes["web-20"].placement.vmid = 106;  // fixed by the site: never handed to another node
+    std::vector<std::string> names;
+    for (const auto& [name, node] : h.site.nodes)
+        names.push_back(name);
+    std::map<std::string, std::int64_t> reserved;
+    std::int64_t intruder = 0;
+    auto lifecycle = h.make([&](const std::string& point) {
+        if (point != "after:vmids_reserved") return;
+        auto all = h.store->all();
+        ASSERT_TRUE(all);
+        for (const auto& r : *all)
+            reserved[r.identity] = r.vmid;
+        // The batch read cluster/resources once, and no node cloned or ran its gates yet.
+        EXPECT_EQ(requests_to(pve, "/cluster/resources"), 1);
+        EXPECT_EQ(requests_to(pve, "/clone"), 0);
+        // Someone else takes web-05's reserved VMID in Proxmox before web-05's gate runs.
+        intruder = reserved["web-05"];
+        pve.add_vm("pve1", intruder, "intruder", false);
+    });
+    pve.reset_request_log();
+    auto results = lifecycle->create_many(h.site, names, 20);
+
+    ASSERT_EQ(reserved.size(), 19u);  // web-20's VMID is the site's, checked by its own gate
+    EXPECT_EQ(reserved.count("web-20"), 0u);
+    std::set<std::int64_t> distinct;
+    for (const auto& [id, v] : reserved) {
+        EXPECT_GE(v, 100);
+        EXPECT_LE(v, 199);
+        EXPECT_NE(v, 102) << id;
+        EXPECT_NE(v, 106) << id;
+        distinct.insert(v);
+    }
+    EXPECT_EQ(distinct.size(), 19u);
+
+    std::set<std::int64_t> vmids;
+    for (const auto& r : results) {
+        EXPECT_TRUE(r.ok) << r.message;
+        auto rec = h.store->get(r.identity);
+        ASSERT_TRUE(rec && *rec);
+        const auto v = (*rec)->vmid;
+        vmids.insert(v);
+        EXPECT_EQ(pve.clone_requests(v), 1) << r.identity;
+        if (r.identity == "web-20") {
+            EXPECT_EQ(v, 106);
+        } else if (r.identity != "web-05") {
+            EXPECT_EQ(v, reserved[r.identity]) << r.identity;  // the gate kept it
+        }
+    }
+    EXPECT_EQ(vmids.size(), 20u);
+    EXPECT_EQ(vmids.count(102), 0u);
+    EXPECT_EQ(vmids.count(intruder), 0u);  // web-05 was given another VMID by its gate
+    EXPECT_EQ(pve.vm_config(102)["name"], "someone-else");
+    EXPECT_EQ(pve.vm_config(intruder)["name"], "intruder");
+    EXPECT_EQ(pve.clone_requests(intruder), 0);
+    EXPECT_EQ(pve.vm_count(), 22);
+    expect_no_secrets(h);
+}
+
+TEST(ProxmoxLifecycle, CrashAfterBatchReservationResumesWithTheSameVmid) {
+    PveStandin pve(fast_standin());
+    pve.add_template("pve1", 9000, "debian12-tmpl");
+    pve.add_vm("pve1", 100, "someone-else", false);
+    TempDir dir;
+    std::map<std::string, std::int64_t> reserved;
+    {
+        Harness h(pve, db_path(dir), 3);
+        auto lifecycle = h.make([](const std::string& p) {
+            if (p == "after:vmids_reserved") throw SimulatedCrash{p};
+        });
+        EXPECT_THROW((void)lifecycle->create_many(h.site, {"web-01", "web-02", "web-03"}, 3), SimulatedCrash);
+        auto all = h.store->all();
+        ASSERT_TRUE(all);
+        for (const auto& r : *all) {
+            reserved[r.identity] = r.vmid;
+            EXPECT_EQ(r.state, lc::State::planned);
+            EXPECT_TRUE(r.step.empty());
+        }
+    }
+    EXPECT_EQ(reserved, (std::map<std::string, std::int64_t>{{"web-01", 101}, {"web-02", 102}, {"web-03", 103}}));
+    EXPECT_EQ(pve.vm_count(), 1);  // persisted before any clone
+
+    Harness h2(pve, db_path(dir), 3);  // the restarted controller
+    // web-01 is abandoned meanwhile: its VMID 101 is free again, yet web-03 keeps its own reservation.
+    auto w1 = h2.store->get("web-01");
+    ASSERT_TRUE(w1 && *w1);
+    lc::NodeRecord abandoned = **w1;
+    abandoned.state = lc::State::abandoned;
+    ASSERT_TRUE(h2.store->put(abandoned));
+    auto lifecycle = h2.make();
+    auto r3 = lifecycle->create(h2.site, "web-03");
+    ASSERT_TRUE(r3.ok) << r3.message;
+    auto rec3 = h2.store->get("web-03");
+    ASSERT_TRUE(rec3 && *rec3);
+    EXPECT_EQ((*rec3)->vmid, 103);
+    EXPECT_EQ(pve.clone_requests(103), 1);
+
+    auto rest = lifecycle->create_many(h2.site, {"web-01", "web-02"}, 2);
+    for (const auto& r : rest)
+        EXPECT_TRUE(r.ok) << r.message;
+    auto rec2 = h2.store->get("web-02");
+    ASSERT_TRUE(rec2 && *rec2);
+    EXPECT_EQ((*rec2)->vmid, 102);
+    auto rec1 = h2.store->get("web-01");
+    ASSERT_TRUE(rec1 && *rec1);
+    EXPECT_EQ((*rec1)->vmid, 101);
+    for (std::int64_t v : {101, 102, 103})
+        EXPECT_EQ(pve.clone_requests(v), 1) << v;
+    EXPECT_EQ(pve.vm_count(), 4);
+    expect_no_secrets(h2);
+}
+
+}  // namespace
+}  // namespace nodeform::test

@@ -87,6 +87,7 @@ TEST(ProxmoxTls, WholeLifecycleOverHttps) {
     lc::LifecycleOptions opt;
     opt.ca_fingerprint = std::string(64, 'a');
     opt.wait_poll = std::chrono::milliseconds(10);
+    opt.agent_poll = std::chrono::milliseconds(10);
     lc::Lifecycle https_lifecycle(deps, opt);
     auto r = https_lifecycle.create(h.site, "web-01");
     EXPECT_TRUE(r.ok) << r.message;

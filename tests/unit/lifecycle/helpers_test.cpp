@@ -164,5 +164,19 @@ TEST(LifecycleState, NamesRoundTrip) {
     EXPECT_FALSE(lc::parse_state("bogus"));
 }
 
+TEST(LifecycleHelpers, ReportableAddressesSkipLoopbackAndLinkLocal) {
+    std::vector<pv::NetInterface> nics = {
+        {"lo", "00:00:00:00:00:00", {"127.0.0.1/8", "::1/128"}},
+        {"eth0",
+         "bc:24:11:00:00:01",
+         {"10.20.0.11/24", "169.254.3.4/16", "fe80::be24:11ff:fe00:1/64", "FE80::1/64", "febf::1/64",
+          "2001:db8::11/64"}},
+        {"eth1", "bc:24:11:00:00:02", {"fec0::1/10", "192.168.7.2/24", "10.20.0.11/24"}},
+    };
+    EXPECT_EQ(lc::reportable_addresses(nics),
+              (std::vector<std::string>{"10.20.0.11/24", "2001:db8::11/64", "fec0::1/10", "192.168.7.2/24"}));
+    EXPECT_TRUE(lc::reportable_addresses({}).empty());
+}
+
 }  // namespace
 }  // namespace nodeform::controller

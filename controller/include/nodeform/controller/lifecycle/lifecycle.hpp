@@ -76,6 +76,8 @@ class LifecycleStore {
     virtual ~LifecycleStore() = default;
     virtual Result<std::optional<NodeRecord>> get(const std::string& identity) = 0;
     virtual Status put(const NodeRecord& record) = 0;
+    // All records or none, in one transaction (a batch's VMID reservations).
+    virtual Status put_many(const std::vector<NodeRecord>& records) = 0;
     virtual Result<std::vector<NodeRecord>> all() = 0;
     virtual Status add_receipt(const Receipt& receipt) = 0;
     virtual Result<std::vector<Receipt>> receipts(const std::string& identity) = 0;
@@ -127,7 +129,8 @@ struct LifecycleOptions {
     std::chrono::seconds token_ttl{std::chrono::hours(24)};
     std::chrono::milliseconds agent_timeout{std::chrono::minutes(10)};
     std::chrono::milliseconds report_timeout{std::chrono::minutes(30)};
-    std::chrono::milliseconds wait_poll{std::chrono::seconds(1)};   // guest agent, locks, reports
+    std::chrono::milliseconds wait_poll{std::chrono::seconds(1)};   // locks, reports
+    std::chrono::milliseconds agent_poll{std::chrono::seconds(1)};  // guest-agent ping while the VM boots
     std::chrono::milliseconds lock_wait{std::chrono::minutes(20)};  // waiting for a clone lock to clear
     std::string backup_storage = "local";
     bool rollback_on_failure = true;
@@ -183,7 +186,9 @@ class Lifecycle {
     Result<Plan> plan(const site::Site& site, const std::string& identity);
     // Runs (or resumes) provisioning until active, failed, or still validating at the time limit.
     RunResult create(const site::Site& site, const std::string& identity);
-    // create() for several nodes, at most `parallel` at a time; results in input order.
+    // create() for several nodes, at most `parallel` at a time; results in input order. The VMIDs of the
+    // batch are reserved first in one pass (one cluster/resources read per endpoint, one store transaction);
+    // each node's vmid gate then verifies its own VMID (range, cluster/nextid, store) in parallel.
     std::vector<RunResult> create_many(const site::Site& site, const std::vector<std::string>& identities,
                                        int parallel);
     // Decommissions by the node's policy; abandon = forget the node without touching Proxmox.
@@ -192,6 +197,8 @@ class Lifecycle {
     struct Run;  // one node's run (opaque; defined in lifecycle.cpp)
 
   private:
+    RunResult create_reserved(const site::Site& site, const std::string& identity);
+    void reserve_batch(const site::Site& site, const std::vector<std::string>& identities);
     RunResult provision(Run& run);
     RunResult decommission(Run& run, bool abandon);
     std::vector<GateVerdict> gates(Run& run, bool reserve);
@@ -199,8 +206,12 @@ class Lifecycle {
 
     LifecycleDeps deps_;
     LifecycleOptions options_;
-    std::mutex vmid_mutex_;  // VMID allocation is one at a time
+    std::mutex vmid_mutex_;  // choosing a VMID not yet reserved (batch pass, fallback allocation) is one at a time
 };
+
+// The guest's addresses worth showing ("10.0.0.5/24"): loopback (127/8, ::1) and link-local
+// (169.254/16, fe80::/10) are left out.
+std::vector<std::string> reportable_addresses(const std::vector<providers::NetInterface>& interfaces);
 
 // The cloud-init/identity config the configure step PUTs (values for receipts are redacted separately).
 struct ConfigInputs {

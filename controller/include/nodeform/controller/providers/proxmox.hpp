@@ -28,7 +28,7 @@ struct ProxmoxOptions {
     std::string token_secret;  // secret: only ever in the Authorization header
     ProxmoxTimeLimits limits;
     std::chrono::milliseconds poll_min{std::chrono::milliseconds(100)};       // task polling starts here...
-    std::chrono::milliseconds poll_max{std::chrono::milliseconds(500)};       // ...and backs off to this
+    std::chrono::milliseconds poll_max{std::chrono::milliseconds(250)};       // ...and backs off to this
     int max_attempts = 6;                                                     // for safe retries
     std::chrono::milliseconds retry_backoff{std::chrono::milliseconds(250)};  // doubles per attempt, capped 4 s
     std::function<void(std::chrono::milliseconds)> sleep;                     // default: this_thread::sleep_for
