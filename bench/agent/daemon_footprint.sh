@@ -4,7 +4,7 @@
 #   A. RSS and CPU over DURATION seconds with a 1 s interval (issue: 10 minutes);
 #   B. RSS after TURNS turns (issue: 10,000) at a short interval, sampled along the way;
 #   C. optional peers: idle RSS/CPU of puppet agent and cf-execd daemons, when installed.
-# usage: bench/agent/daemon_footprint.sh --agent BIN [--controller BIN] [--duration S] [--turns N] [--fast-interval DUR] [--peers]
+# usage: bench/agent/daemon_footprint.sh --agent BIN [--controller BIN] [--duration S] [--turns N] [--fast-interval DUR] [--peers|--peers-only]
 # Use a build without sanitizers (cmake -DNODEFORM_SANITIZE=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,6 +14,7 @@ duration=600
 turns=10000
 fast=20ms
 peers=0
+peers_only=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --agent) agent=$2; shift 2 ;;
@@ -22,6 +23,7 @@ while [ $# -gt 0 ]; do
         --turns) turns=$2; shift 2 ;;
         --fast-interval) fast=$2; shift 2 ;;
         --peers) peers=1; shift ;;
+        --peers-only) peers=1; peers_only=1; shift ;;
         -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -99,8 +101,10 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # RSS split into private anonymous memory and file-backed pages (shared libraries), plus PSS.
 breakdown() { awk '/^Rss:/{r=$2} /^Pss:/{p=$2} /^Anonymous:/{a=$2} END{printf "RSS %.1f MiB = anonymous %.1f MiB + file-backed %.1f MiB (binary and shared libraries); PSS %.1f MiB\n", r/1024, a/1024, (r-a)/1024, p/1024}' "/proc/$1/smaps_rollup"; }
 libs() { awk '/^[0-9a-f]/{n=$6} /^Rss/{if(n!="")r[n]+=$2} END{for(k in r) if(r[k]>=256) printf "%s %.1f MiB; ", k, r[k]/1024}' "/proc/$1/smaps" | sed 's|/usr/lib/x86_64-linux-gnu/||g'; echo; }
+spooled() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d.get("spooled",0), "spooled,", d.get("spool_dropped",0), "dropped")' "$root/var/lib/nodeform/daemon.json" 2>/dev/null || echo "? spooled"; }
 turns_done() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("turns",0))' "$root/var/lib/nodeform/daemon.json" 2>/dev/null || echo 0; }
 
+if [ "$peers_only" = 0 ]; then
 echo "== A: ${duration}s at a 1 s interval"
 "$agent" run --config /dev/null --seed "$work/seed.yaml" --root "$root" --interval 1s --log-level warning \
     2> "$work/agent-a.log" &
@@ -146,13 +150,13 @@ next=100
 while kill -0 $bpid 2>/dev/null; do
     n=$(turns_done)
     if [ "$n" -ge "$next" ] && kill -0 $bpid 2>/dev/null; then
-        echo "  after $n turns: RSS $(rss_kib $bpid) KiB, peak $(hwm_kib $bpid) KiB, CPU $(( $(cpu_ticks $bpid) / clk )) s"
-        next=$(( next * 10 > turns ? turns : next * 10 ))
+        echo "  after $n turns: $(breakdown $bpid); peak $(hwm_kib $bpid) KiB, CPU $(( $(cpu_ticks $bpid) / clk )) s; $(spooled)"
+        next=$(( next * 2 > turns ? turns : next * 2 ))
         [ "$n" -ge "$turns" ] && next=$(( turns + 1 ))
     fi
     # sample just before the last turn ends
     if [ "$n" -ge $(( turns - 50 )) ] && [ "$next" -le "$turns" ]; then
-        echo "  after $n turns: RSS $(rss_kib $bpid) KiB, peak $(hwm_kib $bpid) KiB"
+        echo "  after $n turns: $(breakdown $bpid); peak $(hwm_kib $bpid) KiB; $(spooled)"
         next=$(( turns + 1 ))
     fi
     sleep 0.2
@@ -165,13 +169,20 @@ else
     echo "  $turns turns in $(( $(date +%s) - b0 )) s; controller: $(cat "$work/controller-stats.json")"
 fi
 
+fi
+
 if [ "$peers" = 1 ]; then
     echo "== C: peers' daemons, idle RSS after 60 s"
     if command -v puppet >/dev/null; then
-        puppet agent --no-daemonize --server 127.0.0.1 --masterport 1 --waitforcert 0 --runinterval 1 \
-            --logdest "$work/puppet.log" &
+        # No puppet server here: the daemon stays up, waiting for its certificate (retrying every 10 s).
+        puppet agent --no-daemonize --server 127.0.0.1 --masterport 1 --waitforcert 10 --runinterval 60 \
+            --vardir "$work/puppet-var" --confdir "$work/puppet-conf" --logdest "$work/puppet.log" &
         ppid=$!; pids+=($ppid); sleep 60
-        echo "  puppet agent (daemon, no server reachable): RSS $(( $(rss_kib $ppid) / 1024 )) MiB, CPU $(( $(cpu_ticks $ppid) / clk )) s in 60 s"
+        if kill -0 $ppid 2>/dev/null; then
+            echo "  puppet agent (daemon, waiting for a server): RSS $(( $(rss_kib $ppid) / 1024 )) MiB, CPU $(( $(cpu_ticks $ppid) / clk )) s in 60 s"
+        else
+            echo "  puppet agent: exited (see $work/puppet.log)"
+        fi
         kill $ppid || true
     else
         echo "  puppet: not installed"
@@ -179,7 +190,11 @@ if [ "$peers" = 1 ]; then
     if command -v cf-execd >/dev/null; then
         cf-execd --no-fork --inform >"$work/cf-execd.log" 2>&1 &
         cpid=$!; pids+=($cpid); sleep 60
-        echo "  cf-execd (idle between its 5-minute cf-agent runs): RSS $(( $(rss_kib $cpid) / 1024 )) MiB, CPU $(( $(cpu_ticks $cpid) / clk )) s in 60 s"
+        if kill -0 $cpid 2>/dev/null; then
+            echo "  cf-execd (idle between its 5-minute cf-agent runs): RSS $(( $(rss_kib $cpid) / 1024 )) MiB, CPU $(( $(cpu_ticks $cpid) / clk )) s in 60 s"
+        else
+            echo "  cf-execd: exited (see $work/cf-execd.log)"
+        fi
         kill $cpid || true
     else
         echo "  cf-execd: not installed"
