@@ -4,6 +4,12 @@
 
 namespace nodeform::agent {
 
+std::string string_field(const nlohmann::json& j, const char* key, const std::string& fallback) {
+    if (!j.is_object()) return fallback;
+    auto it = j.find(key);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : fallback;
+}
+
 Context::Context(ProcessRunner& r, Filesystem& f, Clock& c, Logger& l, const ConvergeOptions& o, RunMode m,
                  const nlohmann::json& spec)
     : runner(r), fs(f), clock(c), logger(l), options(o), mode(m) {

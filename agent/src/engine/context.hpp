@@ -15,6 +15,9 @@
 
 namespace nodeform::agent {
 
+// The string at key of a JSON object; fallback when j is not an object or the key is missing or not a string.
+std::string string_field(const nlohmann::json& j, const char* key, const std::string& fallback = {});
+
 // One resource of the spec: its id, its JSON and where that JSON sits in the spec (for secret_paths).
 struct Item {
     std::string id;

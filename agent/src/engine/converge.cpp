@@ -31,12 +31,6 @@ std::string make_uuid_v4() {
     return out;
 }
 
-std::string str_field(const nlohmann::json& j, const char* key) {
-    auto it = j.find(key);
-    if (it == j.end() || !it->is_string()) return {};
-    return it->get<std::string>();
-}
-
 // The items of one spec list; the name comes from name_key (or the whole entry for strings).
 std::vector<Item> items_of(const nlohmann::json& spec, const char* list, const char* type, const char* name_key) {
     std::vector<Item> items;
@@ -48,7 +42,7 @@ std::vector<Item> items_of(const nlohmann::json& spec, const char* list, const c
         item.type = type;
         item.spec = entry;
         item.pointer = std::string("/") + list + "/" + std::to_string(i);
-        item.name = entry.is_object() ? str_field(entry, name_key) : "";
+        item.name = entry.is_object() ? string_field(entry, name_key) : "";
         if (item.name.empty()) item.name = "#" + std::to_string(i);
         item.id = std::string(type) + ":" + item.name;
         items.push_back(std::move(item));
@@ -235,8 +229,8 @@ std::optional<PlatformReady> read_platform_ready(Filesystem& fs, const std::stri
     auto j = nlohmann::json::parse(*text, nullptr, false);
     if (j.is_discarded() || !j.is_object()) return std::nullopt;
     PlatformReady ready;
-    ready.reached_at = str_field(j, "reached_at");
-    ready.spec_digest = str_field(j, "spec_digest");
+    ready.reached_at = string_field(j, "reached_at");
+    ready.spec_digest = string_field(j, "spec_digest");
     return ready;
 }
 
@@ -260,7 +254,7 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
         finish();
         return report;
     }
-    report.identity = str_field(spec, "identity");
+    report.identity = string_field(spec, "identity");
     report.spec_digest = canonical_digest(spec);
     auto version = spec.find("schema_version");
     if (version == spec.end() || !version->is_number_integer() || version->get<int>() != 1) {
@@ -285,7 +279,7 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
         item.type = "hostname";
         item.spec = *h;
         item.pointer = "/hostname";
-        item.name = str_field(*h, "hostname");
+        item.name = string_field(*h, "hostname");
         if (item.name.empty()) item.name = report.identity;
         item.id = "hostname:" + item.name;
         hostname.push_back(std::move(item));
@@ -314,8 +308,8 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
     }
     for (auto& file : files) {
         if (!file.spec.is_object()) continue;
-        if (auto o = str_field(file.spec, "owner"); !o.empty()) dep_if_declared(file, "user:" + o);
-        if (auto g = str_field(file.spec, "group"); !g.empty()) dep_if_declared(file, "group:" + g);
+        if (auto o = string_field(file.spec, "owner"); !o.empty()) dep_if_declared(file, "user:" + o);
+        if (auto g = string_field(file.spec, "group"); !g.empty()) dep_if_declared(file, "group:" + g);
     }
     for (auto& service : services) {
         for (const auto& file : files) {
@@ -329,7 +323,7 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
     }
     for (auto& stack : stacks) {
         for (const auto& p : packages) {
-            if (is_docker_package(p.name) && str_field(p.spec, "state") != "absent") dep_if_declared(stack, p.id);
+            if (is_docker_package(p.name) && string_field(p.spec, "state") != "absent") dep_if_declared(stack, p.id);
         }
     }
 

@@ -13,12 +13,6 @@ namespace {
 
 using Ms = std::chrono::milliseconds;
 
-std::string field(const nlohmann::json& j, const char* key, const std::string& fallback = {}) {
-    if (!j.is_object()) return fallback;
-    auto it = j.find(key);
-    return it != j.end() && it->is_string() ? it->get<std::string>() : fallback;
-}
-
 bool flag(const nlohmann::json& j, const char* key) {
     if (!j.is_object()) return false;
     auto it = j.find(key);
@@ -71,8 +65,8 @@ std::vector<ResourceResult> converge_groups(Context& ctx, const std::vector<Item
         auto start = ctx.clock.steady_now();
         auto r = make_result(item);
         std::string error;
-        std::string name = field(item.spec, "name");
-        std::string state = field(item.spec, "state", "present");
+        std::string name = string_field(item.spec, "name");
+        std::string state = string_field(item.spec, "state", "present");
         auto gid = number(item.spec, "gid");
         if (auto st = validate_account_name(name, "group name"); !st)
             error = st.message();
@@ -140,16 +134,16 @@ struct UserSpec {
 
 Result<UserSpec> read_user_spec(const Item& item) {
     UserSpec u;
-    u.name = field(item.spec, "name");
+    u.name = string_field(item.spec, "name");
     if (auto st = validate_account_name(u.name, "user name"); !st) return st.error();
-    u.state = field(item.spec, "state", "present");
+    u.state = string_field(item.spec, "state", "present");
     if (u.state != "present" && u.state != "absent") return make_error("state must be \"present\" or \"absent\"");
     u.uid = number(item.spec, "uid");
     if (u.uid && (*u.uid < 0 || *u.uid > 4294967294LL))
         return make_error("uid " + std::to_string(*u.uid) + " is out of range");
-    u.shell = field(item.spec, "shell", "/bin/bash");
+    u.shell = string_field(item.spec, "shell", "/bin/bash");
     if (auto st = validate_passwd_path(u.shell, "shell"); !st) return st.error();
-    u.home = field(item.spec, "home", "/home/" + u.name);
+    u.home = string_field(item.spec, "home", "/home/" + u.name);
     if (auto st = validate_passwd_path(u.home, "home"); !st) return st.error();
     u.groups = strings(item.spec, "groups");
     for (const auto& g : u.groups) {

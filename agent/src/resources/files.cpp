@@ -13,12 +13,6 @@ namespace {
 using Ms = std::chrono::milliseconds;
 constexpr std::size_t kBackupsKept = 5;
 
-std::string field(const nlohmann::json& j, const char* key, const std::string& fallback = {}) {
-    if (!j.is_object()) return fallback;
-    auto it = j.find(key);
-    return it != j.end() && it->is_string() ? it->get<std::string>() : fallback;
-}
-
 std::string octal(mode_t m) {
     char buf[8];
     std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(m));
@@ -84,10 +78,10 @@ std::vector<ResourceResult> converge_files(Context& ctx, const std::vector<Item>
         auto start = ctx.clock.steady_now();
         auto r = make_result(item);
         std::string error;
-        const std::string path = field(item.spec, "path");
-        const std::string state = field(item.spec, "state", "present");
-        const std::string owner = field(item.spec, "owner", "root");
-        const std::string group = field(item.spec, "group", "root");
+        const std::string path = string_field(item.spec, "path");
+        const std::string state = string_field(item.spec, "state", "present");
+        const std::string owner = string_field(item.spec, "owner", "root");
+        const std::string group = string_field(item.spec, "group", "root");
         unsigned mode = 0644;
         const bool content_is_string =
             item.spec.is_object() && item.spec.contains("content") && item.spec["content"].is_string();
@@ -97,7 +91,7 @@ std::vector<ResourceResult> converge_files(Context& ctx, const std::vector<Item>
             error = st.message();
         else if (state != "present" && state != "absent")
             error = "state must be \"present\" or \"absent\"";
-        else if (auto m = parse_mode(field(item.spec, "mode", "0644"), mode); !m)
+        else if (auto m = parse_mode(string_field(item.spec, "mode", "0644"), mode); !m)
             error = m.message();
         else if (state == "present" && !content_is_string)
             error = "content must be a string";

@@ -6,11 +6,6 @@
 namespace nodeform::agent {
 namespace {
 
-std::string field(const nlohmann::json& j, const char* key) {
-    auto it = j.find(key);
-    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
 // /etc/hosts with the 127.0.1.1 line set to want (replacing every existing 127.0.1.1 line, keeping the rest).
 std::string rewrite_hosts(const std::string& hosts, const std::string& want) {
     std::string out;
@@ -54,9 +49,9 @@ std::vector<ResourceResult> converge_hostname(Context& ctx, const std::vector<It
         auto start = ctx.clock.steady_now();
         auto r = make_result(item);
         std::string error;
-        std::string host = field(item.spec, "hostname");
-        std::string domain = field(item.spec, "domain");
-        std::string fqdn = field(item.spec, "fqdn");
+        std::string host = string_field(item.spec, "hostname");
+        std::string domain = string_field(item.spec, "domain");
+        std::string fqdn = string_field(item.spec, "fqdn");
         if (fqdn.empty()) fqdn = domain.empty() ? host : host + "." + domain;
         if (auto st = validate_hostname(host); !st)
             error = st.message();

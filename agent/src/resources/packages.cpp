@@ -11,12 +11,6 @@ namespace {
 
 using Ms = std::chrono::milliseconds;
 
-std::string field(const nlohmann::json& j, const char* key, const std::string& fallback = {}) {
-    if (!j.is_object()) return fallback;
-    auto it = j.find(key);
-    return it != j.end() && it->is_string() ? it->get<std::string>() : fallback;
-}
-
 const DpkgPackage* find_package(const Result<std::map<std::string, DpkgPackage>>& db, const std::string& name) {
     if (!db) return nullptr;
     auto it = db->find(name);
@@ -104,8 +98,8 @@ std::vector<ResourceResult> converge_packages(Context& ctx, const std::vector<It
     std::vector<std::string> names(items.size());
     for (std::size_t i = 0; i < items.size(); ++i) {
         results.push_back(make_result(items[i]));
-        names[i] = field(items[i].spec, "name");
-        std::string state = field(items[i].spec, "state", "present");
+        names[i] = string_field(items[i].spec, "name");
+        std::string state = string_field(items[i].spec, "state", "present");
         if (auto st = validate_package_name(names[i]); !st) {
             errors[i] = st.message();
         } else if (state != "present" && state != "absent") {

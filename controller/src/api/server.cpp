@@ -465,19 +465,34 @@ struct ControllerServer::Impl {
 
     // ---- handlers -----------------------------------------------------------------------------------------
 
+    // The node a node-facing request acts on: the site is loaded, the node exists and the caller passed its
+    // posture's authentication. nullptr when the error answer has been sent. `snap` keeps the node alive.
+    const site::Node* authorized_node(const httplib::Request& req, httplib::Response& res, const std::string& identity,
+                                      std::shared_ptr<const Snapshot>& snap) {
+        snap = current();
+        if (!snap) {
+            send_error(res, 503, "not_ready", "no site loaded");
+            return nullptr;
+        }
+        auto it = snap->site.nodes.find(identity);
+        if (it == snap->site.nodes.end()) {
+            send_error(res, 404, "unknown_node", "node '" + identity + "' is not in the site");
+            return nullptr;
+        }
+        t_request.identity = identity;
+        if (reject(res, authenticate(req, it->second))) return nullptr;
+        return &it->second;
+    }
+
     void get_spec(const httplib::Request& req, httplib::Response& res, const std::string& identity) {
         t_request.route = "/v1/spec/{identity}";
-        auto snap = current();
-        if (!snap) return send_error(res, 503, "not_ready", "no site loaded");
-        auto it = snap->site.nodes.find(identity);
-        if (it == snap->site.nodes.end())
-            return send_error(res, 404, "unknown_node", "node '" + identity + "' is not in the site");
-        t_request.identity = identity;
-        if (reject(res, authenticate(req, it->second))) return;
-        std::string etag = "\"" + it->second.digest + "\"";
+        std::shared_ptr<const Snapshot> snap;
+        const site::Node* node = authorized_node(req, res, identity, snap);
+        if (node == nullptr) return;
+        std::string etag = "\"" + node->digest + "\"";
         res.set_header("ETag", etag);
         res.set_header("Cache-Control", "no-cache");
-        if (etag_matches(req.get_header_value("If-None-Match"), it->second.digest)) {
+        if (etag_matches(req.get_header_value("If-None-Match"), node->digest)) {
             res.status = 304;
             return;
         }
@@ -612,13 +627,8 @@ struct ControllerServer::Impl {
 
     void post_report(const httplib::Request& req, httplib::Response& res, const std::string& identity) {
         t_request.route = "/v1/nodes/{identity}/reports";
-        auto snap = current();
-        if (!snap) return send_error(res, 503, "not_ready", "no site loaded");
-        auto it = snap->site.nodes.find(identity);
-        if (it == snap->site.nodes.end())
-            return send_error(res, 404, "unknown_node", "node '" + identity + "' is not in the site");
-        t_request.identity = identity;
-        if (reject(res, authenticate(req, it->second))) return;
+        std::shared_ptr<const Snapshot> snap;
+        if (authorized_node(req, res, identity, snap) == nullptr) return;
         json report = json::parse(req.body, nullptr, false);
         if (report.is_discarded()) return send_error(res, 400, "malformed_body", "the body is not valid JSON");
         if (auto st = validate_report(report, identity); !st)

@@ -65,29 +65,6 @@ std::string number_text(const nlohmann::json& v) {
     return v.dump();
 }
 
-// Splits "/a/b~1c" into unescaped tokens.
-std::vector<std::string> pointer_tokens(const std::string& pointer) {
-    std::vector<std::string> tokens;
-    std::size_t pos = 0;
-    while (pos < pointer.size()) {
-        std::size_t next = pointer.find('/', pos + 1);
-        std::string raw = pointer.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
-        std::string token;
-        for (std::size_t i = 0; i < raw.size(); ++i) {
-            if (raw[i] == '~' && i + 1 < raw.size()) {
-                token += raw[i + 1] == '1' ? '/' : '~';
-                ++i;
-            } else {
-                token += raw[i];
-            }
-        }
-        tokens.push_back(token);
-        if (next == std::string::npos) break;
-        pos = next;
-    }
-    return tokens;
-}
-
 }  // namespace
 
 const char* schema_file_name(FileKind kind) {

@@ -285,9 +285,8 @@ std::string pointer_join(const std::string& pointer, std::size_t index) {
     return pointer + "/" + std::to_string(index);
 }
 
-std::string pointer_to_field(const std::string& pointer, const nlohmann::json* doc) {
-    std::string field;
-    const nlohmann::json* node = doc;
+std::vector<std::string> pointer_tokens(const std::string& pointer) {
+    std::vector<std::string> tokens;
     std::size_t pos = 0;
     while (pos < pointer.size()) {
         std::size_t next = pointer.find('/', pos + 1);
@@ -301,6 +300,17 @@ std::string pointer_to_field(const std::string& pointer, const nlohmann::json* d
                 token += raw[i];
             }
         }
+        tokens.push_back(std::move(token));
+        if (next == std::string::npos) break;
+        pos = next;
+    }
+    return tokens;
+}
+
+std::string pointer_to_field(const std::string& pointer, const nlohmann::json* doc) {
+    std::string field;
+    const nlohmann::json* node = doc;
+    for (const auto& token : pointer_tokens(pointer)) {
         bool index = false;
         if (node != nullptr) {
             index = node->is_array();
@@ -322,8 +332,6 @@ std::string pointer_to_field(const std::string& pointer, const nlohmann::json* d
             if (!field.empty()) field += ".";
             field += token;
         }
-        if (next == std::string::npos) break;
-        pos = next;
     }
     return field;
 }

@@ -50,6 +50,8 @@ std::size_t invalid_utf8_at(std::string_view text);
 
 // RFC 6901 helpers.
 std::string pointer_escape(const std::string& token);
+// Splits "/a/b~1c" into its unescaped tokens {"a", "b/c"}; "" gives none.
+std::vector<std::string> pointer_tokens(const std::string& pointer);
 std::string pointer_join(const std::string& pointer, const std::string& token);
 std::string pointer_join(const std::string& pointer, std::size_t index);
 // "/access/users/2/name" → "access.users[2].name" (array indices found from doc when given).
