@@ -3,6 +3,7 @@
 // Callers never pass secrets; fields are extra key/value pairs (keys UPPER_SNAKE, journald style).
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -13,7 +14,7 @@ enum class LogLevel { debug = 7, info = 6, notice = 5, warning = 4, error = 3 };
 using LogFields = std::map<std::string, std::string>;
 
 class Logger {
-public:
+  public:
     virtual ~Logger() = default;
     virtual void log(LogLevel level, const std::string& message, const LogFields& fields = {}) = 0;
 
@@ -33,16 +34,26 @@ std::unique_ptr<Logger> make_default_logger(const std::string& identifier, LogLe
 
 // Keeps every line in memory; for tests.
 class MemoryLogger final : public Logger {
-public:
+  public:
     struct Line {
         LogLevel level;
         std::string message;
         LogFields fields;
     };
+    // Thread-safe: servers and daemons log from several threads. Read `lines` once they have stopped.
     void log(LogLevel level, const std::string& message, const LogFields& fields) override {
+        std::lock_guard<std::mutex> lock(mutex_);
         lines.push_back({level, message, fields});
     }
+    // A copy taken under the lock, for reading while other threads may still log.
+    std::vector<Line> snapshot() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return lines;
+    }
     std::vector<Line> lines;
+
+  private:
+    mutable std::mutex mutex_;
 };
 
 }  // namespace nodeform

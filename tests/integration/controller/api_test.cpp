@@ -254,7 +254,7 @@ TEST_F(ApiTest, SpecStatusPaths) {
     EXPECT_EQ(nothing->status, 404);
     EXPECT_EQ(error_code(nothing), "not_found");
     // No secret ever reaches the log.
-    for (const auto& line : logger_.lines) {
+    for (const auto& line : logger_.snapshot()) {
         EXPECT_EQ(line.message.find(kSiteToken), std::string::npos);
         for (const auto& [k, v] : line.fields)
             EXPECT_EQ(v.find("wrong"), std::string::npos);
@@ -319,7 +319,7 @@ TEST_F(ApiTest, EnrollOnceReplayAndExpiryRefused) {
     ASSERT_TRUE(s.ok());
     ASSERT_TRUE(*s->step());
     EXPECT_EQ(s->text(0), hash_secret(credential));
-    for (const auto& line : logger_.lines)
+    for (const auto& line : logger_.snapshot())
         EXPECT_EQ(line.message.find(credential), std::string::npos);
 }
 
