@@ -6,7 +6,7 @@ what="${1:-all}"
 
 build_pkgs=(
   build-essential cmake ninja-build pkg-config git ca-certificates
-  libyaml-cpp-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev libsystemd-dev
+  libyaml-cpp-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev
   libsqlite3-dev libpq-dev libvalijson-dev libboost-dev libboost-system-dev
   libgtest-dev libgmock-dev
 )

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Installs what the tests need, builds with ASan/UBSan, prepares the real systems the tests use
+# Installs what the tests need, builds with ASan/UBSan (and the two programs as shipped), prepares the real systems the tests use
 # (a cached debootstrapped Debian root), runs every test (labels unit, integration, root, slow),
 # then runs each fuzz harness for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh all
 scripts/build.sh build-test -DNODEFORM_SANITIZE=ON
+# The shipped configuration too (optimized, no sanitizers, the agent's static C++ runtime): it must compile
+# warning-free at -O2, and the agent's link check (agent/cmake/check_needed.cmake) runs on it.
+scripts/build.sh build-release -DNODEFORM_SANITIZE=OFF -DNODEFORM_BUILD_TESTS=OFF
 scripts/test-setup.sh >/dev/null
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

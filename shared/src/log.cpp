@@ -1,8 +1,6 @@
 #include "nodeform/log.hpp"
 
-#define SD_JOURNAL_SUPPRESS_LOCATION
 #include <sys/stat.h>
-#include <systemd/sd-journal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -10,61 +8,71 @@
 #include <mutex>
 #include <vector>
 
+#include "nodeform/systemd.hpp"
+
 namespace nodeform {
 namespace {
 
 const char* level_name(LogLevel level) {
     switch (level) {
-        case LogLevel::debug: return "debug";
-        case LogLevel::info: return "info";
-        case LogLevel::notice: return "notice";
-        case LogLevel::warning: return "warning";
-        case LogLevel::error: return "error";
+        case LogLevel::debug:
+            return "debug";
+        case LogLevel::info:
+            return "info";
+        case LogLevel::notice:
+            return "notice";
+        case LogLevel::warning:
+            return "warning";
+        case LogLevel::error:
+            return "error";
     }
     return "info";
 }
 
 class StderrLogger final : public Logger {
-public:
+  public:
     explicit StderrLogger(LogLevel min_level) : min_level_(min_level) {}
     void log(LogLevel level, const std::string& message, const LogFields& fields) override {
         if (static_cast<int>(level) > static_cast<int>(min_level_)) return;
         std::string line = std::string(level_name(level)) + ": " + message;
-        for (const auto& [key, value] : fields) line += " " + key + "=" + value;
+        for (const auto& [key, value] : fields)
+            line += " " + key + "=" + value;
         line.push_back('\n');
         std::lock_guard<std::mutex> lock(mutex_);
         std::fwrite(line.data(), 1, line.size(), stderr);
         std::fflush(stderr);
     }
 
-private:
+  private:
     LogLevel min_level_;
     std::mutex mutex_;
 };
 
+// The journal's native protocol (nodeform/systemd.hpp); a line journald did not take goes to stderr.
 class JournaldLogger final : public Logger {
-public:
-    JournaldLogger(std::string identifier, LogLevel min_level)
-        : identifier_(std::move(identifier)), min_level_(min_level) {}
+  public:
+    JournaldLogger(std::string identifier, LogLevel min_level, std::string socket_path)
+        : identifier_(std::move(identifier)),
+          min_level_(min_level),
+          client_(std::move(socket_path)),
+          fallback_(min_level) {}
     void log(LogLevel level, const std::string& message, const LogFields& fields) override {
         if (static_cast<int>(level) > static_cast<int>(min_level_)) return;
-        std::vector<std::string> items;
-        items.reserve(fields.size() + 3);
-        items.push_back("MESSAGE=" + message);
-        items.push_back("PRIORITY=" + std::to_string(static_cast<int>(level)));
-        items.push_back("SYSLOG_IDENTIFIER=" + identifier_);
-        for (const auto& [key, value] : fields) items.push_back(key + "=" + value);
-        std::vector<iovec> iov(items.size());
-        for (std::size_t i = 0; i < items.size(); ++i) {
-            iov[i].iov_base = items[i].data();
-            iov[i].iov_len = items[i].size();
-        }
-        sd_journal_sendv(iov.data(), static_cast<int>(iov.size()));
+        systemd::JournalFields entry;
+        entry.reserve(fields.size() + 3);
+        entry.emplace_back("MESSAGE", message);
+        entry.emplace_back("PRIORITY", std::to_string(static_cast<int>(level)));
+        entry.emplace_back("SYSLOG_IDENTIFIER", identifier_);
+        for (const auto& [key, value] : fields)
+            entry.emplace_back(key, value);
+        if (!client_.send(entry).ok()) fallback_.log(level, message, fields);
     }
 
-private:
+  private:
     std::string identifier_;
     LogLevel min_level_;
+    systemd::JournalClient client_;
+    StderrLogger fallback_;
 };
 
 bool stderr_is_journal() {
@@ -79,10 +87,13 @@ bool stderr_is_journal() {
 
 }  // namespace
 
-std::unique_ptr<Logger> make_stderr_logger(LogLevel min_level) { return std::make_unique<StderrLogger>(min_level); }
+std::unique_ptr<Logger> make_stderr_logger(LogLevel min_level) {
+    return std::make_unique<StderrLogger>(min_level);
+}
 
-std::unique_ptr<Logger> make_journald_logger(const std::string& identifier, LogLevel min_level) {
-    return std::make_unique<JournaldLogger>(identifier, min_level);
+std::unique_ptr<Logger> make_journald_logger(const std::string& identifier, LogLevel min_level,
+                                             const std::string& socket_path) {
+    return std::make_unique<JournaldLogger>(identifier, min_level, socket_path);
 }
 
 std::unique_ptr<Logger> make_default_logger(const std::string& identifier, LogLevel min_level) {

@@ -1,4 +1,5 @@
 // nodeform-agent run: the sustain loop under systemd (Type=notify). Wiring only; the loop is daemon/daemon.cpp.
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -63,6 +64,8 @@ std::string absolute_path(const std::string& path) {
 }  // namespace
 
 int cmd_run(const std::vector<std::string>& args, CliIo io) {
+    // The daemon's few worker threads idle between turns: one malloc arena rather than one per thread.
+    ::mallopt(M_ARENA_MAX, 1);
     using namespace daemon;
     auto loaded = load_agent_config(args);
     if (!loaded) {

@@ -6,6 +6,7 @@
 #include <optional>
 #include <vector>
 
+#include <malloc.h>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -410,6 +411,7 @@ struct Daemon::Impl {
         }
         write_state();
         update_status();
+        ::malloc_trim(0);  // hand the turn's freed heap pages back: the daemon idles for most of each interval
 
         if (opt.max_turns > 0 && stats.turns >= opt.max_turns) {
             deps.logger.info("reached " + std::to_string(opt.max_turns) + " runs (--max-turns): stopping");

@@ -12,7 +12,7 @@
 #include <cmath>
 #include <cstring>
 
-#include <httplib.h>
+#include "nodeform/http.hpp"
 
 namespace nodeform::agent::daemon {
 namespace {
@@ -183,7 +183,7 @@ Result<std::vector<HealthCheckSpec>> parse_health_checks(const Json& health) {
             if (!valid_host(c.host)) return make_error(label + ": 'host' is not a valid host name or address");
             double port = 0;
             if (auto st = num("port", port, true); !st) return st.error();
-            if (port < 1 || port > 65535 || port != std::floor(port))
+            if (port < 1 || port > 65535 || port != static_cast<double>(static_cast<int>(port)))
                 return make_error(label + ": 'port' must be a whole number in 1..65535");
             c.port = static_cast<int>(port);
         } else if (c.type == "http") {
@@ -271,17 +271,16 @@ HealthResult SystemHealthProber::probe(const HealthCheckSpec& c) {
             r.message = "invalid url";
         } else {
             std::string host = url->host.find(':') != std::string::npos ? "[" + url->host + "]" : url->host;
-            httplib::Client client(url->scheme + "://" + host + ":" + std::to_string(url->port));
-            if (url->scheme == "https") client.enable_server_certificate_verification(true);
-            auto secs = std::chrono::duration_cast<std::chrono::seconds>(c.timeout);
-            auto usecs = std::chrono::duration_cast<std::chrono::microseconds>(c.timeout - secs);
-            client.set_connection_timeout(secs.count(), usecs.count());
-            client.set_read_timeout(secs.count(), usecs.count());
-            client.set_write_timeout(secs.count(), usecs.count());
-            client.set_keep_alive(false);
-            auto res = client.Get(url->path.c_str());
+            HttpClientOptions options;
+            options.base_url = url->scheme + "://" + host + ":" + std::to_string(url->port);
+            options.tls.system_trust = url->scheme == "https";
+            options.connect_timeout = c.timeout;
+            options.read_timeout = c.timeout;
+            auto transport = make_http_transport(options);
+            Result<HttpResponse> res = transport ? (*transport)->send(HttpRequest{"GET", url->path, {}, "", ""})
+                                                 : Result<HttpResponse>(transport.error());
             if (!res) {
-                r.message = "GET " + c.url + ": " + httplib::to_string(res.error());
+                r.message = res.message();
             } else {
                 r.pass = res->status == c.expect_status;
                 r.message = "HTTP " + std::to_string(res->status);

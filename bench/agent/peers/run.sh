@@ -140,7 +140,7 @@ bench_tool() {
     cp "$run/inputs/"* "$r/opt/bench/"
     chmod 0600 "$r/opt/bench/policy.cf"  # cf-agent refuses policy others can write
     cp "$agent" "$r/opt/bench/nodeform-agent"
-    # Shared libraries the agent needs that the root lacks (yaml-cpp, cpp-httplib), for the chrooted run.
+    # Shared libraries the agent needs that the root lacks (found by ldd), for the chrooted run.
     mkdir -p "$r/opt/bench/lib"
     ldd "$agent" | awk '/=> \// {print $3}' | while read -r lib; do
         [ -e "$r$lib" ] || cp -L "$lib" "$r/opt/bench/lib/"

@@ -104,4 +104,17 @@ nlohmann::json node_detail_json(const NodeRecord& record, const site::Node* site
     return j;
 }
 
+nlohmann::json lifecycle_json(const std::optional<lifecycle::NodeRecord>& record) {
+    if (!record) return nullptr;
+    nlohmann::json j = {{"state", lifecycle::to_string(record->state)},
+                        {"step", record->step},
+                        {"vmid", record->vmid},
+                        {"pve_node", record->pve_node},
+                        {"ips", record->ips},
+                        {"updated_at", record->updated_at}};
+    if (!record->failed_step.empty()) j["failed_step"] = record->failed_step;
+    if (!record->reason.empty()) j["reason"] = record->reason;
+    return j;
+}
+
 }  // namespace nodeform::controller

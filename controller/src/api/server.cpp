@@ -7,7 +7,6 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <httplib.h>
@@ -24,6 +23,7 @@
 #include "nodeform/controller/api/node_status.hpp"
 #include "nodeform/controller/store/report_batcher.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
+#include "nodeform/systemd.hpp"
 #include "nodeform/tls.hpp"
 
 namespace nodeform::controller {
@@ -44,14 +44,15 @@ bool valid_identity(const std::string& identity) {
 
 namespace {
 
+// sd_notify(3) spoken natively (nodeform/systemd.hpp); the environment is read once, at construction.
 class SystemdNotifier final : public Notifier {
   public:
-    void notify(const std::string& state) override { sd_notify(0, state.c_str()); }
-    std::chrono::microseconds watchdog_interval() override {
-        uint64_t usec = 0;
-        if (sd_watchdog_enabled(0, &usec) > 0) return std::chrono::microseconds(usec);
-        return std::chrono::microseconds(0);
-    }
+    SystemdNotifier() : env_(systemd::NotifyEnvironment::from_process()) {}
+    void notify(const std::string& state) override { (void)systemd::notify(env_, state); }
+    std::chrono::microseconds watchdog_interval() override { return systemd::watchdog_timeout(env_); }
+
+  private:
+    systemd::NotifyEnvironment env_;
 };
 
 class DirectorySiteSource final : public SiteSource {
@@ -308,6 +309,7 @@ struct ControllerServer::Impl {
     Logger& logger;
     Notifier& notifier;
     ServerSecrets secrets;
+    lifecycle::LifecycleStore* lifecycle;  // may be null
     ReportBatcher reports;           // group commit; declared before http so that it outlives the workers
     ConnectionCounters connections;  // likewise
 
@@ -329,7 +331,8 @@ struct ControllerServer::Impl {
     bool stopping = false;
     std::vector<std::thread> threads;
 
-    Impl(ControllerConfig c, Store& s, SiteSource& src, const Clock& clk, Logger& log, Notifier& n, ServerSecrets sec)
+    Impl(ControllerConfig c, Store& s, SiteSource& src, const Clock& clk, Logger& log, Notifier& n, ServerSecrets sec,
+         lifecycle::LifecycleStore* lc)
         : config(std::move(c)),
           store(s),
           source(src),
@@ -337,6 +340,7 @@ struct ControllerServer::Impl {
           logger(log),
           notifier(n),
           secrets(std::move(sec)),
+          lifecycle(lc),
           reports(s),
           limiter(config.auth_failure_limit, config.auth_failure_window) {}
 
@@ -678,8 +682,17 @@ struct ControllerServer::Impl {
         if (!operator_ok(req, res)) return;
         auto records = store.nodes();
         if (!records) return send_error(res, 503, "store_unavailable", records.message());
+        std::map<std::string, lifecycle::NodeRecord> provisioned;
+        if (lifecycle != nullptr) {
+            auto all = lifecycle->all();
+            if (!all) return send_error(res, 503, "store_unavailable", all.message());
+            for (auto& r : *all)
+                provisioned[r.identity] = std::move(r);
+        }
         auto snap = current();
         std::map<std::string, NodeRecord> by_id;
+        for (const auto& [id, r] : provisioned)
+            by_id[id].identity = id;
         if (snap)
             for (const auto& [id, n] : snap->site.nodes)
                 by_id[id].identity = id;
@@ -693,7 +706,12 @@ struct ControllerServer::Impl {
                 auto it = snap->site.nodes.find(id);
                 if (it != snap->site.nodes.end()) node = &it->second;
             }
-            list.push_back(node_summary_json(rec, node, clock.now(), opts));
+            json summary = node_summary_json(rec, node, clock.now(), opts);
+            if (lifecycle != nullptr) {
+                auto lc = provisioned.find(id);
+                summary["lifecycle"] = lifecycle_json(lc == provisioned.end() ? std::nullopt : std::optional(lc->second));
+            }
+            list.push_back(std::move(summary));
         }
         send_json(res, 200, json{{"nodes", list}});
     }
@@ -709,11 +727,19 @@ struct ControllerServer::Impl {
         }
         auto rec = store.node(identity);
         if (!rec) return send_error(res, 503, "store_unavailable", rec.message());
-        if (!rec->has_value() && node == nullptr)
+        std::optional<lifecycle::NodeRecord> provisioned;
+        if (lifecycle != nullptr) {
+            auto got = lifecycle->get(identity);
+            if (!got) return send_error(res, 503, "store_unavailable", got.message());
+            provisioned = std::move(*got);
+        }
+        if (!rec->has_value() && node == nullptr && !provisioned)
             return send_error(res, 404, "unknown_node", "node '" + identity + "' is neither in the site nor the store");
         NodeRecord r = rec->has_value() ? **rec : NodeRecord{identity, {}, {}, 0, false};
         t_request.identity = identity;
-        send_json(res, 200, node_detail_json(r, node, clock.now(), StatusOptions{config.stale_grace}));
+        json detail = node_detail_json(r, node, clock.now(), StatusOptions{config.stale_grace});
+        if (lifecycle != nullptr) detail["lifecycle"] = lifecycle_json(provisioned);
+        send_json(res, 200, detail);
     }
 
     void get_readyz(httplib::Response& res) {
@@ -957,9 +983,10 @@ struct ControllerServer::Impl {
 };
 
 ControllerServer::ControllerServer(ControllerConfig config, Store& store, SiteSource& site_source, const Clock& clock,
-                                   Logger& logger, Notifier& notifier, ServerSecrets secrets)
-    : impl_(
-          std::make_unique<Impl>(std::move(config), store, site_source, clock, logger, notifier, std::move(secrets))) {}
+                                   Logger& logger, Notifier& notifier, ServerSecrets secrets,
+                                   lifecycle::LifecycleStore* lifecycle)
+    : impl_(std::make_unique<Impl>(std::move(config), store, site_source, clock, logger, notifier, std::move(secrets),
+                                   lifecycle)) {}
 
 ControllerServer::~ControllerServer() {
     stop();

@@ -102,20 +102,6 @@ std::string short_digest(const nlohmann::json& d) {
     return s.substr(0, 12);
 }
 
-// {"state","step","vmid","pve_node","ips","updated_at"} from the lifecycle store; null when never provisioned.
-nlohmann::json lifecycle_json(const std::optional<lifecycle::NodeRecord>& rec) {
-    if (!rec) return nullptr;
-    nlohmann::json j = {{"state", lifecycle::to_string(rec->state)},
-                        {"step", rec->step},
-                        {"vmid", rec->vmid},
-                        {"pve_node", rec->pve_node},
-                        {"ips", rec->ips},
-                        {"updated_at", rec->updated_at}};
-    if (!rec->failed_step.empty()) j["failed_step"] = rec->failed_step;
-    if (!rec->reason.empty()) j["reason"] = rec->reason;
-    return j;
-}
-
 std::string ips_text(const nlohmann::json& lifecycle) {
     std::string out;
     if (lifecycle.is_object() && lifecycle["ips"].is_array()) {

@@ -99,6 +99,11 @@ int cmd_serve(const std::vector<std::string>& args, CliIo io) {
         io.err << "nodeform-controller serve: " << store.message() << "\n";
         return exit_code::runtime;
     }
+    auto lifecycle = lifecycle::LifecycleStore::open(sqlite::database_path(config->state));
+    if (!lifecycle) {
+        io.err << "nodeform-controller serve: " << lifecycle.message() << "\n";
+        return exit_code::runtime;
+    }
     auto source = make_directory_site_source(config->site);
     SystemClock clock;
     auto notifier = make_systemd_notifier();
@@ -113,7 +118,7 @@ int cmd_serve(const std::vector<std::string>& args, CliIo io) {
     std::signal(SIGPIPE, SIG_IGN);
 
     ControllerServer server(*config, **store, *source, clock, *logger, *notifier,
-                            ServerSecrets{hash_secret(prepared->operator_token)});
+                            ServerSecrets{hash_secret(prepared->operator_token)}, lifecycle->get());
     if (auto st = server.start(); !st) {
         io.err << "nodeform-controller serve: " << st.message() << "\n";
         return st.message().rfind("the site is invalid", 0) == 0 ? exit_code::config : exit_code::runtime;

@@ -27,8 +27,10 @@ class Logger {
 
 // Writes "LEVEL message key=value ..." lines to stderr; lines below min_level are dropped.
 std::unique_ptr<Logger> make_stderr_logger(LogLevel min_level = LogLevel::info);
-// Sends to journald with MESSAGE, PRIORITY, SYSLOG_IDENTIFIER and the given fields.
-std::unique_ptr<Logger> make_journald_logger(const std::string& identifier, LogLevel min_level = LogLevel::info);
+// Sends to journald (native protocol, nodeform/systemd.hpp) with MESSAGE, PRIORITY, SYSLOG_IDENTIFIER and the
+// given fields (keys journald cannot take are renamed or dropped); a line journald refuses goes to stderr.
+std::unique_ptr<Logger> make_journald_logger(const std::string& identifier, LogLevel min_level = LogLevel::info,
+                                             const std::string& socket_path = "/run/systemd/journal/socket");
 // Journald when stderr is connected to the journal (JOURNAL_STREAM matches), else stderr.
 std::unique_ptr<Logger> make_default_logger(const std::string& identifier, LogLevel min_level = LogLevel::info);
 

@@ -107,6 +107,9 @@ class ApiTest : public ::testing::Test {
         auto store = open_sqlite_store(sqlite::database_path(dir_.path()));
         ASSERT_TRUE(store.ok()) << store.message();
         store_ = std::move(*store);
+        auto lifecycle = lifecycle::LifecycleStore::open(sqlite::database_path(dir_.path()));
+        ASSERT_TRUE(lifecycle.ok()) << lifecycle.message();
+        lifecycle_ = std::move(*lifecycle);
         config_.state = dir_.path();
         config_.plain_http = !tls;
         config_.listen_host = "127.0.0.1";
@@ -121,7 +124,7 @@ class ApiTest : public ::testing::Test {
         config_.auth_failure_limit = 5;
         config_.reload_interval = std::chrono::milliseconds(100);
         server_ = std::make_unique<ControllerServer>(config_, *store_, source_, clock_, logger_, notifier_,
-                                                     ServerSecrets{hash_secret(kOperatorToken)});
+                                                     ServerSecrets{hash_secret(kOperatorToken)}, lifecycle_.get());
         auto st = server_->start();
         ASSERT_TRUE(st.ok()) << st.message();
         thread_ = std::thread([this] { (void)server_->run(); });
@@ -202,6 +205,7 @@ class ApiTest : public ::testing::Test {
     NullNotifier notifier_;
     ControllerConfig config_;
     std::unique_ptr<Store> store_;
+    std::unique_ptr<lifecycle::LifecycleStore> lifecycle_;
     std::unique_ptr<ControllerServer> server_;
     std::thread thread_;
     std::unique_ptr<httplib::Client> client_;
@@ -450,6 +454,55 @@ TEST_F(ApiTest, OperatorViewsAndStatus) {
     auto missing = client_->Get("/v1/nodes/ghost-01", bearer(kOperatorToken));
     ASSERT_TRUE(missing);
     EXPECT_EQ(missing->status, 404);
+}
+
+// The operator views carry each node's provisioning record (lifecycle state, VMID, PVE node, IPs) from the
+// lifecycle store, null for a node that was never provisioned; a node known only to the lifecycle store is listed.
+TEST_F(ApiTest, OperatorViewsCarryTheLifecycle) {
+    lifecycle::NodeRecord web;
+    web.identity = "web-02";
+    web.state = lifecycle::State::active;
+    web.step = "active";
+    web.vmid = 9102;
+    web.pve_node = "pve1";
+    web.ips = {"10.0.0.12", "fd00::12"};
+    web.updated_at = "2026-11-24T02:00:00Z";
+    lifecycle::NodeRecord gone = web;
+    gone.identity = "old-01";
+    gone.vmid = 9199;
+    gone.state = lifecycle::State::failed;
+    gone.failed_step = "started";
+    gone.reason = "start failed: no space";
+    ASSERT_TRUE(lifecycle_->put_many({web, gone}).ok());
+
+    auto list = client_->Get("/v1/nodes", bearer(kOperatorToken));
+    ASSERT_TRUE(list);
+    ASSERT_EQ(list->status, 200);
+    std::map<std::string, json> by_id;
+    const json listed = json::parse(list->body);
+    for (const auto& n : listed["nodes"])
+        by_id[n["identity"]] = n;
+    ASSERT_EQ(by_id.size(), 6u);  // the five site nodes and old-01, which only the lifecycle store knows
+    EXPECT_EQ(by_id["web-02"]["lifecycle"]["state"], "active");
+    EXPECT_EQ(by_id["web-02"]["lifecycle"]["vmid"], 9102);
+    EXPECT_EQ(by_id["web-02"]["lifecycle"]["pve_node"], "pve1");
+    EXPECT_EQ(by_id["web-02"]["lifecycle"]["ips"], json::array({"10.0.0.12", "fd00::12"}));
+    EXPECT_TRUE(by_id["web-01"]["lifecycle"].is_null());
+    EXPECT_EQ(by_id["old-01"]["lifecycle"]["state"], "failed");
+    EXPECT_EQ(by_id["old-01"]["lifecycle"]["failed_step"], "started");
+
+    auto one = client_->Get("/v1/nodes/web-02", bearer(kOperatorToken));
+    ASSERT_TRUE(one);
+    ASSERT_EQ(one->status, 200);
+    EXPECT_EQ(json::parse(one->body)["lifecycle"]["ips"][0], "10.0.0.12");
+    auto only_provisioned = client_->Get("/v1/nodes/old-01", bearer(kOperatorToken));
+    ASSERT_TRUE(only_provisioned);
+    ASSERT_EQ(only_provisioned->status, 200);
+    EXPECT_EQ(json::parse(only_provisioned->body)["lifecycle"]["reason"], "start failed: no space");
+    auto never = client_->Get("/v1/nodes/web-01", bearer(kOperatorToken));
+    ASSERT_TRUE(never);
+    ASSERT_EQ(never->status, 200);
+    EXPECT_TRUE(json::parse(never->body)["lifecycle"].is_null());
 }
 
 TEST_F(ApiTest, HealthReadyAndMetrics) {

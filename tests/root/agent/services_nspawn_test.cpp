@@ -6,6 +6,8 @@
 
 #include <filesystem>
 #include <set>
+#include <sstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -216,6 +218,62 @@ TEST_F(ServicesNspawnTest, ChangedUnitFileIsReloadedAndTheServiceRestarted) {
     EXPECT_EQ(in_container({"cat", "/proc/" + pid + "/cmdline"}).out,
               std::string("/bin/sleep") + '\0' + "100002" + '\0');
     EXPECT_EQ(agent({"plan", "--spec", changed}).exit_code, 0);
+}
+
+// The agent as a Type=notify unit under the container's systemd and journald: READY=1 and STATUS= reach
+// systemd over NOTIFY_SOCKET, and the structured log lines reach journald over its native protocol
+// (_TRANSPORT=journal, not the stderr stream), both spoken without libsystemd (nodeform/systemd.hpp).
+TEST_F(ServicesNspawnTest, AgentDaemonNotifiesSystemdAndLogsStructuredFieldsToJournald) {
+    const std::string spec = write_spec(nlohmann::json::parse(R"({
+      "schema_version": 1, "identity": "sd-01",
+      "files": [{"path": "/etc/nf-sd-test", "mode": "0644", "owner": "root", "group": "root",
+                 "state": "present", "content": "hello\n"}],
+      "secret_paths": []
+    })"));
+    // Without --no-block, systemd-run waits for the start job: for Type=notify it ends at READY=1.
+    auto started =
+        in_container({"systemd-run", "--unit=nf-sd-agent", "-p", "Type=notify", "-p", "NotifyAccess=main", "-p",
+                      "TimeoutStartSec=120", "-p", "WatchdogSec=120", "--", kHostLib + "/ld-linux-x86-64.so.2",
+                      "--library-path", kHostLib, kHostAgent, "run", "--spec", spec},
+                     std::chrono::minutes(3));
+    ASSERT_EQ(started.exit_code, 0) << started.out << started.err
+                                    << in_container({"journalctl", "--no-pager", "-u", "nf-sd-agent"}).out;
+    EXPECT_EQ(systemctl("is-active", "nf-sd-agent.service"), "active\n");
+    const std::string status = in_container({"systemctl", "show", "-P", "StatusText", "nf-sd-agent.service"}).out;
+    EXPECT_EQ(status.rfind("ready", 0), 0u) << "STATUS= did not arrive: " << status;
+    EXPECT_EQ(test::real::slurp(root_ + "/etc/nf-sd-test"), "hello\n");
+
+    // journalctl -o json for the unit's entries matching field=value; retried while journald catches up.
+    auto entries = [&](const std::string& match) {
+        std::vector<nlohmann::json> found;
+        for (int i = 0; i < 100 && found.empty(); ++i) {
+            auto out =
+                in_container({"journalctl", "--no-pager", "-o", "json", "_SYSTEMD_UNIT=nf-sd-agent.service", match});
+            std::istringstream in(out.out);
+            for (std::string line; std::getline(in, line);) {
+                auto parsed = nlohmann::json::parse(line, nullptr, false);
+                if (parsed.is_object()) found.push_back(parsed);
+            }
+            if (found.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        return found;
+    };
+    auto ready = entries("NODEFORM_STATUS=platform-ready");
+    ASSERT_EQ(ready.size(), 1u) << in_container({"journalctl", "--no-pager", "-o", "verbose", "-u", "nf-sd-agent"}).out;
+    const auto& entry = ready.front();
+    EXPECT_EQ(entry.value("_TRANSPORT", ""), "journal") << entry.dump();
+    EXPECT_EQ(entry.value("SYSLOG_IDENTIFIER", ""), "nodeform-agent");
+    EXPECT_EQ(entry.value("PRIORITY", ""), "5") << entry.dump();
+    EXPECT_FALSE(entry.value("NODEFORM_RUN_ID", "").empty()) << entry.dump();
+    EXPECT_NE(entry.value("MESSAGE", "").find("platform ready"), std::string::npos) << entry.dump();
+    auto start = entries("NODEFORM_IDENTITY=sd-01");
+    ASSERT_FALSE(start.empty());
+    EXPECT_EQ(start.front().value("NODEFORM_IDENTITY", ""), "sd-01");
+    EXPECT_EQ(start.front().value("_TRANSPORT", ""), "journal");
+
+    // SIGTERM: an orderly stop (a non-zero exit or a watchdog kill would leave the unit "failed").
+    EXPECT_EQ(in_container({"systemctl", "stop", "nf-sd-agent.service"}).exit_code, 0);
+    EXPECT_NE(systemctl("is-failed", "nf-sd-agent.service"), "failed\n");
 }
 
 }  // namespace

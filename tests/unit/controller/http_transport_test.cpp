@@ -1,8 +1,14 @@
 // make_http_transport and the TLS helpers against a real httplib::SSLServer on 127.0.0.1.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <memory>
 #include <thread>
 
@@ -24,6 +30,9 @@ class LoopbackServer {
             res.set_header("X-Test-Header", "yes");
             res.set_content("hi", "text/plain");
         });
+        server_->Get("/port", [](const httplib::Request& req, httplib::Response& res) {
+            res.set_content(std::to_string(req.remote_port), "text/plain");  // the client's end of the connection
+        });
         server_->Post("/echo", [](const httplib::Request& req, httplib::Response& res) {
             res.status = 201;
             res.set_content(
@@ -32,7 +41,8 @@ class LoopbackServer {
         });
         port_ = server_->bind_to_any_port("127.0.0.1");
         thread_ = std::thread([this] { server_->listen_after_bind(); });
-        while (port_ > 0 && !server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        while (port_ > 0 && !server_->is_running())
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     ~LoopbackServer() {
         server_->stop();
@@ -46,6 +56,107 @@ class LoopbackServer {
   private:
     std::unique_ptr<httplib::Server> server_;
     int port_ = 0;
+    std::thread thread_;
+};
+
+// A raw HTTP/1.1 server on 127.0.0.1 that counts the connections it accepts; each connection follows `mode`.
+class RawServer {
+  public:
+    enum class Mode {
+        KeepAlive,           // answers every request on the connection
+        CloseAfterResponse,  // answers one request (without "Connection: close"), then closes: an idle close
+        Silent,              // accepts and never answers
+        Oversize,            // announces a 100 MB body
+    };
+    explicit RawServer(Mode mode) : mode_(mode) {
+        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof addr;
+        if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) == 0 && ::listen(fd_, 8) == 0 &&
+            ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+            port_ = ntohs(addr.sin_port);
+        thread_ = std::thread([this] { serve(); });
+    }
+    ~RawServer() {
+        stop_ = true;
+        thread_.join();
+        ::close(fd_);
+    }
+    std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+    int accepted() const { return accepted_; }
+    int closed() const { return closed_; }
+    // Waits (bounded) until the server has closed n connections.
+    bool wait_closed(int n) const {
+        for (int i = 0; i < 500 && closed_ < n; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        return closed_ >= n;
+    }
+
+  private:
+    bool readable(int fd) const {
+        while (!stop_) {
+            pollfd p{fd, POLLIN, 0};
+            if (::poll(&p, 1, 20) > 0) return true;
+        }
+        return false;
+    }
+    // Reads one request head (the client sends GETs without bodies); false on EOF or stop.
+    bool read_request(int fd, std::string& buffer) const {
+        while (buffer.find("\r\n\r\n") == std::string::npos) {
+            if (!readable(fd)) return false;
+            char chunk[4096];
+            ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+            if (n <= 0) return false;
+            buffer.append(chunk, static_cast<std::size_t>(n));
+        }
+        buffer.erase(0, buffer.find("\r\n\r\n") + 4);
+        return true;
+    }
+    void reply(int fd, const std::string& text) const { (void)!::send(fd, text.data(), text.size(), MSG_NOSIGNAL); }
+    void serve() {
+        while (!stop_) {
+            if (!readable(fd_)) break;
+            int conn = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+            if (conn < 0) continue;
+            ++accepted_;
+            std::string buffer;
+            const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+            switch (mode_) {
+                case Mode::KeepAlive:
+                    while (read_request(conn, buffer))
+                        reply(conn, ok);
+                    break;
+                case Mode::CloseAfterResponse:
+                    if (read_request(conn, buffer)) reply(conn, ok);
+                    break;
+                case Mode::Silent:
+                    while (readable(conn)) {
+                        char chunk[4096];
+                        if (::recv(conn, chunk, sizeof chunk, 0) <= 0) break;
+                    }
+                    break;
+                case Mode::Oversize:
+                    if (read_request(conn, buffer))
+                        reply(conn, "HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\nxxxx");
+                    while (readable(conn)) {
+                        char chunk[4096];
+                        if (::recv(conn, chunk, sizeof chunk, 0) <= 0) break;
+                    }
+                    break;
+            }
+            ::close(conn);
+            ++closed_;
+        }
+    }
+
+    Mode mode_;
+    int fd_ = -1;
+    int port_ = 0;
+    std::atomic<bool> stop_{false};
+    std::atomic<int> accepted_{0};
+    std::atomic<int> closed_{0};
     std::thread thread_;
 };
 
@@ -224,6 +335,104 @@ TEST(HttpTransport, RejectsMalformedBaseUrls) {
         opts.tls.pin_sha256 = std::string(64, 'a');
         EXPECT_FALSE(make_http_transport(opts).ok()) << url;
     }
+}
+
+std::unique_ptr<HttpTransport> plain_transport(const std::string& url,
+                                               std::chrono::milliseconds read_timeout = std::chrono::seconds(30)) {
+    HttpClientOptions opts;
+    opts.base_url = url;
+    opts.read_timeout = read_timeout;
+    auto transport = make_http_transport(opts);
+    EXPECT_TRUE(transport.ok()) << (transport.ok() ? "" : transport.message());
+    return transport.ok() ? std::move(*transport) : nullptr;
+}
+
+TEST(HttpTransport, ReusesTheKeptAliveConnection) {
+    RawServer server(RawServer::Mode::KeepAlive);
+    auto transport = plain_transport(server.url());
+    ASSERT_TRUE(transport);
+    for (int i = 0; i < 3; ++i) {
+        auto res = transport->send(HttpRequest{"GET", "/x", {}, "", ""});
+        ASSERT_TRUE(res.ok()) << res.message();
+        EXPECT_EQ(res->body, "ok");
+    }
+    EXPECT_EQ(server.accepted(), 1);
+}
+
+TEST(HttpTransport, ReusesTheKeptAliveTlsConnection) {
+    Fixture f;
+    LoopbackServer server(f.paths.server_cert, f.paths.server_key);
+    ASSERT_TRUE(server.valid());
+    HttpClientOptions opts;
+    opts.base_url = server.url();
+    opts.tls.pin_sha256 = f.pki.ca_fingerprint;
+    auto transport = make_http_transport(opts);
+    ASSERT_TRUE(transport.ok()) << transport.message();
+    auto first = (*transport)->send(HttpRequest{"GET", "/port", {}, "", ""});
+    ASSERT_TRUE(first.ok()) << first.message();
+    auto second = (*transport)->send(HttpRequest{"GET", "/port", {}, "", ""});
+    ASSERT_TRUE(second.ok()) << second.message();
+    EXPECT_EQ(first->body, second->body);  // the same client port: the same connection
+}
+
+TEST(HttpTransport, ReconnectsWhenTheServerClosedTheIdleConnection) {
+    RawServer server(RawServer::Mode::CloseAfterResponse);
+    auto transport = plain_transport(server.url());
+    ASSERT_TRUE(transport);
+    auto first = transport->send(HttpRequest{"GET", "/x", {}, "", ""});
+    ASSERT_TRUE(first.ok()) << first.message();
+    ASSERT_TRUE(server.wait_closed(1));
+    auto second = transport->send(HttpRequest{"GET", "/x", {}, "", ""});
+    ASSERT_TRUE(second.ok()) << second.message();
+    EXPECT_EQ(second->body, "ok");
+    EXPECT_EQ(server.accepted(), 2);
+}
+
+TEST(HttpTransport, ReadDeadlineFiresAgainstASilentServer) {
+    RawServer server(RawServer::Mode::Silent);
+    auto transport = plain_transport(server.url(), std::chrono::milliseconds(300));
+    ASSERT_TRUE(transport);
+    HttpRequest req{"GET", "/x", {{"Authorization", "Bearer SECRET-TOKEN"}}, "", ""};
+    auto res = transport->send(req);
+    ASSERT_FALSE(res.ok());
+    EXPECT_NE(res.message().find("GET " + server.url() + "/x failed: "), std::string::npos) << res.message();
+    EXPECT_NE(res.message().find("timed out"), std::string::npos) << res.message();
+    EXPECT_EQ(res.message().find("SECRET"), std::string::npos) << res.message();
+    EXPECT_EQ(server.accepted(), 1);  // a request that was sent is not retried
+}
+
+TEST(HttpTransport, RefusesAnOversizeResponse) {
+    RawServer server(RawServer::Mode::Oversize);
+    auto transport = plain_transport(server.url());
+    ASSERT_TRUE(transport);
+    auto res = transport->send(HttpRequest{"GET", "/x", {}, "", ""});
+    ASSERT_FALSE(res.ok());
+    EXPECT_NE(res.message().find("exceeds 64 MiB"), std::string::npos) << res.message();
+}
+
+TEST(HttpTransport, RefusesHeaderInjectionWithoutEchoingTheValue) {
+    RawServer server(RawServer::Mode::KeepAlive);
+    auto transport = plain_transport(server.url());
+    ASSERT_TRUE(transport);
+    auto res = transport->send(HttpRequest{"GET", "/x", {{"Authorization", "SECRET\r\nX-Evil: 1"}}, "", ""});
+    ASSERT_FALSE(res.ok());
+    EXPECT_NE(res.message().find("Authorization"), std::string::npos) << res.message();
+    EXPECT_EQ(res.message().find("SECRET"), std::string::npos) << res.message();
+    EXPECT_EQ(server.accepted(), 0);
+}
+
+TEST(HttpTransport, SystemTrustRefusesASelfSignedServer) {
+    Fixture f;
+    LoopbackServer server(f.paths.server_cert, f.paths.server_key);
+    ASSERT_TRUE(server.valid());
+    TlsOptions system;
+    system.system_trust = true;
+    auto res = get(server.url(), system);  // system_trust alone is a way to verify: the transport is made
+    ASSERT_FALSE(res.ok());
+    EXPECT_NE(res.message().find("not trusted by the system CA store"), std::string::npos) << res.message();
+    // Together with a matching pin, the system store must still hold.
+    system.pin_sha256 = f.pki.ca_fingerprint;
+    EXPECT_FALSE(get(server.url(), system).ok());
 }
 
 }  // namespace

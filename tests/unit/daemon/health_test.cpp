@@ -10,6 +10,7 @@
 #include "nodeform/agent/daemon/health.hpp"
 #include "nodeform/agent/system/fake_process_runner.hpp"
 #include "nodeform/posix_process_runner.hpp"
+#include "nodeform/tls.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::agent::daemon {
@@ -125,7 +126,8 @@ TEST(HealthProbe, HttpExpectsTheStatus) {
     server.Get("/teapot", [](const httplib::Request&, httplib::Response& res) { res.status = 418; });
     int port = server.bind_to_any_port("127.0.0.1");
     std::thread t([&] { server.listen_after_bind(); });
-    while (!server.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    while (!server.is_running())
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
     FakeProcessRunner runner;
     SystemClock clock;
     SystemHealthProber prober(runner, clock);
@@ -142,6 +144,32 @@ TEST(HealthProbe, HttpExpectsTheStatus) {
     t.join();
     auto gone = prober.probe(one({{"name", "h"}, {"type", "http"}, {"url", base + "/ok"}, {"timeout_s", 1}}));
     EXPECT_FALSE(gone.pass);
+    EXPECT_NE(gone.message.find("Connection refused"), std::string::npos) << gone.message;
+}
+
+TEST(HealthProbe, HttpsVerifiesAgainstTheSystemStore) {
+    test::TempDir dir;
+    auto pki = tls::generate_pki(tls::PkiOptions{});
+    ASSERT_TRUE(pki.ok()) << pki.message();
+    ASSERT_TRUE(tls::write_pki(dir.path() + "/tls", *pki).ok());
+    auto paths = tls::pki_paths(dir.path() + "/tls");
+    httplib::SSLServer server(paths.server_cert.c_str(), paths.server_key.c_str());
+    ASSERT_TRUE(server.is_valid());
+    server.Get("/ok", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok", "text/plain"); });
+    int port = server.bind_to_any_port("127.0.0.1");
+    std::thread t([&] { server.listen_after_bind(); });
+    while (!server.is_running())
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    FakeProcessRunner runner;
+    SystemClock clock;
+    SystemHealthProber prober(runner, clock);
+    // The site CA is not in the system store: a self-signed server is not healthy, and the message says why.
+    auto r = prober.probe(
+        one({{"name", "h"}, {"type", "http"}, {"url", "https://127.0.0.1:" + std::to_string(port) + "/ok"}}));
+    EXPECT_FALSE(r.pass);
+    EXPECT_NE(r.message.find("system CA store"), std::string::npos) << r.message;
+    server.stop();
+    t.join();
 }
 
 TEST(HealthProbe, DiskFreeComparesWithTheThresholds) {

@@ -17,7 +17,8 @@ class Notifier {
     virtual std::chrono::microseconds watchdog_timeout() const = 0;
 };
 
-// sd_notify / sd_watchdog_enabled from libsystemd; does nothing when not started by systemd.
+// sd_notify(3) over NOTIFY_SOCKET and WATCHDOG_USEC/WATCHDOG_PID (nodeform/systemd.hpp), read from the
+// environment now; does nothing when not started by systemd.
 std::unique_ptr<Notifier> make_systemd_notifier();
 
 // Records every message; the watchdog timeout is whatever the test sets.

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/controller/store/store.hpp"
 #include "nodeform/site/site.hpp"
 
@@ -33,5 +34,7 @@ nlohmann::json node_summary_json(const NodeRecord& record, const site::Node* sit
 // The summary plus "last_report" (the full report) and "last_run_report" when it differs.
 nlohmann::json node_detail_json(const NodeRecord& record, const site::Node* site_node, TimePoint now,
                                 const StatusOptions& options = {});
+// {"state","step","vmid","pve_node","ips","updated_at"[,"failed_step","reason"]}; null when never provisioned.
+nlohmann::json lifecycle_json(const std::optional<lifecycle::NodeRecord>& record);
 
 }  // namespace nodeform::controller

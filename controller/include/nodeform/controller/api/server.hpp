@@ -10,6 +10,7 @@
 
 #include "nodeform/clock.hpp"
 #include "nodeform/controller/config.hpp"
+#include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/controller/store/store.hpp"
 #include "nodeform/log.hpp"
 #include "nodeform/result.hpp"
@@ -55,8 +56,9 @@ struct ServerSecrets {
 
 class ControllerServer {
   public:
+    // lifecycle: the provisioning records shown by the operator endpoints (null: no "lifecycle" fields).
     ControllerServer(ControllerConfig config, Store& store, SiteSource& site_source, const Clock& clock, Logger& logger,
-                     Notifier& notifier, ServerSecrets secrets);
+                     Notifier& notifier, ServerSecrets secrets, lifecycle::LifecycleStore* lifecycle = nullptr);
     ~ControllerServer();
     ControllerServer(const ControllerServer&) = delete;
     ControllerServer& operator=(const ControllerServer&) = delete;
