@@ -68,6 +68,24 @@ class Fd {
     int fd_;
 };
 
+// One datagram to address (with the ancillary data in control, if any), retried on EINTR; the sendmsg result.
+ssize_t send_datagram(int fd, std::pair<sockaddr_un, socklen_t>& address, std::string_view data, int flags,
+                      void* control = nullptr, std::size_t control_size = 0) {
+    iovec iov{const_cast<char*>(data.data()), data.size()};
+    msghdr msg{};
+    msg.msg_name = &address.first;
+    msg.msg_namelen = address.second;
+    msg.msg_iov = data.empty() ? nullptr : &iov;
+    msg.msg_iovlen = data.empty() ? 0 : 1;
+    msg.msg_control = control;
+    msg.msg_controllen = control_size;
+    ssize_t sent = -1;
+    do {
+        sent = ::sendmsg(fd, &msg, flags | MSG_NOSIGNAL);
+    } while (sent < 0 && errno == EINTR);
+    return sent;
+}
+
 void append_le64(std::string& out, std::uint64_t value) {
     for (int i = 0; i < 8; ++i)
         out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
@@ -91,16 +109,7 @@ Status notify(const NotifyEnvironment& env, std::string_view state) {
     Fd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     if (fd.get() < 0) return make_error("notify: socket: " + errno_text(errno));
 
-    iovec iov{const_cast<char*>(state.data()), state.size()};
-    msghdr msg{};
-    msg.msg_name = &address->first;
-    msg.msg_namelen = address->second;
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    ssize_t sent = -1;
-    do {
-        sent = ::sendmsg(fd.get(), &msg, MSG_NOSIGNAL);
-    } while (sent < 0 && errno == EINTR);
+    const ssize_t sent = send_datagram(fd.get(), *address, state, 0);
     if (sent < 0) return make_error("notify: sending to NOTIFY_SOCKET failed: " + errno_text(errno));
     if (static_cast<std::size_t>(sent) != state.size()) return make_error("notify: short datagram");
     return Ok{};
@@ -177,17 +186,7 @@ Status JournalClient::send(const JournalFields& fields) const {
     const std::string payload = encode_journal_entry(fields);
     if (payload.empty()) return make_error("journal: no valid field to send");
 
-    iovec iov{const_cast<char*>(payload.data()), payload.size()};
-    msghdr msg{};
-    msg.msg_name = &address->first;
-    msg.msg_namelen = address->second;
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    ssize_t sent = -1;
-    do {
-        sent = ::sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    } while (sent < 0 && errno == EINTR);
-    if (sent >= 0) return Ok{};
+    if (send_datagram(fd_, *address, payload, MSG_DONTWAIT) >= 0) return Ok{};
     if (errno != EMSGSIZE && errno != ENOBUFS) return make_error("journal: " + errno_text(errno));
 
     // Too big for one datagram: the entry goes in a sealed memfd, sent alone in an empty datagram.
@@ -204,21 +203,17 @@ Status JournalClient::send(const JournalFields& fields) const {
         return make_error("journal: sealing the memfd: " + errno_text(errno));
 
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr fd_msg{};
-    fd_msg.msg_name = &address->first;
-    fd_msg.msg_namelen = address->second;
-    fd_msg.msg_control = control;
-    fd_msg.msg_controllen = sizeof(control);
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&fd_msg);
+    msghdr layout{};  // only for the CMSG_* macros, which find the header through a msghdr
+    layout.msg_control = control;
+    layout.msg_controllen = sizeof(control);
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&layout);
     cmsg->cmsg_level = SOL_SOCKET;
     cmsg->cmsg_type = SCM_RIGHTS;
     cmsg->cmsg_len = CMSG_LEN(sizeof(int));
     const int passed = memfd.get();
     std::memcpy(CMSG_DATA(cmsg), &passed, sizeof(int));
-    do {
-        sent = ::sendmsg(fd_, &fd_msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    } while (sent < 0 && errno == EINTR);
-    if (sent < 0) return make_error("journal: sending the memfd: " + errno_text(errno));
+    if (send_datagram(fd_, *address, {}, MSG_DONTWAIT, control, sizeof(control)) < 0)
+        return make_error("journal: sending the memfd: " + errno_text(errno));
     return Ok{};
 }
 

@@ -994,6 +994,10 @@ ControllerServer::~ControllerServer() {
         if (t.joinable()) t.join();
 }
 
+std::int64_t ControllerServer::open_connections() const {
+    return impl_->connections.open.load();
+}
+
 std::shared_ptr<const site::Site> ControllerServer::current_site() const {
     auto snap = impl_->current();
     if (!snap) return nullptr;

@@ -714,7 +714,10 @@ TEST_F(ApiTest, ConnectionsBeyondTheCapAreAnswered503AtOnce) {
     std::vector<std::unique_ptr<SlowLoris>> silent;
     for (int i = 0; i < 4; ++i)
         silent.push_back(std::make_unique<SlowLoris>(server_->port()));
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    // All four counted before the fifth arrives (under load the accepting thread may lag behind connect()).
+    for (int i = 0; i < 500 && server_->open_connections() < 4; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_EQ(server_->open_connections(), 4);
     auto started = std::chrono::steady_clock::now();
     std::string answer = raw("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2)) << "the refusal waited for a worker";
