@@ -2,8 +2,8 @@
 #include <exception>
 #include <iostream>
 
-#include "nodeform/args.hpp"
 #include "nodeform/agent/cli.hpp"
+#include "nodeform/args.hpp"
 
 int main(int argc, char** argv) {
     try {

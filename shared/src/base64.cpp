@@ -31,11 +31,16 @@ std::string encode(std::string_view data, const char* alphabet, bool pad) {
 
 }  // namespace
 
-std::string base64_encode(std::string_view data) { return encode(data, kStd, true); }
-std::string base64url_encode(std::string_view data) { return encode(data, kUrl, false); }
+std::string base64_encode(std::string_view data) {
+    return encode(data, kStd, true);
+}
+std::string base64url_encode(std::string_view data) {
+    return encode(data, kUrl, false);
+}
 
 std::optional<std::string> base64_decode(std::string_view text) {
-    while (!text.empty() && text.back() == '=') text.remove_suffix(1);
+    while (!text.empty() && text.back() == '=')
+        text.remove_suffix(1);
     std::array<int, 256> table{};
     table.fill(-1);
     for (int i = 0; i < 64; ++i) {

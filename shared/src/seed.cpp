@@ -16,12 +16,14 @@ constexpr std::size_t kMaxSeedText = 4096;
 }  // namespace
 
 std::string encode_seed_compact(const Seed& seed) {
-    nlohmann::json j = {{"i", seed.identity}, {"u", seed.controller_url}, {"t", seed.token}, {"f", seed.ca_fingerprint}};
+    nlohmann::json j = {
+        {"i", seed.identity}, {"u", seed.controller_url}, {"t", seed.token}, {"f", seed.ca_fingerprint}};
     return std::string(kPrefix) + base64url_encode(j.dump());
 }
 
 Result<Seed> decode_seed_compact(std::string_view text) {
-    while (!text.empty() && (text.back() == '\n' || text.back() == ' ' || text.back() == '\0')) text.remove_suffix(1);
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ' || text.back() == '\0'))
+        text.remove_suffix(1);
     if (text.size() > kMaxSeedText) return make_error("seed: longer than " + std::to_string(kMaxSeedText) + " bytes");
     if (text.substr(0, kPrefix.size()) != kPrefix) {
         return make_error("seed: does not start with \"nf1:\" (not a nodeform seed)");
@@ -42,15 +44,17 @@ Result<Seed> decode_seed_compact(std::string_view text) {
 }
 
 Result<Seed> parse_seed_yaml(const std::string& text, const std::string& source_name) {
-    if (text.size() > kMaxSeedText) return make_error(source_name + ": larger than " + std::to_string(kMaxSeedText) + " bytes");
+    if (text.size() > kMaxSeedText)
+        return make_error(source_name + ": larger than " + std::to_string(kMaxSeedText) + " bytes");
     YAML::Node root;
     try {
         root = YAML::Load(text);
     } catch (const YAML::Exception& e) {
-        return make_error(source_name + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
-                          ": " + e.msg);
+        return make_error(source_name + ":" + std::to_string(e.mark.line + 1) + ":" +
+                          std::to_string(e.mark.column + 1) + ": " + e.msg);
     }
-    if (!root.IsMap()) return make_error(source_name + ": expected a mapping with identity, controller_url, token, ca_fingerprint");
+    if (!root.IsMap())
+        return make_error(source_name + ": expected a mapping with identity, controller_url, token, ca_fingerprint");
     Seed seed;
     const std::pair<const char*, std::string*> fields[] = {{"identity", &seed.identity},
                                                            {"controller_url", &seed.controller_url},
@@ -79,11 +83,13 @@ Result<Seed> parse_seed_yaml(const std::string& text, const std::string& source_
 
 Status validate_seed(const Seed& seed) {
     static const std::regex identity_re("^[a-z][a-z0-9-]{0,62}$");
-    static const std::regex url_re("^https?://[A-Za-z0-9.\\-]+(:[0-9]{1,5})?/?$|^https?://\\[[0-9A-Fa-f:]+\\](:[0-9]{1,5})?/?$");
+    static const std::regex url_re(
+        "^https?://[A-Za-z0-9.\\-]+(:[0-9]{1,5})?/?$|^https?://\\[[0-9A-Fa-f:]+\\](:[0-9]{1,5})?/?$");
     static const std::regex token_re("^[A-Za-z0-9._~+/=-]{16,256}$");
     static const std::regex fp_re("^[0-9a-f]{64}$");
     if (!std::regex_match(seed.identity, identity_re)) {
-        return make_error("identity: must be lowercase letters, digits and hyphens, start with a letter, at most 63 characters");
+        return make_error(
+            "identity: must be lowercase letters, digits and hyphens, start with a letter, at most 63 characters");
     }
     if (!std::regex_match(seed.controller_url, url_re)) {
         return make_error("controller_url: must be http(s)://HOST[:PORT]");

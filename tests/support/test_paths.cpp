@@ -6,9 +6,15 @@
 
 namespace nodeform::test {
 
-std::string source_dir() { return NODEFORM_SOURCE_DIR; }
-std::string binary_dir() { return NODEFORM_BINARY_DIR; }
-std::string data_dir() { return std::string(NODEFORM_SOURCE_DIR) + "/tests/data"; }
+std::string source_dir() {
+    return NODEFORM_SOURCE_DIR;
+}
+std::string binary_dir() {
+    return NODEFORM_BINARY_DIR;
+}
+std::string data_dir() {
+    return std::string(NODEFORM_SOURCE_DIR) + "/tests/data";
+}
 
 TempDir::TempDir() {
     const char* base = std::getenv("TMPDIR");

@@ -4,19 +4,19 @@
 
 namespace nodeform::test {
 
-std::string source_dir();                 // the repository root
-std::string binary_dir();                 // the CMake build tree
-std::string data_dir();                   // tests/data
+std::string source_dir();  // the repository root
+std::string binary_dir();  // the CMake build tree
+std::string data_dir();    // tests/data
 // A fresh empty directory under $TMPDIR, removed when the returned object dies.
 class TempDir {
-public:
+  public:
     TempDir();
     ~TempDir();
     TempDir(const TempDir&) = delete;
     TempDir& operator=(const TempDir&) = delete;
     const std::string& path() const { return path_; }
 
-private:
+  private:
     std::string path_;
 };
 

@@ -310,8 +310,8 @@ struct ControllerServer::Impl {
     Notifier& notifier;
     ServerSecrets secrets;
     lifecycle::LifecycleStore* lifecycle;  // may be null
-    ReportBatcher reports;           // group commit; declared before http so that it outlives the workers
-    ConnectionCounters connections;  // likewise
+    ReportBatcher reports;                 // group commit; declared before http so that it outlives the workers
+    ConnectionCounters connections;        // likewise
 
     std::unique_ptr<httplib::Server> http;
     Metrics metrics;
@@ -709,7 +709,8 @@ struct ControllerServer::Impl {
             json summary = node_summary_json(rec, node, clock.now(), opts);
             if (lifecycle != nullptr) {
                 auto lc = provisioned.find(id);
-                summary["lifecycle"] = lifecycle_json(lc == provisioned.end() ? std::nullopt : std::optional(lc->second));
+                summary["lifecycle"] =
+                    lifecycle_json(lc == provisioned.end() ? std::nullopt : std::optional(lc->second));
             }
             list.push_back(std::move(summary));
         }

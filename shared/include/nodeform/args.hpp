@@ -12,8 +12,8 @@
 namespace nodeform {
 
 struct ArgSpec {
-    std::set<std::string> valued;   // options that take a value (without the leading "--")
-    std::set<std::string> flags;    // boolean options
+    std::set<std::string> valued;  // options that take a value (without the leading "--")
+    std::set<std::string> flags;   // boolean options
 };
 
 struct ParsedArgs {
@@ -39,10 +39,10 @@ Result<ParsedArgs> parse_args(const std::vector<std::string>& args, const ArgSpe
 // Exit codes shared by both programs (docs/cli.md).
 namespace exit_code {
 constexpr int ok = 0;
-constexpr int failure = 1;       // the command ran and the outcome is negative (invalid site, failed resource)
-constexpr int usage = 2;         // wrong arguments
-constexpr int config = 3;        // configuration file or site could not be loaded
-constexpr int runtime = 4;       // I/O, network or other runtime failure
+constexpr int failure = 1;  // the command ran and the outcome is negative (invalid site, failed resource)
+constexpr int usage = 2;    // wrong arguments
+constexpr int config = 3;   // configuration file or site could not be loaded
+constexpr int runtime = 4;  // I/O, network or other runtime failure
 }  // namespace exit_code
 
 }  // namespace nodeform

@@ -1,7 +1,7 @@
 #pragma once
 // Durable file writes: temp file in the same directory + fsync + rename + fsync of the directory.
-#include <string>
 #include <sys/types.h>
+#include <string>
 
 #include "nodeform/result.hpp"
 
@@ -9,7 +9,7 @@ namespace nodeform {
 
 struct WriteOptions {
     mode_t mode = 0644;
-    bool create_parents = false;   // create missing parent directories (mode 0755)
+    bool create_parents = false;  // create missing parent directories (mode 0755)
 };
 
 Status write_file_atomic(const std::string& path, const std::string& content, const WriteOptions& options = {});

@@ -14,9 +14,9 @@ struct Error {
 
 template <typename T>
 class [[nodiscard]] Result {
-public:
-    Result(T value) : state_(std::move(value)) {}              // NOLINT(google-explicit-constructor)
-    Result(Error error) : state_(std::move(error)) {}          // NOLINT(google-explicit-constructor)
+  public:
+    Result(T value) : state_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
+    Result(Error error) : state_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
 
     bool ok() const { return std::holds_alternative<T>(state_); }
     explicit operator bool() const { return ok(); }
@@ -32,7 +32,7 @@ public:
     const Error& error() const { return std::get<Error>(state_); }
     const std::string& message() const { return error().message; }
 
-private:
+  private:
     std::variant<T, Error> state_;
 };
 
@@ -40,6 +40,8 @@ private:
 struct Ok {};
 using Status = Result<Ok>;
 
-inline Error make_error(std::string message) { return Error{std::move(message)}; }
+inline Error make_error(std::string message) {
+    return Error{std::move(message)};
+}
 
 }  // namespace nodeform

@@ -8,10 +8,10 @@
 namespace nodeform {
 
 struct Seed {
-    std::string identity;          // node name, as in the site's nodes/NAME.yaml
-    std::string controller_url;    // https://host:port (http:// only for the dev posture on loopback)
-    std::string token;             // one-time enrollment token, or the site token (secret)
-    std::string ca_fingerprint;    // SHA-256 of the controller CA certificate (DER), 64 hex chars
+    std::string identity;        // node name, as in the site's nodes/NAME.yaml
+    std::string controller_url;  // https://host:port (http:// only for the dev posture on loopback)
+    std::string token;           // one-time enrollment token, or the site token (secret)
+    std::string ca_fingerprint;  // SHA-256 of the controller CA certificate (DER), 64 hex chars
 };
 
 // Compact single-line encoding for the SMBIOS serial: "nf1:" + base64url(compact JSON).

@@ -119,7 +119,8 @@ class FakeController {
         });
         ASSERT_TRUE(server_->bind_to_port("127.0.0.1", port_));
         thread_ = std::thread([this] { server_->listen_after_bind(); });
-        while (!server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        while (!server_->is_running())
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     void stop() {
         if (!server_) return;

@@ -63,7 +63,7 @@ class RootTest : public ::testing::Test {
 
     // Runs argv through sh -c script (script sees the argv as "$@"; $0 is the root).
     CommandRun sh(const std::vector<std::string>& argv, const std::string& script,
-           std::chrono::seconds timeout = std::chrono::minutes(5)) {
+                  std::chrono::seconds timeout = std::chrono::minutes(5)) {
         PosixProcessRunner runner;
         ProcessRequest request;
         request.argv = {"sh", "-c", script, root_};
@@ -78,7 +78,8 @@ class RootTest : public ::testing::Test {
     // nodeform-agent ARGS in a private mount namespace with the root's /proc and /dev mounted.
     // extra_mounts runs first inside the namespace (e.g. a small filesystem for the full-disk test).
     // after runs in the namespace once the agent has finished (its exit code is kept).
-    CommandRun agent(std::vector<std::string> args, const std::string& extra_mounts = "", const std::string& after = "") {
+    CommandRun agent(std::vector<std::string> args, const std::string& extra_mounts = "",
+                     const std::string& after = "") {
         std::string run = after.empty() ? " exec \"$@\"" : " set +e; \"$@\"; rc=$?; " + after + " exit $rc";
         std::vector<std::string> argv = {
             "unshare",

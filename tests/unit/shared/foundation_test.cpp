@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <sys/stat.h>
+#include <filesystem>
 
 #include "nodeform/args.hpp"
 #include "nodeform/atomic_file.hpp"
@@ -50,8 +50,11 @@ TEST(Seed, CompactRoundTripFitsSmbiosBudget) {
 }
 
 TEST(Seed, RejectsMalformedWithFieldName) {
-    auto r = parse_seed_yaml("identity: Web_01\ncontroller_url: https://c:1\ntoken: aaaaaaaaaaaaaaaaaaaa\n"
-                             "ca_fingerprint: " + std::string(64, 'a') + "\n", "seed.yaml");
+    auto r = parse_seed_yaml(
+        "identity: Web_01\ncontroller_url: https://c:1\ntoken: aaaaaaaaaaaaaaaaaaaa\n"
+        "ca_fingerprint: " +
+            std::string(64, 'a') + "\n",
+        "seed.yaml");
     ASSERT_FALSE(r.ok());
     EXPECT_NE(r.message().find("seed.yaml: identity"), std::string::npos) << r.message();
     auto unknown = parse_seed_yaml("identiti: x\n", "seed.yaml");
