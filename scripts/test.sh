@@ -9,6 +9,7 @@ scripts/build.sh build-test -DNODEFORM_SANITIZE=ON
 # The shipped configuration too (optimized, no sanitizers, the agent's static C++ runtime): it must compile
 # warning-free at -O2, and the agent's link check (agent/cmake/check_needed.cmake) runs on it.
 scripts/build.sh build-release -DNODEFORM_SANITIZE=OFF -DNODEFORM_BUILD_TESTS=OFF
+scripts/check-packages.sh build-release  # the .debs carry the programs, their units and their dependencies
 scripts/test-setup.sh >/dev/null
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
