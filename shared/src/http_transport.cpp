@@ -45,6 +45,9 @@ struct ParsedUrl {
     std::string host;  // without brackets
     int port = 0;
     std::string prefix;  // path prefix without trailing slash ("" or "/api")
+
+    // The host as it stands in an authority: IPv6 literals in brackets.
+    std::string bracketed_host() const { return host.find(':') != std::string::npos ? "[" + host + "]" : host; }
 };
 
 Result<ParsedUrl> parse_base_url(const std::string& url) {
@@ -255,8 +258,7 @@ class BeastTransport final : public HttpTransport {
           ssl_(std::move(ssl)),
           verify_(std::move(verify)),
           base_url_(std::move(base_url)) {
-        bool v6 = url_.host.find(':') != std::string::npos;
-        host_header_ = v6 ? "[" + url_.host + "]" : url_.host;
+        host_header_ = url_.bracketed_host();
         if (url_.port != (url_.https ? 443 : 80)) host_header_ += ":" + std::to_string(url_.port);
     }
 
@@ -319,8 +321,7 @@ class BeastTransport final : public HttpTransport {
     }
 
     Status connect() {
-        std::string where = (url_.host.find(':') != std::string::npos ? "[" + url_.host + "]" : url_.host) + ":" +
-                            std::to_string(url_.port);
+        std::string where = url_.bracketed_host() + ":" + std::to_string(url_.port);
         error_code ec;
         tcp::resolver resolver(ioc_);
         auto endpoints = resolver.resolve(url_.host, std::to_string(url_.port), tcp::resolver::numeric_service, ec);

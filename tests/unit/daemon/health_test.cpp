@@ -120,14 +120,21 @@ TEST(HealthProbe, TcpConnectsToAListenerAndFailsOnAClosedPort) {
     EXPECT_NE(down.message.find("refused"), std::string::npos) << down.message;
 }
 
+// Binds server to an ephemeral loopback port and serves it on a thread until server.stop().
+std::thread serve_in_background(httplib::Server& server, int& port) {
+    port = server.bind_to_any_port("127.0.0.1");
+    std::thread t([&server] { server.listen_after_bind(); });
+    while (!server.is_running())
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return t;
+}
+
 TEST(HealthProbe, HttpExpectsTheStatus) {
     httplib::Server server;
     server.Get("/ok", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok", "text/plain"); });
     server.Get("/teapot", [](const httplib::Request&, httplib::Response& res) { res.status = 418; });
-    int port = server.bind_to_any_port("127.0.0.1");
-    std::thread t([&] { server.listen_after_bind(); });
-    while (!server.is_running())
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    int port = 0;
+    std::thread t = serve_in_background(server, port);
     FakeProcessRunner runner;
     SystemClock clock;
     SystemHealthProber prober(runner, clock);
@@ -156,10 +163,8 @@ TEST(HealthProbe, HttpsVerifiesAgainstTheSystemStore) {
     httplib::SSLServer server(paths.server_cert.c_str(), paths.server_key.c_str());
     ASSERT_TRUE(server.is_valid());
     server.Get("/ok", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok", "text/plain"); });
-    int port = server.bind_to_any_port("127.0.0.1");
-    std::thread t([&] { server.listen_after_bind(); });
-    while (!server.is_running())
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    int port = 0;
+    std::thread t = serve_in_background(server, port);
     FakeProcessRunner runner;
     SystemClock clock;
     SystemHealthProber prober(runner, clock);
