@@ -2,8 +2,13 @@
 
 #include <cstdio>
 #include <ctime>
+#include <thread>
 
 namespace nodeform {
+
+void SystemClock::sleep_for(std::chrono::milliseconds duration) const {
+    std::this_thread::sleep_for(duration);
+}
 
 std::string format_rfc3339(std::chrono::system_clock::time_point t) {
     using namespace std::chrono;

@@ -217,8 +217,6 @@ int setup(const ParsedArgs& args, CliIo io, const char* usage, Env& env, bool ne
             if (p == point) _exit(137);
         };
     }
-    auto t0 = std::chrono::steady_clock::now();
-    (void)t0;
     deps.progress = [&env, io](const lc::ProgressEvent& e) {
         std::lock_guard<std::mutex> lock(env.out_mutex);
         char elapsed[32];

@@ -1,5 +1,6 @@
 #pragma once
-// Clock: wall time for timestamps and expiries, steady time for intervals. Fake in tests.
+// Clock: wall time for timestamps and expiries, steady time for intervals, and waiting. Fake in tests (a fake
+// clock's sleep_for advances its own time and returns at once).
 #include <chrono>
 #include <string>
 
@@ -10,12 +11,14 @@ class Clock {
     virtual ~Clock() = default;
     virtual std::chrono::system_clock::time_point now() const = 0;
     virtual std::chrono::steady_clock::time_point steady_now() const = 0;
+    virtual void sleep_for(std::chrono::milliseconds duration) const = 0;
 };
 
 class SystemClock final : public Clock {
   public:
     std::chrono::system_clock::time_point now() const override { return std::chrono::system_clock::now(); }
     std::chrono::steady_clock::time_point steady_now() const override { return std::chrono::steady_clock::now(); }
+    void sleep_for(std::chrono::milliseconds duration) const override;
 };
 
 // RFC 3339 UTC with milliseconds, e.g. 2026-11-23T19:40:00.123Z.

@@ -57,19 +57,6 @@ std::string check_object_name(std::string_view name) {
     return {};
 }
 
-std::string check_hostname(std::string_view name, int max_length) {
-    if (name.empty()) return "must not be empty";
-    if (name.size() > static_cast<std::size_t>(max_length)) {
-        return "is longer than " + std::to_string(max_length) + " characters (naming.max_length)";
-    }
-    if (!is_lower(name[0])) return "must start with a lowercase letter";
-    for (char c : name) {
-        if (!is_lower(c) && !is_digit(c) && c != '-') return "may contain only lowercase letters, digits and '-'";
-    }
-    if (name.back() == '-') return "must not end with '-'";
-    return {};
-}
-
 std::string check_domain(std::string_view domain) {
     if (domain.empty()) return "must not be empty";
     if (domain.size() > 253) return "is longer than 253 characters";
@@ -293,3 +280,21 @@ std::string check_mode(std::string_view mode) {
 }
 
 }  // namespace nodeform::site::detail
+
+namespace nodeform::site {
+
+std::string check_hostname(std::string_view name, int max_length) {
+    if (name.empty()) return "must not be empty";
+    if (name.size() > static_cast<std::size_t>(max_length)) {
+        return "is longer than " + std::to_string(max_length) + " characters (naming.max_length)";
+    }
+    if (!detail::is_lower(name[0])) return "must start with a lowercase letter";
+    for (char c : name) {
+        if (!detail::is_lower(c) && !detail::is_digit(c) && c != '-')
+            return "may contain only lowercase letters, digits and '-'";
+    }
+    if (name.back() == '-') return "must not end with '-'";
+    return {};
+}
+
+}  // namespace nodeform::site

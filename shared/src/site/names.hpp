@@ -4,10 +4,12 @@
 #include <string>
 #include <string_view>
 
+#include "nodeform/site/naming.hpp"
+
 namespace nodeform::site::detail {
 
-std::string check_object_name(std::string_view name);               // spec/posture/preset/stack/check names
-std::string check_hostname(std::string_view name, int max_length);  // naming policy
+std::string check_object_name(std::string_view name);  // spec/posture/preset/stack/check names
+using site::check_hostname;                            // naming policy (public: nodeform/site/naming.hpp)
 std::string check_domain(std::string_view domain);
 std::string check_package_name(std::string_view name);                  // Debian policy: [a-z0-9][a-z0-9+.-]+
 std::string check_unix_name(std::string_view name);                     // [a-z_][a-z0-9_-]{0,31}

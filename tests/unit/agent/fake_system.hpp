@@ -17,6 +17,7 @@ class FixedClock final : public Clock {
         return std::chrono::system_clock::time_point(std::chrono::seconds(1795000000));
     }
     std::chrono::steady_clock::time_point steady_now() const override { return std::chrono::steady_clock::now(); }
+    void sleep_for(std::chrono::milliseconds) const override {}
 };
 
 inline std::string dpkg_stanza(const std::string& name, const std::string& state = "installed",

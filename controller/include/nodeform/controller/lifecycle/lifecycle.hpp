@@ -142,12 +142,11 @@ struct LifecycleDeps {
     ProviderFactory providers;
     EnrollmentIssuer* issuer = nullptr;
     NodeReportSource* reports = nullptr;
-    const Clock* clock = nullptr;
+    const Clock* clock = nullptr;  // every timestamp, deadline and wait (sleep_for) goes through it
     Logger* logger = nullptr;
     std::function<void(const ProgressEvent&)> progress;  // optional
-    // Test hook: called at "before:STEP" and "after:STEP" points; a test makes it throw or _exit.
+    // Test hook: called at "before:STEP", "called:STEP" and "after:STEP" points; a test makes it throw or _exit.
     std::function<void(const std::string& point)> crash_point;  // optional
-    std::function<void(std::chrono::milliseconds)> sleep;       // optional, default sleep_for
 };
 
 struct GateVerdict {
@@ -155,6 +154,7 @@ struct GateVerdict {
     bool pass = false;
     std::string detail;
 };
+nlohmann::json to_json(const GateVerdict& gate);
 
 struct PlannedCall {
     std::string method;
@@ -194,15 +194,12 @@ class Lifecycle {
     // Decommissions by the node's policy; abandon = forget the node without touching Proxmox.
     RunResult destroy(const site::Site& site, const std::string& identity, bool abandon = false);
 
-    struct Run;  // one node's run (opaque; defined in lifecycle.cpp)
+    struct Run;  // one node's run (defined in controller/src/lifecycle/run.hpp)
 
   private:
+    Result<std::unique_ptr<Run>> prepare(const site::Site& site, const std::string& identity);
     RunResult create_reserved(const site::Site& site, const std::string& identity);
     void reserve_batch(const site::Site& site, const std::vector<std::string>& identities);
-    RunResult provision(Run& run);
-    RunResult decommission(Run& run, bool abandon);
-    std::vector<GateVerdict> gates(Run& run, bool reserve);
-    void sleep(std::chrono::milliseconds d);
 
     LifecycleDeps deps_;
     LifecycleOptions options_;

@@ -1,0 +1,64 @@
+// node plan: the gates' verdicts and the API calls 'node create' would make. Reads only, writes nothing.
+#include "nodeform/controller/providers/proxmox.hpp"
+#include "run.hpp"
+
+namespace nodeform::controller::lifecycle {
+
+Result<Plan> Lifecycle::plan(const site::Site& site, const std::string& identity) {
+    auto prepared = prepare(site, identity);
+    if (!prepared) return prepared.error();
+    Run& run = **prepared;
+    Plan plan;
+    plan.identity = identity;
+    auto existing = deps_.store->get(identity);
+    plan.current_state = existing && *existing ? to_string((*existing)->state) : "none";
+    if (existing && *existing && (*existing)->state == State::active) {
+        plan.vmid = (*existing)->vmid;
+        return plan;
+    }
+    plan.gates = gates(run, false);
+    plan.vmid = run.rec.vmid;
+    const auto& pl = run.node->placement;
+    const std::string vm = "/nodes/" + pl.pve_node + "/qemu/" + std::to_string(plan.vmid);
+    const Operation& provisioning = provision_operation();
+    int done = step_index(provisioning, run.rec.step);
+    auto want = [&](const std::string& step) { return step_index(provisioning, step) > done; };
+    if (want("cloned")) {
+        std::string params = "newid=" + std::to_string(plan.vmid) + " name=" + identity +
+                             " full=1 storage=" + pl.storage + (pl.pool.empty() ? "" : " pool=" + pl.pool) +
+                             " description=managed-by-nodeform";
+        plan.calls.push_back(
+            {"POST", "/nodes/" + pl.pve_node + "/qemu/" + std::to_string(pl.template_vmid) + "/clone", params});
+        plan.calls.push_back({"GET", "/nodes/" + pl.pve_node + "/tasks/{UPID}/status", "until stopped"});
+    }
+    if (want("configured")) {
+        providers::VmState tmpl;
+        auto t = run.provider->vm_state(pl.pve_node, pl.template_vmid);
+        if (t.ok()) tmpl = *t.value;
+        tmpl.config["smbios1"] = "uuid=[the clone's uuid]";
+        auto cfg = build_config(*run.node, tmpl,
+                                encode_seed_compact(run.seed(std::string(deps_.issuer->token_length(), 'x'))));
+        std::string params;
+        if (cfg) {
+            for (const auto& [k, v] : cfg->shown)
+                params += (params.empty() ? "" : " ") + k + "=" + v;
+        } else {
+            params = "(cannot build the configuration: " + cfg.message() + ")";
+        }
+        plan.calls.push_back({"PUT", vm + "/config", params + " digest=[current digest]"});
+    }
+    if (want("resized")) {
+        plan.calls.push_back(
+            {"PUT", vm + "/resize",
+             "disk=[boot disk] size=" + std::to_string(run.node->sizing.disk_gb) + "G (only when smaller)"});
+    }
+    if (want("started")) plan.calls.push_back({"POST", vm + "/status/start", ""});
+    if (want("agent_ready")) {
+        plan.calls.push_back({"POST", vm + "/agent/ping", "until the guest agent answers"});
+        plan.calls.push_back({"GET", vm + "/agent/network-get-interfaces", ""});
+    }
+    (void)run.provider->take_calls();
+    return plan;
+}
+
+}  // namespace nodeform::controller::lifecycle
