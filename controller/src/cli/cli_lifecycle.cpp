@@ -235,28 +235,42 @@ Result<ParsedArgs> parse(const std::vector<std::string>& args, CliIo io, const c
     return parsed;
 }
 
+json result_json(const lc::RunResult& r) {
+    return {{"identity", r.identity}, {"state", lc::to_string(r.state)}, {"ok", r.ok}, {"message", r.message}};
+}
+
+// The start of node plan / create / destroy: --help, the options, how many NAMEs (exactly one, or at least
+// one). An exit code when the command ends here.
+std::optional<int> start(const std::vector<std::string>& args, CliIo io, const char* usage,
+                         const std::string& names_rule, bool exactly_one, ParsedArgs& out) {
+    if (wants_help(args)) {
+        io.out << usage << kCommon;
+        return exit_code::ok;
+    }
+    auto parsed = parse(args, io, usage);
+    if (!parsed) return exit_code::usage;
+    if (exactly_one ? parsed->positionals.size() != 1 : parsed->positionals.empty()) {
+        io.err << "nodeform-controller: " << names_rule << "\n\n" << usage;
+        return exit_code::usage;
+    }
+    out = std::move(*parsed);
+    return std::nullopt;
+}
+
 }  // namespace
 
 int cmd_node_plan(const std::vector<std::string>& args, CliIo io) {
-    if (wants_help(args)) {
-        io.out << kPlanUsage << kCommon;
-        return exit_code::ok;
-    }
-    auto parsed = parse(args, io, kPlanUsage);
-    if (!parsed) return exit_code::usage;
-    if (parsed->positionals.size() != 1) {
-        io.err << "nodeform-controller: node plan takes exactly one NAME\n\n" << kPlanUsage;
-        return exit_code::usage;
-    }
+    ParsedArgs parsed;
+    if (auto rc = start(args, io, kPlanUsage, "node plan takes exactly one NAME", true, parsed)) return *rc;
     Env env;
-    if (int rc = setup(*parsed, io, kPlanUsage, env); rc != exit_code::ok) return rc;
-    const std::string& name = parsed->positionals[0];
+    if (int rc = setup(parsed, io, kPlanUsage, env); rc != exit_code::ok) return rc;
+    const std::string& name = parsed.positionals[0];
     auto plan = env.lifecycle->plan(env.site, name);
     if (!plan) {
         io.err << "nodeform-controller: " << plan.message() << "\n";
         return exit_code::config;
     }
-    if (parsed->has("json")) {
+    if (parsed.has("json")) {
         io.out << lc::to_json(*plan).dump(2) << "\n";
         return plan->ok() ? exit_code::ok : exit_code::failure;
     }
@@ -280,18 +294,10 @@ int cmd_node_plan(const std::vector<std::string>& args, CliIo io) {
 }
 
 int cmd_node_create(const std::vector<std::string>& args, CliIo io) {
-    if (wants_help(args)) {
-        io.out << kCreateUsage << kCommon;
-        return exit_code::ok;
-    }
-    auto parsed = parse(args, io, kCreateUsage);
-    if (!parsed) return exit_code::usage;
-    if (parsed->positionals.empty()) {
-        io.err << "nodeform-controller: node create needs at least one NAME\n\n" << kCreateUsage;
-        return exit_code::usage;
-    }
+    ParsedArgs parsed;
+    if (auto rc = start(args, io, kCreateUsage, "node create needs at least one NAME", false, parsed)) return *rc;
     int parallel = 4;
-    if (auto p = parsed->get("parallel")) {
+    if (auto p = parsed.get("parallel")) {
         char* end = nullptr;
         long v = std::strtol(p->c_str(), &end, 10);
         if (end == p->c_str() || *end != '\0' || v < 1 || v > 256) {
@@ -301,22 +307,21 @@ int cmd_node_create(const std::vector<std::string>& args, CliIo io) {
         parallel = static_cast<int>(v);
     }
     Env env;
-    if (int rc = setup(*parsed, io, kCreateUsage, env); rc != exit_code::ok) return rc;
-    for (const auto& name : parsed->positionals) {
+    if (int rc = setup(parsed, io, kCreateUsage, env); rc != exit_code::ok) return rc;
+    for (const auto& name : parsed.positionals) {
         if (!env.site.nodes.count(name)) {
             io.err << "nodeform-controller: node '" << name << "' is not in the site\n";
             return exit_code::config;
         }
     }
-    auto results = env.lifecycle->create_many(env.site, parsed->positionals, parallel);
+    auto results = env.lifecycle->create_many(env.site, parsed.positionals, parallel);
     bool all_ok = true;
     json out = json::array();
     for (const auto& r : results) {
         all_ok = all_ok && r.ok;
-        out.push_back(
-            {{"identity", r.identity}, {"state", lc::to_string(r.state)}, {"ok", r.ok}, {"message", r.message}});
+        out.push_back(result_json(r));
     }
-    if (parsed->has("json")) {
+    if (parsed.has("json")) {
         io.out << out.dump(2) << "\n";
     } else {
         for (const auto& r : results)
@@ -326,26 +331,13 @@ int cmd_node_create(const std::vector<std::string>& args, CliIo io) {
 }
 
 int cmd_node_destroy(const std::vector<std::string>& args, CliIo io) {
-    if (wants_help(args)) {
-        io.out << kDestroyUsage << kCommon;
-        return exit_code::ok;
-    }
-    auto parsed = parse(args, io, kDestroyUsage);
-    if (!parsed) return exit_code::usage;
-    if (parsed->positionals.size() != 1) {
-        io.err << "nodeform-controller: node destroy takes exactly one NAME\n\n" << kDestroyUsage;
-        return exit_code::usage;
-    }
+    ParsedArgs parsed;
+    if (auto rc = start(args, io, kDestroyUsage, "node destroy takes exactly one NAME", true, parsed)) return *rc;
     Env env;
-    if (int rc = setup(*parsed, io, kDestroyUsage, env); rc != exit_code::ok) return rc;
-    auto r = env.lifecycle->destroy(env.site, parsed->positionals[0], parsed->has("abandon"));
-    if (parsed->has("json")) {
-        io.out << json{{"identity", r.identity},
-                       {"state", lc::to_string(r.state)},
-                       {"ok", r.ok},
-                       {"message", r.message}}
-                      .dump(2)
-               << "\n";
+    if (int rc = setup(parsed, io, kDestroyUsage, env); rc != exit_code::ok) return rc;
+    auto r = env.lifecycle->destroy(env.site, parsed.positionals[0], parsed.has("abandon"));
+    if (parsed.has("json")) {
+        io.out << result_json(r).dump(2) << "\n";
     } else {
         (r.ok ? io.out : io.err) << (r.ok ? "ok      " : "NOT OK  ") << r.message << "\n";
     }

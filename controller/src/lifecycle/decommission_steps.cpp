@@ -3,9 +3,6 @@
 
 namespace nodeform::controller::lifecycle {
 
-using json = nlohmann::json;
-using providers::Outcome;
-using providers::VmState;
 using site::DecommissionPolicy;
 
 namespace {

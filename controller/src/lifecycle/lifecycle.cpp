@@ -11,7 +11,6 @@
 
 namespace nodeform::controller::lifecycle {
 
-using json = nlohmann::json;
 using std::chrono::milliseconds;
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 // SQLite persistence of lifecycle records and receipts (own tables in the controller's state database).
-#include <sqlite3.h>
-
+#include <iterator>
 #include <mutex>
 
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
+#include "nodeform/controller/store/sqlite.hpp"
 
 namespace nodeform::controller::lifecycle {
 namespace {
@@ -38,80 +38,55 @@ const char* const kMigrations[] = {
        CREATE INDEX lifecycle_receipts_identity ON lifecycle_receipts(identity, id);)",
 };
 
+constexpr const char* kNodeColumns =
+    "identity,state,step,endpoint,pve_node,vmid,pending_upid,failed_step,reason,ips,token_expires_at,updated_at";
+
 class SqliteLifecycleStore final : public LifecycleStore {
   public:
-    explicit SqliteLifecycleStore(sqlite3* db) : db_(db) {}
-    ~SqliteLifecycleStore() override { sqlite3_close(db_); }
+    explicit SqliteLifecycleStore(sqlite::Database db) : db_(std::move(db)) {}
 
+    // Own bookkeeping table (lifecycle_schema_migrations), kept for databases written by earlier controllers.
     Status migrate() {
-        if (auto st = exec("CREATE TABLE IF NOT EXISTS lifecycle_schema_migrations (version INTEGER PRIMARY KEY, "
-                           "applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')))");
+        if (auto st = db_.exec("CREATE TABLE IF NOT EXISTS lifecycle_schema_migrations (version INTEGER PRIMARY KEY, "
+                               "applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')))");
             !st) {
             return st;
         }
-        int current = 0;
-        {
-            sqlite3_stmt* s = nullptr;
-            if (sqlite3_prepare_v2(db_, "SELECT COALESCE(MAX(version),0) FROM lifecycle_schema_migrations", -1, &s,
-                                   nullptr) != SQLITE_OK) {
-                return error("reading the lifecycle schema version");
-            }
-            if (sqlite3_step(s) == SQLITE_ROW) current = sqlite3_column_int(s, 0);
-            sqlite3_finalize(s);
-        }
-        const int total = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
+        auto version = db_.prepare("SELECT COALESCE(MAX(version),0) FROM lifecycle_schema_migrations");
+        if (!version) return failed("reading the lifecycle schema version", version.error());
+        if (auto row = version->step(); !row) return failed("reading the lifecycle schema version", row.error());
+        const auto current = version->integer(0);
+        const auto total = static_cast<std::int64_t>(std::size(kMigrations));
         if (current > total) {
             return make_error("state database has lifecycle schema version " + std::to_string(current) +
                               ", newer than this controller knows (" + std::to_string(total) +
                               "): upgrade nodeform-controller");
         }
-        for (int v = current + 1; v <= total; ++v) {
-            if (auto st = exec("BEGIN IMMEDIATE"); !st) return st;
-            auto st = exec(kMigrations[v - 1]);
-            if (st) st = exec("INSERT INTO lifecycle_schema_migrations(version) VALUES (" + std::to_string(v) + ")");
-            if (!st) {
-                (void)exec("ROLLBACK");
+        for (auto v = current + 1; v <= total; ++v) {
+            sqlite::Transaction tx(db_);
+            if (auto st = tx.begin(); !st) return st;
+            if (auto st = db_.exec(kMigrations[v - 1]); !st) return st;
+            if (auto st =
+                    db_.exec("INSERT INTO lifecycle_schema_migrations(version) VALUES (" + std::to_string(v) + ")");
+                !st) {
                 return st;
             }
-            if (auto c = exec("COMMIT"); !c) return c;
+            if (auto st = tx.commit(); !st) return st;
         }
         return Ok{};
     }
 
     Result<std::optional<NodeRecord>> get(const std::string& identity) override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        sqlite3_stmt* s = nullptr;
-        if (sqlite3_prepare_v2(db_,
-                               "SELECT identity,state,step,endpoint,pve_node,vmid,pending_upid,failed_step,reason,ips,"
-                               "token_expires_at,updated_at FROM lifecycle_nodes WHERE identity=?",
-                               -1, &s, nullptr) != SQLITE_OK) {
-            return error("reading a lifecycle record");
-        }
-        sqlite3_bind_text(s, 1, identity.c_str(), -1, SQLITE_TRANSIENT);
-        std::optional<NodeRecord> out;
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW) out = row(s);
-        sqlite3_finalize(s);
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE) return error("reading a lifecycle record");
-        return out;
+        auto rows = nodes(" WHERE identity=?1", &identity);
+        if (!rows) return failed("reading a lifecycle record", rows.error());
+        if (rows->empty()) return std::optional<NodeRecord>{};
+        return std::optional<NodeRecord>{std::move(rows->front())};
     }
 
     Result<std::vector<NodeRecord>> all() override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        sqlite3_stmt* s = nullptr;
-        if (sqlite3_prepare_v2(db_,
-                               "SELECT identity,state,step,endpoint,pve_node,vmid,pending_upid,failed_step,reason,ips,"
-                               "token_expires_at,updated_at FROM lifecycle_nodes ORDER BY identity",
-                               -1, &s, nullptr) != SQLITE_OK) {
-            return error("listing lifecycle records");
-        }
-        std::vector<NodeRecord> out;
-        int rc;
-        while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-            out.push_back(row(s));
-        sqlite3_finalize(s);
-        if (rc != SQLITE_DONE) return error("listing lifecycle records");
-        return out;
+        auto rows = nodes(" ORDER BY identity", nullptr);
+        if (!rows) return failed("listing lifecycle records", rows.error());
+        return rows;
     }
 
     Status put(const NodeRecord& r) override {
@@ -121,93 +96,48 @@ class SqliteLifecycleStore final : public LifecycleStore {
 
     Status put_many(const std::vector<NodeRecord>& records) override {
         std::lock_guard<std::mutex> lock(mutex_);
-        if (auto st = exec("BEGIN IMMEDIATE"); !st) return st;
+        sqlite::Transaction tx(db_);
+        if (auto st = tx.begin(); !st) return st;
         for (const auto& r : records) {
-            if (auto st = put_locked(r); !st) {
-                (void)exec("ROLLBACK");
-                return st;
-            }
+            if (auto st = put_locked(r); !st) return st;
         }
-        if (auto st = exec("COMMIT"); !st) {
-            (void)exec("ROLLBACK");
-            return st;
-        }
-        return Ok{};
-    }
-
-    Status put_locked(const NodeRecord& r) {
-        sqlite3_stmt* s = nullptr;
-        if (sqlite3_prepare_v2(
-                db_,
-                "INSERT INTO "
-                "lifecycle_nodes(identity,state,step,endpoint,pve_node,vmid,pending_upid,failed_step,reason,"
-                "ips,token_expires_at,updated_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(identity) DO UPDATE SET "
-                "state=excluded.state,step=excluded.step,endpoint=excluded.endpoint,pve_node=excluded.pve_node,"
-                "vmid=excluded.vmid,pending_upid=excluded.pending_upid,failed_step=excluded.failed_step,"
-                "reason=excluded.reason,ips=excluded.ips,token_expires_at=excluded.token_expires_at,"
-                "updated_at=excluded.updated_at",
-                -1, &s, nullptr) != SQLITE_OK) {
-            return error("saving a lifecycle record");
-        }
-        json ips = r.ips;
-        const std::string texts[] = {
-            r.identity,     to_string(r.state), r.step,   r.endpoint, r.pve_node,         "",
-            r.pending_upid, r.failed_step,      r.reason, ips.dump(), r.token_expires_at, r.updated_at};
-        for (int i = 0; i < 12; ++i) {
-            if (i == 5) {
-                sqlite3_bind_int64(s, 6, r.vmid);
-            } else {
-                sqlite3_bind_text(s, i + 1, texts[i].c_str(), -1, SQLITE_TRANSIENT);
-            }
-        }
-        int rc = sqlite3_step(s);
-        sqlite3_finalize(s);
-        if (rc != SQLITE_DONE) return error("saving the lifecycle record of " + r.identity);
-        return Ok{};
+        return tx.commit();
     }
 
     Status add_receipt(const Receipt& r) override {
         std::lock_guard<std::mutex> lock(mutex_);
-        sqlite3_stmt* s = nullptr;
-        if (sqlite3_prepare_v2(db_,
-                               "INSERT INTO lifecycle_receipts(identity,step,outcome,state_after,started_at,"
-                               "finished_at,body) VALUES(?,?,?,?,?,?,?)",
-                               -1, &s, nullptr) != SQLITE_OK) {
-            return error("saving a receipt");
-        }
+        auto s = db_.prepare(
+            "INSERT INTO lifecycle_receipts(identity,step,outcome,state_after,started_at,finished_at,body) "
+            "VALUES(?1,?2,?3,?4,?5,?6,?7)");
+        if (!s) return failed("saving a receipt", s.error());
         json body = {{"inputs", r.inputs}, {"calls", r.calls}, {"outputs", r.outputs}, {"error", r.error}};
-        const std::string texts[] = {r.identity,   r.step,        r.outcome,  r.state_after,
-                                     r.started_at, r.finished_at, body.dump()};
-        for (int i = 0; i < 7; ++i)
-            sqlite3_bind_text(s, i + 1, texts[i].c_str(), -1, SQLITE_TRANSIENT);
-        int rc = sqlite3_step(s);
-        sqlite3_finalize(s);
-        if (rc != SQLITE_DONE) return error("saving a receipt of " + r.identity);
+        s->bind(1, r.identity).bind(2, r.step).bind(3, r.outcome).bind(4, r.state_after);
+        s->bind(5, r.started_at).bind(6, r.finished_at).bind(7, body.dump());
+        if (auto st = s->run(); !st) return failed("saving a receipt of " + r.identity, st.error());
         return Ok{};
     }
 
     Result<std::vector<Receipt>> receipts(const std::string& identity) override {
         std::lock_guard<std::mutex> lock(mutex_);
-        sqlite3_stmt* s = nullptr;
-        if (sqlite3_prepare_v2(db_,
-                               "SELECT id,identity,step,outcome,state_after,started_at,finished_at,body FROM "
-                               "lifecycle_receipts WHERE identity=? ORDER BY id",
-                               -1, &s, nullptr) != SQLITE_OK) {
-            return error("reading receipts");
-        }
-        sqlite3_bind_text(s, 1, identity.c_str(), -1, SQLITE_TRANSIENT);
+        auto s = db_.prepare(
+            "SELECT id,identity,step,outcome,state_after,started_at,finished_at,body FROM lifecycle_receipts "
+            "WHERE identity=?1 ORDER BY id");
+        if (!s) return failed("reading receipts", s.error());
+        s->bind(1, identity);
         std::vector<Receipt> out;
-        int rc;
-        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        for (;;) {
+            auto row = s->step();
+            if (!row) return failed("reading receipts", row.error());
+            if (!*row) return out;
             Receipt r;
-            r.id = sqlite3_column_int64(s, 0);
-            r.identity = text(s, 1);
-            r.step = text(s, 2);
-            r.outcome = text(s, 3);
-            r.state_after = text(s, 4);
-            r.started_at = text(s, 5);
-            r.finished_at = text(s, 6);
-            json body = json::parse(text(s, 7), nullptr, false);
+            r.id = s->integer(0);
+            r.identity = s->text(1);
+            r.step = s->text(2);
+            r.outcome = s->text(3);
+            r.state_after = s->text(4);
+            r.started_at = s->text(5);
+            r.finished_at = s->text(6);
+            json body = json::parse(s->text(7), nullptr, false);
             if (body.is_object()) {
                 r.inputs = body.value("inputs", json::object());
                 r.calls = body.value("calls", json::array());
@@ -216,72 +146,69 @@ class SqliteLifecycleStore final : public LifecycleStore {
             }
             out.push_back(std::move(r));
         }
-        sqlite3_finalize(s);
-        if (rc != SQLITE_DONE) return error("reading receipts");
-        return out;
-    }
-
-    Status exec(const std::string& sql) {
-        char* msg = nullptr;
-        if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
-            std::string m = msg ? msg : "unknown error";
-            sqlite3_free(msg);
-            return make_error("state database: " + m);
-        }
-        return Ok{};
     }
 
   private:
-    static std::string text(sqlite3_stmt* s, int col) {
-        const unsigned char* t = sqlite3_column_text(s, col);
-        return t ? reinterpret_cast<const char*>(t) : "";
+    static Error failed(const std::string& what, const Error& error) {
+        return make_error("state database: " + what + ": " + error.message);
     }
 
-    static NodeRecord row(sqlite3_stmt* s) {
-        NodeRecord r;
-        r.identity = text(s, 0);
-        r.state = parse_state(text(s, 1)).value_or(State::failed);
-        r.step = text(s, 2);
-        r.endpoint = text(s, 3);
-        r.pve_node = text(s, 4);
-        r.vmid = sqlite3_column_int64(s, 5);
-        r.pending_upid = text(s, 6);
-        r.failed_step = text(s, 7);
-        r.reason = text(s, 8);
-        json ips = json::parse(text(s, 9), nullptr, false);
-        if (ips.is_array()) {
-            for (const auto& ip : ips) {
+    Status put_locked(const NodeRecord& r) {
+        auto s = db_.prepare(std::string("INSERT INTO lifecycle_nodes(") + kNodeColumns +
+                             ") VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12) ON CONFLICT(identity) DO UPDATE SET "
+                             "state=excluded.state,step=excluded.step,endpoint=excluded.endpoint,"
+                             "pve_node=excluded.pve_node,vmid=excluded.vmid,pending_upid=excluded.pending_upid,"
+                             "failed_step=excluded.failed_step,reason=excluded.reason,ips=excluded.ips,"
+                             "token_expires_at=excluded.token_expires_at,updated_at=excluded.updated_at");
+        if (!s) return failed("saving a lifecycle record", s.error());
+        s->bind(1, r.identity).bind(2, std::string(to_string(r.state))).bind(3, r.step).bind(4, r.endpoint);
+        s->bind(5, r.pve_node).bind(6, r.vmid).bind(7, r.pending_upid).bind(8, r.failed_step).bind(9, r.reason);
+        s->bind(10, json(r.ips).dump()).bind(11, r.token_expires_at).bind(12, r.updated_at);
+        if (auto st = s->run(); !st) return failed("saving the lifecycle record of " + r.identity, st.error());
+        return Ok{};
+    }
+
+    // The records matching `where` (with ?1 bound to *identity when given).
+    Result<std::vector<NodeRecord>> nodes(const std::string& where, const std::string* identity) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare(std::string("SELECT ") + kNodeColumns + " FROM lifecycle_nodes" + where);
+        if (!s) return s.error();
+        if (identity != nullptr) s->bind(1, *identity);
+        std::vector<NodeRecord> out;
+        for (;;) {
+            auto row = s->step();
+            if (!row) return row.error();
+            if (!*row) return out;
+            NodeRecord r;
+            r.identity = s->text(0);
+            r.state = parse_state(s->text(1)).value_or(State::failed);
+            r.step = s->text(2);
+            r.endpoint = s->text(3);
+            r.pve_node = s->text(4);
+            r.vmid = s->integer(5);
+            r.pending_upid = s->text(6);
+            r.failed_step = s->text(7);
+            r.reason = s->text(8);
+            json ips = json::parse(s->text(9), nullptr, false);
+            for (const auto& ip : ips.is_array() ? ips : json::array()) {
                 if (ip.is_string()) r.ips.push_back(ip.get<std::string>());
             }
+            r.token_expires_at = s->text(10);
+            r.updated_at = s->text(11);
+            out.push_back(std::move(r));
         }
-        r.token_expires_at = text(s, 10);
-        r.updated_at = text(s, 11);
-        return r;
     }
 
-    Error error(const std::string& what) { return make_error("state database: " + what + ": " + sqlite3_errmsg(db_)); }
-
-    sqlite3* db_;
+    sqlite::Database db_;
     std::mutex mutex_;
 };
 
 }  // namespace
 
 Result<std::unique_ptr<LifecycleStore>> LifecycleStore::open(const std::string& db_path) {
-    sqlite3* db = nullptr;
-    int rc = sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                             nullptr);
-    if (rc != SQLITE_OK) {
-        std::string m = db ? sqlite3_errmsg(db) : "out of memory";
-        sqlite3_close(db);
-        return make_error("cannot open the state database " + db_path + ": " + m +
-                          " (check that --state points to a writable directory)");
-    }
-    auto store = std::make_unique<SqliteLifecycleStore>(db);
-    sqlite3_busy_timeout(db, 10000);
-    for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
-        if (auto st = store->exec(pragma); !st) return st.error();
-    }
+    auto db = sqlite::open_database(db_path, 10000);
+    if (!db) return db.error();
+    auto store = std::make_unique<SqliteLifecycleStore>(std::move(*db));
     if (auto st = store->migrate(); !st) return make_error(db_path + ": " + st.message());
     return std::unique_ptr<LifecycleStore>(std::move(store));
 }

@@ -8,10 +8,7 @@
 
 namespace nodeform::controller::lifecycle {
 
-using json = nlohmann::json;
 using providers::FailureKind;
-using providers::Outcome;
-using providers::VmState;
 
 namespace {
 

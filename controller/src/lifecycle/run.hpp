@@ -13,6 +13,10 @@
 
 namespace nodeform::controller::lifecycle {
 
+using json = nlohmann::json;
+using providers::Outcome;
+using providers::VmState;
+
 // Everything one node's run needs; one provider (and so one transport) per run.
 struct Lifecycle::Run {
     Run(const LifecycleDeps& d, const LifecycleOptions& o, std::mutex& m) : deps(d), options(o), vmid_mutex(m) {}
@@ -55,14 +59,14 @@ inline NodeRecord fresh_record(const std::string& identity) {
 struct StepOut {
     enum class Kind { ok, skipped, failed, retry, waiting };
     Kind kind = Kind::ok;
-    nlohmann::json inputs = nlohmann::json::object();
-    nlohmann::json outputs = nlohmann::json::object();
+    json inputs = json::object();
+    json outputs = json::object();
     std::string error;                   // failed, retry, waiting: for a person
     std::chrono::milliseconds delay{0};  // retry: wait this long first
 
     bool ok() const { return kind == Kind::ok || kind == Kind::skipped; }
-    static StepOut done(nlohmann::json outputs, nlohmann::json inputs = nlohmann::json::object());
-    static StepOut skip(nlohmann::json outputs);
+    static StepOut done(json outputs, json inputs = json::object());
+    static StepOut skip(json outputs);
     static StepOut fail(std::string error);
     static StepOut retry(std::string error, std::chrono::milliseconds delay = std::chrono::milliseconds(0));
     static StepOut wait(std::string message);
@@ -102,9 +106,9 @@ std::vector<GateVerdict> gates(Run& run, bool reserve);
 
 // A finished Proxmox task as a step's outcome: done with upid, exitstatus and the summary, or failed with
 // "WHAT ended: EXITSTATUS" (the task's log tail in the outputs).
-StepOut task_step(const providers::Outcome<providers::TaskOutcome>& task, const std::string& what, std::string summary);
+StepOut task_step(const Outcome<providers::TaskOutcome>& task, const std::string& what, std::string summary);
 // The VM is this node's: named after it, or a clone in progress that has no name yet.
-bool is_ours(const providers::VmState& vm, const std::string& identity);
+bool is_ours(const VmState& vm, const std::string& identity);
 // VMIDs that nodes other than `except` hold (decommissioned and abandoned nodes hold none).
 std::set<std::int64_t> vmids_held_by_others(const std::vector<NodeRecord>& records,
                                             const std::set<std::string>& except);
