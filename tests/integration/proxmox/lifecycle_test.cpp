@@ -14,6 +14,14 @@ std::string db_path(const TempDir& dir) {
     return dir.path() + "/nodeform.db";
 }
 
+// The usual stage: the stand-in with the template, a fresh state database, a controller with one node.
+struct Stage {
+    Stage() { pve.add_template("pve1", 9000, "debian12-tmpl"); }
+    PveStandin pve{fast_standin()};
+    TempDir dir;
+    Harness h{pve, db_path(dir)};
+};
+
 void expect_no_secrets(Harness& h, const std::string& extra = "") {
     std::string all = h.everything_written() + extra;
     EXPECT_EQ(all.find(h.standin.options().token_secret), std::string::npos) << "API token secret leaked";
@@ -22,10 +30,8 @@ void expect_no_secrets(Harness& h, const std::string& extra = "") {
 }
 
 TEST(ProxmoxLifecycle, OneNodeHappyPath) {
-    PveStandin pve(fast_standin());
-    pve.add_template("pve1", 9000, "debian12-tmpl");
-    TempDir dir;
-    Harness h(pve, db_path(dir));
+    Stage stage;
+    auto& [pve, dir, h] = stage;
     auto lifecycle = h.make();
     auto r = lifecycle->create(h.site, "web-01");
     ASSERT_TRUE(r.ok) << r.message;
@@ -235,10 +241,8 @@ TEST(ProxmoxLifecycle, EachGateRefusesBeforeAnyMutation) {
 }
 
 TEST(ProxmoxLifecycle, PlanChangesNothingAndListsTheCalls) {
-    PveStandin pve(fast_standin());
-    pve.add_template("pve1", 9000, "debian12-tmpl");
-    TempDir dir;
-    Harness h(pve, db_path(dir));
+    Stage stage;
+    auto& [pve, dir, h] = stage;
     auto lifecycle = h.make();
     pve.reset_request_log();
     auto plan = lifecycle->plan(h.site, "web-01");
@@ -257,13 +261,11 @@ TEST(ProxmoxLifecycle, PlanChangesNothingAndListsTheCalls) {
 }
 
 TEST(ProxmoxLifecycle, FailingCloneIsRolledBackAndRetriedCleanly) {
-    PveStandin pve(fast_standin());
-    pve.add_template("pve1", 9000, "debian12-tmpl");
+    Stage stage;
+    auto& [pve, dir, h] = stage;
     pve.inject_task_failures(
         "qmclone", 1,
         "clone failed: lvcreate 'pve/vm-100-disk-0' error: Volume group \"pve\" has insufficient free space");
-    TempDir dir;
-    Harness h(pve, db_path(dir));
     auto lifecycle = h.make();
     auto r = lifecycle->create(h.site, "web-01");
     EXPECT_FALSE(r.ok);
@@ -284,11 +286,9 @@ TEST(ProxmoxLifecycle, FailingCloneIsRolledBackAndRetriedCleanly) {
 }
 
 TEST(ProxmoxLifecycle, FailureAfterCloneDestroysTheUnbootedVm) {
-    PveStandin pve(fast_standin());
-    pve.add_template("pve1", 9000, "debian12-tmpl");
+    Stage stage;
+    auto& [pve, dir, h] = stage;
     pve.inject_task_failures("resize", 1, "command 'lvextend' failed: exit code 5");
-    TempDir dir;
-    Harness h(pve, db_path(dir));
     auto lifecycle = h.make();
     auto r = lifecycle->create(h.site, "web-01");
     EXPECT_FALSE(r.ok);
@@ -301,10 +301,8 @@ TEST(ProxmoxLifecycle, FailureAfterCloneDestroysTheUnbootedVm) {
 }
 
 TEST(ProxmoxLifecycle, SurvivesLockTimeoutsNoWorkerAnd5xxBursts) {
-    PveStandin pve(fast_standin());
-    pve.add_template("pve1", 9000, "debian12-tmpl");
-    TempDir dir;
-    Harness h(pve, db_path(dir));
+    Stage stage;
+    auto& [pve, dir, h] = stage;
     auto lifecycle = h.make();
     pve.inject_lock_timeouts(2);
     pve.inject_no_worker(1);
@@ -325,10 +323,8 @@ TEST(ProxmoxLifecycle, SurvivesLockTimeoutsNoWorkerAnd5xxBursts) {
 }
 
 TEST(ProxmoxLifecycle, WrongTokenIsRefusedWithoutEchoingTheSecret) {
-    PveStandin pve(fast_standin());
-    pve.add_template("pve1", 9000, "debian12-tmpl");
-    TempDir dir;
-    Harness h(pve, db_path(dir));
+    Stage stage;
+    auto& [pve, dir, h] = stage;
     h.site.info.proxmox[0].token_secret = "wrong-secret-1234567890";
     auto lifecycle = h.make();
     auto r = lifecycle->create(h.site, "web-01");
@@ -339,10 +335,8 @@ TEST(ProxmoxLifecycle, WrongTokenIsRefusedWithoutEchoingTheSecret) {
 }
 
 TEST(ProxmoxLifecycle, MalformedSshKeyIsReportedWithProxmoxsMessage) {
-    PveStandin pve(fast_standin());
-    pve.add_template("pve1", 9000, "debian12-tmpl");
-    TempDir dir;
-    Harness h(pve, db_path(dir));
+    Stage stage;
+    auto& [pve, dir, h] = stage;
     h.site.nodes["web-01"].resolved["users"][1]["ssh_keys"] = json::array({"not a key"});
     auto lifecycle = h.make();
     auto r = lifecycle->create(h.site, "web-01");
@@ -359,10 +353,8 @@ void provision(Harness& h, lc::Lifecycle& lifecycle) {
 }
 
 TEST(ProxmoxLifecycle, DestroyAllowImmediate) {
-    PveStandin pve(fast_standin());
-    pve.add_template("pve1", 9000, "debian12-tmpl");
-    TempDir dir;
-    Harness h(pve, db_path(dir));
+    Stage stage;
+    auto& [pve, dir, h] = stage;
     auto lifecycle = h.make();
     provision(h, *lifecycle);
     auto d = lifecycle->destroy(h.site, "web-01");
@@ -377,10 +369,8 @@ TEST(ProxmoxLifecycle, DestroyAllowImmediate) {
 }
 
 TEST(ProxmoxLifecycle, DestroyRequiresFinalBackup) {
-    PveStandin pve(fast_standin());
-    pve.add_template("pve1", 9000, "debian12-tmpl");
-    TempDir dir;
-    Harness h(pve, db_path(dir));
+    Stage stage;
+    auto& [pve, dir, h] = stage;
     h.site.nodes["web-01"].decommission = site::DecommissionPolicy::requires_final_backup;
     auto lifecycle = h.make();
     provision(h, *lifecycle);
@@ -391,10 +381,8 @@ TEST(ProxmoxLifecycle, DestroyRequiresFinalBackup) {
 }
 
 TEST(ProxmoxLifecycle, FailedBackupKeepsTheVm) {
-    PveStandin pve(fast_standin());
-    pve.add_template("pve1", 9000, "debian12-tmpl");
-    TempDir dir;
-    Harness h(pve, db_path(dir));
+    Stage stage;
+    auto& [pve, dir, h] = stage;
     h.site.nodes["web-01"].decommission = site::DecommissionPolicy::requires_final_backup;
     auto lifecycle = h.make();
     provision(h, *lifecycle);
@@ -409,10 +397,8 @@ TEST(ProxmoxLifecycle, FailedBackupKeepsTheVm) {
 }
 
 TEST(ProxmoxLifecycle, DestroyRequiresMigrationFirst) {
-    PveStandin pve(fast_standin());
-    pve.add_template("pve1", 9000, "debian12-tmpl");
-    TempDir dir;
-    Harness h(pve, db_path(dir));
+    Stage stage;
+    auto& [pve, dir, h] = stage;
     auto& node = h.site.nodes["web-01"];
     node.decommission = site::DecommissionPolicy::requires_migration_first;
     node.resolved["stacks"] = json::array({{{"name", "metrics"}, {"compose", "x"}, {"env", json::object()}}});
@@ -430,10 +416,8 @@ TEST(ProxmoxLifecycle, DestroyRequiresMigrationFirst) {
 }
 
 TEST(ProxmoxLifecycle, ValidatingWaitsForThePlatformReadyReport) {
-    PveStandin pve(fast_standin());
-    pve.add_template("pve1", 9000, "debian12-tmpl");
-    TempDir dir;
-    Harness h(pve, db_path(dir));
+    Stage stage;
+    auto& [pve, dir, h] = stage;
     h.reports.all_ready = false;
     auto lifecycle = h.make();
     auto r = lifecycle->create(h.site, "web-01");
