@@ -27,7 +27,8 @@ snapshot() {
   (cd "$root" && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./run -o -path ./tmp \
     -o -path ./var/tmp -o -path ./var/lib/apt -o -path ./var/lib/dpkg -o -path ./var/cache -o -path ./var/log \
     -o -path ./var/backups -o -path ./var/lib/private -o -path ./var/lib/systemd/timers \
-    -o -path ./var/lib/systemd/random-seed -o -path ./var/lib/systemd/catalog -o -path ./var/lib/dhcp \) -prune \
+    -o -path ./var/lib/systemd/random-seed -o -path ./var/lib/systemd/catalog -o -path ./var/lib/systemd/linger \
+    -o -path ./var/lib/dhcp \) -prune \
     -o ! -name '*-' -print | sort)
 }
 snapshot >"$work/before"
@@ -64,8 +65,9 @@ grep -qx /etc/nodeform/controller.yaml "$root/var/lib/dpkg/info/nodeform-control
   fail "the controller is not enabled"
 inroot getent passwd nodeform | grep -q ':/var/lib/nodeform-controller:/usr/sbin/nologin$' ||
   fail "no system user nodeform: $(inroot getent passwd nodeform)"
-[ "$(stat -c '%a %U %G' "$root/etc/nodeform/site")" = "750 root nodeform" ] ||
-  fail "/etc/nodeform/site is $(stat -c '%a %U %G' "$root/etc/nodeform/site"), not 750 root:nodeform"
+gid=$(inroot getent group nodeform | cut -d: -f3)
+[ "$(stat -c '%a %u %g' "$root/etc/nodeform/site")" = "750 0 $gid" ] ||
+  fail "/etc/nodeform/site is $(stat -c '%a %u %g' "$root/etc/nodeform/site"), not 750 root:nodeform ($gid)"
 ok "every file in place, units enabled, user nodeform, site 0750 root:nodeform"
 
 # ---- the programs run inside the root and print the project's version
@@ -92,6 +94,10 @@ inroot chgrp -R nodeform /etc/nodeform/site
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 sed -i "s/^# listen: .*/listen: 127.0.0.1:$port/" "$root/etc/nodeform/controller.yaml"
 grep -q "^listen: 127.0.0.1:$port" "$root/etc/nodeform/controller.yaml" || fail "cannot set listen: in controller.yaml"
+# The cached root blocks daemon starts (policy-rc.d exit 101) for the tests that install into it; a booted
+# system has none, and deb-systemd-invoke must act in it.
+policy_rc=$(cat "$root/usr/sbin/policy-rc.d" 2>/dev/null || true)
+rm -f "$root/usr/sbin/policy-rc.d"
 # The host has no systemd or D-Bus: --register=no --keep-unit (docs/testing.md). The host's network.
 systemd-nspawn -D "$root" --boot --console=passive --register=no --keep-unit --machine="nf-pkg-$$" \
   >"$work/nspawn.log" 2>&1 &
@@ -143,6 +149,7 @@ in_container apt-get purge -y -q nodeform-controller nodeform-agent >"$work/purg
 in_container apt-get autoremove --purge -y -q >>"$work/purge.log" 2>&1 || fail "apt-get autoremove: $(tail -n 20 "$work/purge.log")"
 kill "$nspawn_pid"
 for _ in $(seq 300); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.1; done
+[ -z "$policy_rc" ] || { printf '%s\n' "$policy_rc" >"$root/usr/sbin/policy-rc.d"; chmod 755 "$root/usr/sbin/policy-rc.d"; }
 packages_after=$(inroot dpkg-query -W -f='${Package}\n' | sort)
 [ "$packages_after" = "$packages_before" ] ||
   fail "the package set differs after purge + autoremove: $(diff <(echo "$packages_before") <(echo "$packages_after"))"
