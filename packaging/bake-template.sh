@@ -138,7 +138,7 @@ if [ ! -f "$image/done" ]; then
   cp "$work/boot/$kernel" "$image/vmlinuz"
   cp "$work/boot/initrd.img-${kernel#vmlinuz-}" "$image/initrd.img"
   step "layer 2: mkfs.ext4 -d ($size)"
-  mkfs.ext4 -q -F -L nodeform-root -d "$work" "$image/root.raw" "$size"
+  mkfs.ext4 -q -F -L nodeform-root -d "$work" "$image/root.raw" "$size" >/dev/null
   step "layer 2: qemu-img convert to qcow2"
   qemu-img convert -f raw -O qcow2 "$image/root.raw" "$image/nodeform-template.qcow2"
   rm -rf "$image/root.raw" "$work"

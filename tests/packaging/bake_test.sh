@@ -63,6 +63,6 @@ for s in "${snippets[@]}"; do
     mount -t tmpfs tmpfs "$root/mnt"; mkdir "$root/mnt/userdata"; mount --bind -o ro "$dir" "$root/mnt/userdata"
     exec chroot "$root" cloud-init schema --config-file "$f"' sh "$layer1" "$work/userdata" "$f" 2>&1) ||
     fail "cloud-init schema --config-file $(basename "$s"): $out"
-  grep -q '^Valid schema' <<<"$out" || fail "cloud-init schema $(basename "$s"): $out"
+  grep -Eq '^Valid (schema|cloud-config)' <<<"$out" || fail "cloud-init schema $(basename "$s"): $out"
 done
 ok "cloud-init schema: the three user-data snippets are valid"
