@@ -103,6 +103,7 @@ image=$cache/template-$key2
 if [ ! -f "$image/done" ]; then
   if [ ! -f "$layer1/done" ]; then
     rm -rf "$layer1"; mkdir -p "$layer1"
+    trap '[ -f "$layer1/done" ] || rm -rf "$layer1/rootfs"' EXIT  # keeps only the logs of a failed layer
     if [ -n "$base" ]; then
       step "layer 1: copying the base root $base"
       cp -a "$base" "$layer1/rootfs"
@@ -130,6 +131,7 @@ if [ ! -f "$image/done" ]; then
     step "layer 1: cached ($layer1)"
   fi
   rm -rf "$image"; mkdir -p "$image"
+  trap '[ -f "$image/done" ] || rm -rf "$image"' EXIT  # a failed bake leaves no half image behind
   work=$image/rootfs
   step "layer 2: copying layer 1"
   cp -a "$layer1/rootfs" "$work"
@@ -144,6 +146,8 @@ if [ ! -f "$image/done" ]; then
   rm -rf "$image/root.raw" "$work"
   echo "$key2" >"$image/key"
   touch "$image/done"
+  # older images of this cache (another .deb): keep the newest two
+  ls -td "$cache"/template-*/ | tail -n +3 | xargs -r rm -rf
 else
   step "cached: $image"
 fi

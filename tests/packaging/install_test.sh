@@ -87,6 +87,15 @@ for p in agent controller; do
   [ -z "$out" ] || fail "systemd-analyze verify nodeform-$p.service warns: $out"
 done
 ok "systemd-analyze verify: both units clean"
+# The sandbox's figure (docs/packaging.md records both): the controller's may not grow unnoticed.
+for p in agent controller; do
+  exposure=$(inroot systemd-analyze security --offline=true --no-pager "/lib/systemd/system/nodeform-$p.service" 2>&1 |
+    sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p')
+  [ -n "$exposure" ] || fail "systemd-analyze security gave no figure for nodeform-$p.service"
+  echo "exposure nodeform-$p.service: $exposure"
+  [ "$p" = agent ] || awk -v e="$exposure" 'BEGIN { exit !(e <= 2.0) }' ||
+    fail "nodeform-controller.service's exposure is $exposure (docs/packaging.md: 1.4; at most 2.0)"
+done
 
 # ---- boot: the controller as a service, with the example site and a free loopback port
 cp -a "$src/examples/site/." "$root/etc/nodeform/site/"
