@@ -1,7 +1,8 @@
 # Both packages installed the way an operator does, into a copy of the cached Debian root: dpkg -i, then
 # apt-get -f install; every file in place; --version inside the root; systemd-analyze verify on the
-# installed units; booted with systemd-nspawn, the controller runs as its user, is active (running) with
-# READY reached and answers /healthz; apt-get remove keeps the state, purge leaves nothing behind.
+# installed units; booted with systemd-nspawn, the boot finishes, the controller runs as its user, is active
+# (running) with READY reached and answers /healthz, the agent (given a spec in its conffile) runs and
+# reaches platform-ready; apt-get remove keeps the state, purge leaves nothing behind.
 . "$(dirname "$0")/lib.sh"
 need_root
 command -v systemd-nspawn >/dev/null && command -v nsenter >/dev/null && command -v curl >/dev/null ||
@@ -103,6 +104,14 @@ inroot chgrp -R nodeform /etc/nodeform/site
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 sed -i "s/^# listen: .*/listen: 127.0.0.1:$port/" "$root/etc/nodeform/controller.yaml"
 grep -q "^listen: 127.0.0.1:$port" "$root/etc/nodeform/controller.yaml" || fail "cannot set listen: in controller.yaml"
+# The agent with a resolved spec instead of a seed (the `spec:` key of its conffile): its unit as installed.
+cat >"$root/root/nf-pkg-spec.json" <<'JSON'
+{"schema_version": 1, "identity": "pkg-01", "secret_paths": [],
+ "files": [{"path": "/etc/nf-pkg-test", "mode": "0644", "owner": "root", "group": "root", "state": "present",
+            "content": "converged by the packaged agent\n"}]}
+JSON
+sed -i 's|^# spec: .*|spec: /root/nf-pkg-spec.json|' "$root/etc/nodeform/agent.yaml"
+grep -q '^spec: /root/nf-pkg-spec.json' "$root/etc/nodeform/agent.yaml" || fail "cannot set spec: in agent.yaml"
 # The cached root blocks daemon starts (policy-rc.d exit 101) for the tests that install into it; a booted
 # system has none, and deb-systemd-invoke must act in it.
 policy_rc=$(cat "$root/usr/sbin/policy-rc.d" 2>/dev/null || true)
@@ -122,6 +131,8 @@ for _ in $(seq 300); do
   state=$(in_container systemctl is-system-running --wait 2>&1 || true)
   case "$state" in *"Failed to connect to bus"*) sleep 0.1 ;; *) break ;; esac
 done
+# The boot finishes (READY=1 when the agent's loop runs, so no converge holds it): not "starting".
+case "$state" in running|degraded) ;; *) fail "the boot did not finish: is-system-running says '$state'" ;; esac
 for _ in $(seq 100); do
   [ "$(in_container systemctl show -P ActiveState nodeform-controller.service)" = active ] && break
   sleep 0.1
@@ -141,11 +152,27 @@ health=$(curl -fsS --max-time 10 --cacert "$root/var/lib/nodeform-controller/tls
 ok "controller active (running) as nodeform, READY reached, /healthz: $health"
 [ -f "$root/var/lib/nodeform-controller/nodeform.db" ] || fail "the controller wrote no database in its state directory"
 
+# ---- the agent: active (running) as installed, platform-ready as its own signal
+out=$(in_container nodeform-agent wait-ready --timeout 120 2>&1) ||
+  fail "nodeform-agent wait-ready: $out
+$(in_container journalctl --no-pager -u nodeform-agent.service | tail -n 30)"
+grep -q 'Active: active (running)' <<<"$(in_container systemctl status --no-pager nodeform-agent.service 2>&1 || true)" ||
+  fail "nodeform-agent.service is not active (running)"
+status_text=$(in_container systemctl show -P StatusText nodeform-agent.service)
+for _ in $(seq 100); do
+  case "$status_text" in ready*) break ;; esac
+  sleep 0.1; status_text=$(in_container systemctl show -P StatusText nodeform-agent.service)
+done
+case "$status_text" in ready*) ;; *) fail "the agent's STATUS= is '$status_text', not ready…" ;; esac
+[ "$(cat "$root/etc/nf-pkg-test")" = "converged by the packaged agent" ] || fail "the agent did not converge its spec"
+ok "agent active (running), wait-ready: platform-ready, STATUS=$status_text"
+
 # ---- remove keeps the state, stops the service
 in_container apt-get remove -y -q nodeform-controller nodeform-agent >"$work/remove.log" 2>&1 ||
   fail "apt-get remove: $(tail -n 20 "$work/remove.log")"
 [ "$(in_container systemctl is-active nodeform-controller.service || true)" != active ] || fail "remove left the controller running"
-for f in var/lib/nodeform-controller/nodeform.db var/lib/nodeform-controller/tls/ca.pem var/lib/nodeform \
+[ "$(in_container systemctl is-active nodeform-agent.service || true)" != active ] || fail "remove left the agent running"
+for f in var/lib/nodeform-controller/nodeform.db var/lib/nodeform-controller/tls/ca.pem var/lib/nodeform/platform-ready \
   etc/nodeform/controller.yaml etc/nodeform/site/site.yaml; do
   [ -e "$root/$f" ] || fail "apt-get remove deleted /$f"
 done
@@ -159,6 +186,7 @@ in_container apt-get autoremove --purge -y -q >>"$work/purge.log" 2>&1 || fail "
 kill "$nspawn_pid"
 for _ in $(seq 300); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.1; done
 [ -z "$policy_rc" ] || { printf '%s\n' "$policy_rc" >"$root/usr/sbin/policy-rc.d"; chmod 755 "$root/usr/sbin/policy-rc.d"; }
+rm -f "$root/etc/nf-pkg-test" "$root/root/nf-pkg-spec.json"  # the test's own spec and what it converged
 packages_after=$(inroot dpkg-query -W -f='${Package}\n' | sort)
 [ "$packages_after" = "$packages_before" ] ||
   fail "the package set differs after purge + autoremove: $(diff <(echo "$packages_before") <(echo "$packages_after"))"
