@@ -96,7 +96,11 @@ out=${args[1]}
 mkdir -p "$out" "$cache"
 sha() { sha256sum | cut -c1-16; }
 key1=$( { echo "${base:-debootstrap bookworm $MIRROR}"; echo "${PACKAGES[*]}"; } | sha)
-key2=$( { echo "$key1"; sha256sum "$deb" "$0" | cut -d' ' -f1; [ -z "$seed" ] || sha256sum "$seed"; echo "$size"; } | sha)
+# The .deb by what it installs (its control files: md5sums of every file, control, maintainer scripts), so
+# a rebuild of the same sources does not bake again.
+deb_control=$(mktemp -d); dpkg-deb -e "$deb" "$deb_control/c"
+key2=$( { echo "$key1"; cat "$deb_control"/c/*; sha256sum "$0" | cut -d' ' -f1; [ -z "$seed" ] || sha256sum "$seed"; echo "$size"; } | sha)
+rm -rf "$deb_control"
 layer1=$cache/layer1-$key1
 image=$cache/template-$key2
 
