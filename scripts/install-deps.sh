@@ -8,13 +8,15 @@ build_pkgs=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libyaml-cpp-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev
   libsqlite3-dev libpq-dev libvalijson-dev libboost-dev libboost-system-dev
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev help2man
 )
 # Real systems the tests converge and talk to (see docs/testing.md).
 # docker.io + docker-compose (v1): the stacks root test starts its own dockerd in private namespaces.
+# lintian, qemu-utils: the packaging tests (lintian on the .debs; the baked template's qcow2 image).
 test_pkgs=(
   clang libclang-rt-14-dev debootstrap systemd-container iproute2 util-linux
   passwd sudo sqlite3 curl openssl e2fsprogs docker.io docker-compose
+  lintian qemu-utils python3
 )
 
 # The demo converges a debootstrapped root from a controller on loopback.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need, builds with ASan/UBSan (and the two programs as shipped), prepares the real systems the tests use
-# (a cached debootstrapped Debian root), runs every test (labels unit, integration, root, slow),
+# (a cached debootstrapped Debian root), runs every test (labels unit, integration, root, slow, packaging),
 # then runs each fuzz harness for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,7 @@ scripts/check-packages.sh build-release  # the .debs carry the programs, their u
 scripts/test-setup.sh >/dev/null
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export NODEFORM_DEB_DIR=$PWD/build-release  # the packages the packaging tests install (check-packages.sh built them)
 (cd build-test && ctest --output-on-failure --timeout 900 -j2 | tee ctest.log)
 # Here (root, everything installed) no test may skip: a skipped test would pass without testing anything.
 if [ "${NODEFORM_ALLOW_SKIPS:-0}" != 1 ] && grep -q '(Skipped)' build-test/ctest.log; then

@@ -211,10 +211,9 @@ struct Daemon::Impl {
             std::lock_guard<std::mutex> lock(stats_mutex);
             stats.ready = ready;
         }
-        if (ready) {
-            deps.notifier.notify("READY=1");
-            deps.logger.info("platform-ready marker found: sustaining");
-        }
+        // READY=1 means "the loop runs" (boot does not wait for a converge); platform-ready is STATUS=ready.
+        deps.notifier.notify("READY=1");
+        if (ready) deps.logger.info("platform-ready marker found: sustaining");
         update_status();
         kick_sender();
         start_turn();
@@ -400,7 +399,6 @@ struct Daemon::Impl {
                 std::lock_guard<std::mutex> lock(stats_mutex);
                 stats.ready = true;
             }
-            deps.notifier.notify("READY=1");
             deps.logger.notice("platform ready after " + std::to_string(attempt + 1) + " converge run(s)",
                                {{"NODEFORM_RUN_ID", id}, {"NODEFORM_STATUS", "platform-ready"}});
         }

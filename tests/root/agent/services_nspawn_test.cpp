@@ -230,7 +230,7 @@ TEST_F(ServicesNspawnTest, AgentDaemonNotifiesSystemdAndLogsStructuredFieldsToJo
                  "state": "present", "content": "hello\n"}],
       "secret_paths": []
     })"));
-    // Without --no-block, systemd-run waits for the start job: for Type=notify it ends at READY=1.
+    // Without --no-block, systemd-run waits for the start job: for Type=notify it ends at READY=1 (the loop runs).
     auto started =
         in_container({"systemd-run", "--unit=nf-sd-agent", "-p", "Type=notify", "-p", "NotifyAccess=main", "-p",
                       "TimeoutStartSec=120", "-p", "WatchdogSec=120", "--", kHostLib + "/ld-linux-x86-64.so.2",
@@ -239,7 +239,12 @@ TEST_F(ServicesNspawnTest, AgentDaemonNotifiesSystemdAndLogsStructuredFieldsToJo
     ASSERT_EQ(started.exit_code, 0) << started.out << started.err
                                     << in_container({"journalctl", "--no-pager", "-u", "nf-sd-agent"}).out;
     EXPECT_EQ(systemctl("is-active", "nf-sd-agent.service"), "active\n");
-    const std::string status = in_container({"systemctl", "show", "-P", "StatusText", "nf-sd-agent.service"}).out;
+    // READY=1 comes when the loop runs; platform-ready is STATUS=ready... once the first converge succeeded.
+    std::string status;
+    for (int i = 0; i < 600 && status.rfind("ready", 0) != 0; ++i) {
+        if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        status = in_container({"systemctl", "show", "-P", "StatusText", "nf-sd-agent.service"}).out;
+    }
     EXPECT_EQ(status.rfind("ready", 0), 0u) << "STATUS= did not arrive: " << status;
     EXPECT_EQ(test::real::slurp(root_ + "/etc/nf-sd-test"), "hello\n");
 

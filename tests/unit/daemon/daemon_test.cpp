@@ -241,13 +241,12 @@ TEST(Daemon, RetriesUntilPlatformReadyThenNotifiesReadyOnce) {
     }
     EXPECT_EQ(h.spool->size(), 0u);
     EXPECT_TRUE(daemon->stats().ready);
-    // READY=1 comes after the converging STATUS lines and before the sustain ones
-    auto ready_at = std::find(messages.begin(), messages.end(), "READY=1") - messages.begin();
-    EXPECT_NE(
-        std::find(messages.begin(), messages.begin() + ready_at, "STATUS=converging (attempt 2), 1 failed, 0/0 health"),
-        messages.begin() + ready_at);
-    EXPECT_NE(std::find(messages.begin() + ready_at, messages.end(), "STATUS=ready, 0 drift, 0/0 health"),
-              messages.end());
+    // READY=1 comes first (the loop runs); platform-ready is the STATUS=ready line after the converging ones
+    EXPECT_EQ(messages.front(), "READY=1");
+    auto converging =
+        std::find(messages.begin(), messages.end(), "STATUS=converging (attempt 2), 1 failed, 0/0 health");
+    EXPECT_NE(converging, messages.end());
+    EXPECT_NE(std::find(converging, messages.end(), "STATUS=ready, 0 drift, 0/0 health"), messages.end());
     // one readable log line per failed resource, with the structured fields
     int failed_lines = 0;
     for (const auto& line : h.logger.lines) {
