@@ -294,7 +294,8 @@ int converge(const std::vector<std::string>& argv, CliIo io, RunMode mode) {
         options.dpkg_lock_timeout = std::chrono::duration_cast<std::chrono::seconds>(*parse_duration(*d));
     }
     if (!json) options.on_result = [&](const ResourceResult& r) { print_line(io.out, r); };
-    ConvergeEngine engine(runner, *c.root_fs, clock, *c.logger, options);
+    auto random = make_system_random();
+    ConvergeEngine engine(runner, *c.root_fs, clock, *c.logger, *random, options);
     RunReport report = engine.run(o.spec, mode);
     auto body = to_report_json(report);
 

@@ -165,11 +165,11 @@ int cmd_run(const std::vector<std::string>& args, CliIo io) {
     converge_options.root = config.root;
     converge_options.state_dir = config.state_dir;
     converge_options.allow_platform_ready = true;  // the daemon runs a node, never a template being baked
-    ConvergeEngine converge_engine(runner, **root_fs, clock, *logger, converge_options);
+    auto random = make_system_random();
+    ConvergeEngine converge_engine(runner, **root_fs, clock, *logger, *random, converge_options);
     ConvergeRunEngine engine(converge_engine, state_host + "/lock");
     SystemHealthProber prober(health_runner, clock, config.root);
     auto notifier = make_systemd_notifier();
-    auto random = make_system_random();
 
     DaemonOptions options;
     options.identity = identity;

@@ -4,7 +4,6 @@
 #include "nodeform/controller/api/server.hpp"
 
 #include <arpa/inet.h>
-#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -21,6 +20,7 @@
 #include "nodeform/atomic_file.hpp"
 #include "nodeform/canonical_json.hpp"
 #include "nodeform/controller/api/node_status.hpp"
+#include "nodeform/controller/api/report_intake.hpp"
 #include "nodeform/controller/store/report_batcher.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/systemd.hpp"
@@ -43,17 +43,6 @@ bool valid_identity(const std::string& identity) {
 }
 
 namespace {
-
-// sd_notify(3) spoken natively (nodeform/systemd.hpp); the environment is read once, at construction.
-class SystemdNotifier final : public Notifier {
-  public:
-    SystemdNotifier() : env_(systemd::NotifyEnvironment::from_process()) {}
-    void notify(const std::string& state) override { (void)systemd::notify(env_, state); }
-    std::chrono::microseconds watchdog_interval() override { return systemd::watchdog_timeout(env_); }
-
-  private:
-    systemd::NotifyEnvironment env_;
-};
 
 class DirectorySiteSource final : public SiteSource {
   public:
@@ -145,18 +134,6 @@ std::string bearer_token(const httplib::Request& req) {
         return t;
     }
     return "";
-}
-
-std::string random_hex(std::size_t bytes) {
-    std::vector<unsigned char> buf(bytes);
-    if (RAND_bytes(buf.data(), static_cast<int>(buf.size())) != 1) return "0";
-    static const char* hex = "0123456789abcdef";
-    std::string out;
-    for (unsigned char c : buf) {
-        out.push_back(hex[c >> 4]);
-        out.push_back(hex[c & 0xf]);
-    }
-    return out;
 }
 
 // If-None-Match: "*", or a comma list of (optionally weak) entity tags.
@@ -295,10 +272,6 @@ std::unique_ptr<SiteSource> make_directory_site_source(const std::string& dir) {
     return std::make_unique<DirectorySiteSource>(dir);
 }
 
-std::unique_ptr<Notifier> make_systemd_notifier() {
-    return std::make_unique<SystemdNotifier>();
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 
 struct ControllerServer::Impl {
@@ -308,8 +281,10 @@ struct ControllerServer::Impl {
     const Clock& clock;
     Logger& logger;
     Notifier& notifier;
+    Random& random;
     ServerSecrets secrets;
     lifecycle::LifecycleStore* lifecycle;  // may be null
+    protocol::ReportParser report_parser;  // report.schema.json, parsed once
     ReportBatcher reports;                 // group commit; declared before http so that it outlives the workers
     ConnectionCounters connections;        // likewise
 
@@ -331,14 +306,15 @@ struct ControllerServer::Impl {
     bool stopping = false;
     std::vector<std::thread> threads;
 
-    Impl(ControllerConfig c, Store& s, SiteSource& src, const Clock& clk, Logger& log, Notifier& n, ServerSecrets sec,
-         lifecycle::LifecycleStore* lc)
+    Impl(ControllerConfig c, Store& s, SiteSource& src, const Clock& clk, Logger& log, Notifier& n, Random& rnd,
+         ServerSecrets sec, lifecycle::LifecycleStore* lc)
         : config(std::move(c)),
           store(s),
           source(src),
           clock(clk),
           logger(log),
           notifier(n),
+          random(rnd),
           secrets(std::move(sec)),
           lifecycle(lc),
           reports(s),
@@ -538,7 +514,7 @@ struct ControllerServer::Impl {
             return send_error(res, 409, "enrollment_not_used",
                               std::string("node '") + identity + "' authenticates by " +
                                   site::to_string(node->second.auth.method) + "; it does not enroll");
-        std::string credential = generate_secret("nfc_");
+        std::string credential = generate_secret(random, "nfc_");
         auto outcome = store.enroll(identity, hash_secret(token), hash_secret(credential), clock.now());
         if (!outcome) {
             logger.error("enrollment failed: " + outcome.message(), {{"NODEFORM_IDENTITY", identity}});
@@ -553,114 +529,13 @@ struct ControllerServer::Impl {
         send_json(res, 200, json{{"identity", identity}, {"credential", credential}});
     }
 
-    // Err(message) for a report that does not have the protocol's shape.
-    static Status validate_report(const json& r, const std::string& identity) {
-        if (!r.is_object()) return make_error("the report must be a JSON object");
-        auto str = [&](const char* key, std::size_t max) -> Status {
-            auto it = r.find(key);
-            if (it == r.end() || !it->is_string()) return make_error(std::string("\"") + key + "\" must be a string");
-            if (it->get_ref<const std::string&>().size() > max)
-                return make_error(std::string("\"") + key + "\" is too long");
-            return Ok{};
-        };
-        auto one_of = [&](const char* key, std::initializer_list<const char*> values) -> Status {
-            if (auto st = str(key, 64); !st) return st;
-            const auto& v = r.at(key).get_ref<const std::string&>();
-            for (const char* ok : values)
-                if (v == ok) return Ok{};
-            std::string list;
-            for (const char* ok : values)
-                list += (list.empty() ? "" : ", ") + std::string(ok);
-            return make_error(std::string("\"") + key + "\" must be one of " + list);
-        };
-        if (auto st = str("report_id", 128); !st) return st;
-        const auto& id = r.at("report_id").get_ref<const std::string&>();
-        if (id.empty() || !std::all_of(id.begin(), id.end(), [](char c) {
-                return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
-            }))
-            return make_error("\"report_id\" must be 1-128 of [A-Za-z0-9._-] (a UUID)");
-        if (auto st = str("identity", 253); !st) return st;
-        if (r.at("identity").get_ref<const std::string&>() != identity)
-            return make_error("the report's identity does not match the URL's node '" + identity + "'");
-        if (auto st = str("agent_version", 64); !st) return st;
-        if (auto st = str("spec_digest", 128); !st) return st;
-        if (auto st = one_of("phase", {"converging", "platform-ready", "sustain"}); !st) return st;
-        if (auto st = one_of("trigger", {"run", "health"}); !st) return st;
-        if (auto st = one_of("mode", {"apply", "check"}); !st) return st;
-        for (const char* key : {"started_at", "finished_at"}) {
-            if (auto st = str(key, 64); !st) return st;
-            std::chrono::system_clock::time_point t;
-            if (!parse_rfc3339(r.at(key).get<std::string>(), t))
-                return make_error(std::string("\"") + key + "\" must be an RFC 3339 UTC timestamp");
-        }
-        auto pr = r.find("platform_ready");
-        if (pr == r.end() || !pr->is_boolean()) return make_error("\"platform_ready\" must be true or false");
-        auto counts = r.find("counts");
-        if (counts == r.end() || !counts->is_object()) return make_error("\"counts\" must be an object");
-        for (const auto& [k, v] : counts->items()) {
-            if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<long long>() >= 0))
-                return make_error("\"counts." + k + "\" must be a non-negative integer");
-        }
-        for (const char* key : {"resources", "drift", "health"}) {
-            auto it = r.find(key);
-            if (it == r.end()) continue;
-            if (!it->is_array()) return make_error(std::string("\"") + key + "\" must be an array");
-            for (const auto& item : *it)
-                if (!item.is_object()) return make_error(std::string("\"") + key + "\" items must be objects");
-        }
-        if (auto it = r.find("resources"); it != r.end()) {
-            for (const auto& res : *it) {
-                auto s = res.find("status");
-                auto rid = res.find("id");
-                if (rid == res.end() || !rid->is_string()) return make_error("\"resources[].id\" must be a string");
-                if (s == res.end() || !s->is_string()) return make_error("\"resources[].status\" must be a string");
-                const auto& v = s->get_ref<const std::string&>();
-                if (v != "unchanged" && v != "changed" && v != "failed" && v != "skipped" && v != "drifted")
-                    return make_error("\"resources[].status\" must be unchanged, changed, failed, skipped or drifted");
-            }
-        }
-        if (auto it = r.find("health"); it != r.end()) {
-            for (const auto& h : *it) {
-                auto s = h.find("status");
-                if (s == h.end() || !s->is_string() || (*s != "pass" && *s != "fail"))
-                    return make_error("\"health[].status\" must be pass or fail");
-            }
-        }
-        return Ok{};
-    }
-
     void post_report(const httplib::Request& req, httplib::Response& res, const std::string& identity) {
         t_request.route = "/v1/nodes/{identity}/reports";
         std::shared_ptr<const Snapshot> snap;
         if (authorized_node(req, res, identity, snap) == nullptr) return;
-        json report = json::parse(req.body, nullptr, false);
-        if (report.is_discarded()) return send_error(res, 400, "malformed_body", "the body is not valid JSON");
-        if (auto st = validate_report(report, identity); !st)
-            return send_error(res, 422, "invalid_report", st.message());
-        ReportRecord rec;
-        rec.report_id = report["report_id"].get<std::string>();
-        rec.identity = identity;
-        rec.received_at = clock.now();
-        rec.spec_digest = report["spec_digest"].get<std::string>();
-        rec.phase = report["phase"].get<std::string>();
-        rec.trigger = report["trigger"].get<std::string>();
-        rec.mode = report["mode"].get<std::string>();
-        rec.finished_at = report["finished_at"].get<std::string>();
-        rec.platform_ready = report["platform_ready"].get<bool>();
-        const auto& counts = report["counts"];
-        auto count = [&](const char* key) -> std::int64_t {
-            auto c = counts.find(key);
-            return c == counts.end() ? 0 : c->get<std::int64_t>();
-        };
-        rec.changed = count("changed");
-        rec.failed = count("failed");
-        rec.drifted = count("drifted");
-        if (rec.drifted == 0 && report.contains("drift"))
-            rec.drifted = static_cast<std::int64_t>(report["drift"].size());
-        if (report.contains("health"))
-            for (const auto& h : report["health"])
-                rec.health_failed += h["status"] == "fail" ? 1 : 0;
-        rec.body = canonical_dump(report);
+        auto intake = accept_report(report_parser, req.body, identity, clock.now());
+        if (!intake.ok()) return send_error(res, intake.status, intake.code, intake.message);
+        const ReportRecord& rec = intake.record;
         auto outcome = reports.submit(rec);  // returns after the batch holding rec has committed (fsync)
         if (!outcome) {
             logger.error("storing a report failed: " + outcome.message(), {{"NODEFORM_IDENTITY", identity}});
@@ -842,7 +717,7 @@ struct ControllerServer::Impl {
         t_request = RequestContext{};
         t_request.active = true;
         t_request.start = std::chrono::steady_clock::now();
-        t_request.request_id = random_hex(8);
+        t_request.request_id = random_hex(random, 8);
         res.set_header("X-Request-Id", t_request.request_id);
         using HR = httplib::Server::HandlerResponse;
         const std::string& path = req.path;  // already percent-decoded by httplib
@@ -984,10 +859,10 @@ struct ControllerServer::Impl {
 };
 
 ControllerServer::ControllerServer(ControllerConfig config, Store& store, SiteSource& site_source, const Clock& clock,
-                                   Logger& logger, Notifier& notifier, ServerSecrets secrets,
+                                   Logger& logger, Notifier& notifier, Random& random, ServerSecrets secrets,
                                    lifecycle::LifecycleStore* lifecycle)
-    : impl_(std::make_unique<Impl>(std::move(config), store, site_source, clock, logger, notifier, std::move(secrets),
-                                   lifecycle)) {}
+    : impl_(std::make_unique<Impl>(std::move(config), store, site_source, clock, logger, notifier, random,
+                                   std::move(secrets), lifecycle)) {}
 
 ControllerServer::~ControllerServer() {
     stop();
@@ -1075,7 +950,7 @@ Status ControllerServer::run() {
             }
         } while (!impl.wait_stop(std::chrono::hours(1)));
     });
-    auto watchdog = impl.notifier.watchdog_interval();
+    auto watchdog = impl.notifier.watchdog_timeout();
     if (watchdog.count() > 0) {
         impl.background([&impl, watchdog] {  // WATCHDOG=1 only while the store answers
             auto period = std::chrono::duration_cast<std::chrono::milliseconds>(watchdog / 2);
@@ -1107,7 +982,7 @@ void ControllerServer::stop() {
 
 // ---------------------------------------------------------------------------------------------------------------
 
-Result<PreparedState> prepare_state(ControllerConfig& config, const std::string& site_name) {
+Result<PreparedState> prepare_state(ControllerConfig& config, const std::string& site_name, Random& random) {
     namespace fs = std::filesystem;
     PreparedState out;
     if (config.state.empty()) return make_error("no state directory: pass --state DIR (or state: in the config file)");
@@ -1126,7 +1001,7 @@ Result<PreparedState> prepare_state(ControllerConfig& config, const std::string&
             return make_error(token_path + " is too short to be an operator token; delete it to regenerate");
         out.operator_token = t;
     } else {
-        out.operator_token = generate_secret("nfo_");
+        out.operator_token = generate_secret(random, "nfo_");
         WriteOptions opts;
         opts.mode = 0600;
         if (auto st = write_file_atomic(token_path, out.operator_token + "\n", opts); !st) return st.error();

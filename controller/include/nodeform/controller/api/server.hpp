@@ -1,7 +1,7 @@
 #pragma once
 // The controller's HTTP(S) API (docs/protocol.md, docs/controller.md): specs, enrollment, reports, operator
 // views, health and metrics. Side effects come in through the constructor: Store, SiteSource, Clock, Logger,
-// Notifier.
+// Notifier, Random (request ids, node credentials).
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -13,6 +13,8 @@
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/controller/store/store.hpp"
 #include "nodeform/log.hpp"
+#include "nodeform/notifier.hpp"
+#include "nodeform/random.hpp"
 #include "nodeform/result.hpp"
 #include "nodeform/site/site.hpp"
 
@@ -32,20 +34,6 @@ class SiteSource {
 // load_site(dir); stamp = every file's path, size and mtime (ns) under dir.
 std::unique_ptr<SiteSource> make_directory_site_source(const std::string& dir);
 
-// sd_notify behind an interface: "READY=1", "WATCHDOG=1", "STATUS=…", "STOPPING=1", "RELOADING=1".
-class Notifier {
-  public:
-    virtual ~Notifier() = default;
-    virtual void notify(const std::string& state) = 0;
-    // The watchdog interval systemd expects pings within; zero when there is no watchdog.
-    virtual std::chrono::microseconds watchdog_interval() { return std::chrono::microseconds(0); }
-};
-std::unique_ptr<Notifier> make_systemd_notifier();
-class NullNotifier final : public Notifier {
-  public:
-    void notify(const std::string&) override {}
-};
-
 // An identity as it may appear in a URL path: 1..253 of [A-Za-z0-9._-], not "." or "..", no leading '.' or '-'.
 bool valid_identity(const std::string& identity);
 
@@ -58,7 +46,8 @@ class ControllerServer {
   public:
     // lifecycle: the provisioning records shown by the operator endpoints (null: no "lifecycle" fields).
     ControllerServer(ControllerConfig config, Store& store, SiteSource& site_source, const Clock& clock, Logger& logger,
-                     Notifier& notifier, ServerSecrets secrets, lifecycle::LifecycleStore* lifecycle = nullptr);
+                     Notifier& notifier, Random& random, ServerSecrets secrets,
+                     lifecycle::LifecycleStore* lifecycle = nullptr);
     ~ControllerServer();
     ControllerServer(const ControllerServer&) = delete;
     ControllerServer& operator=(const ControllerServer&) = delete;
@@ -93,6 +82,7 @@ struct PreparedState {
     bool generated_tls = false;
     bool generated_operator_token = false;
 };
-Result<PreparedState> prepare_state(ControllerConfig& config, const std::string& site_name);
+// random: the operator token when one is created.
+Result<PreparedState> prepare_state(ControllerConfig& config, const std::string& site_name, Random& random);
 
 }  // namespace nodeform::controller
