@@ -9,6 +9,8 @@
 #include <thread>
 
 #include "nodeform/clock.hpp"
+#include "nodeform/controller/api/site_snapshot.hpp"
+#include "nodeform/controller/api/state.hpp"
 #include "nodeform/controller/config.hpp"
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/controller/store/store.hpp"
@@ -23,16 +25,6 @@ class Server;
 }
 
 namespace nodeform::controller {
-
-// Where the site comes from. stamp() changes whenever the files may have changed (cheap; polled every second).
-class SiteSource {
-  public:
-    virtual ~SiteSource() = default;
-    virtual site::LoadResult load() = 0;
-    virtual std::string stamp() = 0;
-};
-// load_site(dir); stamp = every file's path, size and mtime (ns) under dir.
-std::unique_ptr<SiteSource> make_directory_site_source(const std::string& dir);
 
 // An identity as it may appear in a URL path: 1..253 of [A-Za-z0-9._-], not "." or "..", no leading '.' or '-'.
 bool valid_identity(const std::string& identity);
@@ -72,17 +64,5 @@ class ControllerServer {
     std::unique_ptr<Impl> impl_;
     int port_ = 0;
 };
-
-// What `serve` does at startup in STATE: creates STATE/tls (CA + server certificate, unless the config names
-// a certificate) and STATE/operator-token (0600). Returns the operator token and, for generated TLS, the CA
-// fingerprint; fills config.tls_cert/tls_key with the paths to use.
-struct PreparedState {
-    std::string operator_token;
-    std::string ca_fingerprint;  // empty when plain HTTP or an operator-provided certificate
-    bool generated_tls = false;
-    bool generated_operator_token = false;
-};
-// random: the operator token when one is created.
-Result<PreparedState> prepare_state(ControllerConfig& config, const std::string& site_name, Random& random);
 
 }  // namespace nodeform::controller
