@@ -14,22 +14,24 @@ using Json = nlohmann::json;
 
 constexpr std::int64_t kMaxInt = std::numeric_limits<std::int64_t>::max();
 
-// The first integer anywhere in value that the store cannot keep (beyond INT64_MAX): valijson reads integers
-// as int64, so the schema alone would see such a number wrapped. Empty when there is none.
-std::string oversized_integer(const Json& value, const std::string& pointer, std::string& found) {
-    if (value.is_number_unsigned() && value.get<std::uint64_t>() > static_cast<std::uint64_t>(kMaxInt)) {
-        found = value.dump();
-        return pointer;
-    }
-    if (value.is_object()) {
-        for (auto it = value.begin(); it != value.end(); ++it) {
-            auto at = oversized_integer(it.value(), site::detail::pointer_join(pointer, it.key()), found);
-            if (!found.empty()) return at;
+// The JSON Pointer of the first integer anywhere in value that the store cannot keep (beyond INT64_MAX), and
+// its text in `found`: valijson reads integers as int64, so the schema alone would see such a number wrapped.
+// Iterative (an explicit stack), so a deeply nested value cannot exhaust the call stack here.
+std::string oversized_integer(const Json& value, std::string& found) {
+    std::vector<std::pair<const Json*, std::string>> todo{{&value, ""}};
+    while (!todo.empty()) {
+        auto [v, pointer] = std::move(todo.back());
+        todo.pop_back();
+        if (v->is_number_unsigned() && v->get<std::uint64_t>() > static_cast<std::uint64_t>(kMaxInt)) {
+            found = v->dump();
+            return pointer;
         }
-    } else if (value.is_array()) {
-        for (std::size_t i = 0; i < value.size(); ++i) {
-            auto at = oversized_integer(value[i], site::detail::pointer_join(pointer, i), found);
-            if (!found.empty()) return at;
+        if (v->is_object()) {
+            for (auto it = v->rbegin(); it != v->rend(); ++it)
+                todo.emplace_back(&it.value(), site::detail::pointer_join(pointer, it.key()));
+        } else if (v->is_array()) {
+            for (std::size_t i = v->size(); i-- > 0;)
+                todo.emplace_back(&(*v)[i], site::detail::pointer_join(pointer, i));
         }
     }
     return "";
@@ -130,6 +132,14 @@ std::int64_t Report::health_failed() const {
                          [](const HealthEntry& h) { return h.status == HealthStatus::fail; });
 }
 
+Json to_json(const HealthEntry& h) {
+    return {{"name", h.name},
+            {"type", h.type},
+            {"status", to_string(h.status)},
+            {"message", h.message},
+            {"checked_at", h.checked_at}};
+}
+
 Json to_json(const Report& r) {
     Json resources = Json::array();
     for (const auto& e : r.resources)
@@ -144,11 +154,7 @@ Json to_json(const Report& r) {
         drift.push_back({{"id", d.id}, {"changes", changes_json(d.changes)}});
     Json health = Json::array();
     for (const auto& h : r.health)
-        health.push_back({{"name", h.name},
-                          {"type", h.type},
-                          {"status", to_string(h.status)},
-                          {"message", h.message},
-                          {"checked_at", h.checked_at}});
+        health.push_back(to_json(h));
     const Counts& c = r.counts;
     Json j = {{"report_id", r.report_id},
               {"identity", r.identity},
@@ -198,7 +204,7 @@ ReportParser::~ReportParser() = default;
 
 Result<Report> ReportParser::parse(const Json& body) const {
     std::string found;
-    std::string at = oversized_integer(body, "", found);
+    std::string at = oversized_integer(body, found);
     if (!found.empty())
         return field_error(site::detail::pointer_to_field(at, &body),
                            "must be at most " + std::to_string(kMaxInt) + " (got " + found + ")");

@@ -34,10 +34,9 @@ Result<SpecFetch> FileSpecSource::fetch() {
     return out;
 }
 
-RunOutcome ConvergeRunEngine::run(const nlohmann::json& spec, TurnMode mode, const nlohmann::json& health) {
+RunOutcome ConvergeRunEngine::run(const nlohmann::json& spec, TurnMode mode) {
     RunOutcome out;
     auto lock = RunLock::acquire(lock_path_, lock_timeout_);
-    (void)health;  // the daemon stamps the health results (protocol::stamp)
     if (!lock) {
         RunReport failed;  // no report_id: the daemon's stamp draws one
         failed.identity = spec.value("identity", "");

@@ -142,15 +142,7 @@ struct Daemon::Impl {
     std::vector<protocol::HealthEntry> health_entries() const {
         std::vector<protocol::HealthEntry> out;
         for (const auto& r : tracker.results())
-            out.push_back({r.name, r.type, r.pass ? protocol::HealthStatus::pass : protocol::HealthStatus::fail,
-                           r.message, format_rfc3339(r.checked_at)});
-        return out;
-    }
-
-    Json health_json() const {
-        Json out = Json::array();
-        for (const auto& r : tracker.results())
-            out.push_back(to_json(r));
+            out.push_back(to_entry(r));
         return out;
     }
 
@@ -326,8 +318,7 @@ struct Daemon::Impl {
         running = true;
         bool need_enroll = !enrolled;
         bool sustain = ready;
-        Json health = health_json();
-        asio::post(*run_pool, [this, need_enroll, sustain, health]() {
+        asio::post(*run_pool, [this, need_enroll, sustain]() {
             TurnResult r;
             if (need_enroll) {
                 auto st = deps.spec_source.enroll();
@@ -348,7 +339,7 @@ struct Daemon::Impl {
             if (fetched->spec.is_object() && fetched->spec.contains("apply") && fetched->spec["apply"].is_object())
                 drift = str_of(fetched->spec["apply"], "drift");
             r.mode = sustain && drift == "report" ? TurnMode::check : TurnMode::apply;
-            r.outcome = deps.engine.run(fetched->spec, r.mode, health);
+            r.outcome = deps.engine.run(fetched->spec, r.mode);
             r.fetch = std::move(*fetched);
             post_turn_done(std::move(r));
         });

@@ -1,6 +1,8 @@
-// The controller API on cpp-httplib. Every route is dispatched by hand-written path checks in the pre-routing
+// The controller API routes on cpp-httplib. Every route is dispatched by hand-written path checks in the pre-routing
 // handler (no std::regex over request paths); POST bodies are read by httplib (payload cap → 413) and handled by
-// two regex routes whose paths the pre-routing handler has already bounded and validated.
+// two regex routes whose paths the pre-routing handler has already bounded and validated. Authentication, the
+// report boundary, metrics, the site snapshot and the state directory live beside it (auth.cpp, report_intake.cpp,
+// metrics.cpp, site_snapshot.cpp, state.cpp).
 #include "nodeform/controller/api/server.hpp"
 
 #include <openssl/ssl.h>

@@ -96,6 +96,8 @@ struct Report {
 
 // The body as docs/protocol.md shows it.
 nlohmann::json to_json(const Report& report);
+// One health[] entry of it.
+nlohmann::json to_json(const HealthEntry& entry);
 
 // What the agent sets on every report it sends, in one place. A run's own report keeps its report_id (the
 // one in last-run.json and the platform-ready marker), times, identity and digest when set; a report made

@@ -47,7 +47,7 @@ class FakeSource final : public SpecSource {
 
 class FakeEngine final : public RunEngine {
   public:
-    RunOutcome run(const Json& /*spec*/, TurnMode mode, const Json& /*health*/) override {
+    RunOutcome run(const Json& /*spec*/, TurnMode mode) override {
         int n = ++runs;
         {
             std::lock_guard<std::mutex> lock(mutex);

@@ -51,8 +51,8 @@ struct RunOutcome {
 class RunEngine {
   public:
     virtual ~RunEngine() = default;
-    // Blocking. `health` is the current health[] array for the report.
-    virtual RunOutcome run(const nlohmann::json& spec, TurnMode mode, const nlohmann::json& health) = 0;
+    // Blocking. The daemon stamps the report afterwards (report id, trigger, phase, the health results then).
+    virtual RunOutcome run(const nlohmann::json& spec, TurnMode mode) = 0;
     // Asks a run in progress to stop after the resource in hand (best effort; called from another thread).
     virtual void cancel() {}
 };
