@@ -172,6 +172,7 @@ std::optional<int> setup(const std::vector<std::string>& argv, CliIo io, const c
 }
 
 struct Obtained {
+    std::unique_ptr<Random> random = make_system_random();  // the client's jitter and the run's report id
     nlohmann::json spec;
     std::optional<LoadedSeed> seed;
     std::unique_ptr<HttpTransport> http;
@@ -208,6 +209,7 @@ std::variant<Obtained, int> obtain_spec(Common& c, CliIo io, const char* name) {
     options.state_dir = c.state_dir;
     options.backoff.attempts = 4;
     options.backoff.max = std::chrono::seconds(15);
+    options.random = o.random.get();
     o.client = std::make_unique<ControllerClient>(*o.http, *c.root_fs, *c.logger, seed->seed, options);
     auto fetched = o.client->fetch_spec();
     if (!fetched) {
@@ -294,7 +296,7 @@ int converge(const std::vector<std::string>& argv, CliIo io, RunMode mode) {
         options.dpkg_lock_timeout = std::chrono::duration_cast<std::chrono::seconds>(*parse_duration(*d));
     }
     if (!json) options.on_result = [&](const ResourceResult& r) { print_line(io.out, r); };
-    ConvergeEngine engine(runner, *c.root_fs, clock, *c.logger, options);
+    ConvergeEngine engine(runner, *c.root_fs, clock, *c.logger, *o.random, options);
     RunReport report = engine.run(o.spec, mode);
     auto body = to_report_json(report);
 

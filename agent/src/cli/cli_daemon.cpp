@@ -113,6 +113,7 @@ int cmd_run(const std::vector<std::string>& args, CliIo io) {
     std::string identity;
     std::unique_ptr<SpecSource> source;
     std::unique_ptr<HttpTransport> fetch_http, report_http;
+    auto random = make_system_random();  // jitter, report ids
     std::unique_ptr<ControllerClient> fetch_client, report_client;
     std::unique_ptr<ReportPoster> poster;
     if (!config.spec.empty()) {
@@ -145,12 +146,14 @@ int cmd_run(const std::vector<std::string>& args, CliIo io) {
         }
         ClientOptions fetch_options;
         fetch_options.state_dir = config.state_dir;
+        fetch_options.random = random.get();
         fetch_options.backoff.attempts = 3;
         fetch_options.backoff.initial = std::min<std::chrono::milliseconds>(config.retry_base, std::chrono::seconds(1));
         fetch_options.backoff.max = std::min<std::chrono::milliseconds>(config.retry_cap, std::chrono::seconds(10));
         fetch_client = std::make_unique<ControllerClient>(*fetch_http, **root_fs, *logger, s, fetch_options);
         ClientOptions report_options;
         report_options.state_dir = config.state_dir;
+        report_options.random = random.get();
         report_options.backoff.attempts = 1;
         report_client = std::make_unique<ControllerClient>(*report_http, **root_fs, *logger, s, report_options);
         auto controller_source = std::make_unique<ControllerSpecSource>(*fetch_client, identity);
@@ -165,11 +168,10 @@ int cmd_run(const std::vector<std::string>& args, CliIo io) {
     converge_options.root = config.root;
     converge_options.state_dir = config.state_dir;
     converge_options.allow_platform_ready = true;  // the daemon runs a node, never a template being baked
-    ConvergeEngine converge_engine(runner, **root_fs, clock, *logger, converge_options);
+    ConvergeEngine converge_engine(runner, **root_fs, clock, *logger, *random, converge_options);
     ConvergeRunEngine engine(converge_engine, state_host + "/lock");
     SystemHealthProber prober(health_runner, clock, config.root);
     auto notifier = make_systemd_notifier();
-    auto random = make_system_random();
 
     DaemonOptions options;
     options.identity = identity;

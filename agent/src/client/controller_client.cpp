@@ -1,6 +1,5 @@
 #include "nodeform/agent/controller_client.hpp"
 
-#include <random>
 #include <thread>
 
 #include "nodeform/canonical_json.hpp"
@@ -98,12 +97,6 @@ ControllerClient::ControllerClient(HttpTransport& http, Filesystem& fs, Logger& 
                                    ClientOptions options)
     : http_(http), fs_(fs), logger_(logger), seed_(std::move(seed)), options_(std::move(options)) {
     if (!options_.sleep) options_.sleep = [](std::chrono::milliseconds d) { std::this_thread::sleep_for(d); };
-    if (!options_.random) {
-        options_.random = []() {
-            std::random_device rd;
-            return (static_cast<std::uint64_t>(rd()) << 32) | rd();
-        };
-    }
 }
 
 std::map<std::string, std::string> ControllerClient::auth_headers() {
@@ -116,7 +109,9 @@ Result<HttpResponse> ControllerClient::send_with_retry(const HttpRequest& reques
     std::string last;
     const int attempts = std::max(1, options_.backoff.attempts);
     for (int attempt = 0; attempt < attempts; ++attempt) {
-        if (attempt > 0) options_.sleep(backoff_delay(options_.backoff, attempt - 1, options_.random()));
+        if (attempt > 0)
+            options_.sleep(
+                backoff_delay(options_.backoff, attempt - 1, options_.random != nullptr ? options_.random->next() : 0));
         auto response = http_.send(request);
         if (response && !(retry_5xx && response->status >= 500)) return response;
         last = response ? error_text(*response) : response.message();

@@ -34,28 +34,24 @@ Result<SpecFetch> FileSpecSource::fetch() {
     return out;
 }
 
-RunOutcome ConvergeRunEngine::run(const nlohmann::json& spec, TurnMode mode, const nlohmann::json& health) {
+RunOutcome ConvergeRunEngine::run(const nlohmann::json& spec, TurnMode mode) {
     RunOutcome out;
     auto lock = RunLock::acquire(lock_path_, lock_timeout_);
-    ReportContext context;
-    context.trigger = "run";
-    context.health = health;
     if (!lock) {
-        RunReport failed;
-        failed.report_id = make_uuid_v4();
+        RunReport failed;  // no report_id: the daemon's stamp draws one
         failed.identity = spec.value("identity", "");
         failed.spec_digest = canonical_digest(spec);
         failed.mode = mode == TurnMode::apply ? RunMode::apply : RunMode::check;
         failed.started_at = failed.finished_at = std::chrono::system_clock::now();
         failed.error = lock.message();
-        out.report = to_report_json(failed, context);
+        out.report = to_report(failed);
         return out;
     }
     RunReport report = engine_.run(spec, mode == TurnMode::apply ? RunMode::apply : RunMode::check);
     out.ok = report.ok();
     out.platform_ready = report.platform_ready;
     out.reached_platform_ready = report.reached_platform_ready;
-    out.report = to_report_json(report, context);
+    out.report = to_report(report);
     return out;
 }
 

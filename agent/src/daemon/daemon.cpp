@@ -23,13 +23,6 @@ using Json = nlohmann::json;
 using std::chrono::milliseconds;
 namespace asio = boost::asio;
 
-int count_of(const Json& report, const char* key) {
-    if (!report.is_object() || !report.contains("counts") || !report["counts"].is_object()) return 0;
-    const Json& counts = report["counts"];
-    if (!counts.contains(key) || !counts[key].is_number_integer()) return 0;
-    return counts[key].get<int>();
-}
-
 std::string str_of(const Json& object, const char* key) {
     if (!object.is_object() || !object.contains(key) || !object[key].is_string()) return "";
     return object[key].get<std::string>();
@@ -44,19 +37,16 @@ std::string value_text(const Json& v) {
 }
 
 // "mode 0600 -> 0644, owner alice -> root"
-std::string describe_changes(const Json& resource) {
+std::string describe_changes(const std::vector<protocol::Change>& changes) {
     std::string out;
-    if (!resource.contains("changes") || !resource["changes"].is_array()) return out;
-    for (const auto& c : resource["changes"]) {
-        if (!c.is_object()) continue;
+    for (const auto& c : changes) {
         if (!out.empty()) out += ", ";
-        std::string field = str_of(c, "field");
-        std::string oldv = c.contains("old") ? value_text(c["old"]) : "none";
-        std::string newv = c.contains("new") ? value_text(c["new"]) : "none";
-        if (field == "content" && oldv.size() + newv.size() > 60) {
+        std::string oldv = value_text(c.old_value);
+        std::string newv = value_text(c.new_value);
+        if (c.field == "content" && oldv.size() + newv.size() > 60) {
             out += "content changed";
         } else {
-            out += field + " " + oldv + " -> " + newv;
+            out += c.field + " " + oldv + " -> " + newv;
         }
     }
     return out;
@@ -64,11 +54,11 @@ std::string describe_changes(const Json& resource) {
 
 }  // namespace
 
-std::string describe_counts(const Json& report) {
-    return std::to_string(count_of(report, "total")) + " resources: " + std::to_string(count_of(report, "changed")) +
-           " changed, " + std::to_string(count_of(report, "failed")) + " failed, " +
-           std::to_string(count_of(report, "skipped")) + " skipped, " + std::to_string(count_of(report, "drifted")) +
-           " drifted";
+std::string describe_counts(const protocol::Report& report) {
+    const auto& c = report.counts;
+    return std::to_string(c.total) + " resources: " + std::to_string(c.changed) + " changed, " +
+           std::to_string(c.failed) + " failed, " + std::to_string(c.skipped) + " skipped, " +
+           std::to_string(c.drifted) + " drifted";
 }
 
 struct Daemon::Impl {
@@ -130,7 +120,7 @@ struct Daemon::Impl {
     unsigned drifted = 0;
     std::string note;
     std::string digest;
-    Json last_report;
+    std::optional<protocol::Report> last_report;  // the last run's, stamped
     std::string last_run_at;
     std::vector<HealthCheckSpec> checks;
     std::vector<std::unique_ptr<asio::steady_timer>> health_timers;
@@ -149,11 +139,17 @@ struct Daemon::Impl {
         ++(stats.*field);
     }
 
-    Json health_json() const {
-        Json out = Json::array();
+    std::vector<protocol::HealthEntry> health_entries() const {
+        std::vector<protocol::HealthEntry> out;
         for (const auto& r : tracker.results())
-            out.push_back(to_json(r));
+            out.push_back(to_entry(r));
         return out;
+    }
+
+    // Every report this daemon sends is stamped here (protocol::stamp); `at` non-empty: a new report at that time.
+    void stamp(protocol::Report& report, protocol::Trigger trigger, protocol::Phase phase, const std::string& at) {
+        protocol::stamp(report, {opt.identity, opt.agent_version, digest, trigger, phase, health_entries(), at},
+                        deps.random);
     }
 
     void update_status() {
@@ -177,7 +173,7 @@ struct Daemon::Impl {
                       {"ready", ready},
                       {"turns", stats.turns},
                       {"last_run_at", last_run_at},
-                      {"last_report_id", str_of(last_report, "report_id")},
+                      {"last_report_id", last_report ? last_report->report_id : std::string()},
                       {"spec_digest", digest},
                       {"spooled", deps.spool.size()},
                       {"spool_dropped", deps.spool.dropped()}};
@@ -185,9 +181,9 @@ struct Daemon::Impl {
             deps.logger.warning("cannot write daemon state: " + st.message());
     }
 
-    void spool_report(Json report) {
-        std::string id = str_of(report, "report_id");
-        if (auto st = deps.spool.put(std::move(report)); !st) {
+    void spool_report(const protocol::Report& report) {
+        const std::string& id = report.report_id;
+        if (auto st = deps.spool.put(protocol::to_json(report)); !st) {
             deps.logger.error("cannot spool report " + id + ": " + st.message() + " (is " + deps.spool.dir() +
                                   " writable and not full?)",
                               {{"NODEFORM_RUN_ID", id}});
@@ -321,8 +317,7 @@ struct Daemon::Impl {
         running = true;
         bool need_enroll = !enrolled;
         bool sustain = ready;
-        Json health = health_json();
-        asio::post(*run_pool, [this, need_enroll, sustain, health]() {
+        asio::post(*run_pool, [this, need_enroll, sustain]() {
             TurnResult r;
             if (need_enroll) {
                 auto st = deps.spec_source.enroll();
@@ -343,7 +338,7 @@ struct Daemon::Impl {
             if (fetched->spec.is_object() && fetched->spec.contains("apply") && fetched->spec["apply"].is_object())
                 drift = str_of(fetched->spec["apply"], "drift");
             r.mode = sustain && drift == "report" ? TurnMode::check : TurnMode::apply;
-            r.outcome = deps.engine.run(fetched->spec, r.mode, health);
+            r.outcome = deps.engine.run(fetched->spec, r.mode);
             r.fetch = std::move(*fetched);
             post_turn_done(std::move(r));
         });
@@ -370,23 +365,20 @@ struct Daemon::Impl {
         apply_spec(fetch);
 
         RunOutcome& outcome = *r.outcome;
-        Json report = std::move(outcome.report);
-        if (!report.is_object()) report = Json::object();
-        std::string id = str_of(report, "report_id");
-        if (!looks_like_uuid(id)) report["report_id"] = id = make_uuid_v4();
-        report["trigger"] = "run";
-        report["health"] = health_json();
-        if (!report.contains("identity")) report["identity"] = opt.identity;
-        if (!report.contains("agent_version")) report["agent_version"] = opt.agent_version;
-        if (!report.contains("spec_digest")) report["spec_digest"] = digest;
+        protocol::Report report = std::move(outcome.report);
         const bool reaching = !ready && (outcome.reached_platform_ready || outcome.ok);
-        report["phase"] = reaching ? "platform-ready" : (ready || outcome.platform_ready) ? "sustain" : "converging";
+        stamp(report, protocol::Trigger::run,
+              reaching                            ? protocol::Phase::platform_ready
+              : (ready || outcome.platform_ready) ? protocol::Phase::sustain
+                                                  : protocol::Phase::converging,
+              "");
+        const std::string id = report.report_id;
         log_run(report, r.mode);
-        failed = static_cast<unsigned>(count_of(report, "failed") + count_of(report, "skipped"));
-        drifted = static_cast<unsigned>(count_of(report, "drifted"));
+        failed = static_cast<unsigned>(report.counts.failed + report.counts.skipped);
+        drifted = static_cast<unsigned>(report.counts.drifted);
         last_report = report;
-        last_run_at = str_of(report, "finished_at");
-        spool_report(std::move(report));
+        last_run_at = report.finished_at;
+        spool_report(report);
         {
             std::lock_guard<std::mutex> lock(stats_mutex);
             ++stats.turns;
@@ -473,31 +465,28 @@ struct Daemon::Impl {
         });
     }
 
-    void log_run(const Json& report, TurnMode mode) {
-        std::string id = str_of(report, "report_id");
-        if (!str_of(report, "error").empty())
-            deps.logger.error("run failed: " + str_of(report, "error"),
-                              {{"NODEFORM_RUN_ID", id}, {"NODEFORM_STATUS", "failed"}});
-        if (report.contains("resources") && report["resources"].is_array()) {
-            for (const auto& res : report["resources"]) {
-                std::string status = str_of(res, "status");
-                if (status == "unchanged" || status.empty()) continue;
-                std::string rid = str_of(res, "id");
-                std::string line = rid + " " + status;
-                std::string changes = describe_changes(res);
-                std::string message = str_of(res, "message");
-                if (!changes.empty())
-                    line += ": " + changes;
-                else if (!message.empty())
-                    line += ": " + message;
-                LogLevel level = status == "failed"                           ? LogLevel::error
-                                 : status == "skipped" || status == "drifted" ? LogLevel::warning
-                                                                              : LogLevel::notice;
-                deps.logger.log(level, line,
-                                {{"NODEFORM_RUN_ID", id}, {"NODEFORM_RESOURCE", rid}, {"NODEFORM_STATUS", status}});
-            }
+    void log_run(const protocol::Report& report, TurnMode mode) {
+        const std::string& id = report.report_id;
+        if (!report.error.empty())
+            deps.logger.error("run failed: " + report.error, {{"NODEFORM_RUN_ID", id}, {"NODEFORM_STATUS", "failed"}});
+        for (const auto& res : report.resources) {
+            if (res.status == protocol::ResourceStatus::unchanged) continue;
+            std::string status = protocol::to_string(res.status);
+            std::string line = res.id + " " + status;
+            std::string changes = describe_changes(res.changes);
+            if (!changes.empty())
+                line += ": " + changes;
+            else if (!res.message.empty())
+                line += ": " + res.message;
+            LogLevel level =
+                res.status == protocol::ResourceStatus::failed ? LogLevel::error
+                : res.status == protocol::ResourceStatus::skipped || res.status == protocol::ResourceStatus::drifted
+                    ? LogLevel::warning
+                    : LogLevel::notice;
+            deps.logger.log(level, line,
+                            {{"NODEFORM_RUN_ID", id}, {"NODEFORM_RESOURCE", res.id}, {"NODEFORM_STATUS", status}});
         }
-        bool bad = count_of(report, "failed") + count_of(report, "skipped") > 0 || !str_of(report, "error").empty();
+        bool bad = report.counts.failed + report.counts.skipped > 0 || !report.error.empty();
         deps.logger.log(
             bad ? LogLevel::warning : LogLevel::info,
             std::string(mode == TurnMode::check ? "check" : "converge") + " run finished: " + describe_counts(report),
@@ -551,26 +540,17 @@ struct Daemon::Impl {
     }
 
     void send_health_report() {
-        Json report = last_report.is_object() ? last_report : Json::object();
-        auto now = format_rfc3339(deps.clock.now());
-        report["report_id"] = make_uuid_v4();
-        report["identity"] = opt.identity;
-        report["agent_version"] = opt.agent_version;
-        report["spec_digest"] = digest;
-        report["trigger"] = "health";
-        report["phase"] = ready ? "sustain" : "converging";
-        report["platform_ready"] = ready;
-        report["started_at"] = now;
-        report["finished_at"] = now;
-        if (!report.contains("mode")) report["mode"] = "check";
-        if (!report.contains("counts"))
-            report["counts"] = {{"total", 0},  {"unchanged", 0}, {"changed", 0},
-                                {"failed", 0}, {"skipped", 0},   {"drifted", 0}};
-        if (!report.contains("resources")) report["resources"] = Json::array();
-        if (!report.contains("drift")) report["drift"] = Json::array();
-        report["health"] = health_json();
+        protocol::Report report;
+        if (last_report) {
+            report = *last_report;
+        } else {
+            report.mode = protocol::Mode::check;
+        }
+        report.platform_ready = ready;
+        stamp(report, protocol::Trigger::health, ready ? protocol::Phase::sustain : protocol::Phase::converging,
+              format_rfc3339(deps.clock.now()));
         bump(&DaemonStats::health_reports);
-        spool_report(std::move(report));
+        spool_report(report);
     }
 
     // ---- sending -------------------------------------------------------------------------------------------

@@ -228,12 +228,9 @@ Result<std::vector<HealthCheckSpec>> parse_health_checks(const Json& health) {
     return checks;
 }
 
-Json to_json(const HealthResult& r) {
-    return Json{{"name", r.name},
-                {"type", r.type},
-                {"status", r.pass ? "pass" : "fail"},
-                {"message", r.message},
-                {"checked_at", format_rfc3339(r.checked_at)}};
+protocol::HealthEntry to_entry(const HealthResult& r) {
+    return {r.name, r.type, r.pass ? protocol::HealthStatus::pass : protocol::HealthStatus::fail, r.message,
+            format_rfc3339(r.checked_at)};
 }
 
 HealthResult SystemHealthProber::probe(const HealthCheckSpec& c) {

@@ -1,30 +1,6 @@
 #include "nodeform/agent/daemon/notifier.hpp"
 
-#include "nodeform/systemd.hpp"
-
 namespace nodeform::agent::daemon {
-namespace {
-
-// sd_notify(3) spoken natively; the environment is read once, when the daemon starts.
-class SystemdNotifier final : public Notifier {
-  public:
-    explicit SystemdNotifier(systemd::NotifyEnvironment env)
-        : env_(std::move(env)), watchdog_(systemd::watchdog_timeout(env_)) {}
-    // A lost notification is not fatal to the daemon (systemd's own timeouts report it).
-    void notify(const std::string& state) override { (void)systemd::notify(env_, state); }
-    std::chrono::microseconds watchdog_timeout() const override { return watchdog_; }
-
-  private:
-    systemd::NotifyEnvironment env_;
-    std::chrono::microseconds watchdog_;
-};
-
-}  // namespace
-
-std::unique_ptr<Notifier> make_systemd_notifier() {
-    return std::make_unique<SystemdNotifier>(systemd::NotifyEnvironment::from_process());
-}
-
 std::string format_status(const StatusSummary& s) {
     std::string line;
     if (s.ready) {

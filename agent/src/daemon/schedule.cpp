@@ -1,32 +1,10 @@
 #include "nodeform/agent/daemon/schedule.hpp"
 
 #include <algorithm>
-#include <random>
 
 #include "nodeform/canonical_json.hpp"
 
 namespace nodeform::agent::daemon {
-namespace {
-
-class SystemRandom final : public Random {
-  public:
-    SystemRandom() {
-        std::random_device rd;
-        std::seed_seq seq{rd(), rd(), rd(), rd()};
-        engine_.seed(seq);
-    }
-    std::uint64_t next() override { return engine_(); }
-
-  private:
-    std::mt19937_64 engine_;
-};
-
-}  // namespace
-
-std::unique_ptr<Random> make_system_random() {
-    return std::make_unique<SystemRandom>();
-}
-
 std::chrono::milliseconds splay_offset(const std::string& identity, std::chrono::milliseconds splay) {
     if (splay.count() <= 0) return std::chrono::milliseconds(0);
     std::string hex = sha256_hex(identity);

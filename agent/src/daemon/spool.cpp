@@ -1,6 +1,5 @@
 #include "nodeform/agent/daemon/spool.hpp"
 
-#include <openssl/rand.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -38,35 +37,6 @@ bool parse_entry_name(const std::string& name, std::uint64_t& seq, std::string& 
 }
 
 }  // namespace
-
-std::string make_uuid_v4() {
-    unsigned char b[16];
-    if (RAND_bytes(b, sizeof b) != 1) throw std::runtime_error("OpenSSL RAND_bytes failed");
-    b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
-    b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
-    static const char* hex = "0123456789abcdef";
-    std::string out;
-    out.reserve(36);
-    for (int i = 0; i < 16; ++i) {
-        if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
-        out.push_back(hex[b[i] >> 4]);
-        out.push_back(hex[b[i] & 0x0f]);
-    }
-    return out;
-}
-
-bool looks_like_uuid(const std::string& t) {
-    if (t.size() != 36) return false;
-    for (std::size_t i = 0; i < t.size(); ++i) {
-        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash) {
-            if (t[i] != '-') return false;
-        } else if (!((t[i] >= '0' && t[i] <= '9') || (t[i] >= 'a' && t[i] <= 'f'))) {
-            return false;
-        }
-    }
-    return true;
-}
 
 Result<std::unique_ptr<Spool>> Spool::open(const std::string& dir, std::size_t max_entries) {
     namespace fs = std::filesystem;

@@ -1,6 +1,5 @@
 #include "nodeform/agent/converge.hpp"
 
-#include <random>
 #include <set>
 
 #include "context.hpp"
@@ -10,26 +9,6 @@ namespace nodeform::agent {
 namespace {
 
 using Ms = std::chrono::milliseconds;
-
-std::string make_uuid_v4() {
-    std::random_device rd;
-    unsigned char b[16];
-    for (int i = 0; i < 16; i += 4) {
-        std::uint32_t v = rd();
-        for (int k = 0; k < 4; ++k)
-            b[i + k] = static_cast<unsigned char>(v >> (8 * k));
-    }
-    b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
-    b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
-    static const char* hex = "0123456789abcdef";
-    std::string out;
-    for (int i = 0; i < 16; ++i) {
-        if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
-        out.push_back(hex[b[i] >> 4]);
-        out.push_back(hex[b[i] & 0xf]);
-    }
-    return out;
-}
 
 // The items of one spec list; the name comes from name_key (or the whole entry for strings).
 std::vector<Item> items_of(const nlohmann::json& spec, const char* list, const char* type, const char* name_key) {
@@ -161,40 +140,42 @@ static nlohmann::json counts_json(const RunCounts& c) {
             {"failed", c.failed}, {"skipped", c.skipped},     {"drifted", c.drifted}};
 }
 
-nlohmann::json to_report_json(const RunReport& report, const ReportContext& context) {
-    std::string phase = context.phase;
-    if (phase.empty()) {
-        phase = report.reached_platform_ready ? "platform-ready" : (report.platform_ready ? "sustain" : "converging");
-    }
-    nlohmann::json resources = nlohmann::json::array();
-    nlohmann::json drift = nlohmann::json::array();
+static_assert(static_cast<int>(ResourceStatus::drifted) == static_cast<int>(protocol::ResourceStatus::drifted) &&
+                  static_cast<int>(ResourceStatus::skipped) == static_cast<int>(protocol::ResourceStatus::skipped) &&
+                  static_cast<int>(ResourceStatus::failed) == static_cast<int>(protocol::ResourceStatus::failed) &&
+                  static_cast<int>(ResourceStatus::changed) == static_cast<int>(protocol::ResourceStatus::changed),
+              "agent and protocol resource statuses are the same list");
+
+protocol::Report to_report(const RunReport& report) {
+    protocol::Report out;
+    out.report_id = report.report_id;
+    out.identity = report.identity;
+    out.agent_version = NODEFORM_VERSION;
+    out.spec_digest = report.spec_digest;
+    out.phase = report.reached_platform_ready ? protocol::Phase::platform_ready
+                : report.platform_ready       ? protocol::Phase::sustain
+                                              : protocol::Phase::converging;
+    out.trigger = protocol::Trigger::run;
+    out.mode = report.mode == RunMode::apply ? protocol::Mode::apply : protocol::Mode::check;
+    out.started_at = format_rfc3339(report.started_at);
+    out.finished_at = format_rfc3339(report.finished_at);
+    out.platform_ready = report.platform_ready;
+    RunCounts c = report.counts();
+    out.counts = {c.total, c.unchanged, c.changed, c.failed, c.skipped, c.drifted};
     for (const auto& r : report.resources) {
-        resources.push_back(resource_json(r));
-        if (r.status == ResourceStatus::drifted) {
-            nlohmann::json changes = nlohmann::json::array();
-            for (const auto& c : r.changes)
-                changes.push_back({{"field", c.field}, {"old", c.old_value}, {"new", c.new_value}});
-            drift.push_back({{"id", r.id}, {"changes", changes}});
-        }
+        std::vector<protocol::Change> changes;
+        for (const auto& ch : r.changes)
+            changes.push_back({ch.field, ch.old_value, ch.new_value});
+        out.resources.push_back(
+            {r.id, r.type, static_cast<protocol::ResourceStatus>(r.status), r.duration.count(), r.message, changes});
+        if (r.status == ResourceStatus::drifted) out.drift.push_back({r.id, std::move(changes)});
     }
-    nlohmann::json j = {
-        {"report_id", report.report_id},
-        {"identity", report.identity},
-        {"agent_version", NODEFORM_VERSION},
-        {"spec_digest", report.spec_digest},
-        {"phase", phase},
-        {"trigger", context.trigger},
-        {"mode", to_string(report.mode)},
-        {"started_at", format_rfc3339(report.started_at)},
-        {"finished_at", format_rfc3339(report.finished_at)},
-        {"platform_ready", report.platform_ready},
-        {"counts", counts_json(report.counts())},
-        {"resources", resources},
-        {"drift", drift},
-        {"health", context.health.is_array() ? context.health : nlohmann::json::array()},
-    };
-    if (!report.error.empty()) j["error"] = report.error;
-    return j;
+    out.error = report.error;
+    return out;
+}
+
+nlohmann::json to_report_json(const RunReport& report) {
+    return protocol::to_json(to_report(report));
 }
 
 nlohmann::json to_last_run_json(const RunReport& report) {
@@ -234,13 +215,13 @@ std::optional<PlatformReady> read_platform_ready(Filesystem& fs, const std::stri
     return ready;
 }
 
-ConvergeEngine::ConvergeEngine(ProcessRunner& runner, Filesystem& fs, Clock& clock, Logger& logger,
+ConvergeEngine::ConvergeEngine(ProcessRunner& runner, Filesystem& fs, Clock& clock, Logger& logger, Random& random,
                                ConvergeOptions options)
-    : runner_(runner), fs_(fs), clock_(clock), logger_(logger), options_(std::move(options)) {}
+    : runner_(runner), fs_(fs), clock_(clock), logger_(logger), random_(random), options_(std::move(options)) {}
 
 RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
     RunReport report;
-    report.report_id = make_uuid_v4();
+    report.report_id = make_uuid_v4(random_);
     report.mode = mode;
     report.started_at = clock_.now();
     const auto steady_start = clock_.steady_now();

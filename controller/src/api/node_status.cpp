@@ -62,6 +62,22 @@ NodeStatus derive_status(const NodeRecord& record, const site::Node* site_node, 
     return NodeStatus::converging;
 }
 
+std::map<std::string, int> nodes_by_status(const std::vector<NodeRecord>& records, const site::Site& site,
+                                           TimePoint now, const StatusOptions& options) {
+    std::map<std::string, int> by_status;
+    for (auto s : kAllStatuses)
+        by_status[to_string(s)] = 0;
+    std::map<std::string, const NodeRecord*> by_id;
+    for (const auto& r : records)
+        by_id[r.identity] = &r;
+    for (const auto& [id, node] : site.nodes) {
+        auto it = by_id.find(id);
+        NodeRecord empty{id, {}, {}, 0, false};
+        by_status[to_string(derive_status(it == by_id.end() ? empty : *it->second, &node, now, options))]++;
+    }
+    return by_status;
+}
+
 nlohmann::json node_summary_json(const NodeRecord& record, const site::Node* site_node, TimePoint now,
                                  const StatusOptions& options) {
     nlohmann::json j;

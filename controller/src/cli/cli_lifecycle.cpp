@@ -89,6 +89,7 @@ struct Env {
     std::unique_ptr<lc::EnrollmentIssuer> issuer;
     std::unique_ptr<lc::NodeReportSource> reports;
     SystemClock clock;
+    std::unique_ptr<Random> random = make_system_random();
     std::unique_ptr<Logger> logger;
     std::mutex out_mutex;
     std::unique_ptr<lc::Lifecycle> lifecycle;
@@ -148,7 +149,7 @@ int setup(const ParsedArgs& args, CliIo io, const char* usage, Env& env, bool ne
         return exit_code::runtime;
     }
     env.lifecycle_store = std::move(*ls);
-    env.issuer = lc::make_store_issuer(*env.store, env.clock);
+    env.issuer = lc::make_store_issuer(*env.store, env.clock, *env.random);
     env.reports = lc::make_store_report_source(*env.store);
     env.logger = make_default_logger("nodeform-controller", LogLevel::warning);
 

@@ -81,7 +81,8 @@ int cmd_serve(const std::vector<std::string>& args, CliIo io) {
         return exit_code::usage;
     }
     auto logger = make_default_logger("nodeform-controller", level_of(config->log_level));
-    auto prepared = prepare_state(*config, "");
+    auto random = make_system_random();
+    auto prepared = prepare_state(*config, "", *random);
     if (!prepared) {
         io.err << "nodeform-controller serve: " << prepared.message() << "\n";
         return exit_code::runtime;
@@ -117,7 +118,7 @@ int cmd_serve(const std::vector<std::string>& args, CliIo io) {
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
 
-    ControllerServer server(*config, **store, *source, clock, *logger, *notifier,
+    ControllerServer server(*config, **store, *source, clock, *logger, *notifier, *random,
                             ServerSecrets{hash_secret(prepared->operator_token)}, lifecycle->get());
     if (auto st = server.start(); !st) {
         io.err << "nodeform-controller serve: " << st.message() << "\n";

@@ -109,7 +109,7 @@ int cmd_token(const std::vector<std::string>& args, CliIo io) {
         io.err << "nodeform-controller token: " << store.message() << "\n";
         return exit_code::runtime;
     }
-    std::string token = generate_secret("nfe_");
+    std::string token = generate_secret(*make_system_random(), "nfe_");
     auto now = clock.now();
     auto expires = now + std::chrono::duration_cast<std::chrono::system_clock::duration>(*ttl);
     if (auto st = (*store)->add_enrollment_token(identity, hash_secret(token), expires, now); !st) {

@@ -6,11 +6,11 @@ namespace {
 
 class StoreIssuer final : public EnrollmentIssuer {
   public:
-    StoreIssuer(Store& store, const Clock& clock) : store_(store), clock_(clock) {}
+    StoreIssuer(Store& store, const Clock& clock, Random& random) : store_(store), clock_(clock), random_(random) {}
 
     Result<IssuedToken> issue(const std::string& identity, std::chrono::seconds ttl) override {
         IssuedToken t;
-        t.token = generate_secret("nfe_");
+        t.token = generate_secret(random_, "nfe_");
         auto now = clock_.now();
         t.expires_at = now + ttl;
         if (auto st = store_.add_enrollment_token(identity, hash_secret(t.token), t.expires_at, now); !st) {
@@ -25,11 +25,12 @@ class StoreIssuer final : public EnrollmentIssuer {
         return Ok{};
     }
 
-    std::size_t token_length() const override { return generate_secret("nfe_").size(); }
+    std::size_t token_length() const override { return 4 + 64; }  // "nfe_" + 32 bytes in hex
 
   private:
     Store& store_;
     const Clock& clock_;
+    Random& random_;
 };
 
 class StoreReports final : public NodeReportSource {
@@ -54,8 +55,8 @@ class StoreReports final : public NodeReportSource {
 
 }  // namespace
 
-std::unique_ptr<EnrollmentIssuer> make_store_issuer(Store& store, const Clock& clock) {
-    return std::make_unique<StoreIssuer>(store, clock);
+std::unique_ptr<EnrollmentIssuer> make_store_issuer(Store& store, const Clock& clock, Random& random) {
+    return std::make_unique<StoreIssuer>(store, clock, random);
 }
 
 std::unique_ptr<NodeReportSource> make_store_report_source(Store& store) {

@@ -361,18 +361,6 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& db_path) {
     return std::unique_ptr<Store>(std::make_unique<SqliteStore>(std::move(*db)));
 }
 
-std::string generate_secret(const std::string& prefix) {
-    unsigned char bytes[32];
-    if (RAND_bytes(bytes, sizeof(bytes)) != 1) throw std::runtime_error("RAND_bytes failed");  // no entropy: a bug
-    static const char* hex = "0123456789abcdef";
-    std::string out = prefix;
-    for (unsigned char b : bytes) {
-        out.push_back(hex[b >> 4]);
-        out.push_back(hex[b & 0xf]);
-    }
-    return out;
-}
-
 std::string hash_secret(const std::string& secret) {
     return sha256_hex(secret);
 }

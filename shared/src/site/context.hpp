@@ -26,11 +26,12 @@ struct SecretEntry {
     std::string value;
 };
 
-// Where the site's files come from: a directory (load_site) or memory (load_site_files, fuzzing).
+// Where one load_site() run reads the site's files: a directory (load_site) or memory (load_site_files,
+// fuzzing). Not the controller's SiteSource (a whole loaded site plus a change stamp): this is file access.
 // Paths are relative to the site ("specs/web.yaml"); read() also takes absolute paths (file: secrets).
-class SiteSource {
+class SiteFiles {
   public:
-    virtual ~SiteSource() = default;
+    virtual ~SiteFiles() = default;
     virtual bool is_directory(const std::string& path) const = 0;
     virtual bool exists(const std::string& path) const = 0;
     // Entry names directly inside path; nullopt and a reason when it cannot be listed.
@@ -40,7 +41,7 @@ class SiteSource {
 };
 
 struct Context {
-    const SiteSource* source = nullptr;
+    const SiteFiles* source = nullptr;
     std::string dir;
     LoadOptions options;
     YamlLimits limits;

@@ -81,6 +81,8 @@ const char* schema_file_name(FileKind kind) {
             return "node.schema.json";
         case FileKind::secrets:
             return "secrets.schema.json";
+        case FileKind::report:
+            return "report.schema.json";
     }
     return "";
 }
@@ -153,7 +155,16 @@ struct SchemaSet::Impl {
 };
 
 SchemaSet::SchemaSet() : impl_(std::make_unique<Impl>()) {
-    for (FileKind kind : kKinds) {
+    for (FileKind kind : kKinds)
+        add(kind);
+}
+
+SchemaSet::SchemaSet(FileKind only) : impl_(std::make_unique<Impl>()) {
+    add(only);
+}
+
+void SchemaSet::add(FileKind kind) {
+    {
         auto text = embedded_schema(schema_file_name(kind));
         if (!text) throw std::logic_error(std::string("schema not embedded: ") + schema_file_name(kind));
         auto entry = std::make_unique<Impl::Entry>();

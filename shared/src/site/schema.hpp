@@ -11,7 +11,8 @@
 
 namespace nodeform::site::detail {
 
-enum class FileKind { site, spec, posture, preset, node, secrets };
+// report: the agent's run report (docs/protocol.md), validated by the controller through the same path.
+enum class FileKind { site, spec, posture, preset, node, secrets, report };
 
 const char* schema_file_name(FileKind kind);
 // The schema text compiled into the binary (generated from shared/defs/*.schema.json).
@@ -20,7 +21,8 @@ std::optional<std::string_view> embedded_schema(std::string_view name);
 // Parsed schemas for every file kind; built once per load.
 class SchemaSet {
   public:
-    SchemaSet();
+    SchemaSet();  // the site's file kinds (not report)
+    explicit SchemaSet(FileKind only);
     ~SchemaSet();
     SchemaSet(const SchemaSet&) = delete;
     SchemaSet& operator=(const SchemaSet&) = delete;
@@ -29,6 +31,7 @@ class SchemaSet {
     bool validate(FileKind kind, const Document& doc, std::vector<Diagnostic>& out) const;
 
   private:
+    void add(FileKind kind);
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

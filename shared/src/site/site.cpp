@@ -25,9 +25,9 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }
 
 // The site directory on disk.
-class DirectorySource : public detail::SiteSource {
+class DirectoryFiles : public detail::SiteFiles {
   public:
-    explicit DirectorySource(std::string dir) : dir_(std::move(dir)) {}
+    explicit DirectoryFiles(std::string dir) : dir_(std::move(dir)) {}
     bool is_directory(const std::string& path) const override {
         std::error_code ec;
         return fs::is_directory(full(path), ec);
@@ -65,9 +65,9 @@ class DirectorySource : public detail::SiteSource {
 };
 
 // A site held in memory: relative path → content. Directories are implied by the paths.
-class MemorySource : public detail::SiteSource {
+class MemoryFiles : public detail::SiteFiles {
   public:
-    explicit MemorySource(const std::map<std::string, std::string>& files) : files_(files) {}
+    explicit MemoryFiles(const std::map<std::string, std::string>& files) : files_(files) {}
     bool is_directory(const std::string& path) const override {
         if (path.empty()) return true;
         auto it = files_.lower_bound(path + "/");
@@ -169,7 +169,7 @@ void load_directory(Context& c, const detail::SchemaSet& schemas, const std::str
     }
 }
 
-LoadResult load_from(const detail::SiteSource& source, const std::string& dir, const LoadOptions& options) {
+LoadResult load_from(const detail::SiteFiles& source, const std::string& dir, const LoadOptions& options) {
     LoadResult result;
     Context c;
     c.source = &source;
@@ -233,12 +233,12 @@ LoadResult load_site(const std::string& dir, const LoadOptions& options) {
             {dir, 0, 0, "", "is not a directory; pass the site directory (the one holding site.yaml)"});
         return result;
     }
-    DirectorySource source(dir);
+    DirectoryFiles source(dir);
     return load_from(source, dir, options);
 }
 
 LoadResult load_site_files(const std::map<std::string, std::string>& files, const LoadOptions& options) {
-    MemorySource source(files);
+    MemoryFiles source(files);
     return load_from(source, "", options);
 }
 

@@ -18,6 +18,7 @@
 #include "nodeform/http.hpp"
 #include "nodeform/log.hpp"
 #include "nodeform/tls.hpp"
+#include "recording_notifier.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::controller {
@@ -114,7 +115,8 @@ class ApiTest : public ::testing::Test {
         config_.plain_http = !tls;
         config_.listen_host = "127.0.0.1";
         if (tls) {
-            auto prepared = prepare_state(config_, "test");  // STATE/tls: CA + server certificate for 127.0.0.1
+            auto prepared =
+                prepare_state(config_, "test", *random_);  // STATE/tls: CA + server certificate for 127.0.0.1
             ASSERT_TRUE(prepared.ok()) << prepared.message();
         }
         config_.listen_port = 0;
@@ -123,7 +125,7 @@ class ApiTest : public ::testing::Test {
         config_.read_timeout = read_timeout;
         config_.auth_failure_limit = 5;
         config_.reload_interval = std::chrono::milliseconds(100);
-        server_ = std::make_unique<ControllerServer>(config_, *store_, source_, clock_, logger_, notifier_,
+        server_ = std::make_unique<ControllerServer>(config_, *store_, source_, clock_, logger_, notifier_, *random_,
                                                      ServerSecrets{hash_secret(kOperatorToken)}, lifecycle_.get());
         auto st = server_->start();
         ASSERT_TRUE(st.ok()) << st.message();
@@ -150,7 +152,7 @@ class ApiTest : public ::testing::Test {
     httplib::Headers bearer(const std::string& token) { return {{"Authorization", "Bearer " + token}}; }
 
     std::string enroll(const std::string& identity) {
-        std::string token = generate_secret("nfe_");
+        std::string token = generate_secret(*random_, "nfe_");
         EXPECT_TRUE(
             store_
                 ->add_enrollment_token(identity, hash_secret(token), clock_.now() + std::chrono::hours(1), clock_.now())
@@ -202,7 +204,8 @@ class ApiTest : public ::testing::Test {
                    make_node("far-01", site::AuthMethod::network, {"10.0.0.0/8"})})};
     SystemClock clock_;
     MemoryLogger logger_;
-    NullNotifier notifier_;
+    RecordingNotifier notifier_;
+    std::unique_ptr<Random> random_ = make_system_random();
     ControllerConfig config_;
     std::unique_ptr<Store> store_;
     std::unique_ptr<lifecycle::LifecycleStore> lifecycle_;
@@ -266,7 +269,7 @@ TEST_F(ApiTest, SpecStatusPaths) {
 }
 
 TEST_F(ApiTest, EnrollOnceReplayAndExpiryRefused) {
-    std::string token = generate_secret("nfe_");
+    std::string token = generate_secret(*random_, "nfe_");
     ASSERT_TRUE(
         store_->add_enrollment_token("web-01", hash_secret(token), clock_.now() + std::chrono::hours(1), clock_.now())
             .ok());
@@ -281,7 +284,7 @@ TEST_F(ApiTest, EnrollOnceReplayAndExpiryRefused) {
     EXPECT_EQ(replay->status, 401);
     EXPECT_EQ(error_code(replay), "invalid_token");
 
-    std::string expired = generate_secret("nfe_");
+    std::string expired = generate_secret(*random_, "nfe_");
     ASSERT_TRUE(store_
                     ->add_enrollment_token("web-02", hash_secret(expired), clock_.now() - std::chrono::seconds(1),
                                            clock_.now() - std::chrono::hours(1))
@@ -292,7 +295,7 @@ TEST_F(ApiTest, EnrollOnceReplayAndExpiryRefused) {
     EXPECT_EQ(late->status, 401);
 
     // A token issued for web-02 does not enroll web-01.
-    std::string other = generate_secret("nfe_");
+    std::string other = generate_secret(*random_, "nfe_");
     ASSERT_TRUE(
         store_->add_enrollment_token("web-02", hash_secret(other), clock_.now() + std::chrono::hours(1), clock_.now())
             .ok());
@@ -358,6 +361,15 @@ TEST_F(ApiTest, ReportsIdempotentValidatedAndOwnNodeOnly) {
     ASSERT_TRUE(shape);
     EXPECT_EQ(shape->status, 422);
     EXPECT_EQ(error_code(shape), "invalid_report");
+    // Issue 13, defect 5: a count the store cannot keep is refused, naming the field (it used to wrap negative).
+    auto huge = report_for("web-01", "huge-count");
+    huge["counts"]["changed"] = 9223372036854775808ull;
+    auto wrapped = client_->Post("/v1/nodes/web-01/reports", bearer(cred), huge.dump(), "application/json");
+    ASSERT_TRUE(wrapped);
+    EXPECT_EQ(wrapped->status, 422);
+    EXPECT_EQ(error_code(wrapped), "invalid_report");
+    EXPECT_NE(wrapped->body.find("counts.changed: must be at most 9223372036854775807"), std::string::npos)
+        << wrapped->body;
     auto bad_json = client_->Post("/v1/nodes/web-01/reports", bearer(cred), "{\"report_id\":", "application/json");
     ASSERT_TRUE(bad_json);
     EXPECT_EQ(bad_json->status, 400);

@@ -54,10 +54,16 @@ class FakeController final : public HttpTransport {
     }
 };
 
+class FixedRandom final : public Random {
+  public:
+    std::uint64_t next() override { return 12345; }
+};
+
 ClientOptions fast_options() {
+    static FixedRandom random;
     ClientOptions o;
     o.sleep = [](std::chrono::milliseconds) {};
-    o.random = []() { return std::uint64_t{12345}; };
+    o.random = &random;
     return o;
 }
 

@@ -38,7 +38,7 @@ TEST(Engine, ConvergesInDependencyOrderAndIsIdempotent) {
     std::vector<std::string> order;
     auto opts = options();
     opts.on_result = [&](const ResourceResult& r) { order.push_back(r.id); };
-    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, opts);
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, opts);
     auto report = engine.run(base_spec(), RunMode::apply);
     ASSERT_TRUE(report.ok()) << to_report_json(report).dump(2);
     EXPECT_EQ(order, (std::vector<std::string>{"hostname:web-01", "package:hello", "group:ops", "user:alice",
@@ -86,7 +86,7 @@ TEST(Engine, FailedDependencySkipsDependentsButNotIndependentResources) {
         if (r.argv[0] == "groupadd") return ProcessResult{10, false, "", "groupadd: cannot lock /etc/group"};
         return sys.handle(r);
     };
-    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, options());
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, options());
     auto spec = base_spec();
     spec["files"].push_back({{"path", "/etc/motd"},
                              {"content", "hello\n"},
@@ -116,7 +116,7 @@ TEST(Engine, FailedDependencySkipsDependentsButNotIndependentResources) {
 
 TEST(Engine, MaliciousUserNameIsAPerResourceFailureAndNeverReachesACommand) {
     FakeSystem sys;
-    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, options());
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, options());
     auto spec = base_spec();
     spec["users"].push_back({{"name", "root;rm -rf /"},
                              {"state", "present"},
@@ -136,7 +136,7 @@ TEST(Engine, MaliciousUserNameIsAPerResourceFailureAndNeverReachesACommand) {
 TEST(Engine, CheckModeChangesNothingAndReportsDrift) {
     FakeSystem sys;
     auto before = sys.fs.nodes.size();
-    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, options());
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, options());
     auto report = engine.run(base_spec(), RunMode::check);
     EXPECT_EQ(report.counts().drifted, 6) << to_report_json(report).dump(2);
     EXPECT_TRUE(report.changes_pending());
@@ -149,11 +149,17 @@ TEST(Engine, CheckModeChangesNothingAndReportsDrift) {
     EXPECT_EQ(json["mode"], "check");
     EXPECT_EQ(json["drift"].size(), 6u);
     EXPECT_EQ(json["counts"]["drifted"], 6);
+    // What the agent builds is what the controller accepts, and it round-trips through the typed report.
+    auto parsed = protocol::ReportParser().parse(json);
+    ASSERT_TRUE(parsed.ok()) << parsed.message();
+    EXPECT_EQ(protocol::to_json(*parsed), json);
+    EXPECT_EQ(parsed->drift.size(), 6u);
+    EXPECT_EQ(parsed->mode, protocol::Mode::check);
 }
 
 TEST(Engine, DriftIsNamedExactly) {
     FakeSystem sys;
-    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, options());
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, options());
     ASSERT_TRUE(engine.run(base_spec(), RunMode::apply).ok());
     // Damage: a file's mode, a group membership.
     ASSERT_TRUE(sys.fs.chmod("/etc/app/app.conf", 0666).ok());
@@ -177,7 +183,7 @@ TEST(Engine, DriftIsNamedExactly) {
 
 TEST(Engine, SecretsNeverAppearInTheReport) {
     FakeSystem sys;
-    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, options());
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, options());
     auto spec = base_spec();
     spec["files"].push_back({{"path", "/etc/app/token"},
                              {"content", "tok-SECRETVALUE-123"},
@@ -210,7 +216,7 @@ TEST(Engine, PlatformReadyOnceAfterTheFirstSuccessfulRun) {
     FakeSystem sys;
     auto opts = options();
     opts.root = "";  // the live system
-    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, opts);
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, opts);
     auto first = engine.run(base_spec(), RunMode::apply);
     ASSERT_TRUE(first.ok());
     EXPECT_TRUE(first.reached_platform_ready);
@@ -232,14 +238,14 @@ TEST(Engine, OfflineRootNeverWritesPlatformReady) {
     FakeSystem sys;
     auto opts = options();
     opts.allow_platform_ready = false;
-    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, opts);
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, opts);
     EXPECT_TRUE(engine.run(base_spec(), RunMode::apply).ok());
     EXPECT_FALSE(sys.fs.exists("/var/lib/nodeform/platform-ready"));
 }
 
 TEST(Engine, UnusableSpecIsARunError) {
     FakeSystem sys;
-    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, options());
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, options());
     EXPECT_FALSE(engine.run(nlohmann::json::array(), RunMode::apply).error.empty());
     auto spec = base_spec();
     spec["schema_version"] = 2;
@@ -251,7 +257,7 @@ TEST(Engine, UnusableSpecIsARunError) {
 
 TEST(Engine, UnknownPackageFailsAloneAfterOneUpdate) {
     FakeSystem sys;
-    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, options());
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, options());
     auto spec = base_spec();
     spec["packages"].push_back({{"name", "no-such-package-xyz"}, {"state", "present"}});
     auto report = engine.run(spec, RunMode::apply);
@@ -279,7 +285,7 @@ TEST(Engine, UnknownPackageFailsAloneAfterOneUpdate) {
 
 TEST(Engine, AptRunsOnceForAllMissingPackagesAndNotAtAllWhenInstalled) {
     FakeSystem sys;
-    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, options());
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, options());
     nlohmann::json spec = {{"schema_version", 1},
                            {"identity", "n"},
                            {"packages", {{{"name", "hello"}}, {{"name", "curl"}}, {{"name", "sudo"}}}}};
@@ -301,7 +307,7 @@ TEST(Engine, AptRunsOnceForAllMissingPackagesAndNotAtAllWhenInstalled) {
 TEST(Engine, AbsentUserIsRemovedButUnnamedUsersAreNeverTouched) {
     FakeSystem sys;
     sys.append("/etc/passwd", "bob:x:1200:1200::/home/bob:/bin/sh\ncarol:x:1201:1201::/home/carol:/bin/sh\n");
-    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, options());
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, options());
     nlohmann::json spec = {
         {"schema_version", 1},
         {"identity", "n"},
@@ -317,7 +323,7 @@ TEST(Engine, AbsentUserIsRemovedButUnnamedUsersAreNeverTouched) {
 TEST(Engine, FileBackupKeepsThePreviousContent) {
     FakeSystem sys;
     sys.fs.put_file("/etc/motd", "old motd\n");
-    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, options());
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, options());
     nlohmann::json spec = {{"schema_version", 1},
                            {"identity", "n"},
                            {"files", {{{"path", "/etc/motd"}, {"content", "new\n"}, {"mode", "0644"}}}}};
@@ -334,7 +340,7 @@ TEST(Engine, FileBackupKeepsThePreviousContent) {
 
 TEST(Engine, FullDiskIsAClearFileFailure) {
     FakeSystem sys;
-    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, options());
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, options());
     sys.fs.fail_writes = "No space left on device";
     nlohmann::json spec = {{"schema_version", 1},
                            {"identity", "n"},
@@ -352,7 +358,7 @@ TEST(Engine, StopRequestFinishesTheStageInHandAndSkipsTheRest) {
     opts.on_result = [&](const ResourceResult& r) {
         if (r.id == "package:hello") self->request_stop();  // SIGTERM arrives while apt runs
     };
-    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, opts);
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, opts);
     self = &engine;
     auto report = engine.run(base_spec(), RunMode::apply);
     EXPECT_FALSE(report.ok());

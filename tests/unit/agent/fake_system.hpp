@@ -31,6 +31,7 @@ struct FakeSystem {
     FakeProcessRunner runner;
     FixedClock clock;
     MemoryLogger logger;
+    std::unique_ptr<Random> random = make_system_random();
     std::set<std::string> apt_known = {"hello", "nginx", "sudo", "curl"};
     std::set<std::string> units = {"ssh.service", "nginx.service"};
     std::set<std::string> enabled_units;

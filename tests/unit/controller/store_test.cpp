@@ -335,8 +335,8 @@ TEST(SqliteStore, DatabaseIsPrivateWalAndMigrationsAreVersioned) {
 }
 
 TEST(Secrets, GeneratedAndHashedAndComparedInConstantTime) {
-    auto a = generate_secret("nfc_");
-    auto b = generate_secret("nfc_");
+    auto a = generate_secret(*make_system_random(), "nfc_");
+    auto b = generate_secret(*make_system_random(), "nfc_");
     EXPECT_NE(a, b);
     EXPECT_EQ(a.size(), 4u + 64u);
     EXPECT_EQ(hash_secret("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");

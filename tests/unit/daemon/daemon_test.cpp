@@ -10,6 +10,7 @@
 
 #include "nodeform/agent/daemon/daemon.hpp"
 #include "nodeform/atomic_file.hpp"
+#include "recording_notifier.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::agent::daemon {
@@ -46,7 +47,7 @@ class FakeSource final : public SpecSource {
 
 class FakeEngine final : public RunEngine {
   public:
-    RunOutcome run(const Json& /*spec*/, TurnMode mode, const Json& /*health*/) override {
+    RunOutcome run(const Json& /*spec*/, TurnMode mode) override {
         int n = ++runs;
         {
             std::lock_guard<std::mutex> lock(mutex);
@@ -64,19 +65,15 @@ class FakeEngine final : public RunEngine {
         o.platform_ready = !fail;
         o.reached_platform_ready = !fail && !ready_before;
         ready_before = ready_before || !fail;
-        o.report = {{"identity", "web-01"},
-                    {"mode", mode == TurnMode::apply ? "apply" : "check"},
-                    {"counts",
-                     {{"total", 1},
-                      {"unchanged", fail ? 0 : 1},
-                      {"changed", 0},
-                      {"failed", fail ? 1 : 0},
-                      {"skipped", 0},
-                      {"drifted", 0}}},
-                    {"resources", Json::array({{{"id", "file:/etc/motd"},
-                                                {"type", "file"},
-                                                {"status", fail ? "failed" : "unchanged"},
-                                                {"message", "x"}}})}};
+        o.report.identity = "web-01";
+        o.report.mode = mode == TurnMode::apply ? protocol::Mode::apply : protocol::Mode::check;
+        o.report.counts = {1, fail ? 0 : 1, 0, fail ? 1 : 0, 0, 0};
+        o.report.resources = {{"file:/etc/motd",
+                               "file",
+                               fail ? protocol::ResourceStatus::failed : protocol::ResourceStatus::unchanged,
+                               0,
+                               "x",
+                               {}}};
         return o;
     }
     void release() {
@@ -155,9 +152,18 @@ class FakePoster final : public ReportPoster {
     std::vector<std::string> order;
 };
 
+// No jitter; ids (report_id) still unique, from a counter.
 class ZeroRandom final : public Random {
   public:
     std::uint64_t next() override { return 0; }
+    void fill(unsigned char* out, std::size_t size) override {
+        ++drawn_;
+        for (std::size_t i = 0; i < size; ++i)
+            out[i] = static_cast<unsigned char>(i < 8 ? drawn_ >> (8 * i) : 0);
+    }
+
+  private:
+    std::atomic<std::uint64_t> drawn_{0};
 };
 
 struct Harness {

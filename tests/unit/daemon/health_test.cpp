@@ -207,7 +207,7 @@ TEST(HealthTracker, ReportsOnlyStateChanges) {
     EXPECT_EQ(t.results().size(), 2u);
     t.retain({one({{"name", "a"}, {"type", "tcp"}, {"host", "h"}, {"port", 1}})});
     EXPECT_EQ(t.size(), 1u);
-    auto j = to_json(t.results()[0]);
+    auto j = protocol::to_json(to_entry(t.results()[0]));
     EXPECT_EQ(j["status"], "pass");
     EXPECT_EQ(j["name"], "a");
     EXPECT_TRUE(j.contains("checked_at"));

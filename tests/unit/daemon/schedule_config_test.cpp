@@ -6,6 +6,7 @@
 #include "nodeform/agent/daemon/config.hpp"
 #include "nodeform/agent/daemon/notifier.hpp"
 #include "nodeform/agent/daemon/schedule.hpp"
+#include "recording_notifier.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::agent::daemon {

@@ -10,6 +10,8 @@
 namespace nodeform::agent::daemon {
 namespace {
 
+const std::unique_ptr<Random> kRandom = make_system_random();  // the real one: ids from RAND_bytes
+
 nlohmann::json report(const std::string& id, int n) {
     return {{"report_id", id}, {"n", n}};
 }
@@ -17,7 +19,7 @@ nlohmann::json report(const std::string& id, int n) {
 TEST(Uuid, Version4FromTheCsprng) {
     std::set<std::string> seen;
     for (int i = 0; i < 200; ++i) {
-        std::string id = make_uuid_v4();
+        std::string id = make_uuid_v4(*kRandom);
         ASSERT_TRUE(looks_like_uuid(id)) << id;
         EXPECT_EQ(id[14], '4');
         EXPECT_TRUE(id[19] == '8' || id[19] == '9' || id[19] == 'a' || id[19] == 'b') << id;
@@ -35,7 +37,7 @@ TEST(Spool, KeepsReportsInOrderAcrossReopen) {
         auto spool = Spool::open(dir.path() + "/spool", 10);
         ASSERT_TRUE(spool) << spool.message();
         for (int i = 0; i < 3; ++i) {
-            ids.push_back(make_uuid_v4());
+            ids.push_back(make_uuid_v4(*kRandom));
             ASSERT_TRUE((*spool)->put(report(ids.back(), i)));
         }
     }
@@ -55,7 +57,7 @@ TEST(Spool, KeepsReportsInOrderAcrossReopen) {
     EXPECT_EQ((*spool)->size(), 2u);
     EXPECT_FALSE(std::filesystem::exists(entries[1].path));
     // a new report sorts after the survivors, even after reopening
-    ASSERT_TRUE((*spool)->put(report(make_uuid_v4(), 9)));
+    ASSERT_TRUE((*spool)->put(report(make_uuid_v4(*kRandom), 9)));
     auto after = Spool::open(dir.path() + "/spool", 10);
     auto list = (*after)->list();
     ASSERT_EQ(list.size(), 3u);
@@ -71,7 +73,7 @@ TEST(Spool, KeepsTheNewestNAndCountsWhatItDropped) {
         auto spool = Spool::open(dir.path(), 3);
         ASSERT_TRUE(spool);
         for (int i = 0; i < 5; ++i) {
-            ids.push_back(make_uuid_v4());
+            ids.push_back(make_uuid_v4(*kRandom));
             ASSERT_TRUE((*spool)->put(report(ids.back(), i)));
         }
         EXPECT_EQ((*spool)->size(), 3u);
@@ -86,7 +88,7 @@ TEST(Spool, KeepsTheNewestNAndCountsWhatItDropped) {
     // the count survives a restart and keeps growing
     auto spool = Spool::open(dir.path(), 3);
     EXPECT_EQ((*spool)->dropped(), 2u);
-    ASSERT_TRUE((*spool)->put(report(make_uuid_v4(), 5)));
+    ASSERT_TRUE((*spool)->put(report(make_uuid_v4(*kRandom), 5)));
     EXPECT_EQ((*spool)->dropped(), 3u);
     std::size_t files = 0;
     for (const auto& e : std::filesystem::directory_iterator(dir.path()))
@@ -99,10 +101,10 @@ TEST(Spool, AShrunkLimitDropsTheExcessOnTheNextPut) {
     {
         auto spool = Spool::open(dir.path(), 10);
         for (int i = 0; i < 6; ++i)
-            ASSERT_TRUE((*spool)->put(report(make_uuid_v4(), i)));
+            ASSERT_TRUE((*spool)->put(report(make_uuid_v4(*kRandom), i)));
     }
     auto spool = Spool::open(dir.path(), 2);
-    ASSERT_TRUE((*spool)->put(report(make_uuid_v4(), 6)));
+    ASSERT_TRUE((*spool)->put(report(make_uuid_v4(*kRandom), 6)));
     EXPECT_EQ((*spool)->size(), 2u);
     EXPECT_EQ((*spool)->dropped(), 5u);
 }
@@ -122,7 +124,7 @@ TEST(Spool, IgnoresStrangersAndRemovesInterruptedWrites) {
 TEST(Spool, ReportsAreOwnerOnly) {
     test::TempDir dir;
     auto spool = Spool::open(dir.path() + "/s", 3);
-    ASSERT_TRUE((*spool)->put(report(make_uuid_v4(), 1)));
+    ASSERT_TRUE((*spool)->put(report(make_uuid_v4(*kRandom), 1)));
     auto perms = std::filesystem::status((*spool)->list()[0].path).permissions();
     EXPECT_EQ(perms & std::filesystem::perms::all,
               std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);

@@ -15,6 +15,7 @@
 #include "nodeform/agent/system/filesystem.hpp"
 #include "nodeform/http.hpp"
 #include "nodeform/log.hpp"
+#include "nodeform/random.hpp"
 #include "nodeform/result.hpp"
 #include "nodeform/seed.hpp"
 
@@ -43,7 +44,7 @@ struct ClientOptions {
     std::string state_dir = "/var/lib/nodeform";  // inside fs: credential (0600), spec.json (0600, the last good spec)
     BackoffPolicy backoff;
     std::function<void(std::chrono::milliseconds)> sleep;  // empty: std::this_thread::sleep_for
-    std::function<std::uint64_t()> random;                 // empty: std::random_device
+    Random* random = nullptr;  // the backoff's full jitter (nodeform/random.hpp); null: no wait (tests)
 };
 
 struct FetchedSpec {

@@ -1,6 +1,6 @@
 #pragma once
 // The converge engine: one run from a resolved spec (docs/resolved-spec.md) to a RunReport, which
-// to_report_json() turns into the report body of docs/protocol.md. The CLI (apply/plan) and the
+// to_report() turns into the report body (nodeform/report.hpp) of docs/protocol.md. The CLI (apply/plan) and the
 // daemon both call ConvergeEngine::run; everything it touches goes through the injected interfaces.
 #include <atomic>
 #include <chrono>
@@ -16,6 +16,8 @@
 #include "nodeform/clock.hpp"
 #include "nodeform/log.hpp"
 #include "nodeform/process.hpp"
+#include "nodeform/random.hpp"
+#include "nodeform/report.hpp"
 #include "nodeform/result.hpp"
 
 namespace nodeform::agent {
@@ -70,15 +72,11 @@ struct RunReport {
     bool changes_pending() const;  // check mode: something drifted
 };
 
-// What the daemon adds to a report; the defaults describe a one-shot CLI run.
-struct ReportContext {
-    std::string trigger = "run";                      // run | health
-    std::string phase;                                // empty: platform-ready / converging / sustain from the report
-    nlohmann::json health = nlohmann::json::array();  // health[] entries, as in docs/protocol.md
-};
-
-// The report body for POST /v1/nodes/{identity}/reports (docs/protocol.md).
-nlohmann::json to_report_json(const RunReport& report, const ReportContext& context = {});
+// The report of a run (docs/protocol.md) through the shared type: phase platform-ready / converging / sustain
+// from the run, trigger "run", no health; the daemon stamps trigger, phase and health (protocol::stamp).
+protocol::Report to_report(const RunReport& report);
+// protocol::to_json(to_report(report)): the body a one-shot `apply` posts.
+nlohmann::json to_report_json(const RunReport& report);
 // The content of STATE_DIR/last-run.json: counts, timings, per-resource results (Puppet's last_run_summary).
 nlohmann::json to_last_run_json(const RunReport& report);
 
@@ -105,7 +103,9 @@ struct PlatformReady {
 
 class ConvergeEngine {
   public:
-    ConvergeEngine(ProcessRunner& runner, Filesystem& fs, Clock& clock, Logger& logger, ConvergeOptions options);
+    // random: the run's report_id.
+    ConvergeEngine(ProcessRunner& runner, Filesystem& fs, Clock& clock, Logger& logger, Random& random,
+                   ConvergeOptions options);
     // One run in resource order hostname → packages → groups → users → files → services → stacks.
     // Never throws for bad input: an unusable spec gives a report with error set and no resources.
     // In apply mode with write_state, writes last-run.json and (first fully successful run) platform-ready.
@@ -119,6 +119,7 @@ class ConvergeEngine {
     Filesystem& fs_;
     Clock& clock_;
     Logger& logger_;
+    Random& random_;
     ConvergeOptions options_;
     std::atomic<bool> stop_requested_{false};
 };

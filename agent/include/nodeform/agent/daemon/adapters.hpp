@@ -47,7 +47,7 @@ class ConvergeRunEngine final : public RunEngine {
     ConvergeRunEngine(ConvergeEngine& engine, std::string lock_path,
                       std::chrono::milliseconds lock_timeout = std::chrono::seconds(60))
         : engine_(engine), lock_path_(std::move(lock_path)), lock_timeout_(lock_timeout) {}
-    RunOutcome run(const nlohmann::json& spec, TurnMode mode, const nlohmann::json& health) override;
+    RunOutcome run(const nlohmann::json& spec, TurnMode mode) override;
     void cancel() override { engine_.request_stop(); }
 
   private:

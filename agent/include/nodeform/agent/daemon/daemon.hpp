@@ -16,6 +16,7 @@
 #include "nodeform/agent/report_delivery.hpp"
 #include "nodeform/clock.hpp"
 #include "nodeform/log.hpp"
+#include "nodeform/report.hpp"
 #include "nodeform/result.hpp"
 
 namespace nodeform::agent::daemon {
@@ -40,7 +41,7 @@ class SpecSource {
 };
 
 struct RunOutcome {
-    nlohmann::json report;        // docs/protocol.md report body (the daemon sets report_id, trigger, health)
+    protocol::Report report;      // docs/protocol.md; the daemon stamps it (protocol::stamp) before spooling
     bool ok = false;              // no run error, no failed or skipped resource
     bool platform_ready = false;  // the platform-ready marker exists after this run
     bool reached_platform_ready = false;
@@ -50,8 +51,8 @@ struct RunOutcome {
 class RunEngine {
   public:
     virtual ~RunEngine() = default;
-    // Blocking. `health` is the current health[] array for the report.
-    virtual RunOutcome run(const nlohmann::json& spec, TurnMode mode, const nlohmann::json& health) = 0;
+    // Blocking. The daemon stamps the report afterwards (report id, trigger, phase, the health results then).
+    virtual RunOutcome run(const nlohmann::json& spec, TurnMode mode) = 0;
     // Asks a run in progress to stop after the resource in hand (best effort; called from another thread).
     virtual void cancel() {}
 };
@@ -120,6 +121,6 @@ class Daemon {
 };
 
 // The summary line of a report for the log: "3 resources: 1 changed, 0 failed, 0 drifted".
-std::string describe_counts(const nlohmann::json& report);
+std::string describe_counts(const protocol::Report& report);
 
 }  // namespace nodeform::agent::daemon

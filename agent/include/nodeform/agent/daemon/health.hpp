@@ -11,6 +11,7 @@
 
 #include "nodeform/clock.hpp"
 #include "nodeform/process.hpp"
+#include "nodeform/report.hpp"
 #include "nodeform/result.hpp"
 
 namespace nodeform::agent::daemon {
@@ -41,7 +42,8 @@ struct HealthResult {
     std::string message;  // "active", "connected", "HTTP 200", "42% free", "exit 0", or why not
     std::chrono::system_clock::time_point checked_at;
 };
-nlohmann::json to_json(const HealthResult& result);
+// As a report's health[] entry (docs/protocol.md).
+protocol::HealthEntry to_entry(const HealthResult& result);
 
 // Runs one check to completion (blocking, bounded by the check's timeout). Called on a worker thread.
 class HealthProber {

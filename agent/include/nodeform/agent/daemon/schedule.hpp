@@ -5,19 +5,13 @@
 #include <memory>
 #include <string>
 
+#include "nodeform/random.hpp"
+
 namespace nodeform::agent::daemon {
 
-// Source of uniform 64-bit random numbers for jitter (not for secrets). Fake in tests.
-class Random {
-  public:
-    virtual ~Random() = default;
-    virtual std::uint64_t next() = 0;
-    // Uniform in [0, bound); 0 when bound is 0.
-    std::uint64_t below(std::uint64_t bound) { return bound == 0 ? 0 : next() % bound; }
-};
-
-// std::mt19937_64 seeded from std::random_device.
-std::unique_ptr<Random> make_system_random();
+// Jitter comes from the shared Random seam (nodeform/random.hpp).
+using nodeform::make_system_random;
+using nodeform::Random;
 
 // Fixed offset in [0, splay) derived from a SHA-256 of the identity: the same node always gets the same offset.
 std::chrono::milliseconds splay_offset(const std::string& identity, std::chrono::milliseconds splay);

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nodeform/random.hpp"
 #include "nodeform/result.hpp"
 
 namespace nodeform::agent::daemon {
@@ -51,9 +52,8 @@ class Spool {
     std::uint64_t dropped_ = 0;
 };
 
-// A random (version 4) UUID from OpenSSL's CSPRNG, lower-case, 8-4-4-4-12.
-std::string make_uuid_v4();
-// True for the form make_uuid_v4 produces (any version digit); used to validate spool file names.
-bool looks_like_uuid(const std::string& text);
+// Report ids: make_uuid_v4(Random&) and looks_like_uuid (validates spool file names) in nodeform/random.hpp.
+using nodeform::looks_like_uuid;
+using nodeform::make_uuid_v4;
 
 }  // namespace nodeform::agent::daemon

@@ -2,8 +2,10 @@
 // A node's status, derived from its reports (docs/controller.md#node-status), and the JSON views of nodes
 // that the operator endpoints and `node list/show --json` share.
 #include <chrono>
+#include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -26,6 +28,9 @@ struct StatusOptions {
 // site_node may be null (a node that reported but is no longer in the site; its interval defaults to 300 s).
 NodeStatus derive_status(const NodeRecord& record, const site::Node* site_node, TimePoint now,
                          const StatusOptions& options = {});
+// How many of the site's nodes are in each status (every status named, 0 included): the nodeform_nodes gauge.
+std::map<std::string, int> nodes_by_status(const std::vector<NodeRecord>& records, const site::Site& site,
+                                           TimePoint now, const StatusOptions& options);
 
 // {"identity","status","last_report_at","last_report_age_s","spec_digest","current_digest","changed","failed",
 //  "drifted","health_failed","reports"}

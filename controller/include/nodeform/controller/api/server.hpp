@@ -1,7 +1,7 @@
 #pragma once
 // The controller's HTTP(S) API (docs/protocol.md, docs/controller.md): specs, enrollment, reports, operator
 // views, health and metrics. Side effects come in through the constructor: Store, SiteSource, Clock, Logger,
-// Notifier.
+// Notifier, Random (request ids, node credentials).
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -9,10 +9,14 @@
 #include <thread>
 
 #include "nodeform/clock.hpp"
+#include "nodeform/controller/api/site_snapshot.hpp"
+#include "nodeform/controller/api/state.hpp"
 #include "nodeform/controller/config.hpp"
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/controller/store/store.hpp"
 #include "nodeform/log.hpp"
+#include "nodeform/notifier.hpp"
+#include "nodeform/random.hpp"
 #include "nodeform/result.hpp"
 #include "nodeform/site/site.hpp"
 
@@ -21,30 +25,6 @@ class Server;
 }
 
 namespace nodeform::controller {
-
-// Where the site comes from. stamp() changes whenever the files may have changed (cheap; polled every second).
-class SiteSource {
-  public:
-    virtual ~SiteSource() = default;
-    virtual site::LoadResult load() = 0;
-    virtual std::string stamp() = 0;
-};
-// load_site(dir); stamp = every file's path, size and mtime (ns) under dir.
-std::unique_ptr<SiteSource> make_directory_site_source(const std::string& dir);
-
-// sd_notify behind an interface: "READY=1", "WATCHDOG=1", "STATUS=…", "STOPPING=1", "RELOADING=1".
-class Notifier {
-  public:
-    virtual ~Notifier() = default;
-    virtual void notify(const std::string& state) = 0;
-    // The watchdog interval systemd expects pings within; zero when there is no watchdog.
-    virtual std::chrono::microseconds watchdog_interval() { return std::chrono::microseconds(0); }
-};
-std::unique_ptr<Notifier> make_systemd_notifier();
-class NullNotifier final : public Notifier {
-  public:
-    void notify(const std::string&) override {}
-};
 
 // An identity as it may appear in a URL path: 1..253 of [A-Za-z0-9._-], not "." or "..", no leading '.' or '-'.
 bool valid_identity(const std::string& identity);
@@ -58,7 +38,8 @@ class ControllerServer {
   public:
     // lifecycle: the provisioning records shown by the operator endpoints (null: no "lifecycle" fields).
     ControllerServer(ControllerConfig config, Store& store, SiteSource& site_source, const Clock& clock, Logger& logger,
-                     Notifier& notifier, ServerSecrets secrets, lifecycle::LifecycleStore* lifecycle = nullptr);
+                     Notifier& notifier, Random& random, ServerSecrets secrets,
+                     lifecycle::LifecycleStore* lifecycle = nullptr);
     ~ControllerServer();
     ControllerServer(const ControllerServer&) = delete;
     ControllerServer& operator=(const ControllerServer&) = delete;
@@ -83,16 +64,5 @@ class ControllerServer {
     std::unique_ptr<Impl> impl_;
     int port_ = 0;
 };
-
-// What `serve` does at startup in STATE: creates STATE/tls (CA + server certificate, unless the config names
-// a certificate) and STATE/operator-token (0600). Returns the operator token and, for generated TLS, the CA
-// fingerprint; fills config.tls_cert/tls_key with the paths to use.
-struct PreparedState {
-    std::string operator_token;
-    std::string ca_fingerprint;  // empty when plain HTTP or an operator-provided certificate
-    bool generated_tls = false;
-    bool generated_operator_token = false;
-};
-Result<PreparedState> prepare_state(ControllerConfig& config, const std::string& site_name);
 
 }  // namespace nodeform::controller

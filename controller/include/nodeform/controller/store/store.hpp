@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nodeform/random.hpp"
 #include "nodeform/result.hpp"
 
 namespace nodeform::controller {
@@ -88,8 +89,7 @@ class Store {
 // Opens STATE/nodeform.db (see sqlite::database_path) and applies the "controller" migrations.
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& db_path);
 
-// Tokens and credentials: 256 random bits, hex, with a readable prefix ("nfe_" enrollment, "nfc_" credential).
-std::string generate_secret(const std::string& prefix);
+// Tokens and credentials are drawn with nodeform::generate_secret (nodeform/random.hpp) and stored only hashed.
 // Lower-case hex SHA-256 of a token: what the store keeps.
 std::string hash_secret(const std::string& secret);
 // Constant-time equality of two strings (length is not secret).

@@ -1,0 +1,63 @@
+#pragma once
+// Who may call the controller: the node's posture (network: client address in allowed_cidrs; site_token; node_token:
+// the enrolled credential), the operator token, and a per-address limit on failed attempts. No HTTP in here: the
+// routes pass the client address and the Authorization header in and send the outcome back.
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "nodeform/controller/store/store.hpp"
+#include "nodeform/log.hpp"
+#include "nodeform/site/site.hpp"
+
+namespace nodeform::controller {
+
+// "10.0.0.0/8", "2001:db8::/32" or a bare address; IPv4-mapped IPv6 clients match IPv4 networks.
+// False for malformed addresses or CIDRs and across families.
+bool ip_in_cidr(const std::string& ip, const std::string& cidr);
+
+// The token of an "Authorization: Bearer <token>" header value (scheme case-insensitive as sent by clients:
+// "Bearer"/"bearer", spaces trimmed); "" when there is none.
+std::string bearer_token(const std::string& authorization);
+
+// Counts authentication failures per client address within a fixed window; memory is bounded.
+class AuthLimiter {
+  public:
+    AuthLimiter(int limit, std::chrono::seconds window) : limit_(limit), window_(window) {}
+    bool blocked(const std::string& addr, std::chrono::steady_clock::time_point now);
+    void failure(const std::string& addr, std::chrono::steady_clock::time_point now);
+    std::chrono::seconds window() const { return window_; }
+
+  private:
+    struct Entry {
+        std::chrono::steady_clock::time_point window_start{};
+        int failures = 0;
+    };
+    int limit_;
+    std::chrono::seconds window_;
+    std::mutex mutex_;
+    std::map<std::string, Entry> entries_;
+};
+
+// 200 = allowed; otherwise the HTTP status, error code and message to answer with (429 carries Retry-After =
+// the limiter's window).
+struct AuthOutcome {
+    int status = 200;
+    std::string code;
+    std::string message;
+    bool ok() const { return status == 200; }
+};
+
+// The posture decision for a node-facing request (spec, report). 401/403 count as failures for the limiter;
+// a store that cannot answer is 503 (logged), never a pass.
+AuthOutcome authenticate_node(const site::Node& node, const std::string& client_addr, const std::string& authorization,
+                              Store& store, AuthLimiter& limiter, std::chrono::steady_clock::time_point now,
+                              Logger& logger);
+
+// The operator endpoints: Bearer <operator token> whose hash is operator_token_hash (empty: always refused).
+AuthOutcome authenticate_operator(const std::string& client_addr, const std::string& authorization,
+                                  const std::string& operator_token_hash, AuthLimiter& limiter,
+                                  std::chrono::steady_clock::time_point now);
+
+}  // namespace nodeform::controller

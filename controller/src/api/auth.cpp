@@ -1,0 +1,147 @@
+#include "nodeform/controller/api/auth.hpp"
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+
+namespace nodeform::controller {
+namespace {
+
+bool parse_ip(const std::string& text, int& family, unsigned char* out) {
+    std::string addr = text;
+    if (addr.rfind("::ffff:", 0) == 0 && addr.find('.') != std::string::npos) addr = addr.substr(7);
+    if (inet_pton(AF_INET, addr.c_str(), out) == 1) {
+        family = AF_INET;
+        return true;
+    }
+    if (inet_pton(AF_INET6, addr.c_str(), out) == 1) {
+        family = AF_INET6;
+        return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+bool ip_in_cidr(const std::string& ip, const std::string& cidr) {
+    auto slash = cidr.find('/');
+    std::string net = cidr.substr(0, slash);
+    int fam_ip = 0, fam_net = 0;
+    unsigned char a[16] = {}, b[16] = {};
+    if (!parse_ip(ip, fam_ip, a) || !parse_ip(net, fam_net, b) || fam_ip != fam_net) return false;
+    int max_bits = fam_ip == AF_INET ? 32 : 128;
+    int bits = max_bits;
+    if (slash != std::string::npos) {
+        std::string p = cidr.substr(slash + 1);
+        if (p.empty() || p.size() > 3 || !std::all_of(p.begin(), p.end(), ::isdigit)) return false;
+        bits = std::stoi(p);
+        if (bits > max_bits) return false;
+    }
+    for (int i = 0; i < bits; ++i) {
+        int byte = i / 8, bit = 7 - i % 8;
+        if (((a[byte] >> bit) & 1) != ((b[byte] >> bit) & 1)) return false;
+    }
+    return true;
+}
+
+std::string bearer_token(const std::string& h) {
+    if (h.size() > 7 && (h.rfind("Bearer ", 0) == 0 || h.rfind("bearer ", 0) == 0)) {
+        std::string t = h.substr(7);
+        while (!t.empty() && t.front() == ' ')
+            t.erase(t.begin());
+        while (!t.empty() && t.back() == ' ')
+            t.pop_back();
+        return t;
+    }
+    return "";
+}
+
+bool AuthLimiter::blocked(const std::string& addr, std::chrono::steady_clock::time_point now) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = entries_.find(addr);
+    if (it == entries_.end()) return false;
+    if (now - it->second.window_start >= window_) {
+        entries_.erase(it);
+        return false;
+    }
+    return it->second.failures >= limit_;
+}
+
+void AuthLimiter::failure(const std::string& addr, std::chrono::steady_clock::time_point now) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (entries_.size() > 100000) {  // bounded memory: drop expired windows, then everything if still huge
+        for (auto it = entries_.begin(); it != entries_.end();)
+            it = now - it->second.window_start >= window_ ? entries_.erase(it) : std::next(it);
+        if (entries_.size() > 100000) entries_.clear();
+    }
+    auto& e = entries_[addr];
+    if (e.failures == 0 || now - e.window_start >= window_) {
+        e.window_start = now;
+        e.failures = 0;
+    }
+    e.failures++;
+}
+
+AuthOutcome authenticate_node(const site::Node& node, const std::string& addr, const std::string& authorization,
+                              Store& store, AuthLimiter& limiter, std::chrono::steady_clock::time_point now,
+                              Logger& logger) {
+    if (limiter.blocked(addr, now))
+        return {429, "rate_limited", "too many failed authentications from " + addr + "; retry later"};
+    AuthOutcome out;
+    switch (node.auth.method) {
+        case site::AuthMethod::network: {
+            bool allowed = false;
+            for (const auto& cidr : node.auth.allowed_cidrs)
+                allowed = allowed || ip_in_cidr(addr, cidr);
+            if (!allowed)
+                out = {403, "address_not_allowed",
+                       "client address " + addr + " is not in the allowed networks of node " + node.name};
+            break;
+        }
+        case site::AuthMethod::site_token: {
+            std::string token = bearer_token(authorization);
+            if (token.empty()) {
+                out = {401, "missing_credential", "send Authorization: Bearer <site token>"};
+            } else if (node.auth.site_token.empty() || !constant_time_equal(token, node.auth.site_token)) {
+                out = {401, "invalid_credential", "the site token is not valid for node " + node.name};
+            }
+            break;
+        }
+        case site::AuthMethod::node_token: {
+            std::string token = bearer_token(authorization);
+            if (token.empty()) {
+                out = {401, "missing_credential", "send Authorization: Bearer <node credential> (enroll first)"};
+                break;
+            }
+            auto owner = store.credential_owner(hash_secret(token));
+            if (!owner) {
+                logger.error("credential lookup failed: " + owner.message());
+                return {503, "store_unavailable", "the controller's store is unavailable; retry"};
+            }
+            if (!owner->has_value()) {
+                out = {401, "invalid_credential", "unknown or revoked node credential; enroll again"};
+            } else if (**owner != node.name) {
+                out = {403, "forbidden", "this credential belongs to another node"};
+            }
+            break;
+        }
+    }
+    if (out.status == 401 || out.status == 403) limiter.failure(addr, now);
+    return out;
+}
+
+AuthOutcome authenticate_operator(const std::string& addr, const std::string& authorization,
+                                  const std::string& operator_token_hash, AuthLimiter& limiter,
+                                  std::chrono::steady_clock::time_point now) {
+    if (limiter.blocked(addr, now)) return {429, "rate_limited", "too many failed authentications; retry later"};
+    std::string token = bearer_token(authorization);
+    if (operator_token_hash.empty() || token.empty() || !constant_time_equal(hash_secret(token), operator_token_hash)) {
+        limiter.failure(addr, now);
+        return {401, token.empty() ? "missing_credential" : "invalid_credential",
+                "the operator endpoints need Authorization: Bearer <operator token> (STATE/operator-token)"};
+    }
+    return {};
+}
+
+}  // namespace nodeform::controller
