@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "nodeform/agent/cli.hpp"
+#include "nodeform/json_limits.hpp"
 #include "nodeform/agent/controller_client.hpp"
 #include "nodeform/agent/converge.hpp"
 #include "nodeform/agent/system/run_lock.hpp"
@@ -89,8 +90,10 @@ std::string seconds_text(double s) {
 Result<nlohmann::json> read_spec_file(Filesystem& host, const std::string& path) {
     auto text = host.read(path, 64 * 1024 * 1024);
     if (!text) return make_error("cannot read the spec: " + text.message());
-    auto j = nlohmann::json::parse(*text, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) {
+    auto parsed = parse_json_bounded(*text, {text->size()});
+    if (!parsed) return make_error(path + ": " + parsed.message());
+    nlohmann::json j = std::move(*parsed);
+    if (!j.is_object()) {
         return make_error(path + ": not a JSON object (expected the output of nodeform-controller render)");
     }
     // A spec rendered for reading has its secrets replaced: converging it would install "[REDACTED]".

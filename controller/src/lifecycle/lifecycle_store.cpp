@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
+#include "nodeform/json_limits.hpp"
 
 namespace nodeform::controller::lifecycle {
 namespace {
@@ -207,7 +208,7 @@ class SqliteLifecycleStore final : public LifecycleStore {
             r.state_after = text(s, 4);
             r.started_at = text(s, 5);
             r.finished_at = text(s, 6);
-            json body = json::parse(text(s, 7), nullptr, false);
+            json body = stored_json(text(s, 7));
             if (body.is_object()) {
                 r.inputs = body.value("inputs", json::object());
                 r.calls = body.value("calls", json::array());
@@ -232,6 +233,12 @@ class SqliteLifecycleStore final : public LifecycleStore {
     }
 
   private:
+    // A JSON column as stored, or null when it is not JSON within the document limits.
+    static json stored_json(const std::string& text) {
+        auto j = parse_json_bounded(text, {text.size()});
+        return j ? *j : json();
+    }
+
     static std::string text(sqlite3_stmt* s, int col) {
         const unsigned char* t = sqlite3_column_text(s, col);
         return t ? reinterpret_cast<const char*>(t) : "";
@@ -248,7 +255,7 @@ class SqliteLifecycleStore final : public LifecycleStore {
         r.pending_upid = text(s, 6);
         r.failed_step = text(s, 7);
         r.reason = text(s, 8);
-        json ips = json::parse(text(s, 9), nullptr, false);
+        json ips = stored_json(text(s, 9));
         if (ips.is_array()) {
             for (const auto& ip : ips) {
                 if (ip.is_string()) r.ips.push_back(ip.get<std::string>());
