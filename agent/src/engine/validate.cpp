@@ -1,5 +1,6 @@
 #include "nodeform/agent/validate.hpp"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace nodeform::agent {
@@ -52,6 +53,21 @@ Status validate_account_name(const std::string& name, const std::string& what) {
         if (!ok) return bad(what, name, rule);
     }
     return Ok{};
+}
+
+std::optional<unsigned> numeric_account_id(const std::string& value) {
+    if (value.empty() || value.size() > 10 || !std::all_of(value.begin(), value.end(), digit)) return std::nullopt;
+    unsigned long long id = std::stoull(value);  // ≤ 10 digits: no overflow
+    if (id > kMaxAccountId) return std::nullopt;
+    return static_cast<unsigned>(id);
+}
+
+Status validate_owner(const std::string& value, const std::string& what) {
+    if (!value.empty() && std::all_of(value.begin(), value.end(), digit)) {
+        if (numeric_account_id(value)) return Ok{};
+        return bad(what, value, "a numeric id must be 0 to " + std::to_string(kMaxAccountId));
+    }
+    return validate_account_name(value, what);
 }
 
 Status validate_package_name(const std::string& name) {

@@ -33,13 +33,16 @@ struct FileAttrs {
     gid_t gid = 0;
 };
 
+// The largest file the agent manages, and so the default read limit: every file it writes it can read back.
+inline constexpr std::size_t kMaxFileBytes = 16 * 1024 * 1024;
+
 class Filesystem {
   public:
     virtual ~Filesystem() = default;
     // lstat semantics (a symlink is reported as a symlink); nullopt when the path does not exist.
     virtual Result<std::optional<FileInfo>> stat(const std::string& path) = 0;
     // Follows symlinks, but only within the root.
-    virtual Result<std::string> read(const std::string& path, std::size_t max_bytes = 16 * 1024 * 1024) = 0;
+    virtual Result<std::string> read(const std::string& path, std::size_t max_bytes = kMaxFileBytes) = 0;
     // Temp file in the same directory with attrs applied, fsync, rename over path, fsync the directory.
     // The parent directory must exist. A symlink at path is replaced, never followed.
     virtual Status write_atomic(const std::string& path, const std::string& content, const FileAttrs& attrs) = 0;
