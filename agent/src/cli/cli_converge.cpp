@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "nodeform/agent/cli.hpp"
+#include "nodeform/agent/validate.hpp"
 #include "nodeform/json_limits.hpp"
 #include "nodeform/agent/controller_client.hpp"
 #include "nodeform/agent/converge.hpp"
@@ -96,6 +97,7 @@ Result<nlohmann::json> read_spec_file(Filesystem& host, const std::string& path)
     if (!j.is_object()) {
         return make_error(path + ": not a JSON object (expected the output of nodeform-controller render)");
     }
+    if (auto st = check_spec_schema(j, path); !st) return st.error();
     // A spec rendered for reading has its secrets replaced: converging it would install "[REDACTED]".
     for (const auto& p : j.value("secret_paths", nlohmann::json::array())) {
         if (!p.is_string()) continue;

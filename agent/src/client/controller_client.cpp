@@ -1,4 +1,5 @@
 #include "nodeform/agent/controller_client.hpp"
+#include "nodeform/agent/validate.hpp"
 #include "nodeform/json_limits.hpp"
 
 #include <random>
@@ -231,6 +232,7 @@ Result<FetchedSpec> ControllerClient::fetch_spec() {
     if (!parsed) return fallback("the controller sent a spec that is " + parsed.message());
     nlohmann::json& j = *parsed;
     if (!j.is_object()) return fallback("the controller sent a spec that is not a JSON object");
+    if (auto st = check_spec_schema(j, "the controller's spec"); !st) return fallback(st.message());
     FetchedSpec spec;
     spec.spec = j;
     spec.etag = canonical_digest(j);

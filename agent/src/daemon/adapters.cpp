@@ -1,4 +1,5 @@
 #include "nodeform/agent/daemon/adapters.hpp"
+#include "nodeform/agent/validate.hpp"
 #include "nodeform/json_limits.hpp"
 
 #include "nodeform/agent/system/run_lock.hpp"
@@ -31,6 +32,7 @@ Result<SpecFetch> FileSpecSource::fetch() {
     if (!parsed) return make_error(path_ + ": " + parsed.message());
     nlohmann::json& j = *parsed;
     if (!j.is_object()) return make_error(path_ + " is not a resolved spec (a JSON object)");
+    if (auto st = check_spec_schema(j, path_); !st) return st.error();
     SpecFetch out;
     out.digest = canonical_digest(j);
     out.spec = std::move(j);

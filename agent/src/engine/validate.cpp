@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "nodeform/site/site.hpp"
+
 namespace nodeform::agent {
 namespace {
 
@@ -68,6 +70,21 @@ Status validate_owner(const std::string& value, const std::string& what) {
         return bad(what, value, "a numeric id must be 0 to " + std::to_string(kMaxAccountId));
     }
     return validate_account_name(value, what);
+}
+
+Status check_spec_schema(const nlohmann::json& spec, const std::string& source) {
+    auto problems = site::validate_resolved_spec(spec, source);
+    if (problems.empty()) return Ok{};
+    std::string message;
+    std::size_t shown = 0;
+    for (const auto& p : problems) {
+        if (++shown > 20) {
+            message += "\n(" + std::to_string(problems.size() - 20) + " more)";
+            break;
+        }
+        message += (message.empty() ? "" : "\n") + source + ": " + (p.field.empty() ? "-" : p.field) + ": " + p.message;
+    }
+    return make_error("not a resolved spec this agent understands (docs/resolved-spec.md):\n" + message);
 }
 
 Status validate_package_name(const std::string& name) {

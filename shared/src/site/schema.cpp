@@ -13,8 +13,9 @@
 namespace nodeform::site::detail {
 namespace {
 
-constexpr std::array<FileKind, 6> kKinds = {FileKind::site,   FileKind::spec, FileKind::posture,
-                                            FileKind::preset, FileKind::node, FileKind::secrets};
+constexpr std::array<FileKind, 7> kKinds = {FileKind::site,    FileKind::spec,   FileKind::posture,
+                                            FileKind::preset,  FileKind::node,   FileKind::secrets,
+                                            FileKind::resolved_spec};
 
 bool starts_with(const std::string& s, std::string_view prefix) {
     return s.rfind(prefix, 0) == 0;
@@ -81,6 +82,8 @@ const char* schema_file_name(FileKind kind) {
             return "node.schema.json";
         case FileKind::secrets:
             return "secrets.schema.json";
+        case FileKind::resolved_spec:
+            return "resolved-spec.schema.json";
     }
     return "";
 }
@@ -298,3 +301,16 @@ bool SchemaSet::validate(FileKind kind, const Document& doc, std::vector<Diagnos
 }
 
 }  // namespace nodeform::site::detail
+
+namespace nodeform::site {
+
+std::vector<Diagnostic> validate_resolved_spec(const nlohmann::json& spec, const std::string& source) {
+    detail::Document doc;
+    doc.file = source;
+    doc.json = spec;
+    std::vector<Diagnostic> out;
+    detail::SchemaSet().validate(detail::FileKind::resolved_spec, doc, out);
+    return out;
+}
+
+}  // namespace nodeform::site

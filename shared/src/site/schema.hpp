@@ -11,7 +11,7 @@
 
 namespace nodeform::site::detail {
 
-enum class FileKind { site, spec, posture, preset, node, secrets };
+enum class FileKind { site, spec, posture, preset, node, secrets, resolved_spec };
 
 const char* schema_file_name(FileKind kind);
 // The schema text compiled into the binary (generated from shared/defs/*.schema.json).

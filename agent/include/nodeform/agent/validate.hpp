@@ -2,6 +2,8 @@
 // Checks on every external string before it can reach a command line or a path. Each returns Ok or
 // an error naming the value and the rule it broke (the value is quoted as given, control characters escaped).
 #include <optional>
+
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 
 #include "nodeform/result.hpp"
@@ -33,6 +35,9 @@ Status validate_passwd_path(const std::string& path, const std::string& what);
 Status validate_env_name(const std::string& name);
 // A 3- or 4-digit octal mode string ("0644"); out receives the value.
 Status parse_mode(const std::string& text, unsigned& out);
+// A received spec against the resolved-spec schema (the controller's own contract, shared/defs/): unknown or
+// wrong-typed fields are errors, one line "SOURCE: FIELD: reason" per problem.
+Status check_spec_schema(const nlohmann::json& spec, const std::string& source);
 // The value quoted for a message, control characters and non-ASCII escaped, cut at 80 characters.
 std::string quote_for_message(const std::string& value);
 
