@@ -275,8 +275,8 @@ int converge(const std::vector<std::string>& argv, CliIo io, RunMode mode) {
     std::optional<RunLock> lock;
     {
         auto timeout = parse_duration(c.args.get_or("lock-timeout", "10m")).value();
-        const std::string lock_dir = c.root_fs->host_path(c.state_dir);
-        auto acquired = RunLock::acquire(lock_dir + "/lock", timeout);
+        auto lock_dir = c.root_fs->pin_directory(c.state_dir);
+        auto acquired = lock_dir ? RunLock::acquire(*lock_dir + "/lock", timeout) : Result<RunLock>(lock_dir.error());
         if (acquired) {
             lock = std::move(*acquired);
         } else if (mode == RunMode::apply || acquired.message().rfind("another", 0) == 0) {
