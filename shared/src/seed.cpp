@@ -2,8 +2,8 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include <nlohmann/json.hpp>
 #include <cctype>
+#include <nlohmann/json.hpp>
 #include <regex>
 
 #include "nodeform/base64.hpp"

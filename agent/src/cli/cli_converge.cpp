@@ -9,13 +9,13 @@
 #include <thread>
 
 #include "nodeform/agent/cli.hpp"
-#include "nodeform/agent/validate.hpp"
-#include "nodeform/json_limits.hpp"
 #include "nodeform/agent/controller_client.hpp"
 #include "nodeform/agent/converge.hpp"
 #include "nodeform/agent/system/run_lock.hpp"
+#include "nodeform/agent/validate.hpp"
 #include "nodeform/args.hpp"
 #include "nodeform/canonical_json.hpp"
+#include "nodeform/json_limits.hpp"
 #include "nodeform/posix_process_runner.hpp"
 
 namespace nodeform::agent {

@@ -137,8 +137,8 @@ Status ControllerClient::ensure_enrolled() {
     if (stored) {
         auto parsed = parse_json_bounded(*stored, {stored->size()});
         const nlohmann::json j = parsed ? std::move(*parsed) : nlohmann::json();
-        if (j.is_object() && j.value("identity", "") == seed_.identity &&
-            j.contains("credential") && j["credential"].is_string()) {
+        if (j.is_object() && j.value("identity", "") == seed_.identity && j.contains("credential") &&
+            j["credential"].is_string()) {
             credential_ = j["credential"].get<std::string>();
             return Ok{};
         }

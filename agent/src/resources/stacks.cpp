@@ -5,9 +5,9 @@
 #include <algorithm>
 
 #include "../engine/context.hpp"
-#include "nodeform/json_limits.hpp"
 #include "nodeform/agent/validate.hpp"
 #include "nodeform/canonical_json.hpp"
+#include "nodeform/json_limits.hpp"
 
 namespace nodeform::agent {
 namespace {

@@ -58,8 +58,7 @@ Framing framing_of(const httplib::Headers& headers) {
     std::optional<std::uint64_t> length;
     for (auto it = cl.first; it != cl.second; ++it) {
         std::string_view v = trim(it->second);
-        if (v.empty() || v.size() > 18 ||
-            !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        if (v.empty() || v.size() > 18 || !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }))
             return {Framing::Kind::invalid};
         std::uint64_t n = std::stoull(std::string(v));
         if (length && *length != n) return {Framing::Kind::invalid};
@@ -99,10 +98,14 @@ class BodyReader {
     bool complete() const {
         if (!started_ || failed_) return false;
         switch (framing_.kind) {
-            case Framing::Kind::none: return true;
-            case Framing::Kind::length: return total_ == framing_.length;
-            case Framing::Kind::chunked: return state_ == State::done;
-            case Framing::Kind::invalid: return false;
+            case Framing::Kind::none:
+                return true;
+            case Framing::Kind::length:
+                return total_ == framing_.length;
+            case Framing::Kind::chunked:
+                return state_ == State::done;
+            case Framing::Kind::invalid:
+                return false;
         }
         return false;
     }
@@ -110,14 +113,17 @@ class BodyReader {
     ssize_t admit(const char* p, std::size_t n) {
         if (failed_) return -1;
         switch (framing_.kind) {
-            case Framing::Kind::none: return 0;  // no framing header: no body
-            case Framing::Kind::invalid: return fail();
+            case Framing::Kind::none:
+                return 0;  // no framing header: no body
+            case Framing::Kind::invalid:
+                return fail();
             case Framing::Kind::length: {
                 std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(n, framing_.length - total_));
                 total_ += take;
                 return static_cast<ssize_t>(take);
             }
-            case Framing::Kind::chunked: return admit_chunked(p, n);
+            case Framing::Kind::chunked:
+                return admit_chunked(p, n);
         }
         return fail();
     }
@@ -198,7 +204,8 @@ class BodyReader {
                     if (c != '\n') return fail();
                     state_ = State::done;
                     break;
-                case State::done: break;
+                case State::done:
+                    break;
             }
             ++i;
         }
@@ -315,7 +322,7 @@ class DeadlineStream final : public httplib::Stream {
             phase_ = Phase::reading;
             deadline_ = Clock::now() + limits_.read_timeout;
         }
-        if (!in_head_) {  // never wait for bytes that are not the body's
+        if (!in_head_) {                      // never wait for bytes that are not the body's
             if (!body_.started()) return -1;  // cpp-httplib reads a body only after setup_request has framed it
             if (auto end = body_.ended()) return *end;
         }

@@ -28,7 +28,7 @@ struct ConnectionLimits {
     std::chrono::milliseconds write_timeout{5000};
     std::chrono::milliseconds keep_alive_timeout{5000};
     std::size_t keep_alive_max_requests = 1000;
-    std::size_t max_head_bytes = 64 * 1024;  // request line + headers; beyond → 400 and close
+    std::size_t max_head_bytes = 64 * 1024;    // request line + headers; beyond → 400 and close
     std::size_t max_body_bytes = 1024 * 1024;  // decoded request body on any framing; beyond → 413 and close
     std::size_t workers = 32;
     std::size_t max_connections = 128;  // ≥ workers

@@ -4,8 +4,8 @@
 #include <thread>
 
 #include "nodeform/controller/providers/proxmox.hpp"
-#include "nodeform/process.hpp"
 #include "nodeform/json_limits.hpp"
+#include "nodeform/process.hpp"
 
 namespace nodeform::controller::providers {
 namespace {

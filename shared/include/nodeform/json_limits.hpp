@@ -6,8 +6,8 @@
 #include <string>
 #include <string_view>
 
-#include <nlohmann/json.hpp>
 #include <yaml-cpp/node/node.h>
+#include <nlohmann/json.hpp>
 
 #include "nodeform/result.hpp"
 

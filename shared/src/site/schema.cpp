@@ -13,9 +13,8 @@
 namespace nodeform::site::detail {
 namespace {
 
-constexpr std::array<FileKind, 7> kKinds = {FileKind::site,    FileKind::spec,   FileKind::posture,
-                                            FileKind::preset,  FileKind::node,   FileKind::secrets,
-                                            FileKind::resolved_spec};
+constexpr std::array<FileKind, 7> kKinds = {FileKind::site, FileKind::spec,    FileKind::posture,      FileKind::preset,
+                                            FileKind::node, FileKind::secrets, FileKind::resolved_spec};
 
 bool starts_with(const std::string& s, std::string_view prefix) {
     return s.rfind(prefix, 0) == 0;

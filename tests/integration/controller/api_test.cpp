@@ -781,11 +781,11 @@ TEST_F(ApiTest, BodyLimitHoldsOnEveryFraming) {
     EXPECT_EQ(length.rfind("HTTP/1.1 413", 0), 0u) << length;
     // Both framings at once, or a coding other than chunked alone: refused, and nothing after is parsed.
     const std::string hidden = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-    for (const std::string& framing : {std::string("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"),
-                                       std::string("Transfer-Encoding: gzip, chunked\r\n"),
-                                       std::string("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"),
-                                       std::string("Content-Length: 5\r\nContent-Length: 6\r\n"),
-                                       std::string("Content-Length: -1\r\n")}) {
+    for (const std::string& framing :
+         {std::string("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"),
+          std::string("Transfer-Encoding: gzip, chunked\r\n"),
+          std::string("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"),
+          std::string("Content-Length: 5\r\nContent-Length: 6\r\n"), std::string("Content-Length: -1\r\n")}) {
         bool closed = false;
         std::string answer = raw(head(framing) + chunk(report) + "0\r\n\r\n" + hidden, &closed);
         EXPECT_EQ(answer.rfind("HTTP/1.1 4", 0), 0u) << framing << answer;  // 400, or 413 for a length of -1
@@ -872,8 +872,7 @@ TEST_F(ApiTest, ASecondServerOnTheSameAddressIsRefused) {
                            ServerSecrets{hash_secret(kOperatorToken)}, lifecycle_.get());
     auto st = other.start();
     ASSERT_FALSE(st.ok());
-    EXPECT_NE(st.message().find("127.0.0.1:" + std::to_string(server_->port()) + ": address in use"),
-              std::string::npos)
+    EXPECT_NE(st.message().find("127.0.0.1:" + std::to_string(server_->port()) + ": address in use"), std::string::npos)
         << st.message();
 }
 

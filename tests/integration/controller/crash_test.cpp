@@ -248,7 +248,7 @@ TEST(ControllerProcess, SecondControllerOnTheSameAddressExitsWithAddressInUse) {
         ::dup2(err[1], STDERR_FILENO);
         ::close(err[0]);
         ::close(err[1]);
-        std::vector<std::string> args = {binary, "serve",      "--site",       site,     "--state", state2,
+        std::vector<std::string> args = {binary,     "serve", "--site",       site,       "--state",  state2,
                                          "--listen", address, "--plain-http", "--config", "/dev/null"};
         std::vector<char*> argv;
         for (auto& a : args)

@@ -243,12 +243,11 @@ TEST(Cli, SpecFileProblemsExitWithTheConfigurationCode) {
     test::TempDir dir;
     std::string deep = std::string(5000, '[') + std::string(5000, ']');
     int n = 0;
-    for (const std::string& text : {std::string(R"({"schema_version":2,"identity":"n"})"),
-                                    std::string(R"({"schema_version":1})"),
-                                    std::string(R"({"schema_version":1,"identity":"n","files":"notalist"})"),
-                                    std::string(R"({"schema_version":1,"identity":"n","servicez":[]})"),
-                                    R"({"schema_version":1,"identity":"n","x":)" + deep + "}", std::string("[1]"),
-                                    std::string("{")}) {
+    for (const std::string& text :
+         {std::string(R"({"schema_version":2,"identity":"n"})"), std::string(R"({"schema_version":1})"),
+          std::string(R"({"schema_version":1,"identity":"n","files":"notalist"})"),
+          std::string(R"({"schema_version":1,"identity":"n","servicez":[]})"),
+          R"({"schema_version":1,"identity":"n","x":)" + deep + "}", std::string("[1]"), std::string("{")}) {
         std::string spec = dir.path() + "/spec-" + std::to_string(n++) + ".json";
         std::ofstream(spec) << text;
         for (const char* command : {"apply", "plan"}) {

@@ -350,19 +350,17 @@ TEST(Engine, OwnerAndGroupIdsAreValidatedPerFile) {
     FakeSystem sys;
     ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, options());
     nlohmann::json spec = {{"schema_version", 1}, {"identity", "n"}, {"files", nlohmann::json::array()}};
-    const std::vector<std::string> bad = {"4294967296", "4294967295", "18446744073709551616", "99999999999999999999",
-                                          "Root", ""};
+    const std::vector<std::string> bad = {"4294967296",           "4294967295", "18446744073709551616",
+                                          "99999999999999999999", "Root",       ""};
     int i = 0;
     for (const auto& field : {"owner", "group"}) {
         for (const auto& value : bad) {
-            spec["files"].push_back({{"path", "/etc/bad-" + std::to_string(i++)},
-                                     {"content", "x\n"},
-                                     {"mode", "0644"},
-                                     {field, value}});
+            spec["files"].push_back(
+                {{"path", "/etc/bad-" + std::to_string(i++)}, {"content", "x\n"}, {"mode", "0644"}, {field, value}});
         }
     }
-    spec["files"].push_back({{"path", "/etc/good"}, {"content", "y\n"}, {"mode", "0644"}, {"owner", "4294967294"},
-                             {"group", "0"}});
+    spec["files"].push_back(
+        {{"path", "/etc/good"}, {"content", "y\n"}, {"mode", "0644"}, {"owner", "4294967294"}, {"group", "0"}});
     auto report = engine.run(spec, RunMode::apply);
     for (int k = 0; k < i; ++k) {
         auto* r = find_result(report, "file:/etc/bad-" + std::to_string(k));
@@ -383,13 +381,12 @@ TEST(Engine, OwnerAndGroupIdsAreValidatedPerFile) {
 TEST(Engine, ManagedFilesUpToTheLimitAreIdempotentAndLargerOnesFailAlone) {
     FakeSystem sys;
     ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, options());
-    nlohmann::json spec = {{"schema_version", 1},
-                           {"identity", "n"},
-                           {"files",
-                            {{{"path", "/etc/at-limit"}, {"content", std::string(kMaxFileBytes, 'a')}, {"mode", "0644"}},
-                             {{"path", "/etc/over-limit"},
-                              {"content", std::string(kMaxFileBytes + 1, 'b')},
-                              {"mode", "0644"}}}}};
+    nlohmann::json spec = {
+        {"schema_version", 1},
+        {"identity", "n"},
+        {"files",
+         {{{"path", "/etc/at-limit"}, {"content", std::string(kMaxFileBytes, 'a')}, {"mode", "0644"}},
+          {{"path", "/etc/over-limit"}, {"content", std::string(kMaxFileBytes + 1, 'b')}, {"mode", "0644"}}}}};
     auto first = engine.run(spec, RunMode::apply);
     EXPECT_EQ(find_result(first, "file:/etc/at-limit")->status, ResourceStatus::changed);
     auto* over = find_result(first, "file:/etc/over-limit");

@@ -7,8 +7,8 @@
 
 #include <gtest/gtest.h>
 
-#include "nodeform/agent/system/filesystem.hpp"
 #include "nodeform/agent/daemon/spool.hpp"
+#include "nodeform/agent/system/filesystem.hpp"
 #include "nodeform/agent/system/run_lock.hpp"
 #include "nodeform/atomic_file.hpp"
 #include "nodeform/posix_process_runner.hpp"
