@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harnesses with clang in build-fuzz/ and runs each for a bounded time.
-# usage: scripts/fuzz.sh [SECONDS_PER_HARNESS=60] [HARNESS...]   (harnesses: fuzz_site_yaml fuzz_site_resolve)
+# usage: scripts/fuzz.sh [SECONDS_PER_HARNESS=60] [HARNESS...]
+#   (harnesses: fuzz_site_yaml fuzz_site_resolve fuzz_seed fuzz_http_framing)
 # Exit 0 when every harness ran clean; crashes are saved as build-fuzz/crash-* / leak-* / timeout-*.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 harnesses=("$@")
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(fuzz_site_yaml fuzz_site_resolve)
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(fuzz_site_yaml fuzz_site_resolve fuzz_seed fuzz_http_framing)
 root="$(pwd)"
 build="$(realpath -m "${NODEFORM_FUZZ_BUILD_DIR:-build-fuzz}")"
 
@@ -19,7 +20,11 @@ nice ninja -C "$build" "${harnesses[@]}"
 status=0
 for h in "${harnesses[@]}"; do
   corpus="$build/corpus-$h"
-  seeds="tests/fuzz/corpus/${h#fuzz_site_}"
+  case "$h" in
+    fuzz_site_*) seeds="tests/fuzz/corpus/${h#fuzz_site_}" ;;
+    fuzz_http_framing) seeds="tests/fuzz/corpus/http" ;;
+    *) seeds="tests/fuzz/corpus/${h#fuzz_}" ;;
+  esac
   mkdir -p "$corpus"
   [ -d "$seeds" ] || { echo "fuzz.sh: no seed corpus $seeds" >&2; exit 2; }
   echo "== $h for ${seconds}s (seeds: $seeds)"

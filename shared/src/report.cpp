@@ -1,5 +1,7 @@
 #include "nodeform/report.hpp"
 
+#include "nodeform/json_limits.hpp"
+
 #include <algorithm>
 #include <limits>
 
@@ -194,9 +196,10 @@ void stamp(Report& report, const Stamp& s, Random& random) {
 }
 
 Result<nlohmann::json> parse_report_json(std::string_view body) {
-    Json j = Json::parse(body.begin(), body.end(), nullptr, false);
-    if (j.is_discarded()) return make_error("the body is not valid JSON");
-    return j;
+    // The size was bounded by the HTTP layer (max-body-bytes); the depth is bounded here.
+    auto j = parse_json_bounded(body, {body.size()});
+    if (!j) return make_error("the body is " + j.message());
+    return std::move(*j);
 }
 
 ReportParser::ReportParser() : schema_(std::make_unique<site::detail::SchemaSet>(site::detail::FileKind::report)) {}

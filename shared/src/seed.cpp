@@ -2,16 +2,26 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cctype>
 #include <nlohmann/json.hpp>
 #include <regex>
 
 #include "nodeform/base64.hpp"
+#include "nodeform/json_limits.hpp"
 
 namespace nodeform {
 namespace {
 
 constexpr std::string_view kPrefix = "nf1:";
 constexpr std::size_t kMaxSeedText = 4096;
+
+// http://HOST[:PORT][/] whose HOST is localhost, an IPv4 address in 127.0.0.0/8 or [::1].
+bool is_loopback_url(const std::string& url) {
+    static const std::regex loopback_re(
+        "^http://(localhost|127\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}|\\[(0{0,4}:){2,7}0{0,3}1\\])(:[0-9]{1,5})?/?$",
+        std::regex::icase);
+    return std::regex_match(url, loopback_re);
+}
 
 }  // namespace
 
@@ -30,8 +40,10 @@ Result<Seed> decode_seed_compact(std::string_view text) {
     }
     auto raw = base64_decode(text.substr(kPrefix.size()));
     if (!raw) return make_error("seed: payload is not base64url");
-    auto j = nlohmann::json::parse(*raw, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return make_error("seed: payload is not a JSON object");
+    auto parsed = parse_json_bounded(*raw, {kMaxSeedText});
+    if (!parsed) return make_error("seed: payload: " + parsed.message());
+    const nlohmann::json& j = *parsed;
+    if (!j.is_object()) return make_error("seed: payload is not a JSON object");
     Seed seed;
     for (auto [key, field] : {std::pair{"i", &seed.identity}, std::pair{"u", &seed.controller_url},
                               std::pair{"t", &seed.token}, std::pair{"f", &seed.ca_fingerprint}}) {
@@ -46,13 +58,12 @@ Result<Seed> decode_seed_compact(std::string_view text) {
 Result<Seed> parse_seed_yaml(const std::string& text, const std::string& source_name) {
     if (text.size() > kMaxSeedText)
         return make_error(source_name + ": larger than " + std::to_string(kMaxSeedText) + " bytes");
-    YAML::Node root;
-    try {
-        root = YAML::Load(text);
-    } catch (const YAML::Exception& e) {
-        return make_error(source_name + ":" + std::to_string(e.mark.line + 1) + ":" +
-                          std::to_string(e.mark.column + 1) + ": " + e.msg);
+    auto loaded = load_yaml_bounded(text, {kMaxSeedText});
+    if (!loaded) {  // the message starts with LINE:COLUMN when it has one
+        bool at_line = !loaded.message().empty() && std::isdigit(static_cast<unsigned char>(loaded.message()[0]));
+        return make_error(source_name + (at_line ? ":" : ": ") + loaded.message());
     }
+    const YAML::Node& root = *loaded;
     if (!root.IsMap())
         return make_error(source_name + ": expected a mapping with identity, controller_url, token, ca_fingerprint");
     Seed seed;
@@ -93,6 +104,11 @@ Status validate_seed(const Seed& seed) {
     }
     if (!std::regex_match(seed.controller_url, url_re)) {
         return make_error("controller_url: must be http(s)://HOST[:PORT]");
+    }
+    if (seed.controller_url.rfind("http://", 0) == 0 && !is_loopback_url(seed.controller_url)) {
+        return make_error(
+            "controller_url: plain http:// is allowed only to a loopback address (127.0.0.0/8, [::1], localhost), "
+            "the dev posture on one machine; use https:// with the CA fingerprint");
     }
     if (!std::regex_match(seed.token, token_re)) {
         return make_error("token: must be 16-256 characters of [A-Za-z0-9._~+/=-]");

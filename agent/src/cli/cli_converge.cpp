@@ -12,8 +12,10 @@
 #include "nodeform/agent/controller_client.hpp"
 #include "nodeform/agent/converge.hpp"
 #include "nodeform/agent/system/run_lock.hpp"
+#include "nodeform/agent/validate.hpp"
 #include "nodeform/args.hpp"
 #include "nodeform/canonical_json.hpp"
+#include "nodeform/json_limits.hpp"
 #include "nodeform/posix_process_runner.hpp"
 
 namespace nodeform::agent {
@@ -89,10 +91,13 @@ std::string seconds_text(double s) {
 Result<nlohmann::json> read_spec_file(Filesystem& host, const std::string& path) {
     auto text = host.read(path, 64 * 1024 * 1024);
     if (!text) return make_error("cannot read the spec: " + text.message());
-    auto j = nlohmann::json::parse(*text, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) {
+    auto parsed = parse_json_bounded(*text, {text->size()});
+    if (!parsed) return make_error(path + ": " + parsed.message());
+    nlohmann::json j = std::move(*parsed);
+    if (!j.is_object()) {
         return make_error(path + ": not a JSON object (expected the output of nodeform-controller render)");
     }
+    if (auto st = check_spec_schema(j, path); !st) return st.error();
     // A spec rendered for reading has its secrets replaced: converging it would install "[REDACTED]".
     for (const auto& p : j.value("secret_paths", nlohmann::json::array())) {
         if (!p.is_string()) continue;
@@ -272,8 +277,8 @@ int converge(const std::vector<std::string>& argv, CliIo io, RunMode mode) {
     std::optional<RunLock> lock;
     {
         auto timeout = parse_duration(c.args.get_or("lock-timeout", "10m")).value();
-        const std::string lock_dir = c.root_fs->host_path(c.state_dir);
-        auto acquired = RunLock::acquire(lock_dir + "/lock", timeout);
+        auto lock_dir = c.root_fs->pin_directory(c.state_dir);
+        auto acquired = lock_dir ? RunLock::acquire(*lock_dir + "/lock", timeout) : Result<RunLock>(lock_dir.error());
         if (acquired) {
             lock = std::move(*acquired);
         } else if (mode == RunMode::apply || acquired.message().rfind("another", 0) == 0) {

@@ -97,11 +97,12 @@ int cmd_run(const std::vector<std::string>& args, CliIo io) {
         io.err << "nodeform-agent run: " << host_fs.message() << "\n";
         return exit_code::runtime;
     }
-    if (auto st = make_directories(**root_fs, config.state_dir, 0755); !st) {
-        io.err << "nodeform-agent run: cannot create the state directory: " << st.message() << "\n";
+    auto pinned = (*root_fs)->pin_directory(config.state_dir);  // resolved in the root, whatever the symlinks
+    if (!pinned) {
+        io.err << "nodeform-agent run: cannot create the state directory: " << pinned.message() << "\n";
         return exit_code::runtime;
     }
-    const std::string state_host = (*root_fs)->host_path(config.state_dir);
+    const std::string state_host = *pinned;
     const std::string spool_dir = config.spool_dir.empty() ? state_host + "/spool" : absolute_path(config.spool_dir);
     auto spool = Spool::open(spool_dir, config.spool_max);
     if (!spool) {

@@ -1,4 +1,6 @@
 #include "nodeform/agent/controller_client.hpp"
+#include "nodeform/agent/validate.hpp"
+#include "nodeform/json_limits.hpp"
 
 #include <thread>
 
@@ -23,8 +25,9 @@ Result<Seed> parse_seed_text(const std::string& text, const std::string& source)
 }
 
 std::string error_text(const HttpResponse& response) {
-    auto j = nlohmann::json::parse(response.body, nullptr, false);
-    if (!j.is_discarded() && j.is_object() && j.contains("error") && j["error"].is_object()) {
+    auto parsed = parse_json_bounded(response.body, {response.body.size()});
+    const nlohmann::json j = parsed ? std::move(*parsed) : nlohmann::json();
+    if (j.is_object() && j.contains("error") && j["error"].is_object()) {
         const auto& e = j["error"];
         std::string code = e.contains("code") && e["code"].is_string() ? e["code"].get<std::string>() : "";
         std::string message = e.contains("message") && e["message"].is_string() ? e["message"].get<std::string>() : "";
@@ -127,9 +130,10 @@ Status ControllerClient::ensure_enrolled() {
     const std::string path = options_.state_dir + "/credential";
     auto stored = fs_.read(path, 64 * 1024);
     if (stored) {
-        auto j = nlohmann::json::parse(*stored, nullptr, false);
-        if (!j.is_discarded() && j.is_object() && j.value("identity", "") == seed_.identity &&
-            j.contains("credential") && j["credential"].is_string()) {
+        auto parsed = parse_json_bounded(*stored, {stored->size()});
+        const nlohmann::json j = parsed ? std::move(*parsed) : nlohmann::json();
+        if (j.is_object() && j.value("identity", "") == seed_.identity && j.contains("credential") &&
+            j["credential"].is_string()) {
             credential_ = j["credential"].get<std::string>();
             return Ok{};
         }
@@ -143,8 +147,9 @@ Status ControllerClient::ensure_enrolled() {
     auto response = send_with_retry(request, true);
     if (!response) return response.error();
     if (response->status == 200) {
-        auto j = nlohmann::json::parse(response->body, nullptr, false);
-        if (j.is_discarded() || !j.is_object() || !j.contains("credential") || !j["credential"].is_string() ||
+        auto parsed = parse_json_bounded(response->body, {response->body.size()});
+        const nlohmann::json j = parsed ? std::move(*parsed) : nlohmann::json();
+        if (!j.is_object() || !j.contains("credential") || !j["credential"].is_string() ||
             j["credential"].get<std::string>().empty()) {
             return make_error("the controller's enrollment answer has no credential");
         }
@@ -176,9 +181,11 @@ Result<std::optional<FetchedSpec>> ControllerClient::cached_spec() {
         if (st && !st->has_value()) return std::optional<FetchedSpec>{};
         return make_error("cannot read the cached spec: " + text.message());
     }
-    auto j = nlohmann::json::parse(*text, nullptr, false);
-    if (j.is_discarded() || !j.is_object())
-        return make_error("the cached spec " + fs_.host_path(options_.state_dir + "/spec.json") + " is not JSON");
+    auto parsed = parse_json_bounded(*text, {text->size()});
+    if (!parsed || !parsed->is_object())
+        return make_error("the cached spec " + fs_.host_path(options_.state_dir + "/spec.json") +
+                          " is not a JSON object" + (parsed ? "" : ": " + parsed.message()));
+    nlohmann::json& j = *parsed;
     FetchedSpec cached;
     cached.spec = j;
     cached.etag = canonical_digest(j);
@@ -216,8 +223,11 @@ Result<FetchedSpec> ControllerClient::fetch_spec() {
         if (response->status == 404) hint = " (the controller has no node " + seed_.identity + ")";
         return make_error("cannot fetch the spec: " + error_text(*response) + hint);
     }
-    auto j = nlohmann::json::parse(response->body, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return fallback("the controller sent a spec that is not a JSON object");
+    auto parsed = parse_json_bounded(response->body, {response->body.size()});
+    if (!parsed) return fallback("the controller sent a spec that is " + parsed.message());
+    nlohmann::json& j = *parsed;
+    if (!j.is_object()) return fallback("the controller sent a spec that is not a JSON object");
+    if (auto st = check_spec_schema(j, "the controller's spec"); !st) return fallback(st.message());
     FetchedSpec spec;
     spec.spec = j;
     spec.etag = canonical_digest(j);

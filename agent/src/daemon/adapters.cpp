@@ -1,4 +1,6 @@
 #include "nodeform/agent/daemon/adapters.hpp"
+#include "nodeform/agent/validate.hpp"
+#include "nodeform/json_limits.hpp"
 
 #include "nodeform/agent/system/run_lock.hpp"
 #include "nodeform/atomic_file.hpp"
@@ -26,8 +28,11 @@ Result<SpecFetch> ControllerSpecSource::fetch() {
 Result<SpecFetch> FileSpecSource::fetch() {
     auto text = read_file(path_, 64 * 1024 * 1024);
     if (!text) return make_error("cannot read the spec file: " + text.message());
-    auto j = nlohmann::json::parse(*text, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return make_error(path_ + " is not a resolved spec (a JSON object)");
+    auto parsed = parse_json_bounded(*text, {text->size()});
+    if (!parsed) return make_error(path_ + ": " + parsed.message());
+    nlohmann::json& j = *parsed;
+    if (!j.is_object()) return make_error(path_ + " is not a resolved spec (a JSON object)");
+    if (auto st = check_spec_schema(j, path_); !st) return st.error();
     SpecFetch out;
     out.digest = canonical_digest(j);
     out.spec = std::move(j);

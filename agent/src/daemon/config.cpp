@@ -1,4 +1,5 @@
 #include "nodeform/agent/daemon/config.hpp"
+#include "nodeform/json_limits.hpp"
 
 #include <sys/stat.h>
 
@@ -119,12 +120,9 @@ Status apply_config_value(AgentConfig& c, const std::string& key, const std::str
 }
 
 Status apply_config_yaml(AgentConfig& config, const std::string& text, const std::string& source_name) {
-    YAML::Node root;
-    try {
-        root = YAML::Load(text);
-    } catch (const YAML::Exception& e) {
-        return make_error(source_name + ": not valid YAML: " + e.what());
-    }
+    auto loaded = load_yaml_bounded(text, {1024 * 1024});
+    if (!loaded) return make_error(source_name + ": " + loaded.message());
+    const YAML::Node& root = *loaded;
     if (root.IsNull()) return Ok{};
     if (!root.IsMap()) return make_error(source_name + ": expected a mapping of settings (e.g. 'state-dir: DIR')");
     for (const auto& item : root) {

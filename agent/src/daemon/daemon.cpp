@@ -1,4 +1,5 @@
 #include "nodeform/agent/daemon/daemon.hpp"
+#include "nodeform/json_limits.hpp"
 
 #include <csignal>
 #include <map>
@@ -576,8 +577,11 @@ struct Daemon::Impl {
             for (const auto& entry : deps.spool.list()) {
                 auto body = deps.spool.read(entry);
                 Json report;
-                if (body) report = Json::parse(*body, nullptr, false);
-                if (!body || report.is_discarded() || !report.is_object()) {
+                if (body) {
+                    auto parsed = parse_json_bounded(*body, {body->size()});
+                    if (parsed) report = std::move(*parsed);
+                }
+                if (!report.is_object()) {
                     r.problems.push_back("spooled report " + entry.path + " is unreadable; discarding it");
                     (void)deps.spool.remove(entry);
                     continue;

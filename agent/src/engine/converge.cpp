@@ -1,4 +1,5 @@
 #include "nodeform/agent/converge.hpp"
+#include "nodeform/json_limits.hpp"
 
 #include <set>
 
@@ -207,11 +208,11 @@ nlohmann::json to_last_run_json(const RunReport& report) {
 std::optional<PlatformReady> read_platform_ready(Filesystem& fs, const std::string& state_dir) {
     auto text = fs.read(state_dir + "/platform-ready", 64 * 1024);
     if (!text) return std::nullopt;
-    auto j = nlohmann::json::parse(*text, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return std::nullopt;
+    auto j = parse_json_bounded(*text, {text->size()});
+    if (!j || !j->is_object()) return std::nullopt;
     PlatformReady ready;
-    ready.reached_at = string_field(j, "reached_at");
-    ready.spec_digest = string_field(j, "spec_digest");
+    ready.reached_at = string_field(*j, "reached_at");
+    ready.spec_digest = string_field(*j, "spec_digest");
     return ready;
 }
 

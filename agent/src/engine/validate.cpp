@@ -1,6 +1,9 @@
 #include "nodeform/agent/validate.hpp"
 
+#include <algorithm>
 #include <cstdio>
+
+#include "nodeform/site/site.hpp"
 
 namespace nodeform::agent {
 namespace {
@@ -52,6 +55,36 @@ Status validate_account_name(const std::string& name, const std::string& what) {
         if (!ok) return bad(what, name, rule);
     }
     return Ok{};
+}
+
+std::optional<unsigned> numeric_account_id(const std::string& value) {
+    if (value.empty() || value.size() > 10 || !std::all_of(value.begin(), value.end(), digit)) return std::nullopt;
+    unsigned long long id = std::stoull(value);  // ≤ 10 digits: no overflow
+    if (id > kMaxAccountId) return std::nullopt;
+    return static_cast<unsigned>(id);
+}
+
+Status validate_owner(const std::string& value, const std::string& what) {
+    if (!value.empty() && std::all_of(value.begin(), value.end(), digit)) {
+        if (numeric_account_id(value)) return Ok{};
+        return bad(what, value, "a numeric id must be 0 to " + std::to_string(kMaxAccountId));
+    }
+    return validate_account_name(value, what);
+}
+
+Status check_spec_schema(const nlohmann::json& spec, const std::string& source) {
+    auto problems = site::validate_resolved_spec(spec, source);
+    if (problems.empty()) return Ok{};
+    std::string message;
+    std::size_t shown = 0;
+    for (const auto& p : problems) {
+        if (++shown > 20) {
+            message += "\n(" + std::to_string(problems.size() - 20) + " more)";
+            break;
+        }
+        message += (message.empty() ? "" : "\n") + source + ": " + (p.field.empty() ? "-" : p.field) + ": " + p.message;
+    }
+    return make_error("not a resolved spec this agent understands (docs/resolved-spec.md):\n" + message);
 }
 
 Status validate_package_name(const std::string& name) {

@@ -25,9 +25,7 @@ std::string digest_of(const std::string& content) {
 
 // Resolves a user or group name (or a decimal id) in the root's databases.
 std::optional<unsigned> resolve_id(const AccountsDb& db, const std::string& name, bool is_user) {
-    if (!name.empty() && std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-        return static_cast<unsigned>(std::stoul(name));
-    }
+    if (auto id = numeric_account_id(name)) return id;  // validate_owner has refused ids out of range
     if (is_user) {
         if (const auto* u = db.user(name)) return u->uid;
     } else if (const auto* g = db.group(name)) {
@@ -93,6 +91,13 @@ std::vector<ResourceResult> converge_files(Context& ctx, const std::vector<Item>
             error = "state must be \"present\" or \"absent\"";
         else if (auto m = parse_mode(string_field(item.spec, "mode", "0644"), mode); !m)
             error = m.message();
+        else if (auto o = validate_owner(owner, "owner"); !o)
+            error = o.message();
+        else if (auto g = validate_owner(group, "group"); !g)
+            error = g.message();
+        else if (state == "present" && content.size() > kMaxFileBytes)
+            error = "content is " + std::to_string(content.size()) + " bytes; a managed file holds at most " +
+                    std::to_string(kMaxFileBytes) + " bytes (16 MiB)";
         else if (state == "present" && !content_is_string)
             error = "content must be a string";
         else if (path.rfind(ctx.options.state_dir + "/", 0) == 0)

@@ -7,6 +7,7 @@
 #include "../engine/context.hpp"
 #include "nodeform/agent/validate.hpp"
 #include "nodeform/canonical_json.hpp"
+#include "nodeform/json_limits.hpp"
 
 namespace nodeform::agent {
 namespace {
@@ -30,8 +31,10 @@ Result<ComposeTool> find_compose(Context& ctx) {
 }
 
 Result<std::size_t> count_services(const std::string& compose) {
+    auto loaded = load_yaml_bounded(compose, {compose.size()});
+    if (!loaded) return make_error("the compose file: " + loaded.message());
     try {
-        YAML::Node doc = YAML::Load(compose);
+        const YAML::Node& doc = *loaded;
         if (!doc.IsMap() || !doc["services"] || !doc["services"].IsMap() || doc["services"].size() == 0) {
             return make_error("the compose file has no services");
         }

@@ -48,6 +48,11 @@ Result<std::optional<FileInfo>> MemoryFilesystem::stat(const std::string& path) 
     return std::optional<FileInfo>(info);
 }
 
+Result<std::string> MemoryFilesystem::pin_directory(const std::string& path) {
+    if (auto st = make_directories(*this, path, 0755); !st) return st.error();
+    return host_path(path);
+}
+
 Result<std::string> MemoryFilesystem::read(const std::string& path, std::size_t max_bytes) {
     auto norm = normalize_path(path);
     if (!norm) return norm.error();

@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <random>
+#include <vector>
 
 #include "nodeform/agent/system/filesystem.hpp"
 
@@ -218,6 +220,17 @@ class RootFilesystem final : public Filesystem {
         return root_ + path;
     }
 
+    Result<std::string> pin_directory(const std::string& path) override {
+        if (auto st = make_directories(*this, path, 0755); !st) return st.error();
+        auto norm = normalize_path(path);
+        if (!norm) return norm.error();
+        int fd = open_in_root(*norm, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        if (fd < 0) return make_error(errno_message("cannot open directory", host_path(*norm), errno));
+        std::lock_guard<std::mutex> lock(pinned_mutex_);
+        pinned_.emplace_back(fd);
+        return "/proc/self/fd/" + std::to_string(fd);
+    }
+
   private:
     static constexpr const char* kMissing = "\x01missing";
     struct Parent {
@@ -265,6 +278,8 @@ class RootFilesystem final : public Filesystem {
 
     std::string root_;
     int root_fd_;
+    std::mutex pinned_mutex_;
+    std::vector<Fd> pinned_;  // directories handed out by pin_directory, open until this Filesystem dies
 };
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "nodeform/atomic_file.hpp"
+#include "nodeform/json_limits.hpp"
 
 namespace nodeform::controller {
 namespace {
@@ -155,13 +156,9 @@ const std::map<std::string, Setter>& setters() {
 Status apply_file(ControllerConfig& config, const std::string& path) {
     auto text = read_file(path, 1024 * 1024);
     if (!text) return make_error("cannot read the config file: " + text.message());
-    YAML::Node root;
-    try {
-        root = YAML::Load(*text);
-    } catch (const YAML::Exception& e) {
-        return make_error(path + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
-                          ": invalid YAML: " + e.msg);
-    }
+    auto loaded = load_yaml_bounded(*text, {1024 * 1024});
+    if (!loaded) return make_error(path + ":" + loaded.message());
+    const YAML::Node& root = *loaded;
     if (root.IsNull()) return Ok{};
     if (!root.IsMap()) return make_error(path + ": the config file must be a mapping of option: value");
     for (const auto& item : root) {

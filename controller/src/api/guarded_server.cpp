@@ -10,8 +10,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <optional>
+#include <string_view>
 #include <type_traits>
 
 namespace nodeform::controller {
@@ -19,7 +23,240 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-thread_local bool t_reject = false;  // set by CappedQueue around a connection it refuses
+thread_local bool t_reject = false;          // set by CappedQueue around a connection it refuses
+thread_local bool t_body_too_large = false;  // set by BodyReader for the request this worker is serving
+
+bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+           });
+}
+
+std::string_view trim(std::string_view v) {
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
+        v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t'))
+        v.remove_suffix(1);
+    return v;
+}
+
+// How a request's body is delimited (RFC 9112 §6), from its head.
+struct Framing {
+    enum class Kind { none, length, chunked, invalid } kind = Kind::none;
+    std::uint64_t length = 0;
+};
+
+Framing framing_of(const httplib::Headers& headers) {
+    auto te = headers.equal_range("Transfer-Encoding");
+    auto cl = headers.equal_range("Content-Length");
+    if (te.first != te.second) {  // only "chunked" alone; with a Content-Length it is a smuggling attempt
+        if (cl.first != cl.second || std::next(te.first) != te.second || !iequals(trim(te.first->second), "chunked"))
+            return {Framing::Kind::invalid};
+        return {Framing::Kind::chunked};
+    }
+    if (cl.first == cl.second) return {};
+    std::optional<std::uint64_t> length;
+    for (auto it = cl.first; it != cl.second; ++it) {
+        std::string_view v = trim(it->second);
+        if (v.empty() || v.size() > 18 || !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }))
+            return {Framing::Kind::invalid};
+        std::uint64_t n = std::stoull(std::string(v));
+        if (length && *length != n) return {Framing::Kind::invalid};
+        length = n;
+    }
+    return {Framing::Kind::length, *length};
+}
+
+// Meters the body of one request as cpp-httplib reads it: never hands out a byte beyond the body's end, and
+// fails the read (-1) on a malformed chunk or once the decoded size would pass the limit.
+class BodyReader {
+  public:
+    void start(Framing framing, std::size_t limit) {
+        framing_ = framing;
+        limit_ = limit;
+        total_ = 0;
+        state_ = State::size;
+        digits_ = 0;
+        chunk_left_ = 0;
+        trailer_bytes_ = 0;
+        started_ = true;
+        if (framing.kind == Framing::Kind::length && framing.length > limit) too_large();
+    }
+    void reset() {
+        started_ = false;
+        failed_ = false;
+        framing_ = {};
+    }
+    bool started() const { return started_; }
+    // No more bytes belong to the body: 0 (its end) or -1 (it must not be read on) for every further read.
+    std::optional<ssize_t> ended() const {
+        if (failed_ || framing_.kind == Framing::Kind::invalid) return -1;
+        if (framing_.kind == Framing::Kind::none || complete()) return 0;
+        return std::nullopt;
+    }
+    // Every byte of the body was read (true when there is none).
+    bool complete() const {
+        if (!started_ || failed_) return false;
+        switch (framing_.kind) {
+            case Framing::Kind::none:
+                return true;
+            case Framing::Kind::length:
+                return total_ == framing_.length;
+            case Framing::Kind::chunked:
+                return state_ == State::done;
+            case Framing::Kind::invalid:
+                return false;
+        }
+        return false;
+    }
+    // How many of the n buffered bytes at p belong to the body: 0 at its end, -1 when it must not be read on.
+    ssize_t admit(const char* p, std::size_t n) {
+        if (failed_) return -1;
+        switch (framing_.kind) {
+            case Framing::Kind::none:
+                return 0;  // no framing header: no body
+            case Framing::Kind::invalid:
+                return fail();
+            case Framing::Kind::length: {
+                std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(n, framing_.length - total_));
+                total_ += take;
+                return static_cast<ssize_t>(take);
+            }
+            case Framing::Kind::chunked:
+                return admit_chunked(p, n);
+        }
+        return fail();
+    }
+
+  private:
+    enum class State { size, extension, size_lf, data, data_cr, data_lf, line_start, trailer, trailer_lf, done };
+
+    ssize_t fail() {
+        failed_ = true;
+        return -1;
+    }
+    ssize_t too_large() {
+        t_body_too_large = true;
+        return fail();
+    }
+
+    ssize_t admit_chunked(const char* p, std::size_t n) {
+        std::size_t i = 0;
+        while (i < n && state_ != State::done) {
+            char c = p[i];
+            switch (state_) {
+                case State::size:
+                    if (std::isxdigit(static_cast<unsigned char>(c))) {
+                        if (++digits_ > 15) return fail();  // < 2^60: no overflow below
+                        int digit = c <= '9' ? c - '0' : std::tolower(static_cast<unsigned char>(c)) - 'a' + 10;
+                        chunk_left_ = chunk_left_ * 16 + static_cast<std::uint64_t>(digit);
+                    } else if (digits_ == 0) {
+                        return fail();
+                    } else if (c == ';') {
+                        state_ = State::extension;
+                    } else if (c == '\r') {
+                        state_ = State::size_lf;
+                    } else {
+                        return fail();
+                    }
+                    break;
+                case State::extension:
+                    if (++trailer_bytes_ > kMaxLineBytes) return fail();
+                    if (c == '\r') state_ = State::size_lf;
+                    break;
+                case State::size_lf:
+                    if (c != '\n') return fail();
+                    digits_ = 0;
+                    trailer_bytes_ = 0;
+                    if (chunk_left_ == 0) {
+                        state_ = State::line_start;
+                    } else if (chunk_left_ > limit_ - total_) {
+                        return too_large();  // before its data arrives: nothing of it is buffered
+                    } else {
+                        total_ += chunk_left_;
+                        state_ = State::data;
+                    }
+                    break;
+                case State::data: {
+                    std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(n - i, chunk_left_));
+                    chunk_left_ -= take;
+                    i += take;
+                    if (chunk_left_ == 0) state_ = State::data_cr;
+                    continue;
+                }
+                case State::data_cr:
+                    if (c != '\r') return fail();
+                    state_ = State::data_lf;
+                    break;
+                case State::data_lf:
+                    if (c != '\n') return fail();
+                    state_ = State::size;
+                    break;
+                case State::line_start:  // after the last chunk: trailer fields, then an empty line
+                    state_ = c == '\r' ? State::trailer_lf : State::trailer;
+                    if (state_ == State::trailer && ++trailer_bytes_ > kMaxLineBytes) return fail();
+                    break;
+                case State::trailer:
+                    if (++trailer_bytes_ > kMaxLineBytes) return fail();
+                    if (c == '\n') state_ = State::line_start;
+                    break;
+                case State::trailer_lf:
+                    if (c != '\n') return fail();
+                    state_ = State::done;
+                    break;
+                case State::done:
+                    break;
+            }
+            ++i;
+        }
+        return static_cast<ssize_t>(i);
+    }
+
+    static constexpr std::size_t kMaxLineBytes = 8192;  // chunk extensions, and all trailer fields together
+    Framing framing_;
+    std::size_t limit_ = 0;
+    std::uint64_t total_ = 0;  // body bytes admitted (decoded, for chunked)
+    State state_ = State::size;
+    int digits_ = 0;
+    std::uint64_t chunk_left_ = 0;
+    std::size_t trailer_bytes_ = 0;
+    bool started_ = false;
+    bool failed_ = false;
+};
+
+// Follows a response head as it is written; closes() once it says "Connection: close".
+class ResponseHead {
+  public:
+    void start() {
+        head_.clear();
+        scanning_ = true;
+    }
+    void reset() { closes_ = false; }
+    bool closes() const { return closes_; }
+    void feed(const char* p, std::size_t n) {
+        if (!scanning_) return;
+        head_.append(p, std::min(n, kMaxHead - std::min(kMaxHead, head_.size())));
+        auto end = head_.find("\r\n\r\n");
+        if (end == std::string::npos && head_.size() < kMaxHead) return;
+        scanning_ = false;
+        std::string_view head(head_.data(), end == std::string::npos ? head_.size() : end);
+        for (std::size_t pos = head.find("\r\n"); pos != std::string_view::npos;) {
+            std::size_t next = head.find("\r\n", pos + 2);
+            std::string_view line = head.substr(pos + 2, next == std::string_view::npos ? next : next - pos - 2);
+            auto colon = line.find(':');
+            if (colon != std::string_view::npos && iequals(trim(line.substr(0, colon)), "Connection") &&
+                iequals(trim(line.substr(colon + 1)), "close"))
+                closes_ = true;
+            pos = next;
+        }
+    }
+
+  private:
+    static constexpr std::size_t kMaxHead = 64 * 1024;
+    std::string head_;
+    bool scanning_ = false;
+    bool closes_ = false;
+};
 
 // Waits for events on fd until deadline; true when they came, false when the deadline passed (or poll failed).
 bool wait_for(int fd, short events, Clock::time_point deadline) {
@@ -60,7 +297,14 @@ class DeadlineStream final : public httplib::Stream {
         in_head_ = true;
         head_bytes_ = 0;
         line_length_ = 0;
+        body_.reset();
+        response_.reset();
+        t_body_too_large = false;
     }
+    // The head has been parsed: read the body as framed by its headers.
+    void expect_body(const httplib::Headers& headers) { body_.start(framing_of(headers), limits_.max_body_bytes); }
+    // The request was read to its end and the response leaves the connection open: the next request may follow.
+    bool reusable() const { return body_.complete() && !response_.closes(); }
     bool buffered() const { return pos_ < len_ || (ssl_ && SSL_pending(ssl_) > 0); }
     bool missed_deadline() const { return missed_; }
     bool head_too_large() const { return head_too_large_; }
@@ -78,14 +322,26 @@ class DeadlineStream final : public httplib::Stream {
             phase_ = Phase::reading;
             deadline_ = Clock::now() + limits_.read_timeout;
         }
+        if (!in_head_) {                      // never wait for bytes that are not the body's
+            if (!body_.started()) return -1;  // cpp-httplib reads a body only after setup_request has framed it
+            if (auto end = body_.ended()) return *end;
+        }
         if (pos_ >= len_) {
             ssize_t n = fill();
             if (n <= 0) return n;
         }
         std::size_t take = std::min(size, len_ - pos_);
-        if (in_head_ && !scan_head(buf_ + pos_, take)) {
-            head_too_large_ = true;
-            return -1;
+        if (in_head_) {
+            auto head = scan_head(buf_ + pos_, take);  // bytes up to the end of the head, no further
+            if (!head) {
+                head_too_large_ = true;
+                return -1;
+            }
+            take = *head;
+        } else {
+            ssize_t admitted = body_.admit(buf_ + pos_, take);
+            if (admitted <= 0) return admitted;
+            take = static_cast<std::size_t>(admitted);
         }
         std::memcpy(ptr, buf_ + pos_, take);
         pos_ += take;
@@ -96,7 +352,9 @@ class DeadlineStream final : public httplib::Stream {
         if (phase_ != Phase::writing) {
             phase_ = Phase::writing;
             deadline_ = Clock::now() + limits_.write_timeout;
+            response_.start();
         }
+        response_.feed(ptr, size);
         std::size_t done = 0;
         while (done < size) {
             ssize_t n = write_some(ptr + done, size - done);
@@ -113,10 +371,12 @@ class DeadlineStream final : public httplib::Stream {
   private:
     enum class Phase { idle, reading, writing };
 
-    // Follows the request head up to its empty line; false once it exceeds max_head_bytes.
-    bool scan_head(const char* p, std::size_t n) {
-        for (std::size_t i = 0; i < n && in_head_; ++i) {
-            if (++head_bytes_ > limits_.max_head_bytes) return false;
+    // Follows the request head up to its empty line: how many of the n bytes belong to it, nullopt once it
+    // exceeds max_head_bytes.
+    std::optional<std::size_t> scan_head(const char* p, std::size_t n) {
+        std::size_t i = 0;
+        for (; i < n && in_head_; ++i) {
+            if (++head_bytes_ > limits_.max_head_bytes) return std::nullopt;
             if (p[i] == '\n') {
                 if (line_length_ == 0) in_head_ = false;
                 line_length_ = 0;
@@ -124,7 +384,7 @@ class DeadlineStream final : public httplib::Stream {
                 ++line_length_;
             }
         }
-        return true;
+        return i;
     }
 
     // Reads what is available into buf_, waiting until the deadline; bytes, 0 at end of stream, -1 on error/deadline.
@@ -199,6 +459,8 @@ class DeadlineStream final : public httplib::Stream {
     bool head_too_large_ = false;
     bool in_head_ = true;
     std::size_t head_bytes_ = 0, line_length_ = 0;
+    BodyReader body_;
+    ResponseHead response_;
     char buf_[16384];
     std::size_t pos_ = 0, len_ = 0;
 };
@@ -256,6 +518,17 @@ class Guarded final : public Base, public BacklogRaiser {
     Guarded(const ConnectionLimits& limits, ConnectionCounters& counters, Args&&... args)
         : Base(std::forward<Args>(args)...), limits_(limits), counters_(counters) {
         this->new_task_queue = [this] { return new CappedQueue(limits_, counters_); };
+        // What "Keep-Alive: timeout=…, max=…" announces is what the loop below enforces.
+        this->keep_alive_max_count_ = limits.keep_alive_max_requests;
+        this->keep_alive_timeout_sec_ =
+            static_cast<time_t>(std::chrono::duration_cast<std::chrono::seconds>(limits.keep_alive_timeout).count());
+        this->payload_max_length_ = limits.max_body_bytes;
+        // cpp-httplib's default options add SO_REUSEPORT, with which a second server binds the same address and
+        // the kernel splits connections between them: SO_REUSEADDR only (restart over TIME_WAIT), so it fails.
+        this->set_socket_options([](socket_t sock) {
+            int yes = 1;
+            ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+        });
     }
     void raise(int backlog) override { ::listen(this->svr_sock_, backlog); }
 
@@ -317,13 +590,15 @@ class Guarded final : public Base, public BacklogRaiser {
             // taken up, a later one within read_timeout of its first byte.
             stream.next_request(first ? start + limits_.read_timeout : Clock::now() + limits_.read_timeout);
             bool closed = false;
-            ok = this->process_request(stream, count == 1, closed, [](httplib::Request&) {});
+            ok = this->process_request(stream, count == 1, closed,
+                                       [&stream](httplib::Request& req) { stream.expect_body(req.headers); });
             if (stream.missed_deadline()) {  // cpp-httplib may have answered 400; either way the connection ends
                 counters_.deadline_closed++;
                 break;
             }
             if (stream.head_too_large()) break;  // answered 400 by cpp-httplib; the rest of the head is unread
-            if (!ok || closed) break;
+            // A refused head, an unread or cut body, or a response that says close: nothing more is parsed.
+            if (!ok || closed || !stream.reusable()) break;
         }
         if (ssl) {
             SSL_shutdown(ssl);  // best effort close_notify; never waits (non-blocking socket)
@@ -359,6 +634,10 @@ std::unique_ptr<httplib::SSLServer> make_guarded_ssl_server(const ConnectionLimi
                                                             ConnectionCounters& counters, const std::string& cert,
                                                             const std::string& key) {
     return std::make_unique<Guarded<httplib::SSLServer>>(limits, counters, cert.c_str(), key.c_str());
+}
+
+bool request_body_too_large() {
+    return t_body_too_large;
 }
 
 void raise_backlog(httplib::Server& server, int backlog) {

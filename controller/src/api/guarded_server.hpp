@@ -6,6 +6,12 @@
 // closes after keep_alive_timeout, and beyond max_connections (in service + waiting for a worker) a new
 // connection is answered 503 at once over HTTP (closed over HTTPS) without taking a worker. The request line
 // and headers together are capped at max_head_bytes (cpp-httplib caps each line at 8 KiB, not their number).
+// The body is framed by the loop, not trusted to cpp-httplib: Content-Length or Transfer-Encoding: chunked (both,
+// or any other coding, is refused), at most max_body_bytes decoded on every framing (a chunked body is cut at the
+// first chunk that would pass it, so memory never grows beyond the limit), none at all without either header. A
+// connection closes after any response that says Connection: close, after a request whose head was refused, and
+// after a request whose body was not read to its end: bytes the server did not read are never parsed as a request.
+// The listening socket is bound without SO_REUSEPORT, so a second server on the same address fails to bind.
 #include <httplib.h>
 
 #include <atomic>
@@ -22,7 +28,8 @@ struct ConnectionLimits {
     std::chrono::milliseconds write_timeout{5000};
     std::chrono::milliseconds keep_alive_timeout{5000};
     std::size_t keep_alive_max_requests = 1000;
-    std::size_t max_head_bytes = 64 * 1024;  // request line + headers; beyond → 400 and close
+    std::size_t max_head_bytes = 64 * 1024;    // request line + headers; beyond → 400 and close
+    std::size_t max_body_bytes = 1024 * 1024;  // decoded request body on any framing; beyond → 413 and close
     std::size_t workers = 32;
     std::size_t max_connections = 128;  // ≥ workers
 };
@@ -40,6 +47,8 @@ std::unique_ptr<httplib::Server> make_guarded_server(const ConnectionLimits& lim
 std::unique_ptr<httplib::SSLServer> make_guarded_ssl_server(const ConnectionLimits& limits,
                                                             ConnectionCounters& counters, const std::string& cert,
                                                             const std::string& key);
+// True on a worker while the request it is serving had its body cut at max_body_bytes (the error handler's 413).
+bool request_body_too_large();
 // listen(2) again on the bound socket with a larger backlog (cpp-httplib listens with 5). Call after bind.
 void raise_backlog(httplib::Server& server, int backlog);
 

@@ -1,6 +1,7 @@
 #include "nodeform/controller/api/node_status.hpp"
 
 #include "nodeform/clock.hpp"
+#include "nodeform/json_limits.hpp"
 
 namespace nodeform::controller {
 
@@ -39,8 +40,8 @@ std::chrono::seconds interval_of(const site::Node* node) {
 }
 
 nlohmann::json parse_body(const std::string& body) {
-    auto j = nlohmann::json::parse(body, nullptr, false);
-    return j.is_discarded() ? nlohmann::json() : j;
+    auto j = parse_json_bounded(body, {body.size()});
+    return j ? *j : nlohmann::json();
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <condition_variable>
 #include <map>
 
@@ -20,6 +21,7 @@
 #include "nodeform/controller/api/node_status.hpp"
 #include "nodeform/controller/api/report_intake.hpp"
 #include "nodeform/controller/store/report_batcher.hpp"
+#include "nodeform/json_limits.hpp"
 
 namespace nodeform::controller {
 
@@ -193,8 +195,10 @@ struct ControllerServer::Impl {
             res.set_header("Retry-After", std::to_string(limiter.window().count()));
             return;
         }
-        json body = json::parse(req.body, nullptr, false);
-        if (body.is_discarded() || !body.is_object())
+        auto parsed = parse_json_bounded(req.body, {config.max_body_bytes});
+        if (!parsed) return send_error(res, 400, "malformed_body", "the body is " + parsed.message());
+        json& body = *parsed;
+        if (!body.is_object())
             return send_error(res, 400, "malformed_body", "expected a JSON object {\"identity\":…,\"token\":…}");
         auto id_it = body.find("identity");
         auto tok_it = body.find("token");
@@ -331,8 +335,8 @@ struct ControllerServer::Impl {
         auto reloads = site.status();
         body["last_reload"] = {{"ok", reloads.last_ok}, {"error", reloads.last_error}};
         body["store"] = store_ok ? "ok" : "unavailable";
+        // No digest: the site's covers its secrets, and this answer needs no authentication (docs/controller.md).
         body["site"] = snap ? json{{"name", snap->site.info.name},
-                                   {"digest", snap->site.digest},
                                    {"nodes", snap->site.nodes.size()},
                                    {"loaded_at", snap->loaded_at}}
                             : json();
@@ -495,6 +499,7 @@ struct ControllerServer::Impl {
         http->set_error_handler(
             httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
                 if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+                if (res.status == 400 && request_body_too_large()) res.status = 413;  // a chunked body cut short
                 std::string code = res.status == 413   ? "payload_too_large"
                                    : res.status == 414 ? "uri_too_long"
                                    : res.status == 400 ? "bad_request"
@@ -561,6 +566,7 @@ Status ControllerServer::start() {
     limits.write_timeout = cfg.write_timeout;
     limits.keep_alive_timeout = cfg.keep_alive_timeout;
     limits.keep_alive_max_requests = 1000;
+    limits.max_body_bytes = cfg.max_body_bytes;
     limits.workers = static_cast<std::size_t>(cfg.threads);
     limits.max_connections = cfg.max_connections > 0 ? static_cast<std::size_t>(cfg.max_connections)
                                                      : 4 * static_cast<std::size_t>(cfg.threads);
@@ -584,9 +590,14 @@ Status ControllerServer::start() {
         port_ = http.bind_to_any_port(cfg.listen_host);
         if (port_ <= 0) return make_error("cannot listen on " + cfg.listen_host + " (any port)");
     } else {
-        if (!http.bind_to_port(cfg.listen_host, cfg.listen_port))
-            return make_error("cannot listen on " + cfg.listen_host + ":" + std::to_string(cfg.listen_port) +
-                              " (in use, or not an address of this machine?)");
+        errno = 0;
+        if (!http.bind_to_port(cfg.listen_host, cfg.listen_port)) {
+            std::string address = cfg.listen_host + ":" + std::to_string(cfg.listen_port);
+            if (errno == EADDRINUSE)
+                return make_error("cannot listen on " + address +
+                                  ": address in use (another controller or program is listening there)");
+            return make_error("cannot listen on " + address + " (in use, or not an address of this machine?)");
+        }
         port_ = cfg.listen_port;
     }
     raise_backlog(http, 4096);

@@ -4,11 +4,18 @@
 
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
+#include "nodeform/json_limits.hpp"
 
 namespace nodeform::controller::lifecycle {
 namespace {
 
 using json = nlohmann::json;
+
+// A JSON column as stored, or null when it is not JSON within the document limits.
+json stored_json(const std::string& text) {
+    auto j = parse_json_bounded(text, {text.size()});
+    return j ? std::move(*j) : json();
+}
 
 // Each entry is one schema version; applied in order inside a transaction, recorded in
 // lifecycle_schema_migrations (the controller store keeps its own bookkeeping table).
@@ -137,7 +144,7 @@ class SqliteLifecycleStore final : public LifecycleStore {
             r.state_after = s->text(4);
             r.started_at = s->text(5);
             r.finished_at = s->text(6);
-            json body = json::parse(s->text(7), nullptr, false);
+            json body = stored_json(s->text(7));
             if (body.is_object()) {
                 r.inputs = body.value("inputs", json::object());
                 r.calls = body.value("calls", json::array());
@@ -189,7 +196,7 @@ class SqliteLifecycleStore final : public LifecycleStore {
             r.pending_upid = s->text(6);
             r.failed_step = s->text(7);
             r.reason = s->text(8);
-            json ips = json::parse(s->text(9), nullptr, false);
+            json ips = stored_json(s->text(9));
             for (const auto& ip : ips.is_array() ? ips : json::array()) {
                 if (ip.is_string()) r.ips.push_back(ip.get<std::string>());
             }

@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "nodeform/controller/providers/proxmox.hpp"
+#include "nodeform/json_limits.hpp"
 #include "nodeform/process.hpp"
 
 namespace nodeform::controller::providers {
@@ -323,7 +324,8 @@ class ProxmoxProvider final : public Provider {
             return out;
         }
         out.status = sent->status;
-        json body = json::parse(sent->body, nullptr, false);
+        auto parsed = parse_json_bounded(sent->body, {sent->body.size()});
+        json body = parsed ? *parsed : json();
         if (body.is_object() && body.contains("data")) out.data = body["data"];
         if (!out.ok()) {
             std::string msg;

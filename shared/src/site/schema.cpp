@@ -13,6 +13,7 @@
 namespace nodeform::site::detail {
 namespace {
 
+// The kinds of a site directory; report and resolved_spec are loaded alone where they are checked.
 constexpr std::array<FileKind, 6> kKinds = {FileKind::site,   FileKind::spec, FileKind::posture,
                                             FileKind::preset, FileKind::node, FileKind::secrets};
 
@@ -83,6 +84,8 @@ const char* schema_file_name(FileKind kind) {
             return "secrets.schema.json";
         case FileKind::report:
             return "report.schema.json";
+        case FileKind::resolved_spec:
+            return "resolved-spec.schema.json";
     }
     return "";
 }
@@ -309,3 +312,16 @@ bool SchemaSet::validate(FileKind kind, const Document& doc, std::vector<Diagnos
 }
 
 }  // namespace nodeform::site::detail
+
+namespace nodeform::site {
+
+std::vector<Diagnostic> validate_resolved_spec(const nlohmann::json& spec, const std::string& source) {
+    detail::Document doc;
+    doc.file = source;
+    doc.json = spec;
+    std::vector<Diagnostic> out;
+    detail::SchemaSet(detail::FileKind::resolved_spec).validate(detail::FileKind::resolved_spec, doc, out);
+    return out;
+}
+
+}  // namespace nodeform::site

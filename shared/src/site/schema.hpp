@@ -12,7 +12,8 @@
 namespace nodeform::site::detail {
 
 // report: the agent's run report (docs/protocol.md), validated by the controller through the same path.
-enum class FileKind { site, spec, posture, preset, node, secrets, report };
+// resolved_spec: what the resolver produces and the agent checks before converging (docs/resolved-spec.md).
+enum class FileKind { site, spec, posture, preset, node, secrets, report, resolved_spec };
 
 const char* schema_file_name(FileKind kind);
 // The schema text compiled into the binary (generated from shared/defs/*.schema.json).

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <sstream>
 #include <thread>
 
 #include "nodeform/canonical_json.hpp"
@@ -172,8 +174,9 @@ class ApiTest : public ::testing::Test {
         return body["error"].value("code", "");
     }
 
-    // Raw request over a socket: for paths httplib's client would normalize or refuse to send.
-    std::string raw(const std::string& request) {
+    // Raw request over a socket: for paths httplib's client would normalize or refuse to send. closed: whether the
+    // server closed the connection (rather than the 5 s read timeout ending the wait).
+    std::string raw(const std::string& request, bool* closed = nullptr) {
         int fd = ::socket(AF_INET, SOCK_STREAM, 0);
         sockaddr_in addr{};
         addr.sin_family = AF_INET;
@@ -192,6 +195,7 @@ class ApiTest : public ::testing::Test {
         ssize_t n;
         while ((n = ::read(fd, buf, sizeof(buf))) > 0)
             out.append(buf, static_cast<std::size_t>(n));
+        if (closed != nullptr) *closed = n == 0 || (n < 0 && errno == ECONNRESET);
         ::close(fd);
         return out;
     }
@@ -213,6 +217,19 @@ class ApiTest : public ::testing::Test {
     std::thread thread_;
     std::unique_ptr<httplib::Client> client_;
 };
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+    std::size_t n = 0;
+    for (auto pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + 1))
+        ++n;
+    return n;
+}
+
+std::string chunk(const std::string& data) {
+    std::ostringstream out;
+    out << std::hex << data.size() << "\r\n" << data << "\r\n";
+    return out.str();
+}
 
 TEST_F(ApiTest, SpecWithEtagAnd304) {
     auto res = client_->Get("/v1/spec/dev-01");
@@ -749,6 +766,140 @@ TEST_F(ApiTest, ConnectionsBeyondTheCapAreAnswered503AtOnce) {
     auto m = client_->Get("/metrics");
     ASSERT_TRUE(m);
     EXPECT_EQ(m->body.find("nodeform_http_connections_rejected_total 0"), std::string::npos);
+}
+
+// max-body-bytes (64 KiB here) holds on every framing of a body, and nothing refused is stored.
+TEST_F(ApiTest, BodyLimitHoldsOnEveryFraming) {
+    auto head = [](const std::string& framing) {
+        return "POST /v1/nodes/dev-01/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + framing +
+               "\r\n";
+    };
+    std::string report = report_for("dev-01", "chunked-ok").dump();
+    std::string ok = raw(head("Transfer-Encoding: chunked\r\nConnection: close\r\n") + chunk(report.substr(0, 10)) +
+                         chunk(report.substr(10)) + "0\r\n\r\n");
+    EXPECT_EQ(ok.rfind("HTTP/1.1 201", 0), 0u) << ok;
+    // One chunk declared beyond the limit: refused at its size line, before its data.
+    std::string declared = raw(head("Transfer-Encoding: chunked\r\n") + "100000\r\n" + std::string(1000, ' '));
+    EXPECT_EQ(declared.rfind("HTTP/1.1 413", 0), 0u) << declared;
+    EXPECT_NE(declared.find("payload_too_large"), std::string::npos) << declared;
+    // Small chunks adding up beyond it.
+    std::string many = head("Transfer-Encoding: chunked\r\n");
+    for (int i = 0; i < 80; ++i)
+        many += chunk(std::string(1024, ' '));
+    std::string summed = raw(many + "0\r\n\r\n");
+    EXPECT_EQ(summed.rfind("HTTP/1.1 413", 0), 0u) << summed;
+    // A Content-Length beyond it: refused without reading the body.
+    std::string length = raw(head("Content-Length: 100000000\r\n") + std::string(1000, ' '));
+    EXPECT_EQ(length.rfind("HTTP/1.1 413", 0), 0u) << length;
+    // Both framings at once, or a coding other than chunked alone: refused, and nothing after is parsed.
+    const std::string hidden = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (const std::string& framing :
+         {std::string("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"),
+          std::string("Transfer-Encoding: gzip, chunked\r\n"),
+          std::string("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"),
+          std::string("Content-Length: 5\r\nContent-Length: 6\r\n"), std::string("Content-Length: -1\r\n")}) {
+        bool closed = false;
+        std::string answer = raw(head(framing) + chunk(report) + "0\r\n\r\n" + hidden, &closed);
+        EXPECT_EQ(answer.rfind("HTTP/1.1 4", 0), 0u) << framing << answer;  // 400, or 413 for a length of -1
+        EXPECT_EQ(count_of(answer, "HTTP/1.1 "), 1u) << framing << answer;
+        EXPECT_TRUE(closed) << framing;
+    }
+    // A malformed chunk: refused.
+    std::string malformed = raw(head("Transfer-Encoding: chunked\r\n") + "zz\r\n" + report + "\r\n0\r\n\r\n");
+    EXPECT_EQ(malformed.rfind("HTTP/1.1 400", 0), 0u) << malformed;
+    EXPECT_EQ(*store_->report_count(), 1);
+    auto up = client_->Get("/healthz");
+    ASSERT_TRUE(up);
+    EXPECT_EQ(up->status, 200);
+}
+
+// After a refused request the connection closes: bytes the server did not read as a body are never parsed as a
+// request, whatever the refusal (no route, wrong method, bad identity, too large, malformed head, a GET's body).
+TEST_F(ApiTest, RefusedRequestsCloseAndTheirUnreadBodyIsNeverParsed) {
+    const std::string hidden = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    auto with_body = [&](const std::string& line, std::size_t length) {
+        return line + "\r\nHost: x\r\nContent-Length: " + std::to_string(length) + "\r\n\r\n" + hidden;
+    };
+    for (const std::string& request :
+         {with_body("POST /nowhere HTTP/1.1", hidden.size()), with_body("PUT /healthz HTTP/1.1", hidden.size()),
+          with_body("POST /v1/nodes/bad!id/reports HTTP/1.1", hidden.size()),
+          with_body("POST /v1/nodes/dev-01/reports HTTP/1.1", 10 * 1024 * 1024),
+          with_body("GET /healthz HTTP/1.1", hidden.size()), "GARBAGE\r\n\r\n" + hidden,
+          "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" + hidden}) {
+        bool closed = false;
+        std::string answer = raw(request, &closed);
+        EXPECT_EQ(count_of(answer, "HTTP/1.1 "), 1u) << request << "\n---\n" << answer;
+        EXPECT_TRUE(closed) << request;
+    }
+}
+
+// Keep-alive still carries complete requests, and its header announces the limits the server enforces.
+TEST_F(ApiTest, KeepAliveServesPipelinedRequestsAndAnnouncesItsLimits) {
+    std::string report = report_for("dev-01", "pipelined").dump();
+    std::string answer =
+        raw("POST /v1/nodes/dev-01/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: " +
+            std::to_string(report.size()) + "\r\n\r\n" + report +
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    EXPECT_EQ(count_of(answer, "HTTP/1.1 "), 2u) << answer;
+    EXPECT_EQ(answer.rfind("HTTP/1.1 201", 0), 0u) << answer;
+    EXPECT_NE(answer.find("HTTP/1.1 200"), std::string::npos) << answer;
+    EXPECT_NE(answer.find("Keep-Alive: timeout=" + std::to_string(config_.keep_alive_timeout.count()) + ", max=1000"),
+              std::string::npos)
+        << answer;
+}
+
+// Every JSON body the controller reads is bounded in depth at parse time: refused with 400, the server lives on.
+TEST_F(ApiTest, DeeplyNestedJsonBodiesAreRefused) {
+    std::string deep = std::string(20000, '[') + std::string(20000, ']');
+    auto report = report_for("dev-01", "deep").dump();
+    report.insert(1, "\"extra\":" + deep + ",");
+    auto enroll_body = "{\"identity\":\"web-01\",\"token\":" + deep + "}";
+    auto at_limit = report_for("dev-01", "at-limit");
+    json value = json::array();
+    for (int i = 0; i < 120; ++i)
+        value = json::array({value});
+    at_limit["extra"] = value;
+    for (auto [path, body] : {std::pair{"/v1/nodes/dev-01/reports", report}, std::pair{"/v1/enroll", enroll_body}}) {
+        auto res = client_->Post(path, body, "application/json");
+        ASSERT_TRUE(res) << path;
+        EXPECT_EQ(res->status, 400) << path << res->body;
+        EXPECT_NE(res->body.find("nested deeper than 128 levels"), std::string::npos) << res->body;
+    }
+    auto ok = client_->Post("/v1/nodes/dev-01/reports", at_limit.dump(), "application/json");
+    ASSERT_TRUE(ok);
+    EXPECT_NE(ok->status, 400) << ok->body;
+    auto up = client_->Get("/healthz");
+    ASSERT_TRUE(up);
+    EXPECT_EQ(up->status, 200);
+}
+
+// A second server on an address in use fails to start, naming the address (no SO_REUSEPORT sharing).
+TEST_F(ApiTest, ASecondServerOnTheSameAddressIsRefused) {
+    ControllerConfig second = config_;
+    second.listen_port = server_->port();
+    test::TempDir state;
+    second.state = state.path();
+    ControllerServer other(second, *store_, source_, clock_, logger_, notifier_,
+                           ServerSecrets{hash_secret(kOperatorToken)}, lifecycle_.get());
+    auto st = other.start();
+    ASSERT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("127.0.0.1:" + std::to_string(server_->port()) + ": address in use"), std::string::npos)
+        << st.message();
+}
+
+// Nothing served without authentication depends on a secret: no site or spec digest in /readyz or /metrics.
+TEST_F(ApiTest, UnauthenticatedEndpointsExposeNoDigest) {
+    auto site = server_->current_site();
+    ASSERT_TRUE(site);
+    for (const char* path : {"/healthz", "/readyz", "/metrics"}) {
+        auto res = client_->Get(path);
+        ASSERT_TRUE(res) << path;
+        EXPECT_EQ(res->body.find(site->digest), std::string::npos) << path << res->body;
+        for (const auto& [id, node] : site->nodes)
+            EXPECT_EQ(res->body.find(node.digest), std::string::npos) << path << " shows " << id << "'s digest";
+        EXPECT_EQ(res->body.find("digest"), std::string::npos) << path << res->body;
+    }
 }
 
 }  // namespace

@@ -231,5 +231,54 @@ TEST(ControllerProcess, BrokenSiteEditIsRefusedAndOldSiteKeepsServing) {
     EXPECT_NE(metrics->body.find("nodeform_site_reloads_total{result=\"failed\"} 1"), std::string::npos);
 }
 
+// The controller started a second time on an address in use exits with the runtime code, naming the address
+// (cpp-httplib's SO_REUSEPORT would have let both bind it and split the connections between them).
+TEST(ControllerProcess, SecondControllerOnTheSameAddressExitsWithAddressInUse) {
+    test::TempDir dir;
+    std::string site = copy_example_site(dir.path());
+    ControllerProcess first(site, dir.path() + "/state");
+    ASSERT_GT(first.port(), 0);
+    std::string address = "127.0.0.1:" + std::to_string(first.port());
+    std::string binary = test::binary_dir() + "/controller/nodeform-controller";
+    std::string state2 = dir.path() + "/state2";
+    int err[2];
+    ASSERT_EQ(::pipe(err), 0);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        ::dup2(err[1], STDERR_FILENO);
+        ::close(err[0]);
+        ::close(err[1]);
+        std::vector<std::string> args = {binary,     "serve", "--site",       site,       "--state",  state2,
+                                         "--listen", address, "--plain-http", "--config", "/dev/null"};
+        std::vector<char*> argv;
+        for (auto& a : args)
+            argv.push_back(a.data());
+        argv.push_back(nullptr);
+        ::execv(binary.c_str(), argv.data());
+        ::_exit(127);
+    }
+    ::close(err[1]);
+    int status = 0;
+    pid_t done = 0;
+    for (int i = 0; i < 300 && done == 0; ++i) {  // it must exit at once; a second server would serve on
+        done = ::waitpid(pid, &status, WNOHANG);
+        if (done == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (done == 0) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+    }
+    std::string text;
+    char buf[512];
+    ssize_t n;
+    while ((n = ::read(err[0], buf, sizeof(buf))) > 0)
+        text.append(buf, static_cast<std::size_t>(n));
+    ::close(err[0]);
+    ASSERT_NE(done, 0) << "the second controller started serving on " << address;
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 4) << text;
+    EXPECT_NE(text.find(address + ": address in use"), std::string::npos) << text;
+}
+
 }  // namespace
 }  // namespace nodeform::controller

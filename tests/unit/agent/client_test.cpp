@@ -2,8 +2,15 @@
 // in-test HttpTransport that plays the controller (docs/protocol.md).
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "nodeform/agent/cli.hpp"
 #include "nodeform/agent/controller_client.hpp"
+#include "nodeform/args.hpp"
 #include "nodeform/canonical_json.hpp"
+#include "test_paths.hpp"
 
 namespace nodeform::agent {
 namespace {
@@ -201,6 +208,64 @@ TEST(Client, RefusesASpecWhoseDigestDoesNotMatchItsEtag) {
     auto spec = client.fetch_spec();
     ASSERT_FALSE(spec.ok());
     EXPECT_NE(spec.message().find("does not match its ETag"), std::string::npos);
+}
+
+// What the controller sends is checked against the resolved-spec schema before it is converged or cached, and
+// within the document limits: a wrong-typed collection, an unknown key, a missing identity, deep nesting.
+TEST(Client, RefusesASpecThatIsNotAResolvedSpec) {
+    std::string deep = std::string(5000, '[') + std::string(5000, ']');
+    for (const auto& [body, expected] : std::vector<std::pair<std::string, std::string>>{
+             {R"({"identity":"web-01","schema_version":1,"files":"notalist"})", "files: expected list"},
+             {R"({"identity":"web-01","schema_version":1,"packages":[{"name":"x","versoin":"1"}]})",
+              "unknown key 'versoin'"},
+             {R"({"identity":"web-01","schema_version":2})", "schema_version"},
+             {R"({"schema_version":1})", "missing required key 'identity'"},
+             {R"({"identity":"web-01","schema_version":1,"users":[{"name":"a","uid":4294967295}]})", "uid"},
+             {R"({"identity":"web-01","schema_version":1,"x":)" + deep + "}", "nested deeper than 128 levels"}}) {
+        MemoryFilesystem fs;
+        MemoryLogger log;
+        class Sender final : public HttpTransport {
+          public:
+            explicit Sender(std::string body) : body_(std::move(body)) {}
+            Result<HttpResponse> send(const HttpRequest& r) override {
+                if (r.path == "/v1/enroll") return HttpResponse{401, {}, "{}"};
+                return HttpResponse{200, {}, body_};
+            }
+
+          private:
+            std::string body_;
+        } sender(body);
+        ControllerClient client(sender, fs, log, test_seed(), fast_options());
+        auto spec = client.fetch_spec();
+        ASSERT_FALSE(spec.ok()) << body;
+        EXPECT_NE(spec.message().find(expected), std::string::npos) << spec.message();
+        EXPECT_FALSE(fs.stat("/var/lib/nodeform/spec.json").value().has_value()) << "an invalid spec was cached";
+    }
+}
+
+// A --spec FILE that is not a resolved spec this agent understands is refused as documented (apply: 3, plan: 1),
+// whatever is wrong with it, and nothing is converged.
+TEST(Cli, SpecFileProblemsExitWithTheConfigurationCode) {
+    test::TempDir dir;
+    std::string deep = std::string(5000, '[') + std::string(5000, ']');
+    int n = 0;
+    for (const std::string& text :
+         {std::string(R"({"schema_version":2,"identity":"n"})"), std::string(R"({"schema_version":1})"),
+          std::string(R"({"schema_version":1,"identity":"n","files":"notalist"})"),
+          std::string(R"({"schema_version":1,"identity":"n","servicez":[]})"),
+          R"({"schema_version":1,"identity":"n","x":)" + deep + "}", std::string("[1]"), std::string("{")}) {
+        std::string spec = dir.path() + "/spec-" + std::to_string(n++) + ".json";
+        std::ofstream(spec) << text;
+        for (const char* command : {"apply", "plan"}) {
+            std::ostringstream out, err;
+            int code = run_cli({command, "--spec", spec, "--root", dir.path()}, {out, err});
+            // apply: 3 (configuration); plan documents 1 for an unusable spec
+            int expected = std::string(command) == "apply" ? exit_code::config : exit_code::failure;
+            EXPECT_EQ(code, expected) << command << " " << text.substr(0, 80) << ": " << err.str();
+            EXPECT_NE(err.str().find(spec), std::string::npos) << err.str();
+        }
+    }
+    EXPECT_FALSE(std::filesystem::exists(dir.path() + "/var/lib/nodeform/last-run.json"));
 }
 
 TEST(Backoff, FullJitterWithinExponentialBounds) {

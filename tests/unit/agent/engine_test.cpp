@@ -351,6 +351,58 @@ TEST(Engine, FullDiskIsAClearFileFailure) {
     EXPECT_NE(r->message.find("No space left on device"), std::string::npos);
 }
 
+// Every owner and group of a file is a name or an id in 0..4294967294; a bad one fails its own file only.
+TEST(Engine, OwnerAndGroupIdsAreValidatedPerFile) {
+    FakeSystem sys;
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, options());
+    nlohmann::json spec = {{"schema_version", 1}, {"identity", "n"}, {"files", nlohmann::json::array()}};
+    const std::vector<std::string> bad = {"4294967296",           "4294967295", "18446744073709551616",
+                                          "99999999999999999999", "Root",       ""};
+    int i = 0;
+    for (const auto& field : {"owner", "group"}) {
+        for (const auto& value : bad) {
+            spec["files"].push_back(
+                {{"path", "/etc/bad-" + std::to_string(i++)}, {"content", "x\n"}, {"mode", "0644"}, {field, value}});
+        }
+    }
+    spec["files"].push_back(
+        {{"path", "/etc/good"}, {"content", "y\n"}, {"mode", "0644"}, {"owner", "4294967294"}, {"group", "0"}});
+    auto report = engine.run(spec, RunMode::apply);
+    for (int k = 0; k < i; ++k) {
+        auto* r = find_result(report, "file:/etc/bad-" + std::to_string(k));
+        ASSERT_NE(r, nullptr);
+        EXPECT_EQ(r->status, ResourceStatus::failed) << k;
+        EXPECT_TRUE(r->message.find("owner") != std::string::npos || r->message.find("group") != std::string::npos)
+            << r->message;
+        EXPECT_FALSE(sys.fs.stat("/etc/bad-" + std::to_string(k)).value().has_value());
+    }
+    auto* good = find_result(report, "file:/etc/good");
+    ASSERT_NE(good, nullptr);
+    EXPECT_EQ(good->status, ResourceStatus::changed) << good->message;
+    EXPECT_EQ(sys.fs.stat("/etc/good").value()->uid, 4294967294u);
+}
+
+// One size limit for managed files: what the agent writes it can read back, so a second run changes nothing;
+// beyond it the file fails alone, with the limit in the message.
+TEST(Engine, ManagedFilesUpToTheLimitAreIdempotentAndLargerOnesFailAlone) {
+    FakeSystem sys;
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, options());
+    nlohmann::json spec = {
+        {"schema_version", 1},
+        {"identity", "n"},
+        {"files",
+         {{{"path", "/etc/at-limit"}, {"content", std::string(kMaxFileBytes, 'a')}, {"mode", "0644"}},
+          {{"path", "/etc/over-limit"}, {"content", std::string(kMaxFileBytes + 1, 'b')}, {"mode", "0644"}}}}};
+    auto first = engine.run(spec, RunMode::apply);
+    EXPECT_EQ(find_result(first, "file:/etc/at-limit")->status, ResourceStatus::changed);
+    auto* over = find_result(first, "file:/etc/over-limit");
+    EXPECT_EQ(over->status, ResourceStatus::failed);
+    EXPECT_NE(over->message.find("at most 16777216 bytes"), std::string::npos) << over->message;
+    auto second = engine.run(spec, RunMode::apply);
+    auto* again = find_result(second, "file:/etc/at-limit");
+    EXPECT_EQ(again->status, ResourceStatus::unchanged) << again->message;
+}
+
 TEST(Engine, StopRequestFinishesTheStageInHandAndSkipsTheRest) {
     FakeSystem sys;
     auto opts = options();

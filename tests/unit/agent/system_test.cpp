@@ -7,8 +7,10 @@
 
 #include <gtest/gtest.h>
 
+#include "nodeform/agent/daemon/spool.hpp"
 #include "nodeform/agent/system/filesystem.hpp"
 #include "nodeform/agent/system/run_lock.hpp"
+#include "nodeform/atomic_file.hpp"
 #include "nodeform/posix_process_runner.hpp"
 #include "test_paths.hpp"
 
@@ -125,6 +127,56 @@ TEST(RootFilesystem, StaysInsideTheRoot) {
     EXPECT_EQ(f.stat("/abs-link").value()->type, FileType::symlink);
     EXPECT_FALSE(f.stat("/nope/nope").value().has_value());
     EXPECT_EQ(f.host_path("/etc/motd"), fs::canonical(root).string() + "/etc/motd");
+}
+
+// Everything the agent keeps under --root (state directory, run lock, spool, state file) stays in the root when a
+// directory on the way is a symlink out of it: absolute, relative, or the state directory itself.
+TEST(RootFilesystem, PinnedStateDirectoryStaysInsideTheRoot) {
+    struct Case {
+        std::string link;    // inside the root
+        std::string target;  // where it points
+    };
+    test::TempDir tmp;
+    const std::string outside = tmp.path() + "/outside";
+    int n = 0;
+    int pinned_inside = 0;
+    for (const Case& c : {Case{"/var", outside}, Case{"/var/lib", "../../../outside"},
+                          Case{"/var/lib/nodeform", outside}, Case{"/var/lib", outside + "/lib"}}) {
+        const std::string root = tmp.path() + "/root-" + std::to_string(n++);
+        fs::create_directories(outside + "/lib");
+        std::string parent = root + c.link.substr(0, c.link.rfind('/'));
+        fs::create_directories(parent);
+        fs::create_directory_symlink(c.target, root + c.link);
+        fs::create_directories(root + "/outside");  // where "../../../outside" lands, resolved in the root
+        auto made = make_root_filesystem(root);
+        ASSERT_TRUE(made.ok());
+        auto outside_files = [&] {
+            std::size_t count = 0;
+            for (auto it = fs::recursive_directory_iterator(outside); it != fs::recursive_directory_iterator(); ++it)
+                if (!it->is_directory()) ++count;
+            return count;
+        };
+        // A link to a directory the root does not have: the state directory cannot be made (a clear error).
+        auto pinned = (*made)->pin_directory("/var/lib/nodeform");
+        if (!pinned.ok()) {
+            EXPECT_NE(pinned.message().find(root), std::string::npos) << pinned.message();
+            EXPECT_EQ(outside_files(), 0u);
+            EXPECT_TRUE(fs::is_empty(outside + "/lib")) << c.link;
+            continue;
+        }
+        auto lock = RunLock::acquire(*pinned + "/lock", std::chrono::milliseconds(0));
+        ASSERT_TRUE(lock.ok()) << lock.message();
+        auto spool = daemon::Spool::open(*pinned + "/spool", 10);
+        ASSERT_TRUE(spool.ok()) << spool.message();
+        ASSERT_TRUE((*spool)->put({{"report_id", "11111111-2222-3333-4444-555555555555"}}).ok());
+        ASSERT_TRUE(write_file_atomic(*pinned + "/daemon.json", "{}", {.mode = 0644}).ok());
+        EXPECT_EQ(fs::canonical(*pinned).string().rfind(fs::canonical(root).string() + "/", 0), 0u)
+            << c.link << " -> " << c.target << " pinned " << fs::canonical(*pinned);
+        EXPECT_EQ(outside_files(), 0u) << c.link << ": something was written outside the root";
+        EXPECT_TRUE(fs::is_empty(outside + "/lib")) << c.link;
+        ++pinned_inside;
+    }
+    EXPECT_GE(pinned_inside, 1);  // the relative link resolves to a directory the root has: made inside it
 }
 
 TEST(RootFilesystem, DirectoriesListRemoveRename) {

@@ -8,6 +8,7 @@
 #include "nodeform/base64.hpp"
 #include "nodeform/canonical_json.hpp"
 #include "nodeform/clock.hpp"
+#include "nodeform/json_limits.hpp"
 #include "nodeform/process.hpp"
 #include "nodeform/seed.hpp"
 #include "test_paths.hpp"
@@ -61,6 +62,89 @@ TEST(Seed, RejectsMalformedWithFieldName) {
     ASSERT_FALSE(unknown.ok());
     EXPECT_NE(unknown.message().find("unknown key"), std::string::npos);
     EXPECT_FALSE(decode_seed_compact("garbage").ok());
+}
+
+// http:// only to loopback (docs/seed.md), in every way a seed is made or read.
+TEST(Seed, PlainHttpOnlyToLoopback) {
+    const std::string fp(64, 'a');
+    const std::string token(20, 't');
+    for (const char* url : {"http://127.0.0.1:8080", "http://127.9.9.9", "http://localhost:80/", "http://[::1]:8080"}) {
+        Seed seed{"dev-01", url, token, ""};
+        EXPECT_TRUE(validate_seed(seed).ok()) << url << ": " << validate_seed(seed).message();
+        EXPECT_TRUE(decode_seed_compact(encode_seed_compact(seed)).ok()) << url;
+    }
+    for (const char* url : {"http://10.9.9.9:8080", "http://controller.example.net", "http://128.0.0.1",
+                            "http://localhost.example.net", "http://[::2]", "http://127.0.0.1.nip.io"}) {
+        Seed seed{"dev-01", url, token, fp};
+        auto st = validate_seed(seed);
+        ASSERT_FALSE(st.ok()) << url;
+        EXPECT_NE(st.message().find("controller_url: plain http:// is allowed only to a loopback address"),
+                  std::string::npos)
+            << st.message();
+        // decode: the compact form of such a seed (made by hand) is refused too, and so is its YAML form
+        EXPECT_FALSE(decode_seed_compact(encode_seed_compact(seed)).ok()) << url;
+        auto yaml = parse_seed_yaml("identity: dev-01\ncontroller_url: " + std::string(url) + "\ntoken: " + token +
+                                        "\nca_fingerprint: " + fp + "\n",
+                                    "seed.yaml");
+        ASSERT_FALSE(yaml.ok()) << url;
+        EXPECT_NE(yaml.message().find("seed.yaml: controller_url"), std::string::npos) << yaml.message();
+    }
+    EXPECT_TRUE(validate_seed({"web-01", "https://10.9.9.9:8443", token, fp}).ok());
+}
+
+TEST(DocumentLimits, JsonDepthAndSizeAreBoundedAtParseTime) {
+    auto nested = [](std::size_t depth, char open, char close) {
+        return std::string(depth, open) + std::string(depth, close);
+    };
+    EXPECT_TRUE(parse_json_bounded(nested(kMaxDocumentDepth, '[', ']'), {1 << 20}).ok());
+    for (std::size_t depth : {kMaxDocumentDepth + 1, std::size_t{100000}}) {
+        auto deep = parse_json_bounded(nested(depth, '[', ']'), {1 << 20});
+        ASSERT_FALSE(deep.ok());
+        EXPECT_EQ(deep.message(), "nested deeper than 128 levels");
+    }
+    std::string objects;
+    for (int i = 0; i < 200; ++i)
+        objects += "{\"a\":";
+    objects += "1" + std::string(200, '}');
+    EXPECT_FALSE(parse_json_bounded(objects, {1 << 20}).ok());
+    // Brackets inside strings (with escaped quotes) are text, not nesting.
+    std::string in_string = "[\"" + std::string(1000, '[') + "\\\"" + std::string(1000, '{') + "\"]";
+    EXPECT_TRUE(parse_json_bounded(in_string, {1 << 20}).ok());
+    auto big = parse_json_bounded("[1, 2, 3]", {8});
+    ASSERT_FALSE(big.ok());
+    EXPECT_NE(big.message().find("larger than 8 bytes"), std::string::npos);
+    auto bad = parse_json_bounded("{\"a\":", {1 << 20});
+    ASSERT_FALSE(bad.ok());
+    EXPECT_EQ(bad.message().rfind("not valid JSON: ", 0), 0u) << bad.message();
+    EXPECT_EQ(json_nesting_depth("[[1],[[2]]]", 10), 3u);
+}
+
+TEST(DocumentLimits, YamlDepthAndSizeAreBoundedAtParseTime) {
+    std::string flow = std::string(kMaxDocumentDepth + 1, '[') + std::string(kMaxDocumentDepth + 1, ']');
+    auto deep = load_yaml_bounded(flow, {1 << 20});
+    ASSERT_FALSE(deep.ok());
+    EXPECT_NE(deep.message().find("nested deeper than 128 levels"), std::string::npos) << deep.message();
+    std::string block;
+    for (std::size_t i = 0; i <= kMaxDocumentDepth; ++i)
+        block += std::string(i * 2, ' ') + "k:\n";
+    EXPECT_FALSE(load_yaml_bounded(block, {1 << 20}).ok());
+    auto huge = load_yaml_bounded(std::string(100000, '['), {1 << 20});  // yaml-cpp's own guard, or ours
+    EXPECT_FALSE(huge.ok());
+    EXPECT_TRUE(load_yaml_bounded("a: [1, {b: 2}]\n", {1 << 20}).ok());
+    EXPECT_FALSE(load_yaml_bounded("a: 1\n", {3}).ok());
+    auto two = load_yaml_bounded("a: 1\n---\nb: 2\n", {1 << 20});
+    ASSERT_FALSE(two.ok());
+    EXPECT_NE(two.message().find("more than one YAML document"), std::string::npos);
+}
+
+// Each of the seed's parsers holds to the document limits.
+TEST(DocumentLimits, SeedParsersRefuseDeepNesting) {
+    std::string deep = std::string(2000, '[') + std::string(2000, ']');
+    auto compact = decode_seed_compact("nf1:" + base64url_encode("{\"i\":" + deep + "}"));
+    ASSERT_FALSE(compact.ok());
+    auto yaml = parse_seed_yaml("identity: " + deep + "\n", "seed.yaml");
+    ASSERT_FALSE(yaml.ok());
+    EXPECT_NE(yaml.message().find("seed.yaml"), std::string::npos);
 }
 
 TEST(AtomicFile, WritesContentAndMode) {

@@ -101,6 +101,26 @@ TEST(ExampleSite, NodeSettingsComeFromPresetPlacementAndOverrides) {
     EXPECT_EQ(mon.hostname, "mon-01");
 }
 
+// The resolver's output is what the agent's copy of the contract accepts: every resolved spec of the example
+// site and of the valid corpus matches shared/defs/resolved-spec.schema.json.
+TEST(Resolve, EveryResolvedSpecMatchesTheResolvedSpecSchema) {
+    std::size_t checked = 0;
+    for (const auto& dir : {example_dir(), minimal_dir()}) {
+        auto loaded = load_site(dir);
+        ASSERT_TRUE(loaded.ok()) << dir;
+        for (const auto& [id, node] : loaded.site->nodes) {
+            auto problems = validate_resolved_spec(node.resolved, id);
+            EXPECT_TRUE(problems.empty()) << id << ": " << (problems.empty() ? "" : problems[0].to_string());
+            ++checked;
+        }
+    }
+    EXPECT_GE(checked, 7u);
+    auto wrong = validate_resolved_spec(nlohmann::json::parse(R"({"schema_version":1,"identity":"n","files":"x"})"),
+                                        "spec.json");
+    ASSERT_EQ(wrong.size(), 1u);
+    EXPECT_EQ(wrong[0].field, "files");
+}
+
 TEST(Resolve, AppliesPostureDefaultsAndShorthands) {
     auto result = load_site(minimal_dir());
     ASSERT_TRUE(result.ok()) << joined(result);

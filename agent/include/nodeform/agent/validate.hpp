@@ -1,6 +1,9 @@
 #pragma once
 // Checks on every external string before it can reach a command line or a path. Each returns Ok or
 // an error naming the value and the rule it broke (the value is quoted as given, control characters escaped).
+#include <optional>
+
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 
 #include "nodeform/result.hpp"
@@ -9,6 +12,12 @@ namespace nodeform::agent {
 
 // POSIX-portable account name, as Debian's useradd accepts by default: [a-z_][a-z0-9_-]*[$]?, ≤ 32.
 Status validate_account_name(const std::string& name, const std::string& what = "user name");
+// The largest user or group id: (uid_t)-1 = 4294967295 means "leave unchanged" to chown(2).
+inline constexpr unsigned long kMaxAccountId = 4294967294UL;
+// A file's owner or group: an account name, or a decimal id in 0..kMaxAccountId.
+Status validate_owner(const std::string& value, const std::string& what);
+// The id of an all-digit owner or group within 0..kMaxAccountId; nullopt for a name or an id out of range.
+std::optional<unsigned> numeric_account_id(const std::string& value);
 // Debian package name [a-z0-9][a-z0-9+.-]+ with an optional ":ARCH" qualifier.
 Status validate_package_name(const std::string& name);
 // systemd unit name: [A-Za-z0-9:_.@\-]+, not starting with '-', ≤ 255.
@@ -26,6 +35,9 @@ Status validate_passwd_path(const std::string& path, const std::string& what);
 Status validate_env_name(const std::string& name);
 // A 3- or 4-digit octal mode string ("0644"); out receives the value.
 Status parse_mode(const std::string& text, unsigned& out);
+// A received spec against the resolved-spec schema (the controller's own contract, shared/defs/): unknown or
+// wrong-typed fields are errors, one line "SOURCE: FIELD: reason" per problem.
+Status check_spec_schema(const nlohmann::json& spec, const std::string& source);
 // The value quoted for a message, control characters and non-ASCII escaped, cut at 80 characters.
 std::string quote_for_message(const std::string& value);
 

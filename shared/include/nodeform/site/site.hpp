@@ -120,6 +120,10 @@ LoadResult load_site(const std::string& dir, const LoadOptions& options);
 LoadResult load_site_files(const std::map<std::string, std::string>& files, const LoadOptions& options = {});
 
 // Diagnostics as JSON: [{"file","line","column","field","message"}...] (validate --json).
+// A resolved spec (from the controller, a file or a cache) against shared/defs/resolved-spec.schema.json, the
+// schema the resolver's output is tested against: one diagnostic per problem (file = source), none when it matches.
+std::vector<Diagnostic> validate_resolved_spec(const nlohmann::json& spec, const std::string& source);
+
 nlohmann::json diagnostics_to_json(const std::vector<Diagnostic>& diagnostics);
 
 // What `render` prints: canonical JSON of the resolved spec (redacted unless reveal_secrets) and a newline.

@@ -33,13 +33,16 @@ struct FileAttrs {
     gid_t gid = 0;
 };
 
+// The largest file the agent manages, and so the default read limit: every file it writes it can read back.
+inline constexpr std::size_t kMaxFileBytes = 16 * 1024 * 1024;
+
 class Filesystem {
   public:
     virtual ~Filesystem() = default;
     // lstat semantics (a symlink is reported as a symlink); nullopt when the path does not exist.
     virtual Result<std::optional<FileInfo>> stat(const std::string& path) = 0;
     // Follows symlinks, but only within the root.
-    virtual Result<std::string> read(const std::string& path, std::size_t max_bytes = 16 * 1024 * 1024) = 0;
+    virtual Result<std::string> read(const std::string& path, std::size_t max_bytes = kMaxFileBytes) = 0;
     // Temp file in the same directory with attrs applied, fsync, rename over path, fsync the directory.
     // The parent directory must exist. A symlink at path is replaced, never followed.
     virtual Status write_atomic(const std::string& path, const std::string& content, const FileAttrs& attrs) = 0;
@@ -49,6 +52,10 @@ class Filesystem {
     virtual Status remove(const std::string& path) = 0;  // file, symlink or empty dir; Ok when absent
     virtual Status rename(const std::string& from, const std::string& to) = 0;  // both inside the root
     virtual Result<std::vector<std::string>> list(const std::string& dir) = 0;  // entry names, sorted, no . and ..
+    // The directory at path in the root (made with its parents, 0755, when missing) as a host path that names that
+    // very directory for as long as this Filesystem lives (/proc/self/fd/N on the real one): for code that works
+    // with host paths (the run lock, the spool, the daemon's state file), so no symlink on the way leaves the root.
+    virtual Result<std::string> pin_directory(const std::string& path) = 0;
     // The root as a host path: "/" for the live system.
     virtual const std::string& root() const = 0;
     // Where path lives on the host (root + path, lexically); for messages and for commands run outside the root.
@@ -91,6 +98,7 @@ class MemoryFilesystem final : public Filesystem {
     Result<std::vector<std::string>> list(const std::string& dir) override;
     const std::string& root() const override { return root_; }
     std::string host_path(const std::string& path) const override { return path; }
+    Result<std::string> pin_directory(const std::string& path) override;
 
     std::map<std::string, Node> nodes;  // by normalised absolute path; "/" always present
 
