@@ -21,6 +21,7 @@
 #include "nodeform/atomic_file.hpp"
 #include "nodeform/canonical_json.hpp"
 #include "nodeform/controller/api/node_status.hpp"
+#include "nodeform/controller/api/status_page.hpp"
 #include "nodeform/controller/store/report_batcher.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/systemd.hpp"
@@ -330,6 +331,7 @@ struct ControllerServer::Impl {
     std::condition_variable stop_cv;
     bool stopping = false;
     std::vector<std::thread> threads;
+    std::unique_ptr<StatusPages> pages;  // GET /, /nodes/{identity}, /login; POST /login, /logout
 
     Impl(ControllerConfig c, Store& s, SiteSource& src, const Clock& clk, Logger& log, Notifier& n, ServerSecrets sec,
          lifecycle::LifecycleStore* lc)
@@ -342,7 +344,16 @@ struct ControllerServer::Impl {
           secrets(std::move(sec)),
           lifecycle(lc),
           reports(s),
-          limiter(config.auth_failure_limit, config.auth_failure_window) {}
+          limiter(config.auth_failure_limit, config.auth_failure_window) {
+        pages = std::make_unique<StatusPages>(StatusPageDeps{
+            store, lifecycle, clock, secrets.operator_token_hash,
+            [this]() -> std::shared_ptr<const site::Site> {
+                auto snap = current();
+                return snap ? std::shared_ptr<const site::Site>(snap, &snap->site) : nullptr;
+            },
+            StatusOptions{config.stale_grace}, [this](const std::string& a) { return limiter.blocked(a, clock.steady_now()); },
+            [this](const std::string& a) { limiter.failure(a, clock.steady_now()); }});
+    }
 
     std::shared_ptr<const Snapshot> current() const {
         std::lock_guard<std::mutex> lock(site_mutex);
@@ -819,6 +830,7 @@ struct ControllerServer::Impl {
             << "nodeform_site_last_reload_ok " << (ok ? 1 : 0) << "\n"
             << "# HELP nodeform_site_nodes Nodes in the served site.\n# TYPE nodeform_site_nodes gauge\n"
             << "nodeform_site_nodes " << (snap ? snap->site.nodes.size() : 0) << "\n";
+        render_fleet_metrics(out, lifecycle, snap && stored.ok());
         res.status = 200;
         res.set_content(out.str(), "text/plain; version=0.0.4");
     }
@@ -900,6 +912,11 @@ struct ControllerServer::Impl {
             }
             return HR::Unhandled;
         }
+        std::string page_route;
+        if (auto claim = pages->pre_route(req, res, page_route); claim != StatusPages::Claim::none) {
+            t_request.route = page_route;
+            return claim == StatusPages::Claim::handled ? HR::Handled : HR::Unhandled;
+        }
         t_request.route = "other";
         send_error(res, 404, "not_found", "no such endpoint (see docs/protocol.md)");
         if (!get) res.set_header("Connection", "close");
@@ -948,6 +965,7 @@ struct ControllerServer::Impl {
                    [this](const httplib::Request& req, httplib::Response& res) {
                        post_report(req, res, req.matches[1].str());
                    });
+        pages->register_routes(*http);
         http->set_error_handler(
             httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
                 if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;

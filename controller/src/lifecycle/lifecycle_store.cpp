@@ -221,6 +221,34 @@ class SqliteLifecycleStore final : public LifecycleStore {
         return out;
     }
 
+    Result<std::vector<StepDurations>> step_durations(const std::vector<double>& bounds) override {
+        std::string sql = "SELECT step, outcome, COUNT(*), TOTAL(d)";
+        for (std::size_t i = 0; i < bounds.size(); ++i)
+            sql += ", TOTAL(d <= ?" + std::to_string(i + 1) + ")";
+        sql += " FROM (SELECT step, outcome, MAX(0.0, COALESCE((julianday(finished_at) - julianday(started_at)) * "
+               "86400.0, 0.0)) AS d FROM lifecycle_receipts) GROUP BY step, outcome ORDER BY step, outcome";
+        std::lock_guard<std::mutex> lock(mutex_);
+        sqlite3_stmt* s = nullptr;
+        if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) return error("reading step durations");
+        for (std::size_t i = 0; i < bounds.size(); ++i)
+            sqlite3_bind_double(s, static_cast<int>(i + 1), bounds[i]);
+        std::vector<StepDurations> out;
+        int rc;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            StepDurations d;
+            d.step = text(s, 0);
+            d.outcome = text(s, 1);
+            d.count = static_cast<std::uint64_t>(sqlite3_column_int64(s, 2));
+            d.sum_s = sqlite3_column_double(s, 3);
+            for (std::size_t i = 0; i < bounds.size(); ++i)
+                d.le.push_back(static_cast<std::uint64_t>(sqlite3_column_double(s, static_cast<int>(i + 4))));
+            out.push_back(std::move(d));
+        }
+        sqlite3_finalize(s);
+        if (rc != SQLITE_DONE) return error("reading step durations");
+        return out;
+    }
+
     Status exec(const std::string& sql) {
         char* msg = nullptr;
         if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
