@@ -783,7 +783,7 @@ struct ControllerServer::Impl {
         std::map<std::string, int> by_status;
         for (auto s : kAllStatuses)
             by_status[to_string(s)] = 0;
-        auto records = store.nodes();
+        auto records = store.node_summaries();
         if (snap && records) {
             std::map<std::string, const NodeRecord*> by_id;
             for (const auto& r : *records)

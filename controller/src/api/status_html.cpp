@@ -119,7 +119,8 @@ code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}.mut{color:var(--mut)
 .count[class*=" s-"]{background:var(--card)}.bad{color:var(--bad);font-weight:600}.warn{color:var(--warn)}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(210px,1fr));gap:10px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 12px}
-.card .k{font-size:12px;color:var(--mut)}.card .v{font-size:15px;margin-top:2px;word-break:break-all}
+.card .k{font-size:12px;color:var(--mut)}.card .v{font-size:15px;margin-top:2px}.card .v code{overflow-wrap:anywhere}
+.card.wide{grid-column:span 2}
 .title{display:flex;align-items:center;gap:12px}.title h2{font-size:20px;margin:4px 0}
 .chart{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:8px}
 .legend{font-size:12px;color:var(--mut);margin:4px 0 0 4px}.legend i{display:inline-block;width:10px;height:10px;
@@ -397,8 +398,8 @@ std::string fixed(double v, int decimals) {
     return buf;
 }
 
-void card(Writer& w, const char* key, const std::function<void()>& value) {
-    w.raw("<div class=\"card\"><div class=\"k\">");
+void card(Writer& w, const char* key, const std::function<void()>& value, bool wide = false) {
+    w.raw(wide ? "<div class=\"card wide\"><div class=\"k\">" : "<div class=\"card\"><div class=\"k\">");
     w.raw(key);
     w.raw("</div><div class=\"v\">");
     value();
@@ -472,7 +473,7 @@ void timeline_svg(Writer& w, const std::vector<ReportRecord>& newest_first) {
     for (std::size_t i = 0; i < pts.size(); ++i) {
         const auto& p = pts[i];
         double x = left + 2 + slot * double(i);
-        double bw = std::max(1.0, slot * 0.7);
+        double bw = std::clamp(slot * 0.7, 1.0, 28.0);
         double h = (top_h - 6) * p.duration / max_d;
         w.raw("<g><title>");
         w.text(p.label);
@@ -541,14 +542,14 @@ std::string render_node_page(const PageContext& page, const NodePageData& node) 
         w.raw(outdated ? "<code class=\"warn\" id=\"spec-has\">" : "<code id=\"spec-has\">");
         w.text(s.spec_digest.empty() ? "—" : s.spec_digest);
         w.raw("</code>");
-    });
+    }, true);
     card(w, "spec the site wants", [&] {
         w.raw("<code id=\"spec-wants\">");
         w.text(s.current_digest.empty() ? "— (not in the site)" : s.current_digest);
         w.raw("</code>");
         if (outdated) w.raw(" <span class=\"warn\">not applied yet</span>");
         else if (!s.spec_digest.empty() && !s.current_digest.empty()) w.raw(" <span class=\"badge s-ok\">match</span>");
-    });
+    }, true);
     card(w, "last run", [&] {
         w.raw(std::to_string(s.changed) + " changed · ");
         w.raw(s.failed > 0 ? "<span class=\"bad\">" + std::to_string(s.failed) + " failed</span>" : "0 failed");

@@ -210,7 +210,7 @@ struct StatusPages::Impl {
     void get_fleet(const httplib::Request& req, httplib::Response& res) {
         auto session = authenticate(req, res);
         if (!session) return;
-        auto records = deps.store.nodes();
+        auto records = deps.store.node_summaries();  // no report bodies: the table needs none
         if (!records) return message_page(res, 503, "Store unavailable", records.message());
         std::vector<lifecycle::NodeRecord> provisioned;
         if (deps.lifecycle != nullptr) {

@@ -3,6 +3,7 @@
 
 #include "nodeform/canonical_json.hpp"
 #include "nodeform/controller/api/status_page.hpp"
+#include "test_paths.hpp"
 
 namespace nodeform::controller {
 namespace {
@@ -105,6 +106,53 @@ TEST(NodePage, RedactsTheNodesSecretsBeforeEscaping) {
     EXPECT_EQ(html.find("site&amp;token"), std::string::npos);
     EXPECT_NE(html.find("no reports yet"), std::string::npos);
     EXPECT_NE(html.find("Never provisioned"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace nodeform::controller
+
+namespace nodeform::controller {
+namespace {
+
+// The one-query node listing: last and last-run reports joined, bodies only when asked.
+TEST(StoreNodeSummaries, MatchNodesWithoutTheBodies) {
+    test::TempDir dir;
+    auto store = open_sqlite_store(dir.path() + "/nodeform.db");
+    ASSERT_TRUE(store.ok()) << store.message();
+    auto t = std::chrono::system_clock::now();
+    auto run = report("a", t, 1, 0, "sha256:1", "{\"run\":1}");
+    auto health = report("a", t + std::chrono::seconds(1), 0, 1, "sha256:1", "{\"health\":1}");
+    health.report_id = "a-h";
+    health.trigger = "health";
+    auto only = report("b", t, 0, 0, "sha256:2", "{\"b\":1}");
+    ASSERT_TRUE((*store)->insert_reports({run, health, only}).ok());
+    auto full = (*store)->nodes();
+    auto light = (*store)->node_summaries();
+    ASSERT_TRUE(full.ok() && light.ok());
+    ASSERT_EQ(full->size(), 2u);
+    ASSERT_EQ(light->size(), 2u);
+    const NodeRecord& a = (*full)[0];
+    EXPECT_EQ(a.report_count, 2);
+    EXPECT_EQ(a.last_report->report_id, "a-h");
+    EXPECT_EQ(a.last_report->body, "{\"health\":1}");
+    EXPECT_EQ(a.last_run_report->report_id, "a-r");
+    EXPECT_EQ(a.last_run_report->body, "{\"run\":1}");
+    EXPECT_EQ((*full)[1].last_run_report->report_id, "b-r");  // the last report is also the last run report
+    EXPECT_EQ((*full)[1].last_run_report->body, "{\"b\":1}");
+    for (std::size_t i = 0; i < 2; ++i) {
+        const auto& f = (*full)[i];
+        const auto& l = (*light)[i];
+        EXPECT_EQ(f.identity, l.identity);
+        EXPECT_EQ(l.last_report->report_id, f.last_report->report_id);
+        EXPECT_EQ(l.last_run_report->report_id, f.last_run_report->report_id);
+        EXPECT_EQ(l.last_report->health_failed, f.last_report->health_failed);
+        EXPECT_EQ(l.last_run_report->failed, f.last_run_report->failed);
+        EXPECT_TRUE(l.last_report->body.empty());
+        EXPECT_TRUE(l.last_run_report->body.empty());
+    }
+    auto one = (*store)->node("a");
+    ASSERT_TRUE(one.ok() && one->has_value());
+    EXPECT_EQ((**one).last_run_report->report_id, "a-r");
 }
 
 }  // namespace
