@@ -89,7 +89,9 @@ int main(int argc, char** argv) {
             rec.changed = r == 0 ? 5 : 0;
             rec.failed = i % 97 == 0 ? 1 : 0;
             rec.health_failed = i % 131 == 0 ? 1 : 0;
-            json body{{"report_id", rec.report_id}, {"identity", name}, {"spec_digest", rec.spec_digest},
+            json body{{"report_id", rec.report_id},
+                      {"identity", name},
+                      {"spec_digest", rec.spec_digest},
                       {"resources", json::array()}};
             for (int k = 0; k < 12; ++k)  // a realistic report: a dozen resources
                 body["resources"].push_back(

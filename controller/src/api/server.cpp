@@ -345,14 +345,15 @@ struct ControllerServer::Impl {
           lifecycle(lc),
           reports(s),
           limiter(config.auth_failure_limit, config.auth_failure_window) {
-        pages = std::make_unique<StatusPages>(StatusPageDeps{
-            store, lifecycle, clock, secrets.operator_token_hash,
-            [this]() -> std::shared_ptr<const site::Site> {
-                auto snap = current();
-                return snap ? std::shared_ptr<const site::Site>(snap, &snap->site) : nullptr;
-            },
-            StatusOptions{config.stale_grace}, [this](const std::string& a) { return limiter.blocked(a, clock.steady_now()); },
-            [this](const std::string& a) { limiter.failure(a, clock.steady_now()); }});
+        pages = std::make_unique<StatusPages>(
+            StatusPageDeps{store, lifecycle, clock, secrets.operator_token_hash,
+                           [this]() -> std::shared_ptr<const site::Site> {
+                               auto snap = current();
+                               return snap ? std::shared_ptr<const site::Site>(snap, &snap->site) : nullptr;
+                           },
+                           StatusOptions{config.stale_grace},
+                           [this](const std::string& a) { return limiter.blocked(a, clock.steady_now()); },
+                           [this](const std::string& a) { limiter.failure(a, clock.steady_now()); }});
     }
 
     std::shared_ptr<const Snapshot> current() const {

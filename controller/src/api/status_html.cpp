@@ -145,8 +145,9 @@ if(m&&hs[+m[1]])sort(+m[1],m[2]==='a'?1:-1);})();
 )";
 
 void head(std::string& out, const PageContext& page, const std::string& title, int refresh_s) {
-    out += "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-           "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">";
+    out +=
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">";
     if (refresh_s > 0) out += "<meta http-equiv=\"refresh\" content=\"" + std::to_string(refresh_s) + "\">";
     out += "<title>";
     append_escaped(out, title);
@@ -175,8 +176,8 @@ void badge(std::string& out, std::string_view state) {
     out += "</span>";
 }
 
-const char* const kLifecycleStates[] = {"planned", "provisioning", "registered",     "validating", "active",
-                                        "decommissioning", "decommissioned", "failed", "abandoned"};
+const char* const kLifecycleStates[] = {"planned",         "provisioning",   "registered", "validating", "active",
+                                        "decommissioning", "decommissioned", "failed",     "abandoned"};
 
 bool matches(const FleetRow& row, const FleetFilter& filter) {
     if (!filter.query.empty() && row.identity.find(filter.query) == std::string::npos) return false;
@@ -284,8 +285,9 @@ std::string render_fleet_page(const PageContext& page, const std::vector<FleetRo
         count_link(out, std::string("lifecycle:") + s, s, by_state[s], filter, s);
     out += "</section>";
 
-    out += "<form class=\"filter\" method=\"get\" action=\"/\"><input type=\"search\" name=\"q\" "
-           "placeholder=\"identity contains…\" value=\"";
+    out +=
+        "<form class=\"filter\" method=\"get\" action=\"/\"><input type=\"search\" name=\"q\" "
+        "placeholder=\"identity contains…\" value=\"";
     append_escaped(out, filter.query);
     out += "\"><select name=\"status\"><option value=\"\">any status</option>";
     auto option = [&](const std::string& value, const std::string& label) {
@@ -301,8 +303,9 @@ std::string render_fleet_page(const PageContext& page, const std::vector<FleetRo
         option(std::string("lifecycle:") + s, std::string("lifecycle ") + s);
     out += "</select><button type=\"submit\">Filter</button></form>";
 
-    out += "<table id=\"fleet\"><thead><tr><th>identity</th><th>status</th><th>lifecycle</th><th>last report</th>"
-           "<th>spec digest</th><th>changed / failed</th><th>health</th></tr></thead><tbody>";
+    out +=
+        "<table id=\"fleet\"><thead><tr><th>identity</th><th>status</th><th>lifecycle</th><th>last report</th>"
+        "<th>spec digest</th><th>changed / failed</th><th>health</th></tr></thead><tbody>";
     std::size_t shown = 0;
     for (const auto& r : rows) {
         if (!matches(r, filter)) continue;
@@ -325,8 +328,10 @@ std::string render_fleet_page(const PageContext& page, const std::vector<FleetRo
         out += "</td><td data-v=\"" + std::to_string(urgency(r)) + "\">";
         badge(out, status);
         out += "</td><td>";
-        if (!r.lifecycle.empty()) badge(out, r.lifecycle);
-        else out += "<span class=\"mut\">—</span>";
+        if (!r.lifecycle.empty())
+            badge(out, r.lifecycle);
+        else
+            out += "<span class=\"mut\">—</span>";
         if (r.age_s) {
             out += "</td><td class=\"num\" data-v=\"" + std::to_string(*r.age_s) + "\">" + age_text(*r.age_s) + " ago";
         } else {
@@ -346,12 +351,17 @@ std::string render_fleet_page(const PageContext& page, const std::vector<FleetRo
         }
         out += "</td><td class=\"num\" data-v=\"" + std::to_string(r.failed * 1000000 + r.changed) + "\">" +
                std::to_string(r.changed) + " / ";
-        if (r.failed > 0) out += "<span class=\"bad\">" + std::to_string(r.failed) + "</span>";
-        else out += "0";
+        if (r.failed > 0)
+            out += "<span class=\"bad\">" + std::to_string(r.failed) + "</span>";
+        else
+            out += "0";
         out += "</td><td data-v=\"" + std::to_string(r.health_failed) + "\">";
-        if (!r.age_s) out += "<span class=\"mut\">—</span>";
-        else if (r.health_failed > 0) out += "<span class=\"bad\">" + std::to_string(r.health_failed) + " failing</span>";
-        else out += "ok";
+        if (!r.age_s)
+            out += "<span class=\"mut\">—</span>";
+        else if (r.health_failed > 0)
+            out += "<span class=\"bad\">" + std::to_string(r.health_failed) + " failing</span>";
+        else
+            out += "ok";
         out += "</td></tr>";
     }
     out += "</tbody></table>";
@@ -375,13 +385,18 @@ struct Writer {
     const std::vector<std::string>& secrets;
     void text(std::string_view s) { append_escaped(out, redact_secrets(std::string(s), secrets)); }
     void value(const json& v) {
-        if (v.is_string()) text(v.get_ref<const std::string&>());
-        else if (v.is_null()) out += "<span class=\"mut\">—</span>";
-        else text(v.dump());
+        if (v.is_string())
+            text(v.get_ref<const std::string&>());
+        else if (v.is_null())
+            out += "<span class=\"mut\">—</span>";
+        else
+            text(v.dump());
     }
     void field(const json& obj, const char* key) {
-        if (obj.is_object() && obj.contains(key)) value(obj[key]);
-        else out += "<span class=\"mut\">—</span>";
+        if (obj.is_object() && obj.contains(key))
+            value(obj[key]);
+        else
+            out += "<span class=\"mut\">—</span>";
     }
     void raw(std::string_view s) { out += s; }
 };
@@ -433,8 +448,7 @@ void timeline_svg(Writer& w, const std::vector<ReportRecord>& newest_first) {
     for (auto it = newest_first.rbegin(); it != newest_first.rend(); ++it) {
         Point p;
         json body = json::parse(it->body, nullptr, false);
-        if (body.is_object())
-            p.duration = seconds_between(body.value("started_at", ""), body.value("finished_at", ""));
+        if (body.is_object()) p.duration = seconds_between(body.value("started_at", ""), body.value("finished_at", ""));
         p.changed = it->changed;
         p.failed = it->failed;
         p.label = it->finished_at + " · " + it->trigger + "/" + it->mode + " · " + fixed(p.duration, 2) + " s · " +
@@ -450,8 +464,8 @@ void timeline_svg(Writer& w, const std::vector<ReportRecord>& newest_first) {
     }
     const double slot = pts.empty() ? 0 : double(width - left - 4) / double(pts.size());
     const int total_h = top_h + gap + bottom_h + 16;
-    w.raw("<div class=\"chart\"><svg id=\"timeline\" width=\"100%\" viewBox=\"0 0 " +
-          std::to_string(width) + " " + std::to_string(total_h) + "\" role=\"img\" aria-label=\"last reports\">");
+    w.raw("<div class=\"chart\"><svg id=\"timeline\" width=\"100%\" viewBox=\"0 0 " + std::to_string(width) + " " +
+          std::to_string(total_h) + "\" role=\"img\" aria-label=\"last reports\">");
     auto line = [&](int y) {
         w.raw("<line x1=\"" + std::to_string(left) + "\" x2=\"" + std::to_string(width) + "\" y1=\"" +
               std::to_string(y) + "\" y2=\"" + std::to_string(y) + "\" stroke=\"#e3e6eb\"/>");
@@ -493,9 +507,10 @@ void timeline_svg(Writer& w, const std::vector<ReportRecord>& newest_first) {
     if (pts.empty())
         w.raw("<text x=\"" + std::to_string(width / 2) + "\" y=\"" + std::to_string(top_h / 2) +
               "\" font-size=\"13\" fill=\"#667085\" text-anchor=\"middle\">no reports yet</text>");
-    w.raw("</svg><div class=\"legend\"><i class=\"d\"></i>run duration<i class=\"c\"></i>changed<i "
-          "class=\"f\"></i>failed · oldest left, " +
-          std::to_string(pts.size()) + " newest reports</div></div>");
+    w.raw(
+        "</svg><div class=\"legend\"><i class=\"d\"></i>run duration<i class=\"c\"></i>changed<i "
+        "class=\"f\"></i>failed · oldest left, " +
+        std::to_string(pts.size()) + " newest reports</div></div>");
 }
 
 }  // namespace
@@ -535,21 +550,31 @@ std::string render_node_page(const PageContext& page, const NodePageData& node) 
     bool outdated = !s.spec_digest.empty() && !s.current_digest.empty() && s.spec_digest != s.current_digest;
     w.raw("<div class=\"cards\">");
     card(w, "last report", [&] {
-        if (s.age_s) w.raw(age_text(*s.age_s) + " ago");
-        else w.raw("<span class=\"mut\">never</span>");
+        if (s.age_s)
+            w.raw(age_text(*s.age_s) + " ago");
+        else
+            w.raw("<span class=\"mut\">never</span>");
     });
-    card(w, "spec applied", [&] {
-        w.raw(outdated ? "<code class=\"warn\" id=\"spec-has\">" : "<code id=\"spec-has\">");
-        w.text(s.spec_digest.empty() ? "—" : s.spec_digest);
-        w.raw("</code>");
-    }, true);
-    card(w, "spec the site wants", [&] {
-        w.raw("<code id=\"spec-wants\">");
-        w.text(s.current_digest.empty() ? "— (not in the site)" : s.current_digest);
-        w.raw("</code>");
-        if (outdated) w.raw(" <span class=\"warn\">not applied yet</span>");
-        else if (!s.spec_digest.empty() && !s.current_digest.empty()) w.raw(" <span class=\"badge s-ok\">match</span>");
-    }, true);
+    card(
+        w, "spec applied",
+        [&] {
+            w.raw(outdated ? "<code class=\"warn\" id=\"spec-has\">" : "<code id=\"spec-has\">");
+            w.text(s.spec_digest.empty() ? "—" : s.spec_digest);
+            w.raw("</code>");
+        },
+        true);
+    card(
+        w, "spec the site wants",
+        [&] {
+            w.raw("<code id=\"spec-wants\">");
+            w.text(s.current_digest.empty() ? "— (not in the site)" : s.current_digest);
+            w.raw("</code>");
+            if (outdated)
+                w.raw(" <span class=\"warn\">not applied yet</span>");
+            else if (!s.spec_digest.empty() && !s.current_digest.empty())
+                w.raw(" <span class=\"badge s-ok\">match</span>");
+        },
+        true);
     card(w, "last run", [&] {
         w.raw(std::to_string(s.changed) + " changed · ");
         w.raw(s.failed > 0 ? "<span class=\"bad\">" + std::to_string(s.failed) + " failed</span>" : "0 failed");
@@ -569,15 +594,16 @@ std::string render_node_page(const PageContext& page, const NodePageData& node) 
 
     // Health: from the newest report.
     w.raw("<h2>Health checks</h2>");
-    const json* health = node.last_report.is_object() && node.last_report.contains("health") &&
-                                 node.last_report["health"].is_array()
-                             ? &node.last_report["health"]
-                             : nullptr;
+    const json* health =
+        node.last_report.is_object() && node.last_report.contains("health") && node.last_report["health"].is_array()
+            ? &node.last_report["health"]
+            : nullptr;
     if (health == nullptr || health->empty()) {
         w.raw("<p class=\"empty\">No health results reported.</p>");
     } else {
-        w.raw("<table id=\"health\"><thead><tr><th>check</th><th>type</th><th>status</th><th>message</th><th>checked"
-              "</th></tr></thead><tbody>");
+        w.raw(
+            "<table id=\"health\"><thead><tr><th>check</th><th>type</th><th>status</th><th>message</th><th>checked"
+            "</th></tr></thead><tbody>");
         for (const auto& h : *health) {
             w.raw("<tr><td>");
             w.field(h, "name");
@@ -600,8 +626,9 @@ std::string render_node_page(const PageContext& page, const NodePageData& node) 
     if (!run.is_object() || !run.contains("resources") || !run["resources"].is_array() || run["resources"].empty()) {
         w.raw("<p class=\"empty\">No resources reported.</p>");
     } else {
-        w.raw("<table id=\"resources\"><thead><tr><th>resource</th><th>status</th><th>took</th><th>what and why"
-              "</th></tr></thead><tbody>");
+        w.raw(
+            "<table id=\"resources\"><thead><tr><th>resource</th><th>status</th><th>took</th><th>what and why"
+            "</th></tr></thead><tbody>");
         for (const auto& r : run["resources"]) {
             std::string status = r.value("status", "");
             w.raw("<tr data-status=\"");
@@ -639,8 +666,9 @@ std::string render_node_page(const PageContext& page, const NodePageData& node) 
     w.raw("<h2>Last reports</h2>");
     timeline_svg(w, node.recent);
     if (!node.recent.empty()) {
-        w.raw("<table id=\"reports\"><thead><tr><th>finished</th><th>trigger</th><th>mode</th><th>phase</th>"
-              "<th>changed</th><th>failed</th><th>drifted</th><th>health failing</th><th>spec</th></tr></thead><tbody>");
+        w.raw(
+            "<table id=\"reports\"><thead><tr><th>finished</th><th>trigger</th><th>mode</th><th>phase</th>"
+            "<th>changed</th><th>failed</th><th>drifted</th><th>health failing</th><th>spec</th></tr></thead><tbody>");
         std::size_t shown = 0;
         for (const auto& r : node.recent) {
             if (++shown > 15) break;
@@ -696,8 +724,9 @@ std::string render_node_page(const PageContext& page, const NodePageData& node) 
         if (node.receipts.empty()) {
             w.raw("<p class=\"empty\">No receipts.</p>");
         } else {
-            w.raw("<h2>Receipts</h2><table id=\"receipts\"><thead><tr><th>step</th><th>started</th><th>took</th>"
-                  "<th>outcome</th><th>state after</th><th>error</th></tr></thead><tbody>");
+            w.raw(
+                "<h2>Receipts</h2><table id=\"receipts\"><thead><tr><th>step</th><th>started</th><th>took</th>"
+                "<th>outcome</th><th>state after</th><th>error</th></tr></thead><tbody>");
             for (const auto& r : node.receipts) {
                 w.raw("<tr><td>");
                 w.text(r.step);

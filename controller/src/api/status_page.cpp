@@ -93,8 +93,8 @@ struct StatusPages::Impl {
         unsigned char out[EVP_MAX_MD_SIZE];
         unsigned int len = 0;
         std::string data = purpose + ":" + value;
-        HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
-             data.size(), out, &len);
+        HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+             reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
         return hex(out, len);
     }
 
@@ -158,16 +158,18 @@ struct StatusPages::Impl {
     void login_page(httplib::Response& res, int status, const std::string& next, const std::string& error) {
         std::string nonce_cookie = random_token(16);
         PageContext page = context("");
-        std::string out = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>nodeform · login</title>";
+        std::string out =
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>nodeform · login</title>";
         out += login_style(page.nonce);
         out += "</head><body>";
         out += kLoginPage;
         if (!error.empty()) out += "<p class=\"err\" id=\"error\">" + html_escape(error) + "</p>";
-        out += "<form method=\"post\" action=\"/login\"><label for=\"token\">Operator token</label>"
-               "<input type=\"password\" id=\"token\" name=\"token\" autocomplete=\"current-password\" required "
-               "autofocus><input type=\"hidden\" name=\"csrf\" value=\"" +
-               mac("login", nonce_cookie) + "\"><input type=\"hidden\" name=\"next\" value=\"" +
-               html_escape(safe_next(next)) + "\"><button type=\"submit\">Log in</button></form></div></body></html>";
+        out +=
+            "<form method=\"post\" action=\"/login\"><label for=\"token\">Operator token</label>"
+            "<input type=\"password\" id=\"token\" name=\"token\" autocomplete=\"current-password\" required "
+            "autofocus><input type=\"hidden\" name=\"csrf\" value=\"" +
+            mac("login", nonce_cookie) + "\"><input type=\"hidden\" name=\"next\" value=\"" +
+            html_escape(safe_next(next)) + "\"><button type=\"submit\">Log in</button></form></div></body></html>";
         res.set_header("Set-Cookie", std::string(kLoginCookie) + "=" + nonce_cookie +
                                          "; Path=/login; Max-Age=900; HttpOnly; Secure; SameSite=Strict");
         send_html(res, status, out, page.nonce);
@@ -258,8 +260,8 @@ struct StatusPages::Impl {
         auto recent = deps.store.recent_reports(identity, deps.timeline_reports);
         if (!recent) return message_page(res, 503, "Store unavailable", recent.message());
         data.recent = std::move(*recent);
-        data.summary = fleet_row(r, node, data.lifecycle ? &*data.lifecycle : nullptr, deps.clock.now(),
-                                 deps.status_options);
+        data.summary =
+            fleet_row(r, node, data.lifecycle ? &*data.lifecycle : nullptr, deps.clock.now(), deps.status_options);
         data.in_site = node != nullptr;
         data.enrolled = r.has_credential;
         data.report_count = r.report_count;
@@ -291,8 +293,9 @@ struct StatusPages::Impl {
         }
         std::string session = new_session();
         res.set_header("Set-Cookie", session_cookie(session, std::chrono::seconds(kSessionLifetime).count()));
-        res.set_header("Set-Cookie", std::string(kLoginCookie) + "=; Path=/login; Max-Age=0; HttpOnly; Secure; "
-                                                                 "SameSite=Strict");
+        res.set_header("Set-Cookie", std::string(kLoginCookie) +
+                                         "=; Path=/login; Max-Age=0; HttpOnly; Secure; "
+                                         "SameSite=Strict");
         res.set_redirect(safe_next(next), 303);
         res.set_header("Cache-Control", "no-store");
     }

@@ -225,8 +225,9 @@ class SqliteLifecycleStore final : public LifecycleStore {
         std::string sql = "SELECT step, outcome, COUNT(*), TOTAL(d)";
         for (std::size_t i = 0; i < bounds.size(); ++i)
             sql += ", TOTAL(d <= ?" + std::to_string(i + 1) + ")";
-        sql += " FROM (SELECT step, outcome, MAX(0.0, COALESCE((julianday(finished_at) - julianday(started_at)) * "
-               "86400.0, 0.0)) AS d FROM lifecycle_receipts) GROUP BY step, outcome ORDER BY step, outcome";
+        sql +=
+            " FROM (SELECT step, outcome, MAX(0.0, COALESCE((julianday(finished_at) - julianday(started_at)) * "
+            "86400.0, 0.0)) AS d FROM lifecycle_receipts) GROUP BY step, outcome ORDER BY step, outcome";
         std::lock_guard<std::mutex> lock(mutex_);
         sqlite3_stmt* s = nullptr;
         if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) return error("reading step durations");

@@ -53,9 +53,9 @@ class ManualClock final : public Clock {
     void advance(std::chrono::milliseconds d) { ms_ += d.count(); }
 
   private:
-    std::atomic<std::int64_t> ms_{std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      std::chrono::system_clock::now().time_since_epoch())
-                                      .count()};
+    std::atomic<std::int64_t> ms_{
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count()};
 };
 
 class StaticSiteSource final : public SiteSource {
@@ -157,31 +157,32 @@ class StatusPageTest : public ::testing::Test {
     void post(const std::string& identity, const ReportSpec& r) {
         static int seq = 0;
         auto start = clock_.now() - std::chrono::milliseconds(static_cast<int>(r.took_s * 1000));
-        json report{{"report_id", "r-" + identity + "-" + std::to_string(++seq)},
-                    {"identity", identity},
-                    {"agent_version", "0.1.0"},
-                    {"spec_digest", r.digest.empty() ? source_site_.nodes.at(identity).digest : r.digest},
-                    {"phase", r.phase},
-                    {"trigger", "run"},
-                    {"mode", "apply"},
-                    {"started_at", format_rfc3339(start)},
-                    {"finished_at", format_rfc3339(clock_.now())},
-                    {"platform_ready", r.phase != "converging"},
-                    {"counts",
-                     {{"total", 3}, {"unchanged", 3 - r.changed - r.failed}, {"changed", r.changed}, {"failed", r.failed}}},
-                    {"resources",
-                     json::array({{{"id", r.resource},
-                                   {"type", "package"},
-                                   {"status", r.resource_status},
-                                   {"duration_ms", 1200},
-                                   {"message", r.message},
-                                   {"changes", json::array({{{"field", "state"}, {"old", "absent"}, {"new", "present"}}})}},
-                                  {{"id", "service:nginx.service"}, {"type", "service"}, {"status", "unchanged"}}})},
-                    {"drift", r.drift},
-                    {"health", json::array({{{"name", "ssh"},
-                                             {"type", "tcp"},
-                                             {"status", r.health_pass ? "pass" : "fail"},
-                                             {"message", r.health_pass ? "connected" : "connection refused"}}})}};
+        json report{
+            {"report_id", "r-" + identity + "-" + std::to_string(++seq)},
+            {"identity", identity},
+            {"agent_version", "0.1.0"},
+            {"spec_digest", r.digest.empty() ? source_site_.nodes.at(identity).digest : r.digest},
+            {"phase", r.phase},
+            {"trigger", "run"},
+            {"mode", "apply"},
+            {"started_at", format_rfc3339(start)},
+            {"finished_at", format_rfc3339(clock_.now())},
+            {"platform_ready", r.phase != "converging"},
+            {"counts",
+             {{"total", 3}, {"unchanged", 3 - r.changed - r.failed}, {"changed", r.changed}, {"failed", r.failed}}},
+            {"resources",
+             json::array({{{"id", r.resource},
+                           {"type", "package"},
+                           {"status", r.resource_status},
+                           {"duration_ms", 1200},
+                           {"message", r.message},
+                           {"changes", json::array({{{"field", "state"}, {"old", "absent"}, {"new", "present"}}})}},
+                          {{"id", "service:nginx.service"}, {"type", "service"}, {"status", "unchanged"}}})},
+            {"drift", r.drift},
+            {"health", json::array({{{"name", "ssh"},
+                                     {"type", "tcp"},
+                                     {"status", r.health_pass ? "pass" : "fail"},
+                                     {"message", r.health_pass ? "connected" : "connection refused"}}})}};
         httplib::Headers h;
         if (identity == "stage-01") h = {{"Authorization", std::string("Bearer ") + kSiteToken}};
         auto res = client_->Post("/v1/nodes/" + identity + "/reports", h, report.dump(), "application/json");
@@ -212,8 +213,9 @@ class StatusPageTest : public ::testing::Test {
         ReportSpec drifted;
         drifted.message = std::string("password was ") + kDbPassword;
         drifted.resource_status = "drifted";
-        drifted.drift = json::array(
-            {{{"id", "file:/etc/motd"}, {"changes", json::array({{{"field", "mode"}, {"old", "0600"}, {"new", "0644"}}})}}});
+        drifted.drift =
+            json::array({{{"id", "file:/etc/motd"},
+                          {"changes", json::array({{{"field", "mode"}, {"old", "0600"}, {"new", "0644"}}})}}});
         post("db-01", drifted);
         ReportSpec unhealthy;
         unhealthy.health_pass = false;
@@ -236,8 +238,8 @@ class StatusPageTest : public ::testing::Test {
         hostile.failed_step = "started";
         hostile.reason = kHostileMessage;
         ASSERT_TRUE(lifecycle_->put_many({active, hostile}).ok());
-        const char* steps[] = {"vmid_reserved", "cloned", "configured", "resized", "started", "registered",
-                               "agent_ready",   "active"};
+        const char* steps[] = {"vmid_reserved", "cloned",     "configured",  "resized",
+                               "started",       "registered", "agent_ready", "active"};
         int second = 0;
         for (const char* step : steps) {
             lifecycle::Receipt r;
@@ -247,7 +249,8 @@ class StatusPageTest : public ::testing::Test {
             r.state_after = std::string(step) == "active" ? "active" : "provisioning";
             r.started_at = "2026-12-04T01:00:" + std::string(second < 10 ? "0" : "") + std::to_string(second) + ".000Z";
             second += std::string(step) == "cloned" ? 20 : 3;
-            r.finished_at = "2026-12-04T01:00:" + std::string(second < 10 ? "0" : "") + std::to_string(second) + ".000Z";
+            r.finished_at =
+                "2026-12-04T01:00:" + std::string(second < 10 ? "0" : "") + std::to_string(second) + ".000Z";
             ASSERT_TRUE(lifecycle_->add_receipt(r).ok());
         }
         lifecycle::Receipt bad;
@@ -394,8 +397,9 @@ TEST_F(StatusPageTest, LoginSetsAStrictSessionCookieAndEveryPostNeedsItsCsrfToke
     ASSERT_EQ(page->status, 200);
     std::string logout_csrf = hidden(page->body, "csrf");
     ASSERT_EQ(logout_csrf.size(), 64u);
-    auto open_redirect = client_->Post("/login", {{"Cookie", login_cookie}},
-                                       httplib::Params{{"token", kOperatorToken}, {"csrf", csrf}, {"next", "//evil.example/"}});
+    auto open_redirect =
+        client_->Post("/login", {{"Cookie", login_cookie}},
+                      httplib::Params{{"token", kOperatorToken}, {"csrf", csrf}, {"next", "//evil.example/"}});
     ASSERT_TRUE(open_redirect);
     EXPECT_EQ(open_redirect->get_header_value("Location"), "/");
 
@@ -494,8 +498,12 @@ TEST_F(StatusPageTest, NodePageShowsLifecycleReceiptsResourcesHealthSpecAndTimel
 TEST_F(StatusPageTest, HostileStringsAreEscapedAndNoSecretIsOnAnyPage) {
     start(false);
     populate();
-    std::vector<std::string> pages = {get_page("/"), get_page("/?q=%3C"), get_page("/nodes/web-02"),
-                                      get_page("/nodes/db-01"), get_page("/nodes/stage-01"), get_page("/nodes/web-01")};
+    std::vector<std::string> pages = {get_page("/"),
+                                      get_page("/?q=%3C"),
+                                      get_page("/nodes/web-02"),
+                                      get_page("/nodes/db-01"),
+                                      get_page("/nodes/stage-01"),
+                                      get_page("/nodes/web-01")};
     auto login = client_->Get("/login");
     ASSERT_TRUE(login);
     pages.push_back(login->body);
@@ -578,7 +586,8 @@ TEST_F(StatusPageTest, DashboardAndAlertRulesUseOnlyMetricsTheControllerExports)
 }
 
 TEST(AlertRules, PromtoolChecksThem) {
-    if (::access("/usr/bin/promtool", X_OK) != 0) GTEST_SKIP() << "promtool not installed (scripts/install-deps.sh test)";
+    if (::access("/usr/bin/promtool", X_OK) != 0)
+        GTEST_SKIP() << "promtool not installed (scripts/install-deps.sh test)";
     PosixProcessRunner runner;
     ProcessRequest request;
     request.argv = {"/usr/bin/promtool", "check", "rules",
@@ -617,12 +626,22 @@ class Chromium {
             ::dup2(null, 1);
             ::dup2(null, 2);
             std::string user_dir = "--user-data-dir=" + profile;
-            const char* argv[] = {"/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu",
-                                  "--disable-quic", "--no-first-run", "--disable-background-networking",
-                                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+            const char* argv[] = {"/usr/bin/chromium",
+                                  "--headless",
+                                  "--no-sandbox",
+                                  "--disable-gpu",
+                                  "--disable-quic",
+                                  "--no-first-run",
+                                  "--disable-background-networking",
+                                  "--disable-component-update",
+                                  "--disable-sync",
+                                  "--disable-dev-shm-usage",
                                   "--ignore-certificate-errors",  // the controller's CA is the one this test made
-                                  "--window-size=1280,900", "--remote-debugging-pipe", user_dir.c_str(),
-                                  "about:blank", nullptr};
+                                  "--window-size=1280,900",
+                                  "--remote-debugging-pipe",
+                                  user_dir.c_str(),
+                                  "about:blank",
+                                  nullptr};
             ::execv(argv[0], const_cast<char* const*>(argv));
             ::_exit(127);
         }
@@ -662,8 +681,9 @@ class Chromium {
         events_.clear();
         auto deadline = std::chrono::steady_clock::now() + limit;
         while (std::chrono::steady_clock::now() < deadline) {
-            auto m = read_message(std::chrono::duration_cast<std::chrono::seconds>(deadline - std::chrono::steady_clock::now()) +
-                                  std::chrono::seconds(1));
+            auto m = read_message(
+                std::chrono::duration_cast<std::chrono::seconds>(deadline - std::chrono::steady_clock::now()) +
+                std::chrono::seconds(1));
             if (!m) return false;
             if (m->value("method", "") == method) return true;
         }
@@ -698,7 +718,8 @@ class Chromium {
     std::string screenshot() {
         json metrics = call("Page.getLayoutMetrics");
         double height = 900;
-        if (metrics.contains("cssContentSize")) height = std::max(height, metrics["cssContentSize"].value("height", 900.0));
+        if (metrics.contains("cssContentSize"))
+            height = std::max(height, metrics["cssContentSize"].value("height", 900.0));
         height = std::min(height, 4000.0);
         json shot = call("Page.captureScreenshot",
                          {{"format", "png"},
@@ -718,7 +739,8 @@ class Chromium {
                 buffer_.erase(0, nul + 1);
                 return m;
             }
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
             if (left.count() <= 0) return std::nullopt;
             pollfd p{from_, POLLIN, 0};
             if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
@@ -741,7 +763,8 @@ class Chromium {
 // the redirect to the fleet page with its HttpOnly session cookie over HTTPS, and the DOM after its script ran
 // shows the expected rows and statuses; screenshots of both pages go to the build tree (docs/images/ holds copies).
 TEST_F(StatusPageTest, HeadlessChromiumLogsInAndSeesTheFleet) {
-    if (::access("/usr/bin/chromium", X_OK) != 0) GTEST_SKIP() << "chromium not installed (scripts/install-deps.sh test)";
+    if (::access("/usr/bin/chromium", X_OK) != 0)
+        GTEST_SKIP() << "chromium not installed (scripts/install-deps.sh test)";
     start(true);
     populate();
     test::TempDir profile;
@@ -759,8 +782,9 @@ TEST_F(StatusPageTest, HeadlessChromiumLogsInAndSeesTheFleet) {
     ASSERT_EQ(browser.eval("location.pathname"), "/") << browser.eval("document.body.innerText");
     EXPECT_EQ(browser.eval("document.cookie"), "");
 
-    json rows = browser.eval("Array.from(document.querySelectorAll('#fleet tbody tr')).map(r=>"
-                             "[r.cells[0].innerText,r.cells[1].innerText,r.cells[2].innerText])");
+    json rows = browser.eval(
+        "Array.from(document.querySelectorAll('#fleet tbody tr')).map(r=>"
+        "[r.cells[0].innerText,r.cells[1].innerText,r.cells[2].innerText])");
     ASSERT_TRUE(rows.is_array()) << rows;
     ASSERT_EQ(rows.size(), 8u) << rows;
     std::map<std::string, std::string> status;

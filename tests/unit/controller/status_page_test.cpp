@@ -53,7 +53,8 @@ TEST(FleetRows, UrgentFirstThenByIdentityAndEveryKnownNodeListed) {
         site.nodes[name] = node(name);
     std::vector<NodeRecord> records;
     records.push_back({"a-ready", report("a-ready", now, 0, 0, site.nodes["a-ready"].digest), std::nullopt, 1, true});
-    records.push_back({"b-failed", report("b-failed", now, 2, 0, site.nodes["b-failed"].digest), std::nullopt, 1, true});
+    records.push_back(
+        {"b-failed", report("b-failed", now, 2, 0, site.nodes["b-failed"].digest), std::nullopt, 1, true});
     records.push_back({"c-stale", report("c-stale", now - std::chrono::hours(1), 0, 0, "x"), std::nullopt, 1, true});
     records.push_back(
         {"e-unhealthy", report("e-unhealthy", now, 0, 1, site.nodes["e-unhealthy"].digest), std::nullopt, 1, true});
@@ -64,7 +65,8 @@ TEST(FleetRows, UrgentFirstThenByIdentityAndEveryKnownNodeListed) {
     std::vector<std::string> order;
     for (const auto& r : rows)
         order.push_back(r.identity);
-    EXPECT_EQ(order, (std::vector<std::string>{"b-failed", "e-unhealthy", "c-stale", "z-gone", "d-pending", "a-ready"}));
+    EXPECT_EQ(order,
+              (std::vector<std::string>{"b-failed", "e-unhealthy", "c-stale", "z-gone", "d-pending", "a-ready"}));
     EXPECT_EQ(rows[0].failed, 2);
     EXPECT_EQ(rows[3].lifecycle, "failed");
     EXPECT_FALSE(rows[4].age_s.has_value());
@@ -97,8 +99,9 @@ TEST(NodePage, RedactsTheNodesSecretsBeforeEscaping) {
     NodePageData data;
     data.summary.identity = "db-01";
     data.secrets = secrets;
-    data.last_run_report = json{
-        {"resources", json::array({{{"id", "stack:pg"}, {"status", "failed"}, {"message", "bad p<w>d and site&token"}}})}};
+    data.last_run_report =
+        json{{"resources",
+              json::array({{{"id", "stack:pg"}, {"status", "failed"}, {"message", "bad p<w>d and site&token"}}})}};
     data.last_report = data.last_run_report;
     std::string html = render_node_page(PageContext{"n", "c", "lab", "t"}, data);
     EXPECT_NE(html.find("bad [REDACTED] and [REDACTED]"), std::string::npos);

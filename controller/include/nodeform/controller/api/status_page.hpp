@@ -37,10 +37,10 @@ void append_escaped(std::string& out, std::string_view text);
 struct FleetRow {
     std::string identity;
     NodeStatus status = NodeStatus::pending;
-    std::string lifecycle;             // lifecycle state, "" when never provisioned
+    std::string lifecycle;              // lifecycle state, "" when never provisioned
     std::optional<std::int64_t> age_s;  // since the last report
-    std::string spec_digest;           // what the node last applied
-    std::string current_digest;        // what the site says it should have ("" when not in the site)
+    std::string spec_digest;            // what the node last applied
+    std::string current_digest;         // what the site says it should have ("" when not in the site)
     std::int64_t changed = 0, failed = 0, drifted = 0, health_failed = 0;
 };
 
@@ -54,8 +54,8 @@ std::vector<FleetRow> fleet_rows(const std::vector<NodeRecord>& records, const s
                                  const StatusOptions& options);
 
 struct PageContext {
-    std::string nonce;       // CSP nonce of the page's one <style> and one <script>
-    std::string csrf;        // the logout form's token ("" when authenticated by the bearer header: no form)
+    std::string nonce;  // CSP nonce of the page's one <style> and one <script>
+    std::string csrf;   // the logout form's token ("" when authenticated by the bearer header: no form)
     std::string site_name;
     std::string generated_at;
 };
@@ -72,8 +72,8 @@ struct NodePageData {
     bool in_site = false;
     bool enrolled = false;
     std::int64_t report_count = 0;
-    nlohmann::json last_report;      // the newest report (health from here), null when none
-    nlohmann::json last_run_report;  // the newest run report (resources, drift from here), null when none
+    nlohmann::json last_report;        // the newest report (health from here), null when none
+    nlohmann::json last_run_report;    // the newest run report (resources, drift from here), null when none
     std::vector<ReportRecord> recent;  // newest first, bounded by the caller
     std::optional<lifecycle::NodeRecord> lifecycle;
     std::vector<lifecycle::Receipt> receipts;
