@@ -226,38 +226,49 @@ FleetRow fleet_row(const NodeRecord& rec, const site::Node* node, const lifecycl
 std::vector<FleetRow> fleet_rows(const std::vector<NodeRecord>& records, const site::Site* site,
                                  const std::vector<lifecycle::NodeRecord>& provisioned, TimePoint now,
                                  const StatusOptions& options) {
-    std::map<std::string, const NodeRecord*> by_id;
+    // A merge walk over the three identity-ordered sources (the stores' lists are sorted here if they are not).
+    auto by_identity = [](const auto* a, const auto* b) { return a->identity < b->identity; };
+    std::vector<const NodeRecord*> rs;
+    rs.reserve(records.size());
     for (const auto& r : records)
-        by_id.emplace(r.identity, &r);
-    std::map<std::string, const lifecycle::NodeRecord*> lc;
+        rs.push_back(&r);
+    if (!std::is_sorted(rs.begin(), rs.end(), by_identity)) std::sort(rs.begin(), rs.end(), by_identity);
+    std::vector<const lifecycle::NodeRecord*> ls;
+    ls.reserve(provisioned.size());
     for (const auto& r : provisioned)
-        lc.emplace(r.identity, &r);
-    std::vector<std::string> ids;
-    ids.reserve(by_id.size() + lc.size() + (site ? site->nodes.size() : 0));
-    for (const auto& [id, r] : by_id)
-        ids.push_back(id);
-    for (const auto& [id, r] : lc)
-        ids.push_back(id);
-    if (site)
-        for (const auto& [id, n] : site->nodes)
-            ids.push_back(id);
-    std::sort(ids.begin(), ids.end());
-    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+        ls.push_back(&r);
+    if (!std::is_sorted(ls.begin(), ls.end(), by_identity)) std::sort(ls.begin(), ls.end(), by_identity);
+    static const std::map<std::string, site::Node> kNoNodes;
+    const auto& nodes = site ? site->nodes : kNoNodes;
 
     std::vector<FleetRow> rows;
-    rows.reserve(ids.size());
-    for (const auto& id : ids) {
+    rows.reserve(std::max({rs.size(), ls.size(), nodes.size()}));
+    auto r = rs.begin();
+    auto l = ls.begin();
+    auto n = nodes.begin();
+    NodeRecord named{};
+    while (r != rs.end() || l != ls.end() || n != nodes.end()) {
+        const std::string* next = nullptr;
+        auto consider = [&next](const std::string& id) {
+            if (next == nullptr || id < *next) next = &id;
+        };
+        if (r != rs.end()) consider((*r)->identity);
+        if (l != ls.end()) consider((*l)->identity);
+        if (n != nodes.end()) consider(n->first);
+        const std::string id = *next;
+        const NodeRecord* record = nullptr;
+        const lifecycle::NodeRecord* lc = nullptr;
         const site::Node* node = nullptr;
-        if (site) {
-            auto it = site->nodes.find(id);
-            if (it != site->nodes.end()) node = &it->second;
+        for (; r != rs.end() && (*r)->identity == id; ++r)
+            record = *r;
+        for (; l != ls.end() && (*l)->identity == id; ++l)
+            lc = *l;
+        if (n != nodes.end() && n->first == id) node = &(n++)->second;
+        if (record == nullptr) {
+            named.identity = id;
+            record = &named;
         }
-        auto rec_it = by_id.find(id);
-        auto lc_it = lc.find(id);
-        NodeRecord named{};
-        if (rec_it == by_id.end()) named.identity = id;
-        rows.push_back(fleet_row(rec_it == by_id.end() ? named : *rec_it->second, node,
-                                 lc_it == lc.end() ? nullptr : lc_it->second, now, options));
+        rows.push_back(fleet_row(*record, node, lc, now, options));
     }
     std::stable_sort(rows.begin(), rows.end(),
                      [](const FleetRow& a, const FleetRow& b) { return urgency(a) < urgency(b); });

@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <mutex>
 
 #include "nodeform/canonical_json.hpp"
@@ -311,7 +312,6 @@ class SqliteStore final : public Store {
     // identity "" = every node.
     // One query: each node's bookkeeping joined with its last and last-run reports (bodies left empty unless asked).
     Result<std::vector<NodeRecord>> nodes_locked(const std::string& identity, bool bodies = true) {
-        std::string where = identity.empty() ? "" : " WHERE identity = ?1";
         auto columns = [&](const char* t) {
             std::string out;
             for (const char* c : {"report_id", "identity", "received_at", "spec_digest", "phase", "trigger", "mode",
@@ -319,17 +319,17 @@ class SqliteStore final : public Store {
                 out += std::string(", ") + t + "." + c;
             return out + (bodies ? std::string(", ") + t + ".body" : std::string(", ''"));
         };
+        // Nodes that reported (in the nodes table's identity order, joined with their credential), then merged in:
+        // the nodes that hold a credential and never reported.
+        std::string where = identity.empty() ? "" : " WHERE n.identity = ?1";
         auto s = db_.prepare(
-            "SELECT n.identity, n.report_count, n.has_cred, n.last_id = n.run_id" + columns("l") + columns("r") +
-            " FROM (SELECT identity, MAX(last_report_id) AS last_id, MAX(last_run_report_id) AS run_id,"
-            "   MAX(report_count) AS report_count, MAX(has_cred) AS has_cred FROM ("
-            "     SELECT identity, last_report_id, last_run_report_id, report_count, 0 AS has_cred FROM nodes"
-            "     UNION ALL SELECT identity, NULL, NULL, 0, 1 FROM credentials)" +
-            where +
-            "   GROUP BY identity) n"
-            " LEFT JOIN reports l ON l.report_id = n.last_id"
-            " LEFT JOIN reports r ON r.report_id = n.run_id AND n.run_id IS NOT n.last_id"
-            " ORDER BY n.identity");
+            "SELECT n.identity, n.report_count, c.identity IS NOT NULL, n.last_report_id = n.last_run_report_id" +
+            columns("l") + columns("r") +
+            " FROM nodes n LEFT JOIN credentials c ON c.identity = n.identity"
+            " LEFT JOIN reports l ON l.report_id = n.last_report_id"
+            " LEFT JOIN reports r ON r.report_id = n.last_run_report_id AND n.last_run_report_id IS NOT "
+            "n.last_report_id" +
+            where + " ORDER BY n.identity");
         if (!s) return s.error();
         if (!identity.empty()) s->bind(1, identity);
         std::vector<NodeRecord> out;
@@ -348,6 +348,26 @@ class SqliteStore final : public Store {
                 node.last_run_report = node.last_report;  // the last report is the last run report
             }
             out.push_back(std::move(node));
+        }
+        auto c = db_.prepare(
+            "SELECT identity FROM credentials c WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.identity = "
+            "c.identity)" +
+            std::string(identity.empty() ? "" : " AND c.identity = ?1") + " ORDER BY identity");
+        if (!c) return c.error();
+        if (!identity.empty()) c->bind(1, identity);
+        std::vector<NodeRecord> enrolled_only;
+        while (true) {
+            auto row = c->step();
+            if (!row) return row.error();
+            if (!*row) break;
+            enrolled_only.push_back(NodeRecord{c->text(0), std::nullopt, std::nullopt, 0, true});
+        }
+        if (!enrolled_only.empty()) {
+            std::size_t middle = out.size();
+            out.insert(out.end(), std::make_move_iterator(enrolled_only.begin()),
+                       std::make_move_iterator(enrolled_only.end()));
+            std::inplace_merge(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(middle), out.end(),
+                               [](const NodeRecord& a, const NodeRecord& b) { return a.identity < b.identity; });
         }
         return out;
     }
