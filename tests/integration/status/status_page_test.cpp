@@ -118,7 +118,7 @@ class StatusPageTest : public ::testing::Test {
         if (thread_.joinable()) thread_.join();
     }
 
-    void start(bool tls) {
+    void start(bool tls, int auth_failure_limit = 50) {
         auto store = open_sqlite_store(sqlite::database_path(dir_.path()));
         ASSERT_TRUE(store.ok()) << store.message();
         store_ = std::move(*store);
@@ -130,7 +130,7 @@ class StatusPageTest : public ::testing::Test {
         config_.listen_host = "127.0.0.1";
         config_.listen_port = 0;
         config_.threads = 4;
-        config_.auth_failure_limit = 50;
+        config_.auth_failure_limit = auth_failure_limit;
         if (tls) {
             auto prepared = prepare_state(config_, "lab");
             ASSERT_TRUE(prepared.ok()) << prepared.message();
@@ -419,6 +419,27 @@ TEST_F(StatusPageTest, LoginSetsAStrictSessionCookieAndEveryPostNeedsItsCsrfToke
     auto gone = client_->Get("/", with_session);
     ASSERT_TRUE(gone);
     EXPECT_EQ(gone->status, 303);
+}
+
+// Wrong tokens at the login form count against the controller's failed-authentication limit like any other.
+TEST_F(StatusPageTest, WrongLoginsAreRateLimited) {
+    start(false, 3);
+    auto form = client_->Get("/login");
+    ASSERT_TRUE(form);
+    std::string login_cookie = "nf_login=" + cookie_value(set_cookies(form)[0]);
+    httplib::Params wrong{{"token", "nfo_guess"}, {"csrf", hidden(form->body, "csrf")}, {"next", "/"}};
+    for (int i = 0; i < 3; ++i) {
+        auto res = client_->Post("/login", {{"Cookie", login_cookie}}, wrong);
+        ASSERT_TRUE(res);
+        EXPECT_EQ(res->status, 401);
+    }
+    httplib::Params right{{"token", kOperatorToken}, {"csrf", hidden(form->body, "csrf")}, {"next", "/"}};
+    auto blocked = client_->Post("/login", {{"Cookie", login_cookie}}, right);
+    ASSERT_TRUE(blocked);
+    EXPECT_EQ(blocked->status, 429);
+    auto bearer_blocked = client_->Get("/", bearer());
+    ASSERT_TRUE(bearer_blocked);
+    EXPECT_EQ(bearer_blocked->status, 429);
 }
 
 TEST_F(StatusPageTest, FleetPageCountsSortsUrgentFirstAndFilters) {
