@@ -20,6 +20,7 @@
 #include "nodeform/controller/api/metrics.hpp"
 #include "nodeform/controller/api/node_status.hpp"
 #include "nodeform/controller/api/report_intake.hpp"
+#include "nodeform/controller/api/status_page.hpp"
 #include "nodeform/controller/store/report_batcher.hpp"
 #include "nodeform/json_limits.hpp"
 
@@ -113,6 +114,7 @@ struct ControllerServer::Impl {
     std::condition_variable stop_cv;
     bool stopping = false;
     std::vector<std::thread> threads;
+    std::unique_ptr<StatusPages> pages;  // GET /, /nodes/{identity}, /login; POST /login, /logout
 
     Impl(ControllerConfig c, Store& s, SiteSource& src, const Clock& clk, Logger& log, Notifier& n, Random& rnd,
          ServerSecrets sec, lifecycle::LifecycleStore* lc)
@@ -126,7 +128,17 @@ struct ControllerServer::Impl {
           lifecycle(lc),
           reports(s),
           limiter(config.auth_failure_limit, config.auth_failure_window),
-          site(src, clk, log) {}
+          site(src, clk, log) {
+        pages = std::make_unique<StatusPages>(
+            StatusPageDeps{store, lifecycle, clock, secrets.operator_token_hash,
+                           [this]() -> std::shared_ptr<const site::Site> {
+                               auto snap = current();
+                               return snap ? std::shared_ptr<const site::Site>(snap, &snap->site) : nullptr;
+                           },
+                           StatusOptions{config.stale_grace},
+                           [this](const std::string& a) { return limiter.blocked(a, clock.steady_now()); },
+                           [this](const std::string& a) { limiter.failure(a, clock.steady_now()); }});
+    }
 
     std::shared_ptr<const Snapshot> current() const { return site.current(); }
     Status reload(bool initial) { return site.reload(initial); }
@@ -350,7 +362,7 @@ struct ControllerServer::Impl {
         t_request.route = "/metrics";
         auto snap = current();
         ServerGauges g;
-        auto records = store.nodes();
+        auto records = store.node_summaries();
         StatusOptions opts{config.stale_grace};
         g.nodes_by_status = snap && records ? nodes_by_status(*records, snap->site, clock.now(), opts)
                                             : nodes_by_status({}, site::Site{}, clock.now(), opts);
@@ -367,8 +379,10 @@ struct ControllerServer::Impl {
         g.reloads_failed = reloads.reloads_failed;
         g.last_reload_ok = reloads.last_ok;
         g.site_nodes = snap ? snap->site.nodes.size() : 0;
+        std::ostringstream fleet;  // lifecycle gauges and provisioning step histograms (status_page.hpp)
+        render_fleet_metrics(fleet, lifecycle, snap && stored.ok());
         res.status = 200;
-        res.set_content(render_metrics(metrics, g), "text/plain; version=0.0.4");
+        res.set_content(render_metrics(metrics, g) + fleet.str(), "text/plain; version=0.0.4");
     }
 
     // ---- dispatch -----------------------------------------------------------------------------------------
@@ -448,6 +462,11 @@ struct ControllerServer::Impl {
             }
             return HR::Unhandled;
         }
+        std::string page_route;
+        if (auto claim = pages->pre_route(req, res, page_route); claim != StatusPages::Claim::none) {
+            t_request.route = page_route;
+            return claim == StatusPages::Claim::handled ? HR::Handled : HR::Unhandled;
+        }
         t_request.route = "other";
         send_error(res, 404, "not_found", "no such endpoint (see docs/protocol.md)");
         if (!get) res.set_header("Connection", "close");
@@ -496,6 +515,7 @@ struct ControllerServer::Impl {
                    [this](const httplib::Request& req, httplib::Response& res) {
                        post_report(req, res, req.matches[1].str());
                    });
+        pages->register_routes(*http);
         http->set_error_handler(
             httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
                 if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;

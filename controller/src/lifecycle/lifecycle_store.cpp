@@ -155,6 +155,34 @@ class SqliteLifecycleStore final : public LifecycleStore {
         }
     }
 
+    Result<std::vector<StepDurations>> step_durations(const std::vector<double>& bounds) override {
+        std::string sql = "SELECT step, outcome, COUNT(*), TOTAL(d)";
+        for (std::size_t i = 0; i < bounds.size(); ++i)
+            sql += ", TOTAL(d <= ?" + std::to_string(i + 1) + ")";
+        sql +=
+            " FROM (SELECT step, outcome, MAX(0.0, COALESCE((julianday(finished_at) - julianday(started_at)) * "
+            "86400.0, 0.0)) AS d FROM lifecycle_receipts) GROUP BY step, outcome ORDER BY step, outcome";
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare(sql);
+        if (!s) return failed("reading step durations", s.error());
+        for (std::size_t i = 0; i < bounds.size(); ++i)
+            s->bind(static_cast<int>(i + 1), bounds[i]);
+        std::vector<StepDurations> out;
+        for (;;) {
+            auto row = s->step();
+            if (!row) return failed("reading step durations", row.error());
+            if (!*row) return out;
+            StepDurations d;
+            d.step = s->text(0);
+            d.outcome = s->text(1);
+            d.count = static_cast<std::uint64_t>(s->integer(2));
+            d.sum_s = s->real(3);
+            for (std::size_t i = 0; i < bounds.size(); ++i)
+                d.le.push_back(static_cast<std::uint64_t>(s->real(static_cast<int>(i + 4))));
+            out.push_back(std::move(d));
+        }
+    }
+
   private:
     static Error failed(const std::string& what, const Error& error) {
         return make_error("state database: " + what + ": " + error.message);

@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <mutex>
 
 #include "nodeform/canonical_json.hpp"
@@ -204,6 +205,11 @@ class SqliteStore final : public Store {
         return nodes_locked("");
     }
 
+    Result<std::vector<NodeRecord>> node_summaries() override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return nodes_locked("", false);
+    }
+
     Result<std::optional<NodeRecord>> node(const std::string& identity) override {
         std::lock_guard<std::mutex> lock(mutex_);
         auto all = nodes_locked(identity);
@@ -304,45 +310,64 @@ class SqliteStore final : public Store {
     }
 
     // identity "" = every node.
-    Result<std::vector<NodeRecord>> nodes_locked(const std::string& identity) {
-        std::string where = identity.empty() ? "" : " WHERE identity = ?1";
+    // One query: each node's bookkeeping joined with its last and last-run reports (bodies left empty unless asked).
+    Result<std::vector<NodeRecord>> nodes_locked(const std::string& identity, bool bodies = true) {
+        auto columns = [&](const char* t) {
+            std::string out;
+            for (const char* c : {"report_id", "identity", "received_at", "spec_digest", "phase", "trigger", "mode",
+                                  "finished_at", "platform_ready", "changed", "failed", "drifted", "health_failed"})
+                out += std::string(", ") + t + "." + c;
+            return out + (bodies ? std::string(", ") + t + ".body" : std::string(", ''"));
+        };
+        // Nodes that reported (in the nodes table's identity order, joined with their credential), then merged in:
+        // the nodes that hold a credential and never reported.
+        std::string where = identity.empty() ? "" : " WHERE n.identity = ?1";
         auto s = db_.prepare(
-            "SELECT identity, MAX(last_report_id), MAX(last_run_report_id), MAX(report_count), MAX(has_cred) FROM ("
-            "  SELECT identity, last_report_id, last_run_report_id, report_count, 0 AS has_cred FROM nodes"
-            "  UNION ALL SELECT identity, NULL, NULL, 0, 1 FROM credentials)" +
-            where + " GROUP BY identity ORDER BY identity");
+            "SELECT n.identity, n.report_count, c.identity IS NOT NULL, n.last_report_id = n.last_run_report_id" +
+            columns("l") + columns("r") +
+            " FROM nodes n LEFT JOIN credentials c ON c.identity = n.identity"
+            " LEFT JOIN reports l ON l.report_id = n.last_report_id"
+            " LEFT JOIN reports r ON r.report_id = n.last_run_report_id AND n.last_run_report_id IS NOT "
+            "n.last_report_id" +
+            where + " ORDER BY n.identity");
         if (!s) return s.error();
         if (!identity.empty()) s->bind(1, identity);
-        struct Row {
-            NodeRecord node;
-            std::string last, last_run;
-        };
-        std::vector<Row> rows;
+        std::vector<NodeRecord> out;
         while (true) {
             auto row = s->step();
             if (!row) return row.error();
             if (!*row) break;
-            Row r;
-            r.node.identity = s->text(0);
-            r.last = s->text(1);
-            r.last_run = s->text(2);
-            r.node.report_count = s->integer(3);
-            r.node.has_credential = s->integer(4) != 0;
-            rows.push_back(std::move(r));
-        }
-        std::vector<NodeRecord> out;
-        for (auto& r : rows) {
-            auto last = find_report_locked(r.last);
-            if (!last) return last.error();
-            r.node.last_report = *last;
-            if (r.last_run == r.last) {
-                r.node.last_run_report = *last;
-            } else {
-                auto run = find_report_locked(r.last_run);
-                if (!run) return run.error();
-                r.node.last_run_report = *run;
+            NodeRecord node;
+            node.identity = s->text(0);
+            node.report_count = s->integer(1);
+            node.has_credential = s->integer(2) != 0;
+            if (!s->is_null(4)) node.last_report = read_report(*s, 4);
+            if (!s->is_null(4 + 14)) {
+                node.last_run_report = read_report(*s, 4 + 14);
+            } else if (!s->is_null(3) && s->integer(3) != 0) {
+                node.last_run_report = node.last_report;  // the last report is the last run report
             }
-            out.push_back(std::move(r.node));
+            out.push_back(std::move(node));
+        }
+        auto c = db_.prepare(
+            "SELECT identity FROM credentials c WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.identity = "
+            "c.identity)" +
+            std::string(identity.empty() ? "" : " AND c.identity = ?1") + " ORDER BY identity");
+        if (!c) return c.error();
+        if (!identity.empty()) c->bind(1, identity);
+        std::vector<NodeRecord> enrolled_only;
+        while (true) {
+            auto row = c->step();
+            if (!row) return row.error();
+            if (!*row) break;
+            enrolled_only.push_back(NodeRecord{c->text(0), std::nullopt, std::nullopt, 0, true});
+        }
+        if (!enrolled_only.empty()) {
+            std::size_t middle = out.size();
+            out.insert(out.end(), std::make_move_iterator(enrolled_only.begin()),
+                       std::make_move_iterator(enrolled_only.end()));
+            std::inplace_merge(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(middle), out.end(),
+                               [](const NodeRecord& a, const NodeRecord& b) { return a.identity < b.identity; });
         }
         return out;
     }

@@ -147,6 +147,7 @@ class GatedStore final : public Store {
         return inner_.recent_reports(i, l);
     }
     Result<std::vector<NodeRecord>> nodes() override { return inner_.nodes(); }
+    Result<std::vector<NodeRecord>> node_summaries() override { return inner_.node_summaries(); }
     Result<std::optional<NodeRecord>> node(const std::string& i) override { return inner_.node(i); }
     Result<std::int64_t> report_count() override { return inner_.report_count(); }
     Result<std::int64_t> apply_retention(const RetentionPolicy& p, TimePoint n) override {

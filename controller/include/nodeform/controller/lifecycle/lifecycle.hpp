@@ -68,6 +68,15 @@ struct Receipt {
 nlohmann::json to_json(const Receipt& receipt);
 nlohmann::json to_json(const NodeRecord& record);
 
+// Receipts of one (step, outcome) aggregated as a histogram of finished_at - started_at (for /metrics).
+struct StepDurations {
+    std::string step;
+    std::string outcome;
+    std::vector<std::uint64_t> le;  // cumulative count per bound, in the bounds' order
+    std::uint64_t count = 0;
+    double sum_s = 0;
+};
+
 // Own tables (lifecycle_nodes, lifecycle_receipts, lifecycle_schema_migrations) in STATE/nodeform.db,
 // own connection (WAL, busy_timeout). Thread-safe.
 class LifecycleStore {
@@ -81,6 +90,8 @@ class LifecycleStore {
     virtual Result<std::vector<NodeRecord>> all() = 0;
     virtual Status add_receipt(const Receipt& receipt) = 0;
     virtual Result<std::vector<Receipt>> receipts(const std::string& identity) = 0;
+    // Every receipt aggregated in the database (one row per step and outcome); bounds ascending, in seconds.
+    virtual Result<std::vector<StepDurations>> step_durations(const std::vector<double>& bounds) = 0;
 };
 
 struct IssuedToken {

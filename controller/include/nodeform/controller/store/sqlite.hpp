@@ -28,6 +28,7 @@ class Statement {
 
     Statement& bind(int index, const std::string& value);
     Statement& bind(int index, std::int64_t value);
+    Statement& bind(int index, double value);
     Statement& bind_null(int index);
     // SQLITE_ROW → true, SQLITE_DONE → false, anything else → Err.
     Result<bool> step();
@@ -36,6 +37,7 @@ class Statement {
 
     std::string text(int column) const;
     std::int64_t integer(int column) const;
+    double real(int column) const;
     bool is_null(int column) const;
 
   private:

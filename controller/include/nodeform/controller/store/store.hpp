@@ -78,6 +78,8 @@ class Store {
     virtual Result<std::vector<ReportRecord>> recent_reports(const std::string& identity, int limit) = 0;
     // Every node that has reported or holds a credential.
     virtual Result<std::vector<NodeRecord>> nodes() = 0;
+    // nodes() with every report's body left empty (what status derivation needs; the fleet page, /metrics).
+    virtual Result<std::vector<NodeRecord>> node_summaries() = 0;
     virtual Result<std::optional<NodeRecord>> node(const std::string& identity) = 0;
     virtual Result<std::int64_t> report_count() = 0;
     // Deletes reports older than policy.keep_newer_than that are not among a node's newest keep_last; returns how many.
