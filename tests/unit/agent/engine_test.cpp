@@ -354,7 +354,7 @@ TEST(Engine, FullDiskIsAClearFileFailure) {
 // Every owner and group of a file is a name or an id in 0..4294967294; a bad one fails its own file only.
 TEST(Engine, OwnerAndGroupIdsAreValidatedPerFile) {
     FakeSystem sys;
-    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, options());
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, options());
     nlohmann::json spec = {{"schema_version", 1}, {"identity", "n"}, {"files", nlohmann::json::array()}};
     const std::vector<std::string> bad = {"4294967296",           "4294967295", "18446744073709551616",
                                           "99999999999999999999", "Root",       ""};
@@ -386,7 +386,7 @@ TEST(Engine, OwnerAndGroupIdsAreValidatedPerFile) {
 // beyond it the file fails alone, with the limit in the message.
 TEST(Engine, ManagedFilesUpToTheLimitAreIdempotentAndLargerOnesFailAlone) {
     FakeSystem sys;
-    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, options());
+    ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, options());
     nlohmann::json spec = {
         {"schema_version", 1},
         {"identity", "n"},
