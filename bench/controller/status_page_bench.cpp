@@ -16,6 +16,8 @@
 #include "nodeform/controller/api/status_page.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/log.hpp"
+#include "nodeform/notifier.hpp"
+#include "nodeform/random.hpp"
 #include "test_paths.hpp"
 
 using namespace nodeform;
@@ -139,7 +141,8 @@ int main(int argc, char** argv) {
     // End to end over loopback.
     FixedSite source(site);
     MemoryLogger logger;
-    NullNotifier notifier;
+    auto notifier = make_systemd_notifier();  // silent without NOTIFY_SOCKET
+    auto random = make_system_random();
     ControllerConfig config;
     config.state = dir.path();
     config.plain_http = true;
@@ -148,7 +151,7 @@ int main(int argc, char** argv) {
     config.threads = 4;
     config.access_log = false;
     const std::string token = "nfo_bench_operator_token_0123456789";
-    ControllerServer server(config, **store, source, clock, logger, notifier, ServerSecrets{hash_secret(token)},
+    ControllerServer server(config, **store, source, clock, logger, *notifier, *random, ServerSecrets{hash_secret(token)},
                             lifecycle->get());
     if (auto st = server.start(); !st) {
         std::cerr << st.message() << "\n";

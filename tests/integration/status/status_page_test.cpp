@@ -27,7 +27,9 @@
 #include "nodeform/controller/store/store.hpp"
 #include "nodeform/log.hpp"
 #include "nodeform/posix_process_runner.hpp"
+#include "nodeform/random.hpp"
 #include "nodeform/tls.hpp"
+#include "recording_notifier.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::controller {
@@ -50,6 +52,7 @@ class ManualClock final : public Clock {
         return std::chrono::system_clock::time_point(std::chrono::milliseconds(ms_.load()));
     }
     std::chrono::steady_clock::time_point steady_now() const override { return std::chrono::steady_clock::now(); }
+    void sleep_for(std::chrono::milliseconds d) const override { std::this_thread::sleep_for(d); }
     void advance(std::chrono::milliseconds d) { ms_ += d.count(); }
 
   private:
@@ -132,10 +135,10 @@ class StatusPageTest : public ::testing::Test {
         config_.threads = 4;
         config_.auth_failure_limit = auth_failure_limit;
         if (tls) {
-            auto prepared = prepare_state(config_, "lab");
+            auto prepared = prepare_state(config_, "lab", *random_);
             ASSERT_TRUE(prepared.ok()) << prepared.message();
         }
-        server_ = std::make_unique<ControllerServer>(config_, *store_, source_, clock_, logger_, notifier_,
+        server_ = std::make_unique<ControllerServer>(config_, *store_, source_, clock_, logger_, notifier_, *random_,
                                                      ServerSecrets{hash_secret(kOperatorToken)}, lifecycle_.get());
         auto st = server_->start();
         ASSERT_TRUE(st.ok()) << st.message();
@@ -296,7 +299,8 @@ class StatusPageTest : public ::testing::Test {
     StaticSiteSource source_{source_site_};
     ManualClock clock_;
     MemoryLogger logger_;
-    NullNotifier notifier_;
+    RecordingNotifier notifier_;
+    std::unique_ptr<Random> random_ = make_system_random();
     ControllerConfig config_;
     std::unique_ptr<Store> store_;
     std::unique_ptr<lifecycle::LifecycleStore> lifecycle_;

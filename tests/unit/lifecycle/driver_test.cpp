@@ -26,6 +26,9 @@ class FlakyStore final : public lc::LifecycleStore {
     Result<std::vector<lc::NodeRecord>> all() override { return real_.all(); }
     Status add_receipt(const lc::Receipt& receipt) override { return real_.add_receipt(receipt); }
     Result<std::vector<lc::Receipt>> receipts(const std::string& identity) override { return real_.receipts(identity); }
+    Result<std::vector<lc::StepDurations>> step_durations(const std::vector<double>& bounds) override {
+        return real_.step_durations(bounds);
+    }
     std::function<bool(const lc::NodeRecord&)> fail_put;
 
   private:
