@@ -14,6 +14,7 @@
 #include "nodeform/agent/system/run_lock.hpp"
 #include "nodeform/args.hpp"
 #include "nodeform/canonical_json.hpp"
+#include "nodeform/duration.hpp"
 #include "nodeform/posix_process_runner.hpp"
 
 namespace nodeform::agent {
@@ -54,24 +55,6 @@ struct Common {
     std::unique_ptr<Filesystem> host_fs;
     std::unique_ptr<Logger> logger;
 };
-
-std::optional<std::chrono::milliseconds> parse_duration(const std::string& text) {
-    if (text.empty()) return std::nullopt;
-    std::size_t i = 0;
-    long long value = 0;
-    while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
-        value = value * 10 + (text[i] - '0');
-        if (value > 100000000LL) return std::nullopt;
-        ++i;
-    }
-    if (i == 0) return std::nullopt;
-    std::string unit = text.substr(i);
-    if (unit.empty() || unit == "s") return std::chrono::seconds(value);
-    if (unit == "ms") return std::chrono::milliseconds(value);
-    if (unit == "m" || unit == "min") return std::chrono::minutes(value);
-    if (unit == "h") return std::chrono::hours(value);
-    return std::nullopt;
-}
 
 std::string seconds_text(std::chrono::milliseconds d) {
     char buf[32];

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "nodeform/atomic_file.hpp"
+#include "nodeform/duration.hpp"
 
 namespace nodeform::controller {
 namespace {
@@ -222,31 +223,6 @@ Result<ControllerConfig> load_controller_config(const ParsedArgs& args, const st
         config.listen_port = 8080;
     }
     return config;
-}
-
-std::optional<std::chrono::milliseconds> parse_duration(const std::string& raw) {
-    std::string text = trim(raw);
-    std::size_t i = 0;
-    while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])))
-        ++i;
-    if (i == 0 || i > 12) return std::nullopt;
-    long long n = std::stoll(text.substr(0, i));
-    std::string unit = text.substr(i);
-    long long ms_per = 0;
-    if (unit.empty() || unit == "s")
-        ms_per = 1000;
-    else if (unit == "ms")
-        ms_per = 1;
-    else if (unit == "m")
-        ms_per = 60'000;
-    else if (unit == "h")
-        ms_per = 3'600'000;
-    else if (unit == "d")
-        ms_per = 86'400'000;
-    else
-        return std::nullopt;
-    if (n > (1LL << 40) / ms_per) return std::nullopt;
-    return std::chrono::milliseconds(n * ms_per);
 }
 
 Status parse_listen(const std::string& text, std::string& host, int& port) {

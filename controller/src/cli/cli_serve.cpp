@@ -46,14 +46,6 @@ Options:
   --log-level LEVEL          debug, info, notice, warning, error (default info)
 )";
 
-LogLevel level_of(const std::string& name) {
-    if (name == "debug") return LogLevel::debug;
-    if (name == "notice") return LogLevel::notice;
-    if (name == "warning") return LogLevel::warning;
-    if (name == "error") return LogLevel::error;
-    return LogLevel::info;
-}
-
 }  // namespace
 
 int cmd_serve(const std::vector<std::string>& args, CliIo io) {
@@ -80,7 +72,8 @@ int cmd_serve(const std::vector<std::string>& args, CliIo io) {
                << (config->config_file.empty() ? std::string(kDefaultConfigFile) : config->config_file) << ")\n";
         return exit_code::usage;
     }
-    auto logger = make_default_logger("nodeform-controller", level_of(config->log_level));
+    auto logger =
+        make_default_logger("nodeform-controller", parse_log_level(config->log_level).value_or(LogLevel::info));
     auto prepared = prepare_state(*config, "");
     if (!prepared) {
         io.err << "nodeform-controller serve: " << prepared.message() << "\n";

@@ -7,6 +7,7 @@
 #include "nodeform/controller/config.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/controller/store/store.hpp"
+#include "nodeform/duration.hpp"
 #include "nodeform/site/site.hpp"
 
 namespace nodeform::controller {

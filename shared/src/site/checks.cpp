@@ -5,6 +5,7 @@
 
 #include "context.hpp"
 #include "names.hpp"
+#include "nodeform/duration.hpp"
 
 namespace nodeform::site::detail {
 namespace {
@@ -114,10 +115,11 @@ void check_network(Context& c, const Document& doc, const std::string& pointer, 
 void check_duration(const Document& doc, std::vector<Diagnostic>& out, const std::string& pointer, const Json* v,
                     bool allow_zero = false) {
     if (v == nullptr || !v->is_string()) return;  // integers are range-checked by the schema
-    auto seconds = parse_duration(*v);
+    auto seconds = duration_seconds(*v);
     if (!seconds) {
         out.push_back(doc.diag(pointer, quote_for_message(v->get<std::string>()) +
-                                            " is not a duration: use seconds (30) or 30s, 5m, 1h (at most 7 days)"));
+                                            " is not a duration: use seconds (30) or 30s, 5m, 1h, 1d (whole seconds, "
+                                            "at most 7 days)"));
     } else if (*seconds == 0 && !allow_zero) {
         out.push_back(doc.diag(pointer, "must be longer than 0 seconds"));
     }
@@ -291,9 +293,8 @@ void check_health(Context& c, const Document& doc, const Json* health) {
         }
         check_duration(doc, out, p + "/interval", member(h, "interval"));
         check_duration(doc, out, p + "/timeout", member(h, "timeout"));
-        auto interval =
-            member(h, "interval") ? parse_duration(*member(h, "interval")) : std::optional<std::int64_t>(30);
-        auto timeout = member(h, "timeout") ? parse_duration(*member(h, "timeout")) : std::optional<std::int64_t>(5);
+        auto interval = duration_at(h, "interval", 30);
+        auto timeout = duration_at(h, "timeout", 5);
         if (interval && timeout && *timeout > *interval) {
             out.push_back(doc.diag(p + "/timeout", "timeout " + std::to_string(*timeout) +
                                                        "s is longer than interval " + std::to_string(*interval) + "s"));
@@ -527,10 +528,8 @@ void check_spec(Context& c, const std::string& name, const Document& doc) {
     if (const Json* apply = member(j, "apply"); apply != nullptr && apply->is_object()) {
         check_duration(doc, out, "/apply/interval", member(*apply, "interval"));
         check_duration(doc, out, "/apply/splay", member(*apply, "splay"), true);
-        auto interval =
-            member(*apply, "interval") ? parse_duration(*member(*apply, "interval")) : std::optional<std::int64_t>(300);
-        auto splay =
-            member(*apply, "splay") ? parse_duration(*member(*apply, "splay")) : std::optional<std::int64_t>(60);
+        auto interval = duration_at(*apply, "interval", 300);
+        auto splay = duration_at(*apply, "splay", 60);
         if (interval && splay && *splay > *interval) {
             out.push_back(doc.diag("/apply/splay", "splay " + std::to_string(*splay) + "s is longer than interval " +
                                                        std::to_string(*interval) + "s"));
@@ -756,26 +755,22 @@ bool bool_at(const Json& object, const char* key, bool fallback) {
     return v != nullptr && v->is_boolean() ? v->get<bool>() : fallback;
 }
 
-std::optional<std::int64_t> parse_duration(const Json& value) {
+std::optional<std::int64_t> duration_seconds(const Json& value) {
+    constexpr std::int64_t kWeek = 7 * 86400;
     if (value.is_number_integer()) {
         auto v = value.get<std::int64_t>();
-        if (v < 0 || v > 604800) return std::nullopt;
+        if (v < 0 || v > kWeek) return std::nullopt;
         return v;
     }
     if (!value.is_string()) return std::nullopt;
-    const std::string& s = value.get_ref<const std::string&>();
-    if (s.size() < 2 || s.size() > 8) return std::nullopt;
-    std::int64_t n = 0;
-    for (std::size_t i = 0; i + 1 < s.size(); ++i) {
-        if (s[i] < '0' || s[i] > '9') return std::nullopt;
-        n = n * 10 + (s[i] - '0');
-    }
-    char unit = s.back();
-    std::int64_t factor = unit == 's' ? 1 : unit == 'm' ? 60 : unit == 'h' ? 3600 : 0;
-    if (factor == 0) return std::nullopt;
-    std::int64_t total = n * factor;
-    if (total > 604800) return std::nullopt;
-    return total;
+    auto d = parse_duration(value.get_ref<const std::string&>());
+    if (!d || d->count() % 1000 != 0 || d->count() / 1000 > kWeek) return std::nullopt;
+    return d->count() / 1000;
+}
+
+std::optional<std::int64_t> duration_at(const Json& object, const char* key, std::int64_t fallback) {
+    const Json* v = member(object, key);
+    return v == nullptr ? std::optional<std::int64_t>(fallback) : duration_seconds(*v);
 }
 
 void check_site(Context& c) {

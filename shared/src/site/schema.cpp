@@ -4,6 +4,8 @@
 #include <array>
 #include <stdexcept>
 
+#include "nodeform/enum_names.hpp"
+
 #include <valijson/adapters/nlohmann_json_adapter.hpp>
 #include <valijson/schema.hpp>
 #include <valijson/schema_parser.hpp>
@@ -13,8 +15,10 @@
 namespace nodeform::site::detail {
 namespace {
 
-constexpr std::array<FileKind, 6> kKinds = {FileKind::site,   FileKind::spec, FileKind::posture,
-                                            FileKind::preset, FileKind::node, FileKind::secrets};
+constexpr EnumName<FileKind> kSchemaFiles[] = {
+    {FileKind::site, "site.schema.json"},       {FileKind::spec, "spec.schema.json"},
+    {FileKind::posture, "posture.schema.json"}, {FileKind::preset, "preset.schema.json"},
+    {FileKind::node, "node.schema.json"},       {FileKind::secrets, "secrets.schema.json"}};
 
 bool starts_with(const std::string& s, std::string_view prefix) {
     return s.rfind(prefix, 0) == 0;
@@ -68,21 +72,7 @@ std::string number_text(const nlohmann::json& v) {
 }  // namespace
 
 const char* schema_file_name(FileKind kind) {
-    switch (kind) {
-        case FileKind::site:
-            return "site.schema.json";
-        case FileKind::spec:
-            return "spec.schema.json";
-        case FileKind::posture:
-            return "posture.schema.json";
-        case FileKind::preset:
-            return "preset.schema.json";
-        case FileKind::node:
-            return "node.schema.json";
-        case FileKind::secrets:
-            return "secrets.schema.json";
-    }
-    return "";
+    return name_of(kSchemaFiles, kind, "");
 }
 
 std::size_t edit_distance(std::string_view a, std::string_view b) {
@@ -153,9 +143,9 @@ struct SchemaSet::Impl {
 };
 
 SchemaSet::SchemaSet() : impl_(std::make_unique<Impl>()) {
-    for (FileKind kind : kKinds) {
-        auto text = embedded_schema(schema_file_name(kind));
-        if (!text) throw std::logic_error(std::string("schema not embedded: ") + schema_file_name(kind));
+    for (const auto& [kind, file] : kSchemaFiles) {
+        auto text = embedded_schema(file);
+        if (!text) throw std::logic_error(std::string("schema not embedded: ") + file);
         auto entry = std::make_unique<Impl::Entry>();
         entry->source = nlohmann::json::parse(*text);
         valijson::SchemaParser parser;

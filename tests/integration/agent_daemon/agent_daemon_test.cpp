@@ -22,6 +22,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "eventually.hpp"
 #include "nodeform/atomic_file.hpp"
 #include "nodeform/canonical_json.hpp"
 #include "test_paths.hpp"
@@ -44,13 +45,9 @@ int free_port() {
     return ntohs(addr.sin_port);
 }
 
+// Real processes under load: a longer default wait than the unit tests'.
 bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds limit = 30s) {
-    auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-        if (condition()) return true;
-        std::this_thread::sleep_for(20ms);
-    }
-    return condition();
+    return nodeform::test::eventually(condition, limit, 20ms);
 }
 
 // The controller's side of the protocol, in memory. Survives stop()/start() (the "store" is durable).

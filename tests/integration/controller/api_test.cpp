@@ -10,6 +10,7 @@
 #include <atomic>
 #include <thread>
 
+#include "fakes/memory_logger.hpp"
 #include "nodeform/canonical_json.hpp"
 #include "nodeform/clock.hpp"
 #include "nodeform/controller/api/server.hpp"

@@ -8,6 +8,7 @@
 #include <sstream>
 #include <string>
 
+#include "fakes/memory_logger.hpp"
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/controller/providers/proxmox.hpp"
 #include "pve_standin.hpp"
