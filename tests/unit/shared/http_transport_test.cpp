@@ -337,11 +337,14 @@ TEST(HttpTransport, RejectsMalformedBaseUrls) {
     }
 }
 
-std::unique_ptr<HttpTransport> plain_transport(const std::string& url,
-                                               std::chrono::milliseconds read_timeout = std::chrono::seconds(30)) {
+// A transport to url (https verified by tls when given); nullptr, with a test failure, when it cannot be made.
+std::unique_ptr<HttpTransport> transport_to(const std::string& url,
+                                            std::chrono::milliseconds read_timeout = std::chrono::seconds(30),
+                                            const TlsOptions& tls = {}) {
     HttpClientOptions opts;
     opts.base_url = url;
     opts.read_timeout = read_timeout;
+    opts.tls = tls;
     auto transport = make_http_transport(opts);
     EXPECT_TRUE(transport.ok()) << (transport.ok() ? "" : transport.message());
     return transport.ok() ? std::move(*transport) : nullptr;
@@ -349,7 +352,7 @@ std::unique_ptr<HttpTransport> plain_transport(const std::string& url,
 
 TEST(HttpTransport, ReusesTheKeptAliveConnection) {
     RawServer server(RawServer::Mode::KeepAlive);
-    auto transport = plain_transport(server.url());
+    auto transport = transport_to(server.url());
     ASSERT_TRUE(transport);
     for (int i = 0; i < 3; ++i) {
         auto res = transport->send(HttpRequest{"GET", "/x", {}, "", ""});
@@ -363,21 +366,18 @@ TEST(HttpTransport, ReusesTheKeptAliveTlsConnection) {
     Fixture f;
     LoopbackServer server(f.paths.server_cert, f.paths.server_key);
     ASSERT_TRUE(server.valid());
-    HttpClientOptions opts;
-    opts.base_url = server.url();
-    opts.tls.pin_sha256 = f.pki.ca_fingerprint;
-    auto transport = make_http_transport(opts);
-    ASSERT_TRUE(transport.ok()) << transport.message();
-    auto first = (*transport)->send(HttpRequest{"GET", "/port", {}, "", ""});
+    auto transport = transport_to(server.url(), std::chrono::seconds(30), {"", f.pki.ca_fingerprint});
+    ASSERT_TRUE(transport);
+    auto first = transport->send(HttpRequest{"GET", "/port", {}, "", ""});
     ASSERT_TRUE(first.ok()) << first.message();
-    auto second = (*transport)->send(HttpRequest{"GET", "/port", {}, "", ""});
+    auto second = transport->send(HttpRequest{"GET", "/port", {}, "", ""});
     ASSERT_TRUE(second.ok()) << second.message();
     EXPECT_EQ(first->body, second->body);  // the same client port: the same connection
 }
 
 TEST(HttpTransport, ReconnectsWhenTheServerClosedTheIdleConnection) {
     RawServer server(RawServer::Mode::CloseAfterResponse);
-    auto transport = plain_transport(server.url());
+    auto transport = transport_to(server.url());
     ASSERT_TRUE(transport);
     auto first = transport->send(HttpRequest{"GET", "/x", {}, "", ""});
     ASSERT_TRUE(first.ok()) << first.message();
@@ -390,7 +390,7 @@ TEST(HttpTransport, ReconnectsWhenTheServerClosedTheIdleConnection) {
 
 TEST(HttpTransport, ReadDeadlineFiresAgainstASilentServer) {
     RawServer server(RawServer::Mode::Silent);
-    auto transport = plain_transport(server.url(), std::chrono::milliseconds(300));
+    auto transport = transport_to(server.url(), std::chrono::milliseconds(300));
     ASSERT_TRUE(transport);
     HttpRequest req{"GET", "/x", {{"Authorization", "Bearer SECRET-TOKEN"}}, "", ""};
     auto res = transport->send(req);
@@ -403,7 +403,7 @@ TEST(HttpTransport, ReadDeadlineFiresAgainstASilentServer) {
 
 TEST(HttpTransport, RefusesAnOversizeResponse) {
     RawServer server(RawServer::Mode::Oversize);
-    auto transport = plain_transport(server.url());
+    auto transport = transport_to(server.url());
     ASSERT_TRUE(transport);
     auto res = transport->send(HttpRequest{"GET", "/x", {}, "", ""});
     ASSERT_FALSE(res.ok());
@@ -412,7 +412,7 @@ TEST(HttpTransport, RefusesAnOversizeResponse) {
 
 TEST(HttpTransport, RefusesHeaderInjectionWithoutEchoingTheValue) {
     RawServer server(RawServer::Mode::KeepAlive);
-    auto transport = plain_transport(server.url());
+    auto transport = transport_to(server.url());
     ASSERT_TRUE(transport);
     auto res = transport->send(HttpRequest{"GET", "/x", {{"Authorization", "SECRET\r\nX-Evil: 1"}}, "", ""});
     ASSERT_FALSE(res.ok());
