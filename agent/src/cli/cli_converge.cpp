@@ -384,15 +384,10 @@ int cmd_seed(const std::vector<std::string>& argv, CliIo io) {
     }
     std::vector<std::string> rest(argv.begin() + 1, argv.end());
     if (argv[0] == "show") {
-        auto parsed = parse_args(rest, ArgSpec{{"seed", "root"}, {"json"}});
-        if (!parsed) {
-            io.err << "nodeform-agent seed show: " << parsed.message() << "\n";
-            return exit_code::usage;
-        }
-        if (parsed->has("help")) {
-            io.out << usage;
-            return exit_code::ok;
-        }
+        int code = 0;
+        auto parsed = parse_command_args(rest, ArgSpec{{"seed", "root"}, {"json"}}, "nodeform-agent seed show", usage,
+                                         io.out, io.err, code);
+        if (!parsed) return code;
         auto host = make_root_filesystem("/");
         auto root = make_root_filesystem(absolute(parsed->get_or("root", "")));
         if (!host || !root) {
@@ -423,16 +418,11 @@ int cmd_seed(const std::vector<std::string>& argv, CliIo io) {
         return exit_code::ok;
     }
     if (argv[0] == "encode") {
-        auto parsed =
-            parse_args(rest, ArgSpec{{"identity", "controller-url", "token-file", "ca-fingerprint", "format"}, {}});
-        if (!parsed) {
-            io.err << "nodeform-agent seed encode: " << parsed.message() << "\n";
-            return exit_code::usage;
-        }
-        if (parsed->has("help")) {
-            io.out << usage;
-            return exit_code::ok;
-        }
+        int code = 0;
+        auto parsed = parse_command_args(
+            rest, ArgSpec{{"identity", "controller-url", "token-file", "ca-fingerprint", "format"}, {}},
+            "nodeform-agent seed encode", usage, io.out, io.err, code);
+        if (!parsed) return code;
         for (const char* key : {"identity", "controller-url", "token-file", "ca-fingerprint"}) {
             if (!parsed->get(key)) {
                 io.err << "nodeform-agent seed encode: --" << key << " is required\n";

@@ -49,15 +49,10 @@ Options:
 }  // namespace
 
 int cmd_serve(const std::vector<std::string>& args, CliIo io) {
-    auto parsed = parse_args(args, serve_arg_spec());
-    if (!parsed) {
-        io.err << "nodeform-controller serve: " << parsed.message() << "\n";
-        return exit_code::usage;
-    }
-    if (parsed->has("help")) {
-        io.out << kServeUsage;
-        return exit_code::ok;
-    }
+    int code = 0;
+    auto parsed =
+        parse_command_args(args, serve_arg_spec(), "nodeform-controller serve", kServeUsage, io.out, io.err, code);
+    if (!parsed) return code;
     if (!parsed->positionals.empty()) {
         io.err << "nodeform-controller serve: unexpected argument '" << parsed->positionals[0] << "'\n";
         return exit_code::usage;
