@@ -39,6 +39,22 @@ std::optional<bool> parse_bool(const std::string& text) {
 
 using Setter = std::function<Status(ControllerConfig&, const std::string&)>;
 
+Setter string_setter(std::string ControllerConfig::*field) {
+    return [=](ControllerConfig& c, const std::string& v) -> Status {
+        c.*field = v;
+        return Ok{};
+    };
+}
+
+Setter bool_setter(bool ControllerConfig::*field) {
+    return [=](ControllerConfig& c, const std::string& v) -> Status {
+        auto b = parse_bool(v);
+        if (!b) return make_error("'" + v + "' is not true or false");
+        c.*field = *b;
+        return Ok{};
+    };
+}
+
 Setter int_setter(int ControllerConfig::*field, long long min, long long max) {
     return [=](ControllerConfig& c, const std::string& v) -> Status {
         auto n = parse_int(v, min, max);
@@ -63,46 +79,18 @@ Setter seconds_setter(std::chrono::seconds ControllerConfig::*field, std::chrono
 
 const std::map<std::string, Setter>& setters() {
     static const std::map<std::string, Setter> table = {
-        {"site",
-         [](ControllerConfig& c, const std::string& v) -> Status {
-             c.site = v;
-             return Ok{};
-         }},
-        {"state",
-         [](ControllerConfig& c, const std::string& v) -> Status {
-             c.state = v;
-             return Ok{};
-         }},
+        {"site", string_setter(&ControllerConfig::site)},
+        {"state", string_setter(&ControllerConfig::state)},
         {"listen",
          [](ControllerConfig& c, const std::string& v) -> Status {
              if (auto st = parse_listen(v, c.listen_host, c.listen_port); !st) return st;
              c.listen_given = true;
              return Ok{};
          }},
-        {"plain-http",
-         [](ControllerConfig& c, const std::string& v) -> Status {
-             auto b = parse_bool(v);
-             if (!b) return make_error("'" + v + "' is not true or false");
-             c.plain_http = *b;
-             return Ok{};
-         }},
-        {"access-log",
-         [](ControllerConfig& c, const std::string& v) -> Status {
-             auto b = parse_bool(v);
-             if (!b) return make_error("'" + v + "' is not true or false");
-             c.access_log = *b;
-             return Ok{};
-         }},
-        {"tls-cert",
-         [](ControllerConfig& c, const std::string& v) -> Status {
-             c.tls_cert = v;
-             return Ok{};
-         }},
-        {"tls-key",
-         [](ControllerConfig& c, const std::string& v) -> Status {
-             c.tls_key = v;
-             return Ok{};
-         }},
+        {"plain-http", bool_setter(&ControllerConfig::plain_http)},
+        {"access-log", bool_setter(&ControllerConfig::access_log)},
+        {"tls-cert", string_setter(&ControllerConfig::tls_cert)},
+        {"tls-key", string_setter(&ControllerConfig::tls_key)},
         {"tls-hosts",
          [](ControllerConfig& c, const std::string& v) -> Status {
              c.tls_hosts.clear();

@@ -575,6 +575,19 @@ bool has_endpoint(const Context& c, const std::string& name) {
     return false;
 }
 
+// The document that j[key] names among documents (specs, presets); a diagnostic when there is none.
+const Document* referenced(const Document& doc, std::vector<Diagnostic>& out, const Json& j, const std::string& key,
+                           const std::map<std::string, Document>& documents) {
+    const Json* ref = member(j, key.c_str());
+    if (ref == nullptr || !ref->is_string()) return nullptr;
+    const std::string& name = ref->get_ref<const std::string&>();
+    auto it = documents.find(name);
+    if (it != documents.end()) return &it->second;
+    out.push_back(doc.diag(
+        "/" + key, key + " " + quote_for_message(name) + " does not exist (no " + key + "s/" + name + ".yaml)"));
+    return nullptr;
+}
+
 void check_nodes(Context& c) {
     auto& out = c.diagnostics;
     std::map<std::int64_t, std::string> vmids;     // vmid → node
@@ -589,30 +602,8 @@ void check_nodes(Context& c) {
         if (string_at(j, "type") == "ct") {
             out.push_back(doc.diag("/type", "type 'ct' (containers) is reserved and not supported yet; use 'vm'"));
         }
-        const Json* spec_ref = member(j, "spec");
-        const Document* spec = nullptr;
-        if (spec_ref != nullptr && spec_ref->is_string()) {
-            auto it = c.specs.find(spec_ref->get<std::string>());
-            if (it == c.specs.end()) {
-                out.push_back(doc.diag("/spec", "spec " + quote_for_message(spec_ref->get<std::string>()) +
-                                                    " does not exist (no specs/" + spec_ref->get<std::string>() +
-                                                    ".yaml)"));
-            } else {
-                spec = &it->second;
-            }
-        }
-        const Json* preset_ref = member(j, "preset");
-        const Document* preset = nullptr;
-        if (preset_ref != nullptr && preset_ref->is_string()) {
-            auto it = c.presets.find(preset_ref->get<std::string>());
-            if (it == c.presets.end()) {
-                out.push_back(doc.diag("/preset", "preset " + quote_for_message(preset_ref->get<std::string>()) +
-                                                      " does not exist (no presets/" + preset_ref->get<std::string>() +
-                                                      ".yaml)"));
-            } else {
-                preset = &it->second;
-            }
-        }
+        const Document* spec = referenced(doc, out, j, "spec", c.specs);
+        const Document* preset = referenced(doc, out, j, "preset", c.presets);
         if (const Json* overrides = member(j, "overrides"); overrides != nullptr && overrides->is_object()) {
             auto memory = int_at(*overrides, "memory_mb");
             if (!memory && preset != nullptr) memory = int_at(preset->json, "memory_mb");
@@ -640,7 +631,7 @@ void check_nodes(Context& c) {
         std::string fqdn = domain.empty() ? hostname : hostname + "." + domain;
         if (auto [it, inserted] = hostnames.emplace(fqdn, name); !inserted) {
             out.push_back(doc.diag(
-                spec_ref != nullptr ? "/spec" : "",
+                member(j, "spec") != nullptr ? "/spec" : "",
                 "hostname " + quote_for_message(fqdn) + " is already used by node " + quote_for_message(it->second)));
         }
         const Json* network = member(j, "network");
