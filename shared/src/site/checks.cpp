@@ -112,6 +112,20 @@ void check_network(Context& c, const Document& doc, const std::string& pointer, 
     }
 }
 
+// The document that j[key] names among documents (specs, presets, postures); a diagnostic at pointer when there is
+// none.
+const Document* referenced(const Document& doc, std::vector<Diagnostic>& out, const Json& j, const std::string& key,
+                           const std::map<std::string, Document>& documents, const std::string& pointer) {
+    const Json* ref = member(j, key.c_str());
+    if (ref == nullptr || !ref->is_string()) return nullptr;
+    const std::string& name = ref->get_ref<const std::string&>();
+    auto it = documents.find(name);
+    if (it != documents.end()) return &it->second;
+    out.push_back(
+        doc.diag(pointer, key + " " + quote_for_message(name) + " does not exist (no " + key + "s/" + name + ".yaml)"));
+    return nullptr;
+}
+
 void check_duration(const Document& doc, std::vector<Diagnostic>& out, const std::string& pointer, const Json* v,
                     bool allow_zero = false) {
     if (v == nullptr || !v->is_string()) return;  // integers are range-checked by the schema
@@ -329,12 +343,7 @@ void check_spec(Context& c, const std::string& name, const Document& doc) {
     std::set<std::string> declared_groups;
     std::set<std::string> absent_groups;
     if (access != nullptr && access->is_object()) {
-        std::string posture = string_at(*access, "posture");
-        if (member(*access, "posture") != nullptr && member(*access, "posture")->is_string() &&
-            c.postures.count(posture) == 0) {
-            out.push_back(doc.diag("/access/posture", "posture " + quote_for_message(posture) +
-                                                          " does not exist (no postures/" + posture + ".yaml)"));
-        }
+        referenced(doc, out, *access, "posture", c.postures, "/access/posture");
         if (const Json* groups = member(*access, "groups"); groups != nullptr && groups->is_array()) {
             UniqueNames names;
             UniqueNames gids;
@@ -575,19 +584,6 @@ bool has_endpoint(const Context& c, const std::string& name) {
     return false;
 }
 
-// The document that j[key] names among documents (specs, presets); a diagnostic when there is none.
-const Document* referenced(const Document& doc, std::vector<Diagnostic>& out, const Json& j, const std::string& key,
-                           const std::map<std::string, Document>& documents) {
-    const Json* ref = member(j, key.c_str());
-    if (ref == nullptr || !ref->is_string()) return nullptr;
-    const std::string& name = ref->get_ref<const std::string&>();
-    auto it = documents.find(name);
-    if (it != documents.end()) return &it->second;
-    out.push_back(doc.diag(
-        "/" + key, key + " " + quote_for_message(name) + " does not exist (no " + key + "s/" + name + ".yaml)"));
-    return nullptr;
-}
-
 void check_nodes(Context& c) {
     auto& out = c.diagnostics;
     std::map<std::int64_t, std::string> vmids;     // vmid → node
@@ -602,8 +598,8 @@ void check_nodes(Context& c) {
         if (string_at(j, "type") == "ct") {
             out.push_back(doc.diag("/type", "type 'ct' (containers) is reserved and not supported yet; use 'vm'"));
         }
-        const Document* spec = referenced(doc, out, j, "spec", c.specs);
-        const Document* preset = referenced(doc, out, j, "preset", c.presets);
+        const Document* spec = referenced(doc, out, j, "spec", c.specs, "/spec");
+        const Document* preset = referenced(doc, out, j, "preset", c.presets, "/preset");
         if (const Json* overrides = member(j, "overrides"); overrides != nullptr && overrides->is_object()) {
             auto memory = int_at(*overrides, "memory_mb");
             if (!memory && preset != nullptr) memory = int_at(preset->json, "memory_mb");
