@@ -11,6 +11,7 @@
 #include <iostream>
 #include <thread>
 
+#include "fakes/memory_logger.hpp"
 #include "nodeform/canonical_json.hpp"
 #include "nodeform/controller/api/server.hpp"
 #include "nodeform/controller/api/status_page.hpp"

@@ -1,5 +1,8 @@
 #include "nodeform/args.hpp"
 
+#include <ostream>
+#include <utility>
+
 namespace nodeform {
 
 Result<ParsedArgs> parse_args(const std::vector<std::string>& args, const ArgSpec& spec) {
@@ -44,6 +47,23 @@ Result<ParsedArgs> parse_args(const std::vector<std::string>& args, const ArgSpe
         }
     }
     return parsed;
+}
+
+std::optional<ParsedArgs> parse_command_args(const std::vector<std::string>& args, const ArgSpec& spec,
+                                             const std::string& command, std::string_view usage, std::ostream& out,
+                                             std::ostream& err, int& exit) {
+    auto parsed = parse_args(args, spec);
+    if (!parsed) {
+        err << command << ": " << parsed.message() << "\n";
+        exit = exit_code::usage;
+        return std::nullopt;
+    }
+    if (parsed->has("help")) {
+        out << usage;
+        exit = exit_code::ok;
+        return std::nullopt;
+    }
+    return std::move(*parsed);
 }
 
 }  // namespace nodeform

@@ -8,33 +8,24 @@
 #include <mutex>
 #include <vector>
 
+#include "nodeform/enum_names.hpp"
 #include "nodeform/systemd.hpp"
 
 namespace nodeform {
 namespace {
 
-const char* level_name(LogLevel level) {
-    switch (level) {
-        case LogLevel::debug:
-            return "debug";
-        case LogLevel::info:
-            return "info";
-        case LogLevel::notice:
-            return "notice";
-        case LogLevel::warning:
-            return "warning";
-        case LogLevel::error:
-            return "error";
-    }
-    return "info";
-}
+constexpr EnumName<LogLevel> kLevels[] = {{LogLevel::debug, "debug"},
+                                          {LogLevel::info, "info"},
+                                          {LogLevel::notice, "notice"},
+                                          {LogLevel::warning, "warning"},
+                                          {LogLevel::error, "error"}};
 
 class StderrLogger final : public Logger {
   public:
     explicit StderrLogger(LogLevel min_level) : min_level_(min_level) {}
     void log(LogLevel level, const std::string& message, const LogFields& fields) override {
         if (static_cast<int>(level) > static_cast<int>(min_level_)) return;
-        std::string line = std::string(level_name(level)) + ": " + message;
+        std::string line = std::string(to_string(level)) + ": " + message;
         for (const auto& [key, value] : fields)
             line += " " + key + "=" + value;
         line.push_back('\n');
@@ -86,6 +77,14 @@ bool stderr_is_journal() {
 }
 
 }  // namespace
+
+const char* to_string(LogLevel level) {
+    return name_of(kLevels, level, "info");
+}
+
+std::optional<LogLevel> parse_log_level(std::string_view name) {
+    return value_of(kLevels, name);
+}
 
 std::unique_ptr<Logger> make_stderr_logger(LogLevel min_level) {
     return std::make_unique<StderrLogger>(min_level);

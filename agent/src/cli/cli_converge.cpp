@@ -15,6 +15,7 @@
 #include "nodeform/agent/validate.hpp"
 #include "nodeform/args.hpp"
 #include "nodeform/canonical_json.hpp"
+#include "nodeform/duration.hpp"
 #include "nodeform/json_limits.hpp"
 #include "nodeform/posix_process_runner.hpp"
 
@@ -56,24 +57,6 @@ struct Common {
     std::unique_ptr<Filesystem> host_fs;
     std::unique_ptr<Logger> logger;
 };
-
-std::optional<std::chrono::milliseconds> parse_duration(const std::string& text) {
-    if (text.empty()) return std::nullopt;
-    std::size_t i = 0;
-    long long value = 0;
-    while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
-        value = value * 10 + (text[i] - '0');
-        if (value > 100000000LL) return std::nullopt;
-        ++i;
-    }
-    if (i == 0) return std::nullopt;
-    std::string unit = text.substr(i);
-    if (unit.empty() || unit == "s") return std::chrono::seconds(value);
-    if (unit == "ms") return std::chrono::milliseconds(value);
-    if (unit == "m" || unit == "min") return std::chrono::minutes(value);
-    if (unit == "h") return std::chrono::hours(value);
-    return std::nullopt;
-}
 
 std::string seconds_text(std::chrono::milliseconds d) {
     char buf[32];
@@ -408,15 +391,10 @@ int cmd_seed(const std::vector<std::string>& argv, CliIo io) {
     }
     std::vector<std::string> rest(argv.begin() + 1, argv.end());
     if (argv[0] == "show") {
-        auto parsed = parse_args(rest, ArgSpec{{"seed", "root"}, {"json"}});
-        if (!parsed) {
-            io.err << "nodeform-agent seed show: " << parsed.message() << "\n";
-            return exit_code::usage;
-        }
-        if (parsed->has("help")) {
-            io.out << usage;
-            return exit_code::ok;
-        }
+        int code = 0;
+        auto parsed = parse_command_args(rest, ArgSpec{{"seed", "root"}, {"json"}}, "nodeform-agent seed show", usage,
+                                         io.out, io.err, code);
+        if (!parsed) return code;
         auto host = make_root_filesystem("/");
         auto root = make_root_filesystem(absolute(parsed->get_or("root", "")));
         if (!host || !root) {
@@ -447,16 +425,11 @@ int cmd_seed(const std::vector<std::string>& argv, CliIo io) {
         return exit_code::ok;
     }
     if (argv[0] == "encode") {
-        auto parsed =
-            parse_args(rest, ArgSpec{{"identity", "controller-url", "token-file", "ca-fingerprint", "format"}, {}});
-        if (!parsed) {
-            io.err << "nodeform-agent seed encode: " << parsed.message() << "\n";
-            return exit_code::usage;
-        }
-        if (parsed->has("help")) {
-            io.out << usage;
-            return exit_code::ok;
-        }
+        int code = 0;
+        auto parsed = parse_command_args(
+            rest, ArgSpec{{"identity", "controller-url", "token-file", "ca-fingerprint", "format"}, {}},
+            "nodeform-agent seed encode", usage, io.out, io.err, code);
+        if (!parsed) return code;
         for (const char* key : {"identity", "controller-url", "token-file", "ca-fingerprint"}) {
             if (!parsed->get(key)) {
                 io.err << "nodeform-agent seed encode: --" << key << " is required\n";

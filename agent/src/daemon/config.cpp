@@ -10,6 +10,7 @@
 
 #include "nodeform/args.hpp"
 #include "nodeform/atomic_file.hpp"
+#include "nodeform/duration.hpp"
 
 namespace nodeform::agent::daemon {
 namespace {
@@ -26,30 +27,6 @@ Result<std::uint64_t> parse_count(const std::string& key, const std::string& val
 
 }  // namespace
 
-Result<std::chrono::milliseconds> parse_duration(const std::string& text) {
-    std::size_t i = 0;
-    std::uint64_t n = 0;
-    while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])) != 0 && i < 12) {
-        n = n * 10 + static_cast<std::uint64_t>(text[i] - '0');
-        ++i;
-    }
-    if (i == 0) return make_error("invalid duration '" + text + "': expected e.g. 250ms, 30s, 5m, 2h");
-    std::string unit = text.substr(i);
-    std::uint64_t ms = 0;
-    if (unit.empty() || unit == "s") {
-        ms = n * 1000;
-    } else if (unit == "ms") {
-        ms = n;
-    } else if (unit == "m") {
-        ms = n * 60 * 1000;
-    } else if (unit == "h") {
-        ms = n * 3600 * 1000;
-    } else {
-        return make_error("invalid duration '" + text + "': expected e.g. 250ms, 30s, 5m, 2h");
-    }
-    return std::chrono::milliseconds(static_cast<std::int64_t>(ms));
-}
-
 const std::vector<std::string>& config_keys() {
     static const std::vector<std::string> keys = {
         "seed",     "spec",  "state-dir",    "spool-dir",  "spool-max", "controller-url", "root",
@@ -60,7 +37,7 @@ const std::vector<std::string>& config_keys() {
 Status apply_config_value(AgentConfig& c, const std::string& key, const std::string& value) {
     auto duration = [&](std::chrono::milliseconds& out) -> Status {
         auto d = parse_duration(value);
-        if (!d) return make_error(key + ": " + d.message());
+        if (!d) return make_error(key + ": invalid duration '" + value + "': expected " + kDurationExamples);
         out = *d;
         return Ok{};
     };
@@ -101,18 +78,9 @@ Status apply_config_value(AgentConfig& c, const std::string& key, const std::str
         if (!n) return n.error();
         c.max_turns = *n;
     } else if (key == "log-level") {
-        if (value == "debug")
-            c.log_level = LogLevel::debug;
-        else if (value == "info")
-            c.log_level = LogLevel::info;
-        else if (value == "notice")
-            c.log_level = LogLevel::notice;
-        else if (value == "warning")
-            c.log_level = LogLevel::warning;
-        else if (value == "error")
-            c.log_level = LogLevel::error;
-        else
-            return make_error("log-level: expected debug, info, notice, warning or error, got '" + value + "'");
+        auto level = parse_log_level(value);
+        if (!level) return make_error("log-level: expected debug, info, notice, warning or error, got '" + value + "'");
+        c.log_level = *level;
     } else {
         return make_error("unknown setting '" + key + "'");
     }

@@ -2,9 +2,11 @@
 #include "nodeform/json_limits.hpp"
 
 #include <set>
+#include <utility>
 
 #include "context.hpp"
 #include "nodeform/canonical_json.hpp"
+#include "nodeform/enum_names.hpp"
 
 namespace nodeform::agent {
 namespace {
@@ -36,6 +38,17 @@ bool is_docker_package(const std::string& name) {
     return names.count(name) > 0;
 }
 
+constexpr EnumName<ResourceStatus> kStatusNames[] = {{ResourceStatus::unchanged, "unchanged"},
+                                                     {ResourceStatus::changed, "changed"},
+                                                     {ResourceStatus::failed, "failed"},
+                                                     {ResourceStatus::skipped, "skipped"},
+                                                     {ResourceStatus::drifted, "drifted"}};
+constexpr std::pair<ResourceStatus, int RunCounts::*> kCounters[] = {{ResourceStatus::unchanged, &RunCounts::unchanged},
+                                                                     {ResourceStatus::changed, &RunCounts::changed},
+                                                                     {ResourceStatus::failed, &RunCounts::failed},
+                                                                     {ResourceStatus::skipped, &RunCounts::skipped},
+                                                                     {ResourceStatus::drifted, &RunCounts::drifted}};
+
 }  // namespace
 
 const char* to_string(RunMode mode) {
@@ -43,41 +56,15 @@ const char* to_string(RunMode mode) {
 }
 
 const char* to_string(ResourceStatus status) {
-    switch (status) {
-        case ResourceStatus::unchanged:
-            return "unchanged";
-        case ResourceStatus::changed:
-            return "changed";
-        case ResourceStatus::failed:
-            return "failed";
-        case ResourceStatus::skipped:
-            return "skipped";
-        case ResourceStatus::drifted:
-            return "drifted";
-    }
-    return "unknown";
+    return name_of(kStatusNames, status, "unknown");
 }
 
 RunCounts RunReport::counts() const {
     RunCounts c;
     for (const auto& r : resources) {
         ++c.total;
-        switch (r.status) {
-            case ResourceStatus::unchanged:
-                ++c.unchanged;
-                break;
-            case ResourceStatus::changed:
-                ++c.changed;
-                break;
-            case ResourceStatus::failed:
-                ++c.failed;
-                break;
-            case ResourceStatus::skipped:
-                ++c.skipped;
-                break;
-            case ResourceStatus::drifted:
-                ++c.drifted;
-                break;
+        for (const auto& [status, counter] : kCounters) {
+            if (status == r.status) ++(c.*counter);
         }
     }
     return c;

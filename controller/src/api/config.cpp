@@ -8,6 +8,7 @@
 #include <map>
 
 #include "nodeform/atomic_file.hpp"
+#include "nodeform/duration.hpp"
 #include "nodeform/json_limits.hpp"
 
 namespace nodeform::controller {
@@ -39,6 +40,22 @@ std::optional<bool> parse_bool(const std::string& text) {
 
 using Setter = std::function<Status(ControllerConfig&, const std::string&)>;
 
+Setter string_setter(std::string ControllerConfig::*field) {
+    return [=](ControllerConfig& c, const std::string& v) -> Status {
+        c.*field = v;
+        return Ok{};
+    };
+}
+
+Setter bool_setter(bool ControllerConfig::*field) {
+    return [=](ControllerConfig& c, const std::string& v) -> Status {
+        auto b = parse_bool(v);
+        if (!b) return make_error("'" + v + "' is not true or false");
+        c.*field = *b;
+        return Ok{};
+    };
+}
+
 Setter int_setter(int ControllerConfig::*field, long long min, long long max) {
     return [=](ControllerConfig& c, const std::string& v) -> Status {
         auto n = parse_int(v, min, max);
@@ -63,46 +80,18 @@ Setter seconds_setter(std::chrono::seconds ControllerConfig::*field, std::chrono
 
 const std::map<std::string, Setter>& setters() {
     static const std::map<std::string, Setter> table = {
-        {"site",
-         [](ControllerConfig& c, const std::string& v) -> Status {
-             c.site = v;
-             return Ok{};
-         }},
-        {"state",
-         [](ControllerConfig& c, const std::string& v) -> Status {
-             c.state = v;
-             return Ok{};
-         }},
+        {"site", string_setter(&ControllerConfig::site)},
+        {"state", string_setter(&ControllerConfig::state)},
         {"listen",
          [](ControllerConfig& c, const std::string& v) -> Status {
              if (auto st = parse_listen(v, c.listen_host, c.listen_port); !st) return st;
              c.listen_given = true;
              return Ok{};
          }},
-        {"plain-http",
-         [](ControllerConfig& c, const std::string& v) -> Status {
-             auto b = parse_bool(v);
-             if (!b) return make_error("'" + v + "' is not true or false");
-             c.plain_http = *b;
-             return Ok{};
-         }},
-        {"access-log",
-         [](ControllerConfig& c, const std::string& v) -> Status {
-             auto b = parse_bool(v);
-             if (!b) return make_error("'" + v + "' is not true or false");
-             c.access_log = *b;
-             return Ok{};
-         }},
-        {"tls-cert",
-         [](ControllerConfig& c, const std::string& v) -> Status {
-             c.tls_cert = v;
-             return Ok{};
-         }},
-        {"tls-key",
-         [](ControllerConfig& c, const std::string& v) -> Status {
-             c.tls_key = v;
-             return Ok{};
-         }},
+        {"plain-http", bool_setter(&ControllerConfig::plain_http)},
+        {"access-log", bool_setter(&ControllerConfig::access_log)},
+        {"tls-cert", string_setter(&ControllerConfig::tls_cert)},
+        {"tls-key", string_setter(&ControllerConfig::tls_key)},
         {"tls-hosts",
          [](ControllerConfig& c, const std::string& v) -> Status {
              c.tls_hosts.clear();
@@ -219,31 +208,6 @@ Result<ControllerConfig> load_controller_config(const ParsedArgs& args, const st
         config.listen_port = 8080;
     }
     return config;
-}
-
-std::optional<std::chrono::milliseconds> parse_duration(const std::string& raw) {
-    std::string text = trim(raw);
-    std::size_t i = 0;
-    while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])))
-        ++i;
-    if (i == 0 || i > 12) return std::nullopt;
-    long long n = std::stoll(text.substr(0, i));
-    std::string unit = text.substr(i);
-    long long ms_per = 0;
-    if (unit.empty() || unit == "s")
-        ms_per = 1000;
-    else if (unit == "ms")
-        ms_per = 1;
-    else if (unit == "m")
-        ms_per = 60'000;
-    else if (unit == "h")
-        ms_per = 3'600'000;
-    else if (unit == "d")
-        ms_per = 86'400'000;
-    else
-        return std::nullopt;
-    if (n > (1LL << 40) / ms_per) return std::nullopt;
-    return std::chrono::milliseconds(n * ms_per);
 }
 
 Status parse_listen(const std::string& text, std::string& host, int& port) {

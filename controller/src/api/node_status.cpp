@@ -1,28 +1,22 @@
 #include "nodeform/controller/api/node_status.hpp"
 
 #include "nodeform/clock.hpp"
+#include "nodeform/enum_names.hpp"
 #include "nodeform/json_limits.hpp"
 
 namespace nodeform::controller {
 
+namespace {
+
+constexpr EnumName<NodeStatus> kStatusNames[] = {
+    {NodeStatus::pending, "pending"}, {NodeStatus::converging, "converging"}, {NodeStatus::ready, "ready"},
+    {NodeStatus::drifted, "drifted"}, {NodeStatus::failed, "failed"},         {NodeStatus::unhealthy, "unhealthy"},
+    {NodeStatus::stale, "stale"}};
+
+}  // namespace
+
 const char* to_string(NodeStatus status) {
-    switch (status) {
-        case NodeStatus::pending:
-            return "pending";
-        case NodeStatus::converging:
-            return "converging";
-        case NodeStatus::ready:
-            return "ready";
-        case NodeStatus::drifted:
-            return "drifted";
-        case NodeStatus::failed:
-            return "failed";
-        case NodeStatus::unhealthy:
-            return "unhealthy";
-        case NodeStatus::stale:
-            return "stale";
-    }
-    return "pending";
+    return name_of(kStatusNames, status, "pending");
 }
 
 namespace {

@@ -16,6 +16,7 @@
 #include "nodeform/controller/providers/proxmox.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/controller/store/store.hpp"
+#include "nodeform/duration.hpp"
 #include "nodeform/http.hpp"
 #include "nodeform/site/site.hpp"
 #include "nodeform/tls.hpp"

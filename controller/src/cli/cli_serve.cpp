@@ -46,26 +46,13 @@ Options:
   --log-level LEVEL          debug, info, notice, warning, error (default info)
 )";
 
-LogLevel level_of(const std::string& name) {
-    if (name == "debug") return LogLevel::debug;
-    if (name == "notice") return LogLevel::notice;
-    if (name == "warning") return LogLevel::warning;
-    if (name == "error") return LogLevel::error;
-    return LogLevel::info;
-}
-
 }  // namespace
 
 int cmd_serve(const std::vector<std::string>& args, CliIo io) {
-    auto parsed = parse_args(args, serve_arg_spec());
-    if (!parsed) {
-        io.err << "nodeform-controller serve: " << parsed.message() << "\n";
-        return exit_code::usage;
-    }
-    if (parsed->has("help")) {
-        io.out << kServeUsage;
-        return exit_code::ok;
-    }
+    int code = 0;
+    auto parsed =
+        parse_command_args(args, serve_arg_spec(), "nodeform-controller serve", kServeUsage, io.out, io.err, code);
+    if (!parsed) return code;
     if (!parsed->positionals.empty()) {
         io.err << "nodeform-controller serve: unexpected argument '" << parsed->positionals[0] << "'\n";
         return exit_code::usage;
@@ -80,7 +67,8 @@ int cmd_serve(const std::vector<std::string>& args, CliIo io) {
                << (config->config_file.empty() ? std::string(kDefaultConfigFile) : config->config_file) << ")\n";
         return exit_code::usage;
     }
-    auto logger = make_default_logger("nodeform-controller", level_of(config->log_level));
+    auto logger =
+        make_default_logger("nodeform-controller", parse_log_level(config->log_level).value_or(LogLevel::info));
     auto random = make_system_random();
     auto prepared = prepare_state(*config, "", *random);
     if (!prepared) {

@@ -7,6 +7,7 @@
 #include "nodeform/controller/config.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/controller/store/store.hpp"
+#include "nodeform/duration.hpp"
 #include "nodeform/site/site.hpp"
 
 namespace nodeform::controller {
@@ -32,15 +33,9 @@ Options:
 int cmd_token(const std::vector<std::string>& args, CliIo io) {
     ArgSpec spec = serve_arg_spec();
     spec.valued.insert("ttl");
-    auto parsed = parse_args(args, spec);
-    if (!parsed) {
-        io.err << "nodeform-controller token: " << parsed.message() << "\n";
-        return exit_code::usage;
-    }
-    if (parsed->has("help")) {
-        io.out << kTokenUsage;
-        return exit_code::ok;
-    }
+    int code = 0;
+    auto parsed = parse_command_args(args, spec, "nodeform-controller token", kTokenUsage, io.out, io.err, code);
+    if (!parsed) return code;
     if (parsed->positionals.size() != 2 || (parsed->positionals[0] != "issue" && parsed->positionals[0] != "revoke")) {
         io.err << kTokenUsage;
         return exit_code::usage;

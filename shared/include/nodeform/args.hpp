@@ -1,10 +1,12 @@
 #pragma once
 // Argument parsing shared by both executables: GNU-style long options ("--key value",
 // "--key=value", boolean "--flag"), positionals, and "--" to end options.
+#include <iosfwd>
 #include <map>
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "nodeform/result.hpp"
@@ -35,6 +37,12 @@ struct ParsedArgs {
 
 // Err names the offending option: unknown, missing value, or value given to a flag.
 Result<ParsedArgs> parse_args(const std::vector<std::string>& args, const ArgSpec& spec);
+
+// What every command does first: parse_args; a bad argument goes to err as "COMMAND: reason" (exit = usage),
+// --help writes usage to out (exit = ok). nullopt means the command is done and returns exit.
+std::optional<ParsedArgs> parse_command_args(const std::vector<std::string>& args, const ArgSpec& spec,
+                                             const std::string& command, std::string_view usage, std::ostream& out,
+                                             std::ostream& err, int& exit);
 
 // Exit codes shared by both programs (docs/cli.md).
 namespace exit_code {

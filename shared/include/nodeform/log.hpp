@@ -3,8 +3,9 @@
 // Callers never pass secrets; fields are extra key/value pairs (keys UPPER_SNAKE, journald style).
 #include <map>
 #include <memory>
-#include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace nodeform {
@@ -25,6 +26,10 @@ class Logger {
     void error(const std::string& m, const LogFields& f = {}) { log(LogLevel::error, m, f); }
 };
 
+// "debug", "info", "notice", "warning", "error"; parse_log_level reads the same names.
+const char* to_string(LogLevel level);
+std::optional<LogLevel> parse_log_level(std::string_view name);
+
 // Writes "LEVEL message key=value ..." lines to stderr; lines below min_level are dropped.
 std::unique_ptr<Logger> make_stderr_logger(LogLevel min_level = LogLevel::info);
 // Sends to journald (native protocol, nodeform/systemd.hpp) with MESSAGE, PRIORITY, SYSLOG_IDENTIFIER and the
@@ -33,29 +38,5 @@ std::unique_ptr<Logger> make_journald_logger(const std::string& identifier, LogL
                                              const std::string& socket_path = "/run/systemd/journal/socket");
 // Journald when stderr is connected to the journal (JOURNAL_STREAM matches), else stderr.
 std::unique_ptr<Logger> make_default_logger(const std::string& identifier, LogLevel min_level = LogLevel::info);
-
-// Keeps every line in memory; for tests.
-class MemoryLogger final : public Logger {
-  public:
-    struct Line {
-        LogLevel level;
-        std::string message;
-        LogFields fields;
-    };
-    // Thread-safe: servers and daemons log from several threads. Read `lines` once they have stopped.
-    void log(LogLevel level, const std::string& message, const LogFields& fields) override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        lines.push_back({level, message, fields});
-    }
-    // A copy taken under the lock, for reading while other threads may still log.
-    std::vector<Line> snapshot() const {
-        std::lock_guard<std::mutex> lock(mutex_);
-        return lines;
-    }
-    std::vector<Line> lines;
-
-  private:
-    mutable std::mutex mutex_;
-};
 
 }  // namespace nodeform

@@ -5,6 +5,7 @@
 
 #include "context.hpp"
 #include "names.hpp"
+#include "nodeform/duration.hpp"
 
 namespace nodeform::site::detail {
 namespace {
@@ -111,13 +112,28 @@ void check_network(Context& c, const Document& doc, const std::string& pointer, 
     }
 }
 
+// The document that j[key] names among documents (specs, presets, postures); a diagnostic at pointer when there is
+// none.
+const Document* referenced(const Document& doc, std::vector<Diagnostic>& out, const Json& j, const std::string& key,
+                           const std::map<std::string, Document>& documents, const std::string& pointer) {
+    const Json* ref = member(j, key.c_str());
+    if (ref == nullptr || !ref->is_string()) return nullptr;
+    const std::string& name = ref->get_ref<const std::string&>();
+    auto it = documents.find(name);
+    if (it != documents.end()) return &it->second;
+    out.push_back(
+        doc.diag(pointer, key + " " + quote_for_message(name) + " does not exist (no " + key + "s/" + name + ".yaml)"));
+    return nullptr;
+}
+
 void check_duration(const Document& doc, std::vector<Diagnostic>& out, const std::string& pointer, const Json* v,
                     bool allow_zero = false) {
     if (v == nullptr || !v->is_string()) return;  // integers are range-checked by the schema
-    auto seconds = parse_duration(*v);
+    auto seconds = duration_seconds(*v);
     if (!seconds) {
         out.push_back(doc.diag(pointer, quote_for_message(v->get<std::string>()) +
-                                            " is not a duration: use seconds (30) or 30s, 5m, 1h (at most 7 days)"));
+                                            " is not a duration: use seconds (30) or 30s, 5m, 1h, 1d (whole seconds, "
+                                            "at most 7 days)"));
     } else if (*seconds == 0 && !allow_zero) {
         out.push_back(doc.diag(pointer, "must be longer than 0 seconds"));
     }
@@ -291,9 +307,8 @@ void check_health(Context& c, const Document& doc, const Json* health) {
         }
         check_duration(doc, out, p + "/interval", member(h, "interval"));
         check_duration(doc, out, p + "/timeout", member(h, "timeout"));
-        auto interval =
-            member(h, "interval") ? parse_duration(*member(h, "interval")) : std::optional<std::int64_t>(30);
-        auto timeout = member(h, "timeout") ? parse_duration(*member(h, "timeout")) : std::optional<std::int64_t>(5);
+        auto interval = duration_at(h, "interval", 30);
+        auto timeout = duration_at(h, "timeout", 5);
         if (interval && timeout && *timeout > *interval) {
             out.push_back(doc.diag(p + "/timeout", "timeout " + std::to_string(*timeout) +
                                                        "s is longer than interval " + std::to_string(*interval) + "s"));
@@ -328,12 +343,7 @@ void check_spec(Context& c, const std::string& name, const Document& doc) {
     std::set<std::string> declared_groups;
     std::set<std::string> absent_groups;
     if (access != nullptr && access->is_object()) {
-        std::string posture = string_at(*access, "posture");
-        if (member(*access, "posture") != nullptr && member(*access, "posture")->is_string() &&
-            c.postures.count(posture) == 0) {
-            out.push_back(doc.diag("/access/posture", "posture " + quote_for_message(posture) +
-                                                          " does not exist (no postures/" + posture + ".yaml)"));
-        }
+        referenced(doc, out, *access, "posture", c.postures, "/access/posture");
         if (const Json* groups = member(*access, "groups"); groups != nullptr && groups->is_array()) {
             UniqueNames names;
             UniqueNames gids;
@@ -527,10 +537,8 @@ void check_spec(Context& c, const std::string& name, const Document& doc) {
     if (const Json* apply = member(j, "apply"); apply != nullptr && apply->is_object()) {
         check_duration(doc, out, "/apply/interval", member(*apply, "interval"));
         check_duration(doc, out, "/apply/splay", member(*apply, "splay"), true);
-        auto interval =
-            member(*apply, "interval") ? parse_duration(*member(*apply, "interval")) : std::optional<std::int64_t>(300);
-        auto splay =
-            member(*apply, "splay") ? parse_duration(*member(*apply, "splay")) : std::optional<std::int64_t>(60);
+        auto interval = duration_at(*apply, "interval", 300);
+        auto splay = duration_at(*apply, "splay", 60);
         if (interval && splay && *splay > *interval) {
             out.push_back(doc.diag("/apply/splay", "splay " + std::to_string(*splay) + "s is longer than interval " +
                                                        std::to_string(*interval) + "s"));
@@ -590,30 +598,8 @@ void check_nodes(Context& c) {
         if (string_at(j, "type") == "ct") {
             out.push_back(doc.diag("/type", "type 'ct' (containers) is reserved and not supported yet; use 'vm'"));
         }
-        const Json* spec_ref = member(j, "spec");
-        const Document* spec = nullptr;
-        if (spec_ref != nullptr && spec_ref->is_string()) {
-            auto it = c.specs.find(spec_ref->get<std::string>());
-            if (it == c.specs.end()) {
-                out.push_back(doc.diag("/spec", "spec " + quote_for_message(spec_ref->get<std::string>()) +
-                                                    " does not exist (no specs/" + spec_ref->get<std::string>() +
-                                                    ".yaml)"));
-            } else {
-                spec = &it->second;
-            }
-        }
-        const Json* preset_ref = member(j, "preset");
-        const Document* preset = nullptr;
-        if (preset_ref != nullptr && preset_ref->is_string()) {
-            auto it = c.presets.find(preset_ref->get<std::string>());
-            if (it == c.presets.end()) {
-                out.push_back(doc.diag("/preset", "preset " + quote_for_message(preset_ref->get<std::string>()) +
-                                                      " does not exist (no presets/" + preset_ref->get<std::string>() +
-                                                      ".yaml)"));
-            } else {
-                preset = &it->second;
-            }
-        }
+        const Document* spec = referenced(doc, out, j, "spec", c.specs, "/spec");
+        const Document* preset = referenced(doc, out, j, "preset", c.presets, "/preset");
         if (const Json* overrides = member(j, "overrides"); overrides != nullptr && overrides->is_object()) {
             auto memory = int_at(*overrides, "memory_mb");
             if (!memory && preset != nullptr) memory = int_at(preset->json, "memory_mb");
@@ -641,7 +627,7 @@ void check_nodes(Context& c) {
         std::string fqdn = domain.empty() ? hostname : hostname + "." + domain;
         if (auto [it, inserted] = hostnames.emplace(fqdn, name); !inserted) {
             out.push_back(doc.diag(
-                spec_ref != nullptr ? "/spec" : "",
+                member(j, "spec") != nullptr ? "/spec" : "",
                 "hostname " + quote_for_message(fqdn) + " is already used by node " + quote_for_message(it->second)));
         }
         const Json* network = member(j, "network");
@@ -756,26 +742,22 @@ bool bool_at(const Json& object, const char* key, bool fallback) {
     return v != nullptr && v->is_boolean() ? v->get<bool>() : fallback;
 }
 
-std::optional<std::int64_t> parse_duration(const Json& value) {
+std::optional<std::int64_t> duration_seconds(const Json& value) {
+    constexpr std::int64_t kWeek = 7 * 86400;
     if (value.is_number_integer()) {
         auto v = value.get<std::int64_t>();
-        if (v < 0 || v > 604800) return std::nullopt;
+        if (v < 0 || v > kWeek) return std::nullopt;
         return v;
     }
     if (!value.is_string()) return std::nullopt;
-    const std::string& s = value.get_ref<const std::string&>();
-    if (s.size() < 2 || s.size() > 8) return std::nullopt;
-    std::int64_t n = 0;
-    for (std::size_t i = 0; i + 1 < s.size(); ++i) {
-        if (s[i] < '0' || s[i] > '9') return std::nullopt;
-        n = n * 10 + (s[i] - '0');
-    }
-    char unit = s.back();
-    std::int64_t factor = unit == 's' ? 1 : unit == 'm' ? 60 : unit == 'h' ? 3600 : 0;
-    if (factor == 0) return std::nullopt;
-    std::int64_t total = n * factor;
-    if (total > 604800) return std::nullopt;
-    return total;
+    auto d = parse_duration(value.get_ref<const std::string&>());
+    if (!d || d->count() % 1000 != 0 || d->count() / 1000 > kWeek) return std::nullopt;
+    return d->count() / 1000;
+}
+
+std::optional<std::int64_t> duration_at(const Json& object, const char* key, std::int64_t fallback) {
+    const Json* v = member(object, key);
+    return v == nullptr ? std::optional<std::int64_t>(fallback) : duration_seconds(*v);
 }
 
 void check_site(Context& c) {

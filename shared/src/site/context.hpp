@@ -65,8 +65,11 @@ const Json* member(const Json& object, const char* key);
 std::string string_at(const Json& object, const char* key, const std::string& fallback = "");
 std::optional<std::int64_t> int_at(const Json& object, const char* key);
 bool bool_at(const Json& object, const char* key, bool fallback);
-// Seconds from an integer or "30s" / "5m" / "1h"; nullopt when malformed.
-std::optional<std::int64_t> parse_duration(const Json& value);
+// Whole seconds (0 to 7 days) from an integer or a string in the one duration grammar (nodeform/duration.hpp);
+// nullopt when malformed or out of range.
+std::optional<std::int64_t> duration_seconds(const Json& value);
+// duration_seconds of object[key], or fallback when the key is absent.
+std::optional<std::int64_t> duration_at(const Json& object, const char* key, std::int64_t fallback);
 
 // Semantic checks over every loaded file (references, names, formats, uniqueness). Appends diagnostics.
 void check_site(Context& context);

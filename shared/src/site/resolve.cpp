@@ -68,9 +68,7 @@ Json package_list(const Json* list) {
 }
 
 std::int64_t duration_or(const Json& object, const char* key, std::int64_t fallback) {
-    const Json* v = member(object, key);
-    if (v == nullptr) return fallback;
-    return parse_duration(*v).value_or(fallback);
+    return duration_at(object, key, fallback).value_or(fallback);
 }
 
 Sizing sizing_for(const Context& c, const Json& node) {
@@ -147,10 +145,8 @@ void resolve_site(Context& c, Site& site) {
         node.spec_name = string_at(nj, "spec");
         node.preset_name = string_at(nj, "preset");
         node.sizing = sizing_for(c, nj);
-        std::string decommission = string_at(nj, "decommission", "requires_final_backup");
-        node.decommission = decommission == "allow_immediate_destroy"    ? DecommissionPolicy::allow_immediate_destroy
-                            : decommission == "requires_migration_first" ? DecommissionPolicy::requires_migration_first
-                                                                         : DecommissionPolicy::requires_final_backup;
+        node.decommission = parse_decommission_policy(string_at(nj, "decommission"))
+                                .value_or(DecommissionPolicy::requires_final_backup);
         if (const Json* px = member(nj, "proxmox")) {
             NodePlacement& p = node.placement;
             p.endpoint = string_at(*px, "endpoint");
@@ -180,10 +176,7 @@ void resolve_site(Context& c, Site& site) {
         node.posture_name = string_at(access, "posture");
         const Json& posture = c.postures.at(node.posture_name).json;
         const Json& auth = *member(posture, "auth");
-        std::string method = string_at(auth, "method");
-        node.auth.method = method == "network"      ? AuthMethod::network
-                           : method == "site_token" ? AuthMethod::site_token
-                                                    : AuthMethod::node_token;
+        node.auth.method = parse_auth_method(string_at(auth, "method")).value_or(AuthMethod::node_token);
         if (const Json* cidrs = member(auth, "allowed_cidrs")) {
             for (const auto& cidr : *cidrs)
                 node.auth.allowed_cidrs.push_back(cidr.get<std::string>());

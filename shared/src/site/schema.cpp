@@ -4,6 +4,8 @@
 #include <array>
 #include <stdexcept>
 
+#include "nodeform/enum_names.hpp"
+
 #include <valijson/adapters/nlohmann_json_adapter.hpp>
 #include <valijson/schema.hpp>
 #include <valijson/schema_parser.hpp>
@@ -13,6 +15,12 @@
 namespace nodeform::site::detail {
 namespace {
 
+// The schema of each kind of document; SchemaSet() loads the site's kinds, SchemaSet(kind) one kind alone.
+constexpr EnumName<FileKind> kSchemaFiles[] = {
+    {FileKind::site, "site.schema.json"},       {FileKind::spec, "spec.schema.json"},
+    {FileKind::posture, "posture.schema.json"}, {FileKind::preset, "preset.schema.json"},
+    {FileKind::node, "node.schema.json"},       {FileKind::secrets, "secrets.schema.json"},
+    {FileKind::report, "report.schema.json"},   {FileKind::resolved_spec, "resolved-spec.schema.json"}};
 // The kinds of a site directory; report and resolved_spec are loaded alone where they are checked.
 constexpr std::array<FileKind, 6> kKinds = {FileKind::site,   FileKind::spec, FileKind::posture,
                                             FileKind::preset, FileKind::node, FileKind::secrets};
@@ -69,25 +77,7 @@ std::string number_text(const nlohmann::json& v) {
 }  // namespace
 
 const char* schema_file_name(FileKind kind) {
-    switch (kind) {
-        case FileKind::site:
-            return "site.schema.json";
-        case FileKind::spec:
-            return "spec.schema.json";
-        case FileKind::posture:
-            return "posture.schema.json";
-        case FileKind::preset:
-            return "preset.schema.json";
-        case FileKind::node:
-            return "node.schema.json";
-        case FileKind::secrets:
-            return "secrets.schema.json";
-        case FileKind::report:
-            return "report.schema.json";
-        case FileKind::resolved_spec:
-            return "resolved-spec.schema.json";
-    }
-    return "";
+    return name_of(kSchemaFiles, kind, "");
 }
 
 std::size_t edit_distance(std::string_view a, std::string_view b) {
@@ -167,16 +157,14 @@ SchemaSet::SchemaSet(FileKind only) : impl_(std::make_unique<Impl>()) {
 }
 
 void SchemaSet::add(FileKind kind) {
-    {
-        auto text = embedded_schema(schema_file_name(kind));
-        if (!text) throw std::logic_error(std::string("schema not embedded: ") + schema_file_name(kind));
-        auto entry = std::make_unique<Impl::Entry>();
-        entry->source = nlohmann::json::parse(*text);
-        valijson::SchemaParser parser;
-        valijson::adapters::NlohmannJsonAdapter adapter(entry->source);
-        parser.populateSchema(adapter, entry->schema);
-        impl_->entries.emplace(kind, std::move(entry));
-    }
+    auto text = embedded_schema(schema_file_name(kind));
+    if (!text) throw std::logic_error(std::string("schema not embedded: ") + schema_file_name(kind));
+    auto entry = std::make_unique<Impl::Entry>();
+    entry->source = nlohmann::json::parse(*text);
+    valijson::SchemaParser parser;
+    valijson::adapters::NlohmannJsonAdapter adapter(entry->source);
+    parser.populateSchema(adapter, entry->schema);
+    impl_->entries.emplace(kind, std::move(entry));
 }
 
 SchemaSet::~SchemaSet() = default;

@@ -9,6 +9,7 @@
 #include "context.hpp"
 #include "names.hpp"
 #include "nodeform/canonical_json.hpp"
+#include "nodeform/enum_names.hpp"
 
 namespace nodeform::site {
 namespace {
@@ -267,32 +268,35 @@ nlohmann::json redact_resolved(const nlohmann::json& resolved) {
     return out;
 }
 
+namespace {
+
+constexpr EnumName<AuthMethod> kAuthMethods[] = {
+    {AuthMethod::network, "network"}, {AuthMethod::site_token, "site_token"}, {AuthMethod::node_token, "node_token"}};
+constexpr EnumName<DecommissionPolicy> kDecommissionPolicies[] = {
+    {DecommissionPolicy::requires_final_backup, "requires_final_backup"},
+    {DecommissionPolicy::requires_migration_first, "requires_migration_first"},
+    {DecommissionPolicy::allow_immediate_destroy, "allow_immediate_destroy"}};
+
+}  // namespace
+
 std::string render_node(const Node& node, bool reveal_secrets) {
     return canonical_dump(reveal_secrets ? node.resolved : redact_resolved(node.resolved)) + "\n";
 }
 
 const char* to_string(AuthMethod method) {
-    switch (method) {
-        case AuthMethod::network:
-            return "network";
-        case AuthMethod::site_token:
-            return "site_token";
-        case AuthMethod::node_token:
-            return "node_token";
-    }
-    return "?";
+    return name_of(kAuthMethods, method);
+}
+
+std::optional<AuthMethod> parse_auth_method(std::string_view name) {
+    return value_of(kAuthMethods, name);
 }
 
 const char* to_string(DecommissionPolicy policy) {
-    switch (policy) {
-        case DecommissionPolicy::requires_final_backup:
-            return "requires_final_backup";
-        case DecommissionPolicy::requires_migration_first:
-            return "requires_migration_first";
-        case DecommissionPolicy::allow_immediate_destroy:
-            return "allow_immediate_destroy";
-    }
-    return "?";
+    return name_of(kDecommissionPolicies, policy);
+}
+
+std::optional<DecommissionPolicy> parse_decommission_policy(std::string_view name) {
+    return value_of(kDecommissionPolicies, name);
 }
 
 }  // namespace nodeform::site

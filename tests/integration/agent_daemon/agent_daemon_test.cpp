@@ -22,6 +22,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "eventually.hpp"
 #include "nodeform/atomic_file.hpp"
 #include "nodeform/canonical_json.hpp"
 #include "test_paths.hpp"
@@ -44,13 +45,9 @@ int free_port() {
     return ntohs(addr.sin_port);
 }
 
+// Real processes under load: a longer default wait than the unit tests'.
 bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds limit = 30s) {
-    auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-        if (condition()) return true;
-        std::this_thread::sleep_for(20ms);
-    }
-    return condition();
+    return nodeform::test::eventually(condition, limit, 20ms);
 }
 
 // The controller's side of the protocol, in memory. Survives stop()/start() (the "store" is durable).
@@ -271,6 +268,15 @@ class AgentDaemonTest : public ::testing::Test {
     std::vector<Json> run_reports() {
         return controller->reports_where([](const Json& r) { return r.value("trigger", "") == "run"; });
     }
+    // A first life with the controller up (enrolled, spec cached, platform-ready), then the controller stops.
+    void first_life_then_controller_down() {
+        controller->start();
+        auto agent = start_agent({"--interval", "1h"});
+        ASSERT_TRUE(eventually([&] { return run_reports().size() >= 1; })) << agent->log();
+        agent->signal(SIGTERM);
+        ASSERT_EQ(agent->wait_exit(20s), 0);
+        controller->stop();
+    }
 
     nodeform::test::TempDir dir;
     std::string root;
@@ -303,15 +309,7 @@ TEST_F(AgentDaemonTest, ConvergesToPlatformReadyThenSustainsAndStopsOnSigterm) {
 }
 
 TEST_F(AgentDaemonTest, ControllerDownAtStartConvergesFromCacheSpoolsAndDrainsOnce) {
-    // A first life with the controller up: enrolled, spec cached, platform-ready.
-    controller->start();
-    {
-        auto agent = start_agent({"--interval", "1h"});
-        ASSERT_TRUE(eventually([&] { return run_reports().size() >= 1; })) << agent->log();
-        agent->signal(SIGTERM);
-        ASSERT_EQ(agent->wait_exit(20s), 0);
-    }
-    controller->stop();
+    ASSERT_NO_FATAL_FAILURE(first_life_then_controller_down());
     std::size_t before = controller->reports().size();
     fs::remove(root + "/etc/motd");  // something to converge while the controller is away
     auto agent = start_agent({"--interval", "200ms"});
@@ -416,14 +414,7 @@ TEST_F(AgentDaemonTest, SighupRunsNow) {
 }
 
 TEST_F(AgentDaemonTest, KillNineLosesNoSpooledReportAndTheNextStartCompletesTheConverge) {
-    controller->start();
-    {
-        auto agent = start_agent({"--interval", "1h"});
-        ASSERT_TRUE(eventually([&] { return run_reports().size() >= 1; })) << agent->log();
-        agent->signal(SIGTERM);
-        ASSERT_EQ(agent->wait_exit(20s), 0);
-    }
-    controller->stop();
+    ASSERT_NO_FATAL_FAILURE(first_life_then_controller_down());
     std::set<std::string> ever_spooled;
     for (int round = 0; round < 4; ++round) {
         fs::remove(root + "/etc/motd");

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <thread>
 
+#include "fakes/memory_logger.hpp"
 #include "nodeform/canonical_json.hpp"
 #include "nodeform/clock.hpp"
 #include "nodeform/controller/api/server.hpp"
@@ -20,13 +21,18 @@
 #include "nodeform/http.hpp"
 #include "nodeform/log.hpp"
 #include "nodeform/tls.hpp"
-#include "recording_notifier.hpp"
+#include "fakes/recording_notifier.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::controller {
 namespace {
 
 using json = nlohmann::json;
+
+// The HTTP status of a response; -1 when there was none.
+int status_of(const httplib::Result& r) {
+    return r ? r->status : -1;
+}
 
 site::Node make_node(const std::string& name, site::AuthMethod method, std::vector<std::string> cidrs = {},
                      std::string site_token = "") {
@@ -244,9 +250,7 @@ TEST_F(ApiTest, SpecWithEtagAnd304) {
     ASSERT_TRUE(again);
     EXPECT_EQ(again->status, 304);
     EXPECT_TRUE(again->body.empty());
-    auto stale = client_->Get("/v1/spec/dev-01", {{"If-None-Match", "\"sha256:old\""}});
-    ASSERT_TRUE(stale);
-    EXPECT_EQ(stale->status, 200);
+    EXPECT_EQ(status_of(client_->Get("/v1/spec/dev-01", {{"If-None-Match", "\"sha256:old\""}})), 200);
 }
 
 TEST_F(ApiTest, SpecStatusPaths) {
@@ -254,25 +258,15 @@ TEST_F(ApiTest, SpecStatusPaths) {
     ASSERT_TRUE(unknown);
     EXPECT_EQ(unknown->status, 404);
     EXPECT_EQ(error_code(unknown), "unknown_node");
-    auto far = client_->Get("/v1/spec/far-01");  // network posture, 127.0.0.1 not in 10.0.0.0/8
-    ASSERT_TRUE(far);
-    EXPECT_EQ(far->status, 403);
+    EXPECT_EQ(status_of(client_->Get("/v1/spec/far-01")), 403);  // network posture, 127.0.0.1 not in 10.0.0.0/8
     auto no_token = client_->Get("/v1/spec/stage-01");
     ASSERT_TRUE(no_token);
     EXPECT_EQ(no_token->status, 401);
     EXPECT_EQ(error_code(no_token), "missing_credential");
-    auto bad_token = client_->Get("/v1/spec/stage-01", bearer("wrong"));
-    ASSERT_TRUE(bad_token);
-    EXPECT_EQ(bad_token->status, 401);
-    auto good = client_->Get("/v1/spec/stage-01", bearer(kSiteToken));
-    ASSERT_TRUE(good);
-    EXPECT_EQ(good->status, 200);
-    auto no_cred = client_->Get("/v1/spec/web-01");
-    ASSERT_TRUE(no_cred);
-    EXPECT_EQ(no_cred->status, 401);
-    auto post = client_->Post("/v1/spec/web-01", "{}", "application/json");
-    ASSERT_TRUE(post);
-    EXPECT_EQ(post->status, 405);
+    EXPECT_EQ(status_of(client_->Get("/v1/spec/stage-01", bearer("wrong"))), 401);
+    EXPECT_EQ(status_of(client_->Get("/v1/spec/stage-01", bearer(kSiteToken))), 200);
+    EXPECT_EQ(status_of(client_->Get("/v1/spec/web-01")), 401);
+    EXPECT_EQ(status_of(client_->Post("/v1/spec/web-01", "{}", "application/json")), 405);
     auto nothing = client_->Get("/v2/whatever");
     ASSERT_TRUE(nothing);
     EXPECT_EQ(nothing->status, 404);
@@ -321,21 +315,15 @@ TEST_F(ApiTest, EnrollOnceReplayAndExpiryRefused) {
     ASSERT_TRUE(wrong_node);
     EXPECT_EQ(wrong_node->status, 401);
 
-    auto malformed = client_->Post("/v1/enroll", "{not json", "application/json");
-    ASSERT_TRUE(malformed);
-    EXPECT_EQ(malformed->status, 400);
+    EXPECT_EQ(status_of(client_->Post("/v1/enroll", "{not json", "application/json")), 400);
     auto not_node_token =
         client_->Post("/v1/enroll", json{{"identity", "stage-01"}, {"token", "x"}}.dump(), "application/json");
     ASSERT_TRUE(not_node_token);
     EXPECT_EQ(not_node_token->status, 409);
 
     // The credential works for its own spec, not another node's.
-    auto own = client_->Get("/v1/spec/web-01", bearer(credential));
-    ASSERT_TRUE(own);
-    EXPECT_EQ(own->status, 200);
-    auto others = client_->Get("/v1/spec/web-02", bearer(credential));
-    ASSERT_TRUE(others);
-    EXPECT_EQ(others->status, 403);
+    EXPECT_EQ(status_of(client_->Get("/v1/spec/web-01", bearer(credential))), 200);
+    EXPECT_EQ(status_of(client_->Get("/v1/spec/web-02", bearer(credential))), 403);
     // Credentials and tokens are stored hashed.
     auto db = sqlite::open_database(sqlite::database_path(dir_.path()));
     ASSERT_TRUE(db.ok());
@@ -354,24 +342,20 @@ TEST_F(ApiTest, ReportsIdempotentValidatedAndOwnNodeOnly) {
     auto first = client_->Post("/v1/nodes/web-01/reports", bearer(cred), report.dump(), "application/json");
     ASSERT_TRUE(first);
     EXPECT_EQ(first->status, 201) << first->body;
-    auto again = client_->Post("/v1/nodes/web-01/reports", bearer(cred), report.dump(), "application/json");
-    ASSERT_TRUE(again);
-    EXPECT_EQ(again->status, 200);
+    EXPECT_EQ(status_of(client_->Post("/v1/nodes/web-01/reports", bearer(cred), report.dump(), "application/json")),
+              200);
     auto changed = report;
     changed["phase"] = "sustain";
-    auto conflict = client_->Post("/v1/nodes/web-01/reports", bearer(cred), changed.dump(), "application/json");
-    ASSERT_TRUE(conflict);
-    EXPECT_EQ(conflict->status, 409);
+    EXPECT_EQ(status_of(client_->Post("/v1/nodes/web-01/reports", bearer(cred), changed.dump(), "application/json")),
+              409);
     EXPECT_EQ(*store_->report_count(), 1);
 
-    auto foreign = client_->Post("/v1/nodes/web-01/reports", bearer(cred2), report_for("web-01", "other-report").dump(),
-                                 "application/json");
-    ASSERT_TRUE(foreign);
-    EXPECT_EQ(foreign->status, 403);
-    auto mismatch = client_->Post("/v1/nodes/web-01/reports", bearer(cred), report_for("web-02", "mismatch").dump(),
-                                  "application/json");
-    ASSERT_TRUE(mismatch);
-    EXPECT_EQ(mismatch->status, 422);
+    EXPECT_EQ(status_of(client_->Post("/v1/nodes/web-01/reports", bearer(cred2),
+                                      report_for("web-01", "other-report").dump(), "application/json")),
+              403);
+    EXPECT_EQ(status_of(client_->Post("/v1/nodes/web-01/reports", bearer(cred), report_for("web-02", "mismatch").dump(),
+                                      "application/json")),
+              422);
     auto bad_shape = report_for("web-01", "bad-shape");
     bad_shape["phase"] = "dancing";
     auto shape = client_->Post("/v1/nodes/web-01/reports", bearer(cred), bad_shape.dump(), "application/json");
@@ -387,17 +371,15 @@ TEST_F(ApiTest, ReportsIdempotentValidatedAndOwnNodeOnly) {
     EXPECT_EQ(error_code(wrapped), "invalid_report");
     EXPECT_NE(wrapped->body.find("counts.changed: must be at most 9223372036854775807"), std::string::npos)
         << wrapped->body;
-    auto bad_json = client_->Post("/v1/nodes/web-01/reports", bearer(cred), "{\"report_id\":", "application/json");
-    ASSERT_TRUE(bad_json);
-    EXPECT_EQ(bad_json->status, 400);
+    EXPECT_EQ(status_of(client_->Post("/v1/nodes/web-01/reports", bearer(cred), "{\"report_id\":", "application/json")),
+              400);
     std::string big(100 * 1024, 'x');
     auto too_big = client_->Post("/v1/nodes/web-01/reports", bearer(cred), big, "application/json");
     ASSERT_TRUE(too_big);
     EXPECT_EQ(too_big->status, 413);
     EXPECT_EQ(error_code(too_big), "payload_too_large");
-    auto unknown = client_->Post("/v1/nodes/ghost-01/reports", bearer(cred), report.dump(), "application/json");
-    ASSERT_TRUE(unknown);
-    EXPECT_EQ(unknown->status, 404);
+    EXPECT_EQ(status_of(client_->Post("/v1/nodes/ghost-01/reports", bearer(cred), report.dump(), "application/json")),
+              404);
     EXPECT_EQ(*store_->report_count(), 1);
 }
 
@@ -427,16 +409,12 @@ TEST_F(ApiTest, HostileIdentitiesAreRefusedWithoutHarm) {
     std::string r = raw("GET /v1/spec/../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     ASSERT_GE(r.size(), 12u);
     EXPECT_TRUE(r.substr(9, 3) == "404" || r.substr(9, 3) == "400") << r.substr(0, 40);
-    auto alive = client_->Get("/v1/spec/dev-01");
-    ASSERT_TRUE(alive);
-    EXPECT_EQ(alive->status, 200);
+    EXPECT_EQ(status_of(client_->Get("/v1/spec/dev-01")), 200);
 }
 
 TEST_F(ApiTest, RepeatedAuthFailuresAreRateLimited) {
     for (int i = 0; i < 5; ++i) {
-        auto res = client_->Get("/v1/spec/stage-01", bearer("wrong"));
-        ASSERT_TRUE(res);
-        EXPECT_EQ(res->status, 401);
+        EXPECT_EQ(status_of(client_->Get("/v1/spec/stage-01", bearer("wrong"))), 401);
     }
     auto limited = client_->Get("/v1/spec/stage-01", bearer(kSiteToken));  // even the right token now
     ASSERT_TRUE(limited);
@@ -446,18 +424,12 @@ TEST_F(ApiTest, RepeatedAuthFailuresAreRateLimited) {
         client_->Post("/v1/enroll", json{{"identity", "web-01"}, {"token", "x"}}.dump(), "application/json");
     ASSERT_TRUE(enroll_limited);
     EXPECT_EQ(enroll_limited->status, 429);
-    auto health = client_->Get("/healthz");  // unauthenticated endpoints are not limited
-    ASSERT_TRUE(health);
-    EXPECT_EQ(health->status, 200);
+    EXPECT_EQ(status_of(client_->Get("/healthz")), 200);  // unauthenticated endpoints are not limited
 }
 
 TEST_F(ApiTest, OperatorViewsAndStatus) {
-    auto none = client_->Get("/v1/nodes");
-    ASSERT_TRUE(none);
-    EXPECT_EQ(none->status, 401);
-    auto wrong = client_->Get("/v1/nodes", bearer("nfo_wrong"));
-    ASSERT_TRUE(wrong);
-    EXPECT_EQ(wrong->status, 401);
+    EXPECT_EQ(status_of(client_->Get("/v1/nodes")), 401);
+    EXPECT_EQ(status_of(client_->Get("/v1/nodes", bearer("nfo_wrong"))), 401);
     std::string cred = enroll("web-01");
     ASSERT_TRUE(client_->Post("/v1/nodes/web-01/reports", bearer(cred),
                               report_for("web-01", "r1", "platform-ready").dump(), "application/json"));
@@ -480,9 +452,7 @@ TEST_F(ApiTest, OperatorViewsAndStatus) {
     auto detail = json::parse(one->body);
     EXPECT_EQ(detail["last_report"]["report_id"], "r2");
     EXPECT_EQ(detail["failed"], 1);
-    auto missing = client_->Get("/v1/nodes/ghost-01", bearer(kOperatorToken));
-    ASSERT_TRUE(missing);
-    EXPECT_EQ(missing->status, 404);
+    EXPECT_EQ(status_of(client_->Get("/v1/nodes/ghost-01", bearer(kOperatorToken))), 404);
 }
 
 // The operator views carry each node's provisioning record (lifecycle state, VMID, PVE node, IPs) from the
@@ -535,9 +505,7 @@ TEST_F(ApiTest, OperatorViewsCarryTheLifecycle) {
 }
 
 TEST_F(ApiTest, HealthReadyAndMetrics) {
-    auto h = client_->Get("/healthz");
-    ASSERT_TRUE(h);
-    EXPECT_EQ(h->status, 200);
+    EXPECT_EQ(status_of(client_->Get("/healthz")), 200);
     auto r = client_->Get("/readyz");
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 200);
@@ -585,9 +553,7 @@ TEST_F(ApiTest, HotReloadServesNewSiteAndKeepsOldOnBrokenOne) {
     EXPECT_EQ(r->status, 200);  // still serving the last good site
     auto body = json::parse(r->body);
     EXPECT_NE(body["last_reload"]["error"].get<std::string>().find("site.name"), std::string::npos);
-    auto still = client_->Get("/v1/spec/dev-02");
-    ASSERT_TRUE(still);
-    EXPECT_EQ(still->status, 200);
+    EXPECT_EQ(status_of(client_->Get("/v1/spec/dev-02")), 200);
     auto m = client_->Get("/metrics");
     ASSERT_TRUE(m);
     EXPECT_NE(m->body.find("nodeform_site_reloads_total{result=\"failed\"} 1"), std::string::npos) << m->body;

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <string>
 
+#include "fakes/memory_logger.hpp"
 #include "lifecycle_fakes.hpp"
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/controller/providers/proxmox.hpp"

@@ -17,6 +17,7 @@
 #include <set>
 #include <thread>
 
+#include "fakes/memory_logger.hpp"
 #include "nodeform/atomic_file.hpp"
 #include "nodeform/base64.hpp"
 #include "nodeform/canonical_json.hpp"
@@ -29,7 +30,7 @@
 #include "nodeform/posix_process_runner.hpp"
 #include "nodeform/random.hpp"
 #include "nodeform/tls.hpp"
-#include "recording_notifier.hpp"
+#include "fakes/recording_notifier.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::controller {

@@ -22,16 +22,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string cached_rootfs() {
-    if (const char* env = std::getenv("NODEFORM_TEST_ROOTFS"); env && *env) return env;
-    auto text = read_file("/var/cache/nodeform-test/agent-rootfs.path");
-    if (!text) return {};
-    std::string path = *text;
-    while (!path.empty() && path.back() == '\n')
-        path.pop_back();
-    return path;
-}
-
 struct CommandRun {
     int exit_code = -1;
     std::string out;
@@ -43,7 +33,7 @@ class RootTest : public ::testing::Test {
   protected:
     void SetUp() override {
         if (::geteuid() != 0) GTEST_SKIP() << "needs root (chroot, mount namespaces, useradd --root)";
-        source_ = cached_rootfs();
+        source_ = test::cached_rootfs();
         if (source_.empty() || !fs::exists(source_ + "/.nodeform-complete")) {
             GTEST_SKIP() << "no cached Debian root: run scripts/test-setup.sh first (or set NODEFORM_TEST_ROOTFS)";
         }

@@ -19,28 +19,12 @@
 
 #include "nodeform/atomic_file.hpp"
 #include "nodeform/posix_process_runner.hpp"
+#include "test_paths.hpp"
 
 namespace nodeform::test::real {
 
-// The debootstrapped root prepared by scripts/test-setup.sh (empty when there is none).
-inline std::string cached_rootfs() {
-    std::string path;
-    if (const char* env = std::getenv("NODEFORM_TEST_ROOTFS"); env && *env) {
-        path = env;
-    } else if (auto text = read_file("/var/cache/nodeform-test/agent-rootfs.path")) {
-        path = *text;
-    }
-    while (!path.empty() && path.back() == '\n')
-        path.pop_back();
-    if (path.empty() || !std::filesystem::exists(path + "/.nodeform-complete")) return {};
-    return path;
-}
-
-// The content of path, empty when it cannot be read.
-inline std::string slurp(const std::string& path) {
-    auto text = read_file(path);
-    return text ? *text : std::string();
-}
+using nodeform::test::cached_rootfs;  // tests/support/test_paths.hpp
+using nodeform::test::slurp;
 
 struct CommandRun {
     int exit_code = -1;

@@ -10,6 +10,17 @@ namespace {
 using test::FakeSystem;
 using test::find_result;
 
+// A present file resource owned by root, restarting nothing.
+nlohmann::json file_resource(const std::string& path, const std::string& content, const std::string& mode) {
+    return {{"path", path},
+            {"content", content},
+            {"mode", mode},
+            {"owner", "root"},
+            {"group", "root"},
+            {"state", "present"},
+            {"restart", nlohmann::json::array()}};
+}
+
 nlohmann::json base_spec() {
     return nlohmann::json::parse(R"({
       "schema_version": 1, "identity": "web-01",
@@ -88,13 +99,7 @@ TEST(Engine, FailedDependencySkipsDependentsButNotIndependentResources) {
     };
     ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, options());
     auto spec = base_spec();
-    spec["files"].push_back({{"path", "/etc/motd"},
-                             {"content", "hello\n"},
-                             {"mode", "0644"},
-                             {"owner", "root"},
-                             {"group", "root"},
-                             {"state", "present"},
-                             {"restart", nlohmann::json::array()}});
+    spec["files"].push_back(file_resource("/etc/motd", "hello\n", "0644"));
     auto report = engine.run(spec, RunMode::apply);
     EXPECT_FALSE(report.ok());
     EXPECT_EQ(find_result(report, "group:ops")->status, ResourceStatus::failed);
@@ -185,13 +190,7 @@ TEST(Engine, SecretsNeverAppearInTheReport) {
     FakeSystem sys;
     ConvergeEngine engine(sys.runner, sys.fs, sys.clock, sys.logger, *sys.random, options());
     auto spec = base_spec();
-    spec["files"].push_back({{"path", "/etc/app/token"},
-                             {"content", "tok-SECRETVALUE-123"},
-                             {"mode", "0600"},
-                             {"owner", "root"},
-                             {"group", "root"},
-                             {"state", "present"},
-                             {"restart", nlohmann::json::array()}});
+    spec["files"].push_back(file_resource("/etc/app/token", "tok-SECRETVALUE-123", "0600"));
     spec["secret_paths"].push_back("/files/1/content");
     sys.runner.handler = [&sys](const ProcessRequest& r) -> Result<ProcessResult> {
         if (r.argv[0] == "visudo" || (r.argv.size() > 2 && r.argv[0] == "chroot" && r.argv[2] == "visudo")) {

@@ -5,9 +5,10 @@
 #include <set>
 #include <sstream>
 
+#include "fakes/fake_process_runner.hpp"
+#include "fakes/memory_filesystem.hpp"
+#include "fakes/memory_logger.hpp"
 #include "nodeform/agent/converge.hpp"
-#include "nodeform/agent/system/fake_process_runner.hpp"
-#include "nodeform/agent/system/filesystem.hpp"
 
 namespace nodeform::agent::test {
 

@@ -2,6 +2,7 @@
 // (the node_token case against a real SQLite store in a temp dir).
 #include <gtest/gtest.h>
 
+#include "fakes/memory_logger.hpp"
 #include "nodeform/controller/api/auth.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/random.hpp"

@@ -2,6 +2,7 @@
 // and says why, and the change stamp tells when to reload.
 #include <gtest/gtest.h>
 
+#include "fakes/memory_logger.hpp"
 #include "nodeform/controller/api/site_snapshot.hpp"
 
 namespace nodeform::controller {

@@ -435,9 +435,6 @@ TEST(ControllerConfig, DefaultsThenFileThenFlags) {
     EXPECT_NE(bad.message().find("thread"), std::string::npos);
     auto bad_flag = load_controller_config(*parse_args({"--threads", "many"}, serve_arg_spec()), "/nonexistent");
     EXPECT_FALSE(bad_flag.ok());
-    EXPECT_FALSE(parse_duration("5x").has_value());
-    EXPECT_EQ(parse_duration("250ms")->count(), 250);
-    EXPECT_EQ(parse_duration("7d")->count(), 7LL * 86400 * 1000);
 }
 
 TEST(ControllerCli, TokenRevokeAndNodeListReadTheStore) {

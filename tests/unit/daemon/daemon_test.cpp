@@ -8,9 +8,11 @@
 
 #include <gtest/gtest.h>
 
+#include "eventually.hpp"
+#include "fakes/memory_logger.hpp"
 #include "nodeform/agent/daemon/daemon.hpp"
 #include "nodeform/atomic_file.hpp"
-#include "recording_notifier.hpp"
+#include "fakes/recording_notifier.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::agent::daemon {
@@ -209,14 +211,7 @@ struct Running {
     std::thread thread;
 };
 
-bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds limit = 10s) {
-    auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-        if (condition()) return true;
-        std::this_thread::sleep_for(5ms);
-    }
-    return condition();
-}
+using nodeform::test::eventually;
 
 int count(const std::vector<std::string>& messages, const std::string& m) {
     return static_cast<int>(std::count(messages.begin(), messages.end(), m));

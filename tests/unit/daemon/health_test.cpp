@@ -7,8 +7,8 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include "fakes/fake_process_runner.hpp"
 #include "nodeform/agent/daemon/health.hpp"
-#include "nodeform/agent/system/fake_process_runner.hpp"
 #include "nodeform/posix_process_runner.hpp"
 #include "nodeform/tls.hpp"
 #include "test_paths.hpp"

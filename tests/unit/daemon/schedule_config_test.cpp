@@ -6,7 +6,7 @@
 #include "nodeform/agent/daemon/config.hpp"
 #include "nodeform/agent/daemon/notifier.hpp"
 #include "nodeform/agent/daemon/schedule.hpp"
-#include "recording_notifier.hpp"
+#include "fakes/recording_notifier.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::agent::daemon {
@@ -121,15 +121,15 @@ TEST(Config, RejectsUnknownKeysAndBadValuesNamingThem) {
     EXPECT_TRUE(load_agent_config({"--help"})->help);
 }
 
-TEST(Config, ParsesDurations) {
-    EXPECT_EQ(*parse_duration("250ms"), milliseconds(250));
-    EXPECT_EQ(*parse_duration("30"), milliseconds(30000));
-    EXPECT_EQ(*parse_duration("5m"), milliseconds(300000));
-    EXPECT_EQ(*parse_duration("2h"), milliseconds(7200000));
-    EXPECT_FALSE(parse_duration(""));
-    EXPECT_FALSE(parse_duration("ms"));
-    EXPECT_FALSE(parse_duration("5d"));
-    EXPECT_FALSE(parse_duration("1.5s"));
+TEST(Config, DurationKeysUseTheSharedGrammar) {
+    AgentConfig c;
+    ASSERT_TRUE(apply_config_value(c, "interval", "5min"));
+    EXPECT_EQ(c.interval, milliseconds(300000));
+    ASSERT_TRUE(apply_config_value(c, "retry-cap", "1d"));
+    EXPECT_EQ(c.retry_cap, milliseconds(86400000));
+    auto bad = apply_config_value(c, "stop-timeout", "1.5s");
+    ASSERT_FALSE(bad);
+    EXPECT_NE(bad.message().find("stop-timeout: invalid duration '1.5s'"), std::string::npos) << bad.message();
 }
 
 TEST(Notifier, StatusLineSummarisesState) {

@@ -21,17 +21,12 @@ std::string minimal_dir() {
     return test::data_dir() + "/valid/minimal";
 }
 
-void write(const std::string& path, const std::string& text) {
-    fs::create_directories(fs::path(path).parent_path());
-    std::ofstream(path, std::ios::binary) << text;
-}
-
 // A copy of tests/data/valid/minimal that a test may edit.
 class SiteCopy {
   public:
     SiteCopy() : dir_(temp_.path() + "/site") { fs::copy(minimal_dir(), dir_, fs::copy_options::recursive); }
     const std::string& dir() const { return dir_; }
-    void put(const std::string& file, const std::string& text) const { write(dir_ + "/" + file, text); }
+    void put(const std::string& file, const std::string& text) const { test::write_text(dir_ + "/" + file, text); }
 
   private:
     test::TempDir temp_;
@@ -389,6 +384,26 @@ platform:
     const json& files = result.site->nodes.at("node-01").resolved["files"];
     EXPECT_EQ(files[0]["mode"], "0600");
     EXPECT_EQ(files[1]["mode"], "0755");
+}
+
+TEST(Resolve, DurationsUseTheSharedGrammarInWholeSeconds) {
+    SiteCopy site;
+    std::string spec = test::slurp(minimal_dir() + "/specs/base.yaml");
+    spec.replace(spec.find("interval: 1m"), 12, "interval: 60000ms");
+    spec.replace(spec.find("interval: 5m"), 12, "interval: 1d\n  splay: 5min");
+    site.put("specs/base.yaml", spec);
+    auto result = load_site(site.dir(), no_env());
+    ASSERT_TRUE(result.ok()) << joined(result);
+    const json& r = result.site->nodes.at("node-01").resolved;
+    EXPECT_EQ(r["health"][1]["interval_s"], 60);
+    EXPECT_EQ(r["apply"]["interval_s"], 86400);
+    EXPECT_EQ(r["apply"]["splay_s"], 300);
+
+    spec.replace(spec.find("interval: 60000ms"), 17, "interval: 1500ms");
+    site.put("specs/base.yaml", spec);
+    result = load_site(site.dir(), no_env());
+    ASSERT_FALSE(result.ok());
+    EXPECT_NE(joined(result).find("'1500ms' is not a duration"), std::string::npos) << joined(result);
 }
 
 TEST(Load, ReadmeAndHiddenFilesAreIgnored) {

@@ -48,8 +48,6 @@ ArgSpec serve_arg_spec();
 Result<ControllerConfig> load_controller_config(const ParsedArgs& args,
                                                 const std::string& default_file = kDefaultConfigFile);
 
-// "30s", "5m", "2h", "7d", "250ms" or a plain number of seconds.
-std::optional<std::chrono::milliseconds> parse_duration(const std::string& text);
 // "HOST:PORT", "[V6]:PORT" or ":PORT".
 Status parse_listen(const std::string& text, std::string& host, int& port);
 

@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -132,7 +133,10 @@ std::string render_node(const Node& node, bool reveal_secrets);
 // The resolved spec with every value that came from secrets.yaml replaced by "[REDACTED]".
 nlohmann::json redact_resolved(const nlohmann::json& resolved);
 
+// The names site files use; parse_* reads the same names.
 const char* to_string(AuthMethod method);
 const char* to_string(DecommissionPolicy policy);
+std::optional<AuthMethod> parse_auth_method(std::string_view name);
+std::optional<DecommissionPolicy> parse_decommission_policy(std::string_view name);
 
 }  // namespace nodeform::site

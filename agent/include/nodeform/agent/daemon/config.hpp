@@ -32,9 +32,6 @@ struct AgentConfig {
     std::string effective_spool_dir() const { return spool_dir.empty() ? state_dir + "/spool" : spool_dir; }
 };
 
-// "250ms", "30s", "5m", "2h", or a plain number of seconds. Err names the text.
-Result<std::chrono::milliseconds> parse_duration(const std::string& text);
-
 // The options `run` accepts (also the key names of the config file, without "--").
 const std::vector<std::string>& config_keys();
 
