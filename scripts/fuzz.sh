@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harnesses with clang in build-fuzz/ and runs each for a bounded time.
 # usage: scripts/fuzz.sh [SECONDS_PER_HARNESS=60] [HARNESS...]
-#   (harnesses: fuzz_site_yaml fuzz_site_resolve fuzz_seed fuzz_http_framing)
+#   (harnesses: fuzz_site_yaml fuzz_site_resolve fuzz_seed fuzz_report fuzz_http_framing)
 # Exit 0 when every harness ran clean; crashes are saved as build-fuzz/crash-* / leak-* / timeout-*.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 harnesses=("$@")
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(fuzz_site_yaml fuzz_site_resolve fuzz_seed fuzz_http_framing)
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(fuzz_site_yaml fuzz_site_resolve fuzz_seed fuzz_report fuzz_http_framing)
 root="$(pwd)"
 build="$(realpath -m "${NODEFORM_FUZZ_BUILD_DIR:-build-fuzz}")"
 
