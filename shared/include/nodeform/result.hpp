@@ -10,6 +10,7 @@ namespace nodeform {
 // A failure meant for a person: what went wrong and, where known, what to do next.
 struct Error {
     std::string message;
+    std::string kind;  // a stable class callers may branch on (e.g. kCertificateRefused in http.hpp); "" = none
 };
 
 template <typename T>
@@ -41,7 +42,10 @@ struct Ok {};
 using Status = Result<Ok>;
 
 inline Error make_error(std::string message) {
-    return Error{std::move(message)};
+    return Error{std::move(message), {}};
+}
+inline Error make_error(std::string message, std::string kind) {
+    return Error{std::move(message), std::move(kind)};
 }
 
 }  // namespace nodeform
