@@ -34,15 +34,23 @@ Result<Plan> Lifecycle::plan(const site::Site& site, const std::string& identity
         if (done >= step_index(provisioning, "cloned")) {
             if (auto have = run.provider->vm_state(pl.pve_node, plan.vmid); have.ok()) target = *have.value;
         }
+        std::string projected_uuid;  // the placeholder standing in for the uuid Proxmox gives the clone
         if (!target.exists) {
             auto t = run.provider->vm_state(pl.pve_node, pl.template_vmid);
             if (t.ok()) target = projected_clone(*t.value);
+            for (const auto& [k, v] : providers::split_option_string(target.config["smbios1"])) {
+                if (k == "uuid") projected_uuid = v;
+            }
         }
         auto cfg = build_config(*run.node, target, encode_seed_compact(run.planned_seed()));
         std::string params;
         if (cfg) {
-            for (const auto& [k, v] : cfg->shown)
+            for (auto [k, v] : cfg->shown) {
+                if (k == "smbios1" && !projected_uuid.empty() && v.rfind("uuid=" + projected_uuid, 0) == 0) {
+                    v = "uuid=[the clone's uuid]" + v.substr(5 + projected_uuid.size());
+                }
                 params += (params.empty() ? "" : " ") + k + "=" + v;
+            }
             params += " (smbios1: " + std::to_string(cfg->params.at("smbios1").size()) + " of 512 characters)";
         } else {
             params = "(cannot build the configuration: " + cfg.message() + ")";

@@ -100,6 +100,14 @@ TEST(ProvisionedSeed, AuthenticatesForEveryPosture) {
     auto started = server.start();
     ASSERT_TRUE(started) << started.message();
     std::thread serving([&] { (void)server.run(); });
+    struct Stop {  // also when an assertion ends the test early
+        ctl::ControllerServer& server;
+        std::thread& thread;
+        ~Stop() {
+            server.stop();
+            if (thread.joinable()) thread.join();
+        }
+    } stop{server, serving};
     const std::string url = "http://127.0.0.1:" + std::to_string(server.port());
 
     for (const auto& [name, posture] : std::vector<std::pair<std::string, std::string>>{
@@ -125,8 +133,6 @@ TEST(ProvisionedSeed, AuthenticatesForEveryPosture) {
         EXPECT_FALSE(spec->from_cache) << spec->warning;
         EXPECT_EQ(spec->spec.value("identity", ""), name);
     }
-    server.stop();
-    serving.join();
 }
 
 }  // namespace
