@@ -79,7 +79,9 @@ GateVerdict exists_gate(const char* gate, const std::string& name, const provide
 GateVerdict seed_gate(const Run& run, const providers::Outcome<providers::VmState>& tmpl) {
     Seed seed = run.planned_seed();
     if (auto valid = validate_seed(seed); !valid) return {"seed", false, "the seed is not valid: " + valid.message()};
-    if (!tmpl.ok() || !tmpl.value->exists) return {"seed", false, "not checked: the template could not be read"};
+    if (!tmpl.ok() || !tmpl.value->exists) {
+        return {"seed", false, "not checked: smbios1 is sized with the template's, and there is none (see 'template')"};
+    }
     const auto clone = projected_clone(*tmpl.value);
     auto smbios = providers::build_smbios1(clone.config.at("smbios1"), encode_seed_compact(seed));
     const std::string of = "template VM " + std::to_string(run.node->placement.template_vmid);
