@@ -276,7 +276,7 @@ class BeastTransport final : public HttpTransport {
             if (!connected()) {
                 if (auto st = connect(); !st) {
                     close();
-                    return make_error(what + st.message());
+                    return make_error(what + st.message(), st.error().kind);
                 }
             }
             bool sent = false;
@@ -344,7 +344,7 @@ class BeastTransport final : public HttpTransport {
         verify_->failure.clear();
         stream.expires_after(connect_timeout_);
         ec = run([&](auto handler) { tls_->async_handshake(asio::ssl::stream_base::client, std::move(handler)); });
-        if (!verify_->failure.empty()) return make_error(verify_->failure);
+        if (!verify_->failure.empty()) return make_error(verify_->failure, kCertificateRefused);
         if (ec == beast::error::timeout)
             return make_error("TLS handshake with " + where + " timed out after " + ms_text(connect_timeout_));
         if (ec) return make_error("TLS handshake with " + where + ": " + ec.message());

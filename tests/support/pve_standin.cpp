@@ -114,6 +114,7 @@ struct Vm {
     std::map<std::string, std::string> config;
     bool running = false;
     Clock::time_point started_at;
+    bool stops_during_boot = false;  // the guest powers off halfway through boot
 };
 
 struct Task {
@@ -161,6 +162,8 @@ struct PveStandin::Impl {
     std::vector<std::string> log;
     std::vector<std::int64_t> backups;
     int lock_timeouts = 0;
+    int task_lock_timeouts = 0;
+    int guest_stops = 0;
     int no_worker = 0;
     int get_errors = 0;
     int get_error_status = 500;
@@ -194,9 +197,15 @@ struct PveStandin::Impl {
         return buf;
     }
 
-    // Completes every task whose time has come.
+    // Completes every task whose time has come; guests that power off during boot stop.
     void advance() {
         auto now = Clock::now();
+        for (auto& [id, vm] : vms) {
+            if (vm.running && vm.stops_during_boot && now >= vm.started_at + opt.boot_ms / 2) {
+                vm.running = false;
+                vm.stops_during_boot = false;
+            }
+        }
         for (auto& t : tasks) {
             if (t.stopped || now < t.end) continue;
             t.stopped = true;
@@ -495,6 +504,10 @@ struct PveStandin::Impl {
                 if (v == vms.end()) return std::string("VM " + std::to_string(vmid) + " does not exist");
                 v->second.running = action == "start";
                 if (action == "start") v->second.started_at = Clock::now();
+                if (action == "start" && guest_stops > 0) {
+                    --guest_stops;
+                    v->second.stops_during_boot = true;
+                }
                 return std::string();
             }));
         }
@@ -573,6 +586,12 @@ struct PveStandin::Impl {
             return fail(500, "got no worker upid - start worker failed");
         }
         ++clone_requests[id];
+        if (task_lock_timeouts > 0) {  // the worker runs, cannot take the lock, and ends with the error
+            --task_lock_timeouts;
+            const std::string error =
+                "can't lock file '/var/lock/qemu-server/lock-" + std::to_string(id) + ".conf' - got timeout";
+            return ok(start_task(node, "qmclone", std::to_string(src), [error] { return error; }));
+        }
         Vm vm;
         vm.node = node;
         vm.vmid = id;
@@ -589,7 +608,12 @@ struct PveStandin::Impl {
                 conf.erase("template");
                 conf["name"] = name.empty() ? "Copy-of-VM-" + conf["name"] : name;
                 if (!description.empty()) conf["description"] = description;
-                conf["smbios1"] = "uuid=" + uuid();
+                // qemu-server keeps every smbios1 field of the source and generates a new uuid.
+                std::string smbios1 = "uuid=" + uuid();
+                for (const auto& item : split(conf.count("smbios1") ? conf["smbios1"] : "", ',')) {
+                    if (!item.empty() && item.rfind("uuid=", 0) != 0) smbios1 += "," + item;
+                }
+                conf["smbios1"] = smbios1;
                 if (conf.count("net0")) {
                     auto comma = conf["net0"].find(',');
                     conf["net0"] = "virtio=" + mac() + (comma == std::string::npos ? "" : conf["net0"].substr(comma));
@@ -781,6 +805,21 @@ void PveStandin::add_vm(const std::string& node, std::int64_t vmid, const std::s
                  {"memory", "512"},
                  {"scsi0", "local-lvm:vm-" + std::to_string(vmid) + "-disk-0,size=4G"}};
     impl_->vms[vmid] = vm;
+}
+
+void PveStandin::set_config(std::int64_t vmid, const std::string& key, const std::string& value) {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->vms.at(vmid).config[key] = value;
+}
+
+void PveStandin::inject_task_lock_timeouts(int count) {
+    std::lock_guard<std::mutex> l(impl_->mu);
+    impl_->task_lock_timeouts = count;
+}
+
+void PveStandin::inject_guest_stops(int count) {
+    std::lock_guard<std::mutex> l(impl_->mu);
+    impl_->guest_stops = count;
 }
 
 void PveStandin::inject_lock_timeouts(int count) {

@@ -43,12 +43,19 @@ class PveStandin {
     // Inventory.
     void add_template(const std::string& node, std::int64_t vmid, const std::string& name, int disk_gb = 2);
     void add_vm(const std::string& node, std::int64_t vmid, const std::string& name, bool running);
+    // Sets one raw config option (e.g. a template's smbios1 with manufacturer/product fields).
+    void set_config(std::int64_t vmid, const std::string& key, const std::string& value);
 
     // Fault injection (each counts down per matching request/task).
     void inject_lock_timeouts(int count);                 // mutating VM calls: "can't lock file ... got timeout"
     void inject_no_worker(int count);                     // task-starting calls: "got no worker upid"
     void inject_get_errors(int count, int status = 500);  // any GET: 5xx burst
     void inject_task_failures(const std::string& type, int count, const std::string& exitstatus);
+    // Clones whose worker (forked before qemu-server takes the locks) ends in "can't lock file ... got
+    // timeout": the POST answers a UPID, the task fails, no VM is created.
+    void inject_task_lock_timeouts(int count);
+    // VMs started next whose guest powers off during boot, before the guest agent comes up.
+    void inject_guest_stops(int count);
     void set_task_ms(const std::string& type, std::chrono::milliseconds duration);
     void set_boot_ms(std::chrono::milliseconds duration);
 

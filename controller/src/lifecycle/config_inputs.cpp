@@ -137,4 +137,19 @@ Result<ConfigInputs> build_config(const site::Node& node, const providers::VmSta
     return in;
 }
 
+providers::VmState projected_clone(const providers::VmState& tmpl) {
+    providers::VmState clone = tmpl;
+    clone.is_template = false;
+    clone.config.erase("template");
+    std::string smbios1 = "uuid=00000000-0000-0000-0000-000000000000";
+    auto it = tmpl.config.find("smbios1");
+    if (it != tmpl.config.end()) {
+        for (const auto& [k, v] : providers::split_option_string(it->second)) {
+            if (k != "uuid") smbios1 += "," + (k.empty() ? v : k + "=" + v);
+        }
+    }
+    clone.config["smbios1"] = smbios1;
+    return clone;
+}
+
 }  // namespace nodeform::controller::lifecycle

@@ -54,10 +54,9 @@ GateVerdict site_host_gate(const Run& run) {
                    : "PVE host '" + pl.pve_node + "' is not an online node of the cluster"};
 }
 
-GateVerdict template_gate(const Run& run) {
+GateVerdict template_gate(const Run& run, const providers::Outcome<providers::VmState>& tmpl) {
     const auto& pl = run.node->placement;
     const std::string vm = "VM " + std::to_string(pl.template_vmid);
-    auto tmpl = run.provider->vm_state(pl.pve_node, pl.template_vmid);
     if (!tmpl.ok()) return {"template", false, tmpl.error.message};
     if (!tmpl.value->exists) return {"template", false, "template " + vm + " does not exist on " + pl.pve_node};
     if (!tmpl.value->is_template) {
@@ -75,13 +74,21 @@ GateVerdict exists_gate(const char* gate, const std::string& name, const provide
             std::string(gate) + " '" + name + "' " + (*exists.value ? "exists" : "does not exist") + " on " + pve_node};
 }
 
-// The seed must fit into smbios1 (512 characters) with a token of the issuer's length.
-GateVerdict seed_gate(const Run& run) {
-    Seed seed = run.seed(std::string(run.deps.issuer->token_length(), 'x'));
-    auto smbios = providers::build_smbios1("uuid=00000000-0000-0000-0000-000000000000", encode_seed_compact(seed));
+// The seed must fit into smbios1 (512 characters) next to the fields the clone keeps from the template,
+// sized by the function the configure step uses.
+GateVerdict seed_gate(const Run& run, const providers::Outcome<providers::VmState>& tmpl) {
+    Seed seed = run.planned_seed();
     if (auto valid = validate_seed(seed); !valid) return {"seed", false, "the seed is not valid: " + valid.message()};
-    if (!smbios) return {"seed", false, smbios.message()};
-    return {"seed", true, "smbios1 will be " + std::to_string(smbios->size()) + " of 512 characters"};
+    if (!tmpl.ok() || !tmpl.value->exists) {
+        return {"seed", false, "not checked: smbios1 is sized with the template's, and there is none (see 'template')"};
+    }
+    const auto clone = projected_clone(*tmpl.value);
+    auto smbios = providers::build_smbios1(clone.config.at("smbios1"), encode_seed_compact(seed));
+    const std::string of = "template VM " + std::to_string(run.node->placement.template_vmid);
+    if (!smbios) return {"seed", false, smbios.message() + " (" + of + ")"};
+    return {
+        "seed", true,
+        "smbios1 will be " + std::to_string(smbios->size()) + " of 512 characters (with " + of + "'s SMBIOS fields)"};
 }
 
 // VMID: inside the site's range and free, or already this node's VM. Takes `lock` when it has to choose one.
@@ -150,11 +157,12 @@ GateVerdict vmid_gate(Run& run, std::unique_lock<std::mutex>& lock, std::int64_t
 std::vector<GateVerdict> gates(Run& run, bool reserve) {
     auto& p = *run.provider;
     const auto& pl = run.node->placement;
-    std::vector<GateVerdict> out = {
-        hostname_gate(run), site_host_gate(run), template_gate(run),
-        exists_gate("storage", pl.storage, p.storage_exists(pl.pve_node, pl.storage), pl.pve_node),
-        exists_gate("bridge", pl.bridge, p.bridge_exists(pl.pve_node, pl.bridge), pl.pve_node)};
-    out.push_back(seed_gate(run));
+    std::vector<GateVerdict> out = {hostname_gate(run), site_host_gate(run)};
+    const auto tmpl = p.vm_state(pl.pve_node, pl.template_vmid);
+    out.push_back(template_gate(run, tmpl));
+    out.push_back(exists_gate("storage", pl.storage, p.storage_exists(pl.pve_node, pl.storage), pl.pve_node));
+    out.push_back(exists_gate("bridge", pl.bridge, p.bridge_exists(pl.pve_node, pl.bridge), pl.pve_node));
+    out.push_back(seed_gate(run, tmpl));
     std::unique_lock<std::mutex> lock(run.vmid_mutex, std::defer_lock);  // held until the reservation is saved
     std::int64_t chosen = 0;
     out.push_back(vmid_gate(run, lock, chosen));

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <thread>
 
+#include "nodeform/base64.hpp"
 #include "nodeform/process.hpp"
 #include "run.hpp"
 
@@ -46,6 +47,15 @@ Status Run::persist() {
 Seed Run::seed(const std::string& token) const {
     return Seed{id(), options.controller_url.empty() ? site->info.controller_url : options.controller_url, token,
                 options.ca_fingerprint};
+}
+
+std::string Run::posture_token() const {
+    return node->auth.method == site::AuthMethod::site_token ? node->auth.site_token : std::string();
+}
+
+Seed Run::planned_seed() const {
+    std::string token = posture_token();
+    return seed(token.empty() ? std::string(deps.issuer->token_length(), 'x') : token);
 }
 
 StepOut StepOut::done(json outputs, json inputs) {
@@ -220,9 +230,16 @@ Result<std::unique_ptr<Run>> Lifecycle::prepare(const site::Site& site, const st
         if (p.name == run->node->placement.site) run->placement = &p;
     }
     if (!run->endpoint->token_secret.empty()) run->secrets.push_back(run->endpoint->token_secret);
+    if (!run->posture_token().empty()) {  // the site token and the seeds that carry it
+        const std::string compact = encode_seed_compact(run->planned_seed());
+        for (const auto& secret : {run->posture_token(), compact, base64_encode(compact)})
+            run->secrets.push_back(secret);
+    }
     auto provider = deps_.providers(*run->endpoint);
     if (!provider) return make_error("Proxmox endpoint '" + run->endpoint->name + "': " + provider.message());
     run->provider = std::move(*provider);
+    for (const auto& secret : run->secrets)
+        run->provider->add_secret(secret);
     auto rec = deps_.store->get(identity);
     if (!rec) return rec.error();
     run->rec = *rec ? **rec : fresh_record(identity);

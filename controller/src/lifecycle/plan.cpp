@@ -24,24 +24,34 @@ Result<Plan> Lifecycle::plan(const site::Site& site, const std::string& identity
     int done = step_index(provisioning, run.rec.step);
     auto want = [&](const std::string& step) { return step_index(provisioning, step) > done; };
     if (want("cloned")) {
-        std::string params = "newid=" + std::to_string(plan.vmid) + " name=" + identity +
-                             " full=1 storage=" + pl.storage + (pl.pool.empty() ? "" : " pool=" + pl.pool) +
-                             " description=managed-by-nodeform";
-        plan.calls.push_back(
-            {"POST", "/nodes/" + pl.pve_node + "/qemu/" + std::to_string(pl.template_vmid) + "/clone", params});
+        plan.calls.push_back({"POST", "/nodes/" + pl.pve_node + "/qemu/" + std::to_string(pl.template_vmid) + "/clone",
+                              describe(clone_request(run))});
         plan.calls.push_back({"GET", "/nodes/" + pl.pve_node + "/tasks/{UPID}/status", "until stopped"});
     }
     if (want("configured")) {
-        providers::VmState tmpl;
-        auto t = run.provider->vm_state(pl.pve_node, pl.template_vmid);
-        if (t.ok()) tmpl = *t.value;
-        tmpl.config["smbios1"] = "uuid=[the clone's uuid]";
-        auto cfg = build_config(*run.node, tmpl,
-                                encode_seed_compact(run.seed(std::string(deps_.issuer->token_length(), 'x'))));
+        // The VM as configure will find it: this node's clone already, or the template's clone to be.
+        providers::VmState target;
+        if (done >= step_index(provisioning, "cloned")) {
+            if (auto have = run.provider->vm_state(pl.pve_node, plan.vmid); have.ok()) target = *have.value;
+        }
+        std::string projected_uuid;  // the placeholder standing in for the uuid Proxmox gives the clone
+        if (!target.exists) {
+            auto t = run.provider->vm_state(pl.pve_node, pl.template_vmid);
+            if (t.ok()) target = projected_clone(*t.value);
+            for (const auto& [k, v] : providers::split_option_string(target.config["smbios1"])) {
+                if (k == "uuid") projected_uuid = v;
+            }
+        }
+        auto cfg = build_config(*run.node, target, encode_seed_compact(run.planned_seed()));
         std::string params;
         if (cfg) {
-            for (const auto& [k, v] : cfg->shown)
+            for (auto [k, v] : cfg->shown) {
+                if (k == "smbios1" && !projected_uuid.empty() && v.rfind("uuid=" + projected_uuid, 0) == 0) {
+                    v = "uuid=[the clone's uuid]" + v.substr(5 + projected_uuid.size());
+                }
                 params += (params.empty() ? "" : " ") + k + "=" + v;
+            }
+            params += " (smbios1: " + std::to_string(cfg->params.at("smbios1").size()) + " of 512 characters)";
         } else {
             params = "(cannot build the configuration: " + cfg.message() + ")";
         }

@@ -108,8 +108,7 @@ StepOut clone_vm(Run& run) {
     auto free = p.vmid_free(vmid);
     if (!free.ok()) return StepOut::fail(free.error.message);
     if (!*free.value) return StepOut::fail("VMID " + std::to_string(vmid) + " is in use elsewhere in the cluster");
-    providers::CloneRequest request{
-        pl.pve_node, pl.template_vmid, vmid, run.id(), pl.storage, pl.pool, "managed by nodeform: " + run.id(), true};
+    const providers::CloneRequest request = clone_request(run);
     Status saved = Ok{};
     auto t = p.clone(request, [&](const std::string& upid) {
         rec.pending_upid = upid;
@@ -128,6 +127,12 @@ StepOut clone_vm(Run& run) {
     out.inputs = inputs;
     if (!out.ok()) {
         rec.pending_upid.clear();
+        // qemu-server forks the clone worker before it takes the locks: a lock timeout is the task's exit
+        // status. Retried like the HTTP-level one; the next attempt reads the VM's real state first.
+        if (t.value->failure == FailureKind::locked) {
+            out.kind = StepOut::Kind::retry;
+            out.delay = run.options.wait_poll;
+        }
         return out;
     }
     vm = settled(run, vmid);  // the task says OK: the VM must be there now
@@ -138,7 +143,8 @@ StepOut clone_vm(Run& run) {
     return out;
 }
 
-// configured: sizing, cloud-init, and the seed with a fresh one-time token.
+// configured: sizing, cloud-init, and the seed with the credential the node's posture needs: the site
+// token (site_token), else a fresh one-time enrollment token.
 StepOut configure_vm(Run& run) {
     auto& p = *run.provider;
     const auto& node = *run.node;
@@ -146,10 +152,14 @@ StepOut configure_vm(Run& run) {
     auto vm = settled(run, vmid);
     if (!vm.ok()) return StepOut::fail(vm.error.message);
     if (!vm.value->exists) return StepOut::fail(vm_text(vmid) + " disappeared");
-    auto token = run.deps.issuer->issue(run.id(), run.options.token_ttl);
-    if (!token) return StepOut::fail("issuing the enrollment token: " + token.message());
-    std::string compact = encode_seed_compact(run.seed(token->token));
-    for (const auto& secret : {token->token, compact, base64_encode(compact)}) {
+    IssuedToken token{run.posture_token(), {}};
+    if (token.token.empty()) {
+        auto issued = run.deps.issuer->issue(run.id(), run.options.token_ttl);
+        if (!issued) return StepOut::fail("issuing the enrollment token: " + issued.message());
+        token = *issued;
+    }
+    std::string compact = encode_seed_compact(run.seed(token.token));
+    for (const auto& secret : {token.token, compact, base64_encode(compact)}) {
         run.secrets.push_back(secret);
         p.add_secret(secret);
     }
@@ -161,8 +171,10 @@ StepOut configure_vm(Run& run) {
         bool changed = r.error.kind == FailureKind::conflict || r.error.kind == FailureKind::locked;
         return changed ? StepOut::retry(r.error.message) : StepOut::fail(r.error.message);
     }
-    run.rec.token_expires_at = format_rfc3339(token->expires_at);
+    const bool site_token = !run.posture_token().empty();
+    run.rec.token_expires_at = site_token ? "" : format_rfc3339(token.expires_at);
     return StepOut::done({{"token_expires_at", run.rec.token_expires_at},
+                          {"seed_credential", site_token ? "site token" : "one-time enrollment token"},
                           {"summary", "cores " + std::to_string(node.sizing.cores) + ", memory " +
                                           std::to_string(node.sizing.memory_mb) + " MB, seed in smbios1"}},
                          json(cfg->shown));
@@ -201,6 +213,9 @@ StepOut start_vm(Run& run) {
 }
 
 StepOut register_node(Run& run) {
+    if (run.rec.token_expires_at.empty()) {
+        return StepOut::done({{"summary", "the seed carries the site token (posture site_token)"}});
+    }
     return StepOut::done({{"token_expires_at", run.rec.token_expires_at},
                           {"summary", "enrollment token issued, expires " + run.rec.token_expires_at}});
 }
@@ -217,6 +232,12 @@ StepOut await_agent(Run& run) {
         ++pings;
         return !ping.ok() || *ping.value;
     });
+    if (!ping.ok() && ping.error.kind == FailureKind::vm_not_running) {
+        return StepOut::fail(vm_text(vmid) + " stopped while waiting for its guest agent (" + ping.error.message +
+                             "): it crashed or was shut down from inside; look at its console and at the task "
+                             "log on " +
+                             pve + " (Proxmox: " + vm_text(vmid) + " > Console, Task History)");
+    }
     if (!ping.ok()) return StepOut::fail(ping.error.message);
     if (!answered) {
         return StepOut::fail("the QEMU guest agent did not answer within " +
@@ -314,6 +335,19 @@ RunResult provisioned(Run& run) {
 }
 
 }  // namespace
+
+providers::CloneRequest clone_request(const Run& run) {
+    const auto& pl = run.node->placement;
+    return {
+        pl.pve_node, pl.template_vmid, run.rec.vmid, run.id(), pl.storage, pl.pool, "managed by nodeform: " + run.id(),
+        true};
+}
+
+std::string describe(const providers::CloneRequest& q) {
+    return "newid=" + std::to_string(q.newid) + " name=" + q.name + " full=" + (q.full ? "1" : "0") +
+           (q.storage.empty() ? "" : " storage=" + q.storage) + (q.pool.empty() ? "" : " pool=" + q.pool) +
+           (q.description.empty() ? "" : " description='" + q.description + "'");
+}
 
 const Operation& provision_operation() {
     static const Operation op{{{"vmid_reserved", State::provisioning, reserve_vmid},

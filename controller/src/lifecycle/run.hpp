@@ -42,8 +42,13 @@ struct Lifecycle::Run {
               const std::function<bool()>& done) const;
     // Stamps and saves the record; the error gives the store's reason (callers prefix the node).
     Status persist();
-    // The seed the node gets (a placeholder token for gates and plan).
+    // The seed the node gets, carrying `token`.
     Seed seed(const std::string& token) const;
+    // The credential the node's posture takes from its seed: the site token (site_token posture), else ""
+    // (a one-time enrollment token is issued when the VM is configured).
+    std::string posture_token() const;
+    // The seed as gates and plan size it: the site token, or a placeholder as long as an enrollment token.
+    Seed planned_seed() const;
 };
 using Run = Lifecycle::Run;
 
@@ -100,6 +105,10 @@ bool run_step(Run& run, const Step& step, std::string& error, std::string* waiti
 
 RunResult provision(Run& run);
 RunResult decommission(Run& run, bool abandon);
+
+// The clone request 'node create' sends and 'node plan' shows (provision_steps.cpp).
+providers::CloneRequest clone_request(const Run& run);
+std::string describe(const providers::CloneRequest& request);  // "newid=.. name=.. full=1 storage=.. ..."
 
 // Gates (gates.cpp). With reserve, a passing run's VMID is saved as the node's reservation.
 std::vector<GateVerdict> gates(Run& run, bool reserve);

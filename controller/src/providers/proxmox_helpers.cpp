@@ -183,12 +183,23 @@ Result<std::string> build_smbios1(const std::string& existing, const std::string
     }
     std::string out;
     if (!uuid.empty()) out = "uuid=" + uuid + ",";
-    for (const auto& [key, value] : kept)
+    std::string kept_names;
+    for (const auto& [key, value] : kept) {
         out += key + "=" + value + ",";
-    out += "serial=" + base64_encode(serial) + ",base64=1";
+        kept_names += (kept_names.empty() ? "" : ", ") + key;
+    }
+    const std::size_t kept_size = out.size() - (uuid.empty() ? 0 : uuid.size() + 6);
+    const std::string seed_part = "serial=" + base64_encode(serial) + ",base64=1";
+    out += seed_part;
     if (out.size() > 512) {
-        return make_error("smbios1 would be " + std::to_string(out.size()) +
-                          " characters, over Proxmox's limit of 512: shorten the node name or the controller URL");
+        std::string why = "smbios1 would be " + std::to_string(out.size()) +
+                          " characters, over Proxmox's limit of 512: the seed takes " +
+                          std::to_string(seed_part.size()) + " (shorten the node name or the controller URL)";
+        if (!kept.empty()) {
+            why += " and the SMBIOS fields kept from the template (" + kept_names + ") take " +
+                   std::to_string(kept_size) + " (shorten or remove them in the template's smbios1)";
+        }
+        return make_error(why);
     }
     return out;
 }

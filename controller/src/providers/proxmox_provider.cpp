@@ -18,9 +18,10 @@ using std::chrono::steady_clock;
 constexpr const char* kApiBase = "/api2/json";
 
 struct ApiResponse {
-    int status = 0;       // 0 = transport failure
-    json data;            // the "data" member
-    std::string message;  // Proxmox's message when status is not 2xx, or the transport error
+    int status = 0;        // 0 = transport failure
+    json data;             // the "data" member
+    std::string message;   // Proxmox's message when status is not 2xx, or the transport error
+    bool refused = false;  // the endpoint's certificate was refused (transport error kCertificateRefused)
     bool ok() const { return status >= 200 && status < 300; }
 };
 
@@ -28,26 +29,33 @@ bool contains(const std::string& text, const char* needle) {
     return text.find(needle) != std::string::npos;
 }
 
-FailureKind classify(const ApiResponse& r) {
-    const std::string& m = r.message;
-    if (r.status == 0) return FailureKind::other;
+// Proxmox's message (an API error or a task's exit status) as a failure kind.
+FailureKind classify_message(const std::string& m) {
     if (contains(m, "got timeout") || contains(m, "is locked")) return FailureKind::locked;
     if (contains(m, "already exists")) return FailureKind::already_exists;
     if (contains(m, "already running")) return FailureKind::already_running;
-    if (contains(m, "guest agent is not running") || contains(m, "is not running")) {
-        return FailureKind::agent_not_running;
-    }
+    // qemu-server: "QEMU guest agent is not running" (agent not up) vs "VM N is not running" (VM stopped).
+    if (contains(m, "guest agent is not running")) return FailureKind::agent_not_running;
+    if (contains(m, "is not running")) return FailureKind::vm_not_running;
     if (contains(m, "file changed by other user") || contains(m, "checksum missmatch") ||
         contains(m, "checksum mismatch")) {
         return FailureKind::conflict;
     }
-    if (r.status == 404 || contains(m, "does not exist")) return FailureKind::not_found;
+    if (contains(m, "does not exist")) return FailureKind::not_found;
     return FailureKind::other;
+}
+
+FailureKind classify(const ApiResponse& r) {
+    if (r.refused) return FailureKind::untrusted;
+    if (r.status == 0) return FailureKind::other;
+    FailureKind kind = classify_message(r.message);
+    return kind == FailureKind::other && r.status == 404 ? FailureKind::not_found : kind;
 }
 
 // Retrying is safe when Proxmox certainly did nothing (lock not acquired, no worker started) or the
 // request only reads.
 bool retryable(const ApiResponse& r, bool idempotent) {
+    if (r.refused) return false;  // a refused certificate stays refused
     if (contains(r.message, "got timeout") && contains(r.message, "lock")) return true;
     if (contains(r.message, "got no worker upid")) return true;
     // Proxmox answers 500 for facts too ("does not exist", "already exists", "not running"): those are final.
@@ -318,9 +326,17 @@ class ProxmoxProvider final : public Provider {
             req.content_type = "application/x-www-form-urlencoded";
         }
         ApiResponse out;
+        if (refused_) {  // the first refusal was reported; nothing more is sent to this endpoint
+            out.refused = true;
+            out.message = "not sent: the Proxmox endpoint's TLS certificate was refused (reported above)";
+            return out;
+        }
         auto sent = transport_->send(req);
         if (!sent) {
-            out.message = "cannot reach the Proxmox API: " + sent.message();
+            out.refused = refused_ = is_certificate_refused(sent.error());
+            out.message = (out.refused ? "the Proxmox endpoint's TLS certificate was refused: "
+                                       : "cannot reach the Proxmox API: ") +
+                          sent.message();
             return out;
         }
         out.status = sent->status;
@@ -396,6 +412,7 @@ class ProxmoxProvider final : public Provider {
                     t.exitstatus = r.data.value("exitstatus", "unknown");
                     rec.exitstatus = redact(t.exitstatus);
                     if (!t.ok()) {
+                        t.failure = classify_message(t.exitstatus);
                         auto log = send_once("GET", base + "/log?start=0&limit=1000", {});
                         ++rec.polls;
                         if (log.ok() && log.data.is_array()) {
@@ -409,7 +426,7 @@ class ProxmoxProvider final : public Provider {
                     }
                     return Outcome<TaskOutcome>::success(t);
                 }
-            } else if (++failures >= options_.max_attempts && !retryable(r, true)) {
+            } else if (r.refused || (++failures >= options_.max_attempts && !retryable(r, true))) {
                 return Outcome<TaskOutcome>::failure(classify(r),
                                                      "polling task " + upid_text + " failed: " + redact(r.message));
             } else if (failures >= options_.max_attempts * 4) {
@@ -450,6 +467,7 @@ class ProxmoxProvider final : public Provider {
     std::mutex mutex_;
     std::vector<ApiCall> calls_;
     std::vector<std::string> secrets_;
+    bool refused_ = false;  // the endpoint's certificate was refused once: final for this provider
 };
 
 }  // namespace

@@ -38,10 +38,18 @@ struct HttpClientOptions {
     std::chrono::milliseconds read_timeout{std::chrono::seconds(30)};    // writing the request + reading the response
 };
 
+// Error::kind of a transport failure where the server's certificate was refused (pin mismatch, untrusted
+// chain, wrong host name): final, retrying the same endpoint cannot succeed.
+inline constexpr const char* kCertificateRefused = "certificate_refused";
+inline bool is_certificate_refused(const Error& error) {
+    return error.kind == kCertificateRefused;
+}
+
 class HttpTransport {
   public:
     virtual ~HttpTransport() = default;
-    // Err for transport failures (connect, TLS, pin mismatch, timeout); any HTTP status is Ok.
+    // Err for transport failures (connect, TLS, pin mismatch, timeout); any HTTP status is Ok. A refused
+    // certificate has kind kCertificateRefused.
     virtual Result<HttpResponse> send(const HttpRequest& request) = 0;
 };
 

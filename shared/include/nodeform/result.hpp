@@ -9,7 +9,10 @@ namespace nodeform {
 
 // A failure meant for a person: what went wrong and, where known, what to do next.
 struct Error {
+    explicit Error(std::string text, std::string error_kind = {})
+        : message(std::move(text)), kind(std::move(error_kind)) {}
     std::string message;
+    std::string kind;  // a stable class callers may branch on (e.g. kCertificateRefused in http.hpp); "" = none
 };
 
 template <typename T>
@@ -42,6 +45,9 @@ using Status = Result<Ok>;
 
 inline Error make_error(std::string message) {
     return Error{std::move(message)};
+}
+inline Error make_error(std::string message, std::string kind) {
+    return Error{std::move(message), std::move(kind)};
 }
 
 }  // namespace nodeform

@@ -212,6 +212,22 @@ TEST(ProxmoxLifecycle, EachGateRefusesBeforeAnyMutation) {
              s.info.controller_url = "https://" + std::string(280, 'c') + ".example.net:8443";
          },
          "seed"},
+        // The seed alone fits; with the SMBIOS fields the clone keeps from the template it does not.
+        {"template SMBIOS fields (base64)",
+         [](site::Site&, PveStandin& p) {
+             p.set_config(
+                 9000, "smbios1",
+                 "uuid=7d3c1a52-4c0e-4f7e-9a59-1f0c1e2d3b4a,manufacturer=" + base64_encode(std::string(100, 'M')) +
+                     ",product=" + base64_encode(std::string(60, 'P')) + ",base64=1");
+         },
+         "seed"},
+        {"template SMBIOS fields (plain)",
+         [](site::Site&, PveStandin& p) {
+             p.set_config(9000, "smbios1",
+                          "uuid=7d3c1a52-4c0e-4f7e-9a59-1f0c1e2d3b4a,manufacturer=" + std::string(100, 'M') +
+                              ",product=" + std::string(60, 'P') + ",family=" + std::string(30, 'F'));
+         },
+         "seed"},
     };
     for (const auto& c : cases) {
         SCOPED_TRACE(c.name);
@@ -229,6 +245,10 @@ TEST(ProxmoxLifecycle, EachGateRefusesBeforeAnyMutation) {
         auto r = lifecycle->create(h.site, "web-01");
         EXPECT_FALSE(r.ok);
         EXPECT_NE(r.message.find(c.gate + ":"), std::string::npos) << r.message;
+        if (c.name.rfind("template SMBIOS", 0) == 0) {  // the hint names what takes the room
+            EXPECT_NE(r.message.find("kept from the template (manufacturer, product"), std::string::npos) << r.message;
+        }
+        EXPECT_EQ(pve.clone_requests(100), 0);
         EXPECT_EQ(pve.vm_count(), vms_before);
         for (const auto& line : pve.request_log()) {
             EXPECT_EQ(line.rfind("GET ", 0), 0u) << "mutation despite a refusing gate: " << line;
@@ -558,6 +578,116 @@ TEST(ProxmoxLifecycle, CrashAfterBatchReservationResumesWithTheSameVmid) {
         EXPECT_EQ(pve.clone_requests(v), 1) << v;
     EXPECT_EQ(pve.vm_count(), 4);
     expect_no_secrets(h2);
+}
+
+// Plan's clone and configuration calls are what create sends: the same request, the same smbios1 size
+// (with the template's own SMBIOS fields, which the clone keeps).
+TEST(ProxmoxLifecycle, PlanShowsWhatCreateSends) {
+    for (const std::string& template_smbios :
+         {std::string("uuid=7d3c1a52-4c0e-4f7e-9a59-1f0c1e2d3b4a"),
+          "uuid=7d3c1a52-4c0e-4f7e-9a59-1f0c1e2d3b4a,manufacturer=" + base64_encode("QEMU") +
+              ",product=" + base64_encode("Standard PC (Q35 + ICH9, 2009)") + ",base64=1",
+          std::string("uuid=7d3c1a52-4c0e-4f7e-9a59-1f0c1e2d3b4a,manufacturer=Acme,family=lab")}) {
+        SCOPED_TRACE(template_smbios);
+        Stage stage;
+        auto& [pve, dir, h] = stage;
+        pve.set_config(9000, "smbios1", template_smbios);
+        auto lifecycle = h.make();
+        auto plan = lifecycle->plan(h.site, "web-01");
+        ASSERT_TRUE(plan) << plan.message();
+        ASSERT_TRUE(plan->ok());
+        std::string seed_gate, clone_params, config_params;
+        for (const auto& g : plan->gates) {
+            if (g.name == "seed") seed_gate = g.detail;
+        }
+        for (const auto& c : plan->calls) {
+            if (c.path == "/nodes/pve1/qemu/9000/clone") clone_params = c.params;
+            if (c.method == "PUT" && c.path == "/nodes/pve1/qemu/100/config") config_params = c.params;
+        }
+        auto r = lifecycle->create(h.site, "web-01");
+        ASSERT_TRUE(r.ok) << r.message;
+        json cfg = pve.vm_config(100);
+        const std::string smbios = cfg["smbios1"];
+        const std::string size = std::to_string(smbios.size());
+        EXPECT_NE(seed_gate.find("smbios1 will be " + size + " of 512"), std::string::npos) << seed_gate;
+        EXPECT_NE(config_params.find("(smbios1: " + size + " of 512"), std::string::npos) << config_params;
+        for (const char* field : {"manufacturer", "product", "family"}) {  // kept from the template
+            EXPECT_EQ(smbios.find(std::string(field) + "=") != std::string::npos,
+                      template_smbios.find(std::string(field) + "=") != std::string::npos)
+                << field << " in " << smbios;
+        }
+        EXPECT_NE(clone_params.find("name=" + cfg["name"].get<std::string>()), std::string::npos) << clone_params;
+        EXPECT_NE(clone_params.find("description='" + cfg["description"].get<std::string>() + "'"), std::string::npos)
+            << clone_params;
+        // Every plain value the plan shows for the configuration is the value Proxmox holds afterwards.
+        for (const char* key : {"cores", "memory", "balloon", "agent", "onboot", "ciuser", "ipconfig0", "tags",
+                                "nameserver", "searchdomain"}) {
+            EXPECT_NE(config_params.find(std::string(key) + "=" + cfg[key].get<std::string>()), std::string::npos)
+                << key << " in " << config_params;
+        }
+    }
+}
+
+// "VM N is not running" is a stopped VM, not a guest agent still starting: the wait ends at once.
+TEST(ProxmoxLifecycle, AVmThatStopsDuringTheAgentWaitFailsAtOnce) {
+    Stage stage;
+    auto& [pve, dir, h] = stage;
+    pve.set_boot_ms(std::chrono::milliseconds(400));  // the guest powers off 200 ms into its boot
+    pve.inject_guest_stops(1);
+    auto lifecycle = h.make();  // agent timeout 10 s
+    auto r = lifecycle->create(h.site, "web-01");
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(r.message.find("agent_ready failed: VM 100 stopped while waiting for its guest agent"), std::string::npos)
+        << r.message;
+    EXPECT_NE(r.message.find("console"), std::string::npos) << r.message;
+    EXPECT_EQ(r.message.find("qemu-guest-agent installed"), std::string::npos) << r.message;
+    EXPECT_EQ(pve.vm_status(100), "stopped");
+    auto receipts = h.store->receipts("web-01");
+    ASSERT_TRUE(receipts);
+    ASSERT_EQ(receipts->back().step, "agent_ready");
+    int pings = 0;
+    for (const auto& c : receipts->back().calls) {
+        if (c.value("path", "").find("/agent/ping") != std::string::npos) ++pings;
+    }
+    EXPECT_GT(pings, 0);
+    // Still "QEMU guest agent is not running" pings before the stop; none long after: the step failed on the
+    // first "VM 100 is not running". 400 ms of boot at 10 ms per ping is under 40 pings; a 10 s wait is ~1000.
+    EXPECT_LT(pings, 100);
+}
+
+// qemu-server forks the clone worker before it takes the locks: the lock timeout arrives as the task's exit
+// status and is retried like the HTTP-level one, after reading the VM's real state (no second VM).
+TEST(ProxmoxLifecycle, ACloneLockTimeoutInTheTaskIsRetried) {
+    Stage stage;
+    auto& [pve, dir, h] = stage;
+    pve.inject_task_lock_timeouts(2);
+    auto lifecycle = h.make();
+    auto r = lifecycle->create(h.site, "web-01");
+    ASSERT_TRUE(r.ok) << r.message;
+    EXPECT_EQ(pve.clone_requests(100), 3);  // two task-level lock timeouts, then the clone
+    EXPECT_EQ(pve.vm_count(), 1);
+    auto receipts = h.store->receipts("web-01");
+    ASSERT_TRUE(receipts);
+    bool saw_lock_exit = false;
+    for (const auto& x : *receipts) {
+        for (const auto& c : x.calls) {
+            if (c.value("exitstatus", "").find("can't lock file") != std::string::npos) saw_lock_exit = true;
+        }
+    }
+    EXPECT_TRUE(saw_lock_exit);
+}
+
+// More task-level lock timeouts than the step's attempts: the clone fails with Proxmox's words, no VM left.
+TEST(ProxmoxLifecycle, PersistentCloneLockTimeoutsFailAfterTheAttempts) {
+    Stage stage;
+    auto& [pve, dir, h] = stage;
+    pve.inject_task_lock_timeouts(10);
+    auto lifecycle = h.make();
+    auto r = lifecycle->create(h.site, "web-01");
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(r.message.find("got timeout"), std::string::npos) << r.message;
+    EXPECT_EQ(pve.clone_requests(100), 4);
+    EXPECT_EQ(pve.vm_count(), 0);
 }
 
 }  // namespace

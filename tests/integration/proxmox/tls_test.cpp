@@ -1,6 +1,8 @@
 // The Proxmox client over https with the endpoint's certificate pinned, as the CLI wires it.
 #include <gtest/gtest.h>
 
+#include <atomic>
+
 #include "harness.hpp"
 #include "nodeform/atomic_file.hpp"
 #include "nodeform/http.hpp"
@@ -34,7 +36,9 @@ struct TlsStandin {
         pve->add_template("pve1", 9000, "debian12-tmpl");
     }
 
-    Result<std::unique_ptr<pv::Provider>> provider(const std::string& pin) {
+    // sends: counts the transport's send() calls; max_attempts as the CLI's default when 0.
+    Result<std::unique_ptr<pv::Provider>> provider(const std::string& pin, std::atomic<int>* sends = nullptr,
+                                                   int max_attempts = 2) {
         HttpClientOptions http;
         http.base_url = pve->base_url();
         http.tls.pin_sha256 = pin;
@@ -44,10 +48,22 @@ struct TlsStandin {
         o.token_id = pve->options().token_id;
         o.token_secret = pve->options().token_secret;
         o.poll_min = std::chrono::milliseconds(5);
-        o.max_attempts = 2;
+        if (max_attempts > 0) o.max_attempts = max_attempts;
         o.retry_backoff = std::chrono::milliseconds(5);
-        return pv::make_proxmox_provider(std::move(*t), o);
+        if (sends == nullptr) return pv::make_proxmox_provider(std::move(*t), o);
+        return pv::make_proxmox_provider(std::make_unique<CountingTransport>(std::move(*t), *sends), o);
     }
+
+    struct CountingTransport final : HttpTransport {
+        CountingTransport(std::unique_ptr<HttpTransport> inner, std::atomic<int>& count)
+            : inner_(std::move(inner)), count_(count) {}
+        Result<HttpResponse> send(const HttpRequest& request) override {
+            ++count_;
+            return inner_->send(request);
+        }
+        std::unique_ptr<HttpTransport> inner_;
+        std::atomic<int>& count_;
+    };
 };
 
 TEST(ProxmoxTls, PinnedLeafFingerprintIsAccepted) {
@@ -70,6 +86,74 @@ TEST(ProxmoxTls, WrongPinIsRefusedBeforeTheTokenIsSent) {
     EXPECT_NE(hosts.error.message.find("pin"), std::string::npos) << hosts.error.message;
     EXPECT_EQ(hosts.error.message.find(s.pve->options().token_secret), std::string::npos);
     EXPECT_TRUE(s.pve->request_log().empty());  // the handshake failed: no request (and no token) reached it
+}
+
+// The transport says which failures are a refused certificate: a wrong pin is; a closed port is not.
+TEST(ProxmoxTls, ARefusedCertificateIsADistinctTransportError) {
+    TlsStandin s;
+    HttpClientOptions http;
+    http.base_url = s.pve->base_url();
+    http.tls.pin_sha256 = std::string(64, 'b');
+    auto wrong = make_http_transport(http);
+    ASSERT_TRUE(wrong) << wrong.message();
+    auto refused = (*wrong)->send(HttpRequest{"GET", "/api2/json/version", {}, "", ""});
+    ASSERT_FALSE(refused);
+    EXPECT_TRUE(is_certificate_refused(refused.error())) << refused.message();
+
+    TempDir other;  // an https CA file that did not sign the stand-in's certificate
+    auto foreign = tls::generate_pki({});
+    ASSERT_TRUE(foreign) << foreign.message();
+    ASSERT_TRUE(write_file_atomic(other.path() + "/ca.pem", foreign->ca_cert_pem));
+    http.tls.pin_sha256.clear();
+    http.tls.ca_file = other.path() + "/ca.pem";
+    auto untrusted = make_http_transport(http);
+    ASSERT_TRUE(untrusted) << untrusted.message();
+    auto not_trusted = (*untrusted)->send(HttpRequest{"GET", "/api2/json/version", {}, "", ""});
+    ASSERT_FALSE(not_trusted);
+    EXPECT_TRUE(is_certificate_refused(not_trusted.error())) << not_trusted.message();
+
+    http.tls.ca_file.clear();
+    http.tls.pin_sha256 = s.leaf_fingerprint;
+    http.base_url = "https://127.0.0.1:1";  // nothing listens there
+    auto closed = make_http_transport(http);
+    ASSERT_TRUE(closed) << closed.message();
+    auto unreachable = (*closed)->send(HttpRequest{"GET", "/api2/json/version", {}, "", ""});
+    ASSERT_FALSE(unreachable);
+    EXPECT_FALSE(is_certificate_refused(unreachable.error())) << unreachable.message();
+}
+
+// A wrong pin is final at once: one handshake for the whole plan (no retries, no further requests), and the
+// refusal is reported by the first gate that met it, not by every gate.
+TEST(ProxmoxTls, AWrongPinIsFinalAtOnceAndReportedOnce) {
+    TlsStandin s;
+    TempDir dir;
+    Harness h(*s.pve, dir.path() + "/nodeform.db");
+    std::atomic<int> sends{0};
+    lc::LifecycleDeps deps;
+    deps.store = h.store.get();
+    deps.issuer = &h.issuer;
+    deps.reports = &h.reports;
+    deps.clock = &h.clock;
+    deps.logger = &h.logger;
+    deps.providers = [&](const site::ProxmoxEndpoint&) { return s.provider(std::string(64, 'b'), &sends, 0); };
+    lc::Lifecycle lifecycle(deps, lc::LifecycleOptions{});
+    auto plan = lifecycle.plan(h.site, "web-01");
+    ASSERT_TRUE(plan) << plan.message();
+    EXPECT_FALSE(plan->ok());
+    EXPECT_EQ(sends.load(), 1);
+    int reported = 0;
+    for (const auto& g : plan->gates) {
+        if (g.detail.find("pin mismatch") != std::string::npos) ++reported;
+    }
+    EXPECT_EQ(reported, 1) << lc::to_json(*plan).dump(2);
+
+    sends = 0;
+    auto r = lifecycle.create(h.site, "web-01");
+    EXPECT_FALSE(r.ok);
+    EXPECT_EQ(sends.load(), 2);  // one handshake per provider: the batch reservation's and the node's run
+    std::size_t at = r.message.find("pin mismatch");
+    ASSERT_NE(at, std::string::npos) << r.message;
+    EXPECT_EQ(r.message.find("pin mismatch", at + 1), std::string::npos) << r.message;
 }
 
 TEST(ProxmoxTls, WholeLifecycleOverHttps) {

@@ -233,6 +233,32 @@ TEST(LifecycleDriver, RetriesALockedCloneAfterWaitingOnTheClock) {
     EXPECT_EQ(clone_calls, 3);
 }
 
+// qemu-server forks the clone worker before taking the locks: the lock timeout is the task's exit status.
+TEST(LifecycleDriver, RetriesACloneTaskThatEndedInALockTimeout) {
+    Driver d;
+    d.options.wait_poll = seconds(7);
+    d.cloud.clone_task_lock_timeouts = 2;
+    auto r = d.make()->create(d.site, "web-01");
+    ASSERT_TRUE(r.ok) << r.message;
+    EXPECT_EQ(d.cloud.calls["clone"], 3);
+    EXPECT_EQ(d.cloud.vm_count(), 1);
+    EXPECT_EQ(d.clock.slept(), seconds(14));
+}
+
+TEST(LifecycleDriver, AStoppedVmEndsTheAgentWaitAtOnce) {
+    Driver d;
+    d.cloud.agent_silent_pings = -1;
+    d.cloud.errors["agent_ping"] = {pv::FailureKind::agent_not_running, pv::FailureKind::vm_not_running};
+    d.options.agent_timeout = minutes(10);
+    d.options.agent_poll = seconds(1);
+    auto r = d.make()->create(d.site, "web-01");
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(r.message.find("agent_ready failed: VM 100 stopped while waiting for its guest agent"), std::string::npos)
+        << r.message;
+    EXPECT_EQ(d.cloud.calls["agent_ping"], 2);
+    EXPECT_EQ(d.clock.slept(), seconds(1));  // one poll interval, not the agent timeout
+}
+
 TEST(LifecycleDriver, GivesUpAfterTheStepsAttempts) {
     Driver d;
     d.cloud.errors["clone"] = {4, pv::FailureKind::locked};

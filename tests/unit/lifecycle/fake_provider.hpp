@@ -49,8 +49,9 @@ struct FakeCloud {
     std::map<std::int64_t, pv::VmState> vms;
     std::map<std::string, std::deque<pv::FailureKind>> errors;  // operation -> failures of the next calls
     std::map<std::string, int> task_failures;                   // operation -> tasks that end with an error
-    int agent_silent_pings = 0;                                 // pings unanswered before the agent is up (-1: never)
-    std::map<std::string, int> calls;                           // operation -> how often it was called
+    int clone_task_lock_timeouts = 0;  // clone tasks that end in "can't lock file ... got timeout", no VM made
+    int agent_silent_pings = 0;        // pings unanswered before the agent is up (-1: never)
+    std::map<std::string, int> calls;  // operation -> how often it was called
     int tasks = 0;
 
     int vm_count() const { return static_cast<int>(vms.size()) - 1; }  // without the template
@@ -92,6 +93,16 @@ class FakeProvider final : public pv::Provider {
     pv::Outcome<pv::TaskOutcome> clone(const pv::CloneRequest& request,
                                        const std::function<void(const std::string&)>& on_upid) override {
         if (auto failed = call("clone", "POST", vm(request.template_vmid) + "/clone")) return *failed;
+        if (cloud_.clone_task_lock_timeouts > 0) {  // the worker forked, then could not take the lock
+            --cloud_.clone_task_lock_timeouts;
+            std::string upid = next_upid("qmclone");
+            on_upid(upid);
+            std::string status =
+                "can't lock file '/var/lock/qemu-server/lock-" + std::to_string(request.newid) + ".conf' - got timeout";
+            calls_.back().upid = upid;
+            calls_.back().exitstatus = status;
+            return pv::Outcome<pv::TaskOutcome>::success({upid, status, {status}, pv::FailureKind::locked});
+        }
         auto copy = cloud_.vms.at(request.template_vmid);
         copy.name = request.name;
         copy.is_template = false;
@@ -150,6 +161,13 @@ class FakeProvider final : public pv::Provider {
     pv::Outcome<bool> agent_ping(const std::string&, std::int64_t vmid) override {
         record("POST", vm(vmid) + "/agent/ping");
         ++cloud_.calls["agent_ping"];
+        if (auto& queue = cloud_.errors["agent_ping"]; !queue.empty()) {
+            auto kind = queue.front();
+            queue.pop_front();
+            // As the Proxmox provider: "QEMU guest agent is not running" is "not yet", anything else a failure.
+            if (kind == pv::FailureKind::agent_not_running) return pv::Outcome<bool>::success(false);
+            return pv::Outcome<bool>::failure(kind, "VM " + std::to_string(vmid) + " is not running");
+        }
         if (cloud_.agent_silent_pings < 0) return pv::Outcome<bool>::success(false);
         return pv::Outcome<bool>::success(cloud_.calls["agent_ping"] > cloud_.agent_silent_pings);
     }

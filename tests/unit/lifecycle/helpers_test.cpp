@@ -64,6 +64,28 @@ TEST(ProxmoxHelpers, Smbios1KeepsTheUuidAndStaysWithin512) {
     auto too_long = pv::build_smbios1("uuid=u", std::string(400, 'a'));
     ASSERT_FALSE(too_long);
     EXPECT_NE(too_long.message().find("512"), std::string::npos);
+    EXPECT_EQ(too_long.message().find("template"), std::string::npos) << too_long.message();
+    // Fields kept from the template count, and the refusal names them.
+    auto crowded =
+        pv::build_smbios1("uuid=u,manufacturer=" + std::string(200, 'm') + ",product=p", std::string(200, 'a'));
+    ASSERT_FALSE(crowded);
+    EXPECT_NE(crowded.message().find("kept from the template (manufacturer, product)"), std::string::npos)
+        << crowded.message();
+}
+
+// What gates and plan size smbios1 with: the template's fields, a uuid of the clone's length, no template flag.
+TEST(LifecycleConfig, ProjectedCloneKeepsTheTemplatesSmbiosFields) {
+    pv::VmState tmpl;
+    tmpl.exists = true;
+    tmpl.is_template = true;
+    tmpl.config = {{"template", "1"}, {"smbios1", "uuid=3f0c2a8e-1111-4222-8333-444455556666,product=UTE=,base64=1"}};
+    auto clone = lc::projected_clone(tmpl);
+    EXPECT_FALSE(clone.is_template);
+    EXPECT_EQ(clone.config.count("template"), 0u);
+    EXPECT_EQ(clone.config["smbios1"].size(), tmpl.config["smbios1"].size());
+    EXPECT_NE(clone.config["smbios1"].find(",product=UTE=,base64=1"), std::string::npos);
+    tmpl.config.erase("smbios1");  // Proxmox gives every clone a uuid
+    EXPECT_EQ(lc::projected_clone(tmpl).config["smbios1"].size(), std::string("uuid=").size() + 36);
 }
 
 TEST(ProxmoxHelpers, SizesParse) {

@@ -228,5 +228,8 @@ struct ConfigInputs {
 };
 Result<ConfigInputs> build_config(const site::Node& node, const providers::VmState& vm,
                                   const std::string& seed_compact);
+// The template's config as its clone will have it, for gates and plan before any clone exists: Proxmox's
+// clone keeps every smbios1 field and gives it a new uuid (here a placeholder of the same length).
+providers::VmState projected_clone(const providers::VmState& tmpl);
 
 }  // namespace nodeform::controller::lifecycle

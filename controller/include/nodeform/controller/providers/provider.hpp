@@ -28,11 +28,26 @@ struct ApiCall {
     int polls = 0;  // task status polls folded into this call
 };
 
+// Which provider failure happened, so the lifecycle can read real state instead of guessing.
+enum class FailureKind {
+    other,
+    not_found,
+    already_exists,
+    already_running,
+    locked,
+    agent_not_running,  // "QEMU guest agent is not running": the guest has not started it (yet)
+    vm_not_running,     // "VM N is not running": the VM itself is stopped
+    timeout,
+    conflict,
+    untrusted  // the endpoint's TLS certificate was refused: final, nothing was sent
+};
+
 // A finished Proxmox task.
 struct TaskOutcome {
     std::string upid;
     std::string exitstatus;             // "OK", "WARNINGS: N", or the error
     std::vector<std::string> log_tail;  // last log lines, fetched when the task failed
+    FailureKind failure{};              // what the exit status means when the task failed (e.g. locked)
     bool ok() const { return exitstatus == "OK" || exitstatus.rfind("WARNINGS", 0) == 0; }
 };
 
@@ -51,18 +66,6 @@ struct NetInterface {
     std::string name;
     std::string mac;
     std::vector<std::string> addresses;  // "10.0.0.5/24"
-};
-
-// Which provider failure happened, so the lifecycle can read real state instead of guessing.
-enum class FailureKind {
-    other,
-    not_found,
-    already_exists,
-    already_running,
-    locked,
-    agent_not_running,
-    timeout,
-    conflict
 };
 
 struct ProviderError {

@@ -60,7 +60,8 @@ struct Upid {
 std::optional<Upid> parse_upid(const std::string& text);
 std::string format_upid(const Upid& upid);
 
-// smbios1 option value "uuid=U,serial=B64,base64=1" keeping the uuid of `existing`; Err when over 512 chars.
+// smbios1 option value "uuid=U,[FIELD=B64,...]serial=B64,base64=1" keeping the uuid and the other fields
+// (manufacturer, product, ...) of `existing`; Err when over 512 chars, saying what takes the room.
 Result<std::string> build_smbios1(const std::string& existing, const std::string& serial);
 // key=value,... option strings (e.g. smbios1, net0, scsi0); the first bare item gets key "" (e.g. "virtio=MAC").
 std::vector<std::pair<std::string, std::string>> split_option_string(const std::string& value);
