@@ -19,6 +19,7 @@
 #include "nodeform/log.hpp"
 #include "nodeform/notifier.hpp"
 #include "nodeform/random.hpp"
+#include "static_site_source.hpp"
 #include "test_paths.hpp"
 
 using namespace nodeform;
@@ -28,15 +29,7 @@ using Clock_ = std::chrono::steady_clock;
 
 namespace {
 
-class FixedSite final : public SiteSource {
-  public:
-    explicit FixedSite(site::Site s) : site_(std::move(s)) {}
-    site::LoadResult load() override { return site::LoadResult{site_, {}}; }
-    std::string stamp() override { return "1"; }
-
-  private:
-    site::Site site_;
-};
+using FixedSite = test::StaticSiteSource;
 
 double ms_since(Clock_::time_point start) {
     return std::chrono::duration<double, std::milli>(Clock_::now() - start).count();
@@ -152,8 +145,8 @@ int main(int argc, char** argv) {
     config.threads = 4;
     config.access_log = false;
     const std::string token = "nfo_bench_operator_token_0123456789";
-    ControllerServer server(config, **store, source, clock, logger, *notifier, *random, ServerSecrets{hash_secret(token)},
-                            lifecycle->get());
+    ControllerServer server(config, **store, source, clock, logger, *notifier, *random,
+                            ServerSecrets{hash_secret(token)}, lifecycle->get());
     if (auto st = server.start(); !st) {
         std::cerr << st.message() << "\n";
         return 1;

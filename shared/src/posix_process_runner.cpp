@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <utility>
 
 namespace nodeform {
 namespace {
@@ -154,19 +155,15 @@ Result<ProcessResult> PosixProcessRunner::run(const ProcessRequest& request) {
         argv.push_back(s.data());
     argv.push_back(nullptr);
 
-    int in_pipe[2], out_pipe[2], err_pipe[2], exec_pipe[2];
-    if (::pipe2(in_pipe, O_CLOEXEC) != 0)
-        return make_error(std::string("cannot create a pipe: ") + std::strerror(errno));
-    Fd in_r(in_pipe[0]), in_w(in_pipe[1]);
-    if (::pipe2(out_pipe, O_CLOEXEC) != 0)
-        return make_error(std::string("cannot create a pipe: ") + std::strerror(errno));
-    Fd out_r(out_pipe[0]), out_w(out_pipe[1]);
-    if (::pipe2(err_pipe, O_CLOEXEC) != 0)
-        return make_error(std::string("cannot create a pipe: ") + std::strerror(errno));
-    Fd err_r(err_pipe[0]), err_w(err_pipe[1]);
-    if (::pipe2(exec_pipe, O_CLOEXEC) != 0)
-        return make_error(std::string("cannot create a pipe: ") + std::strerror(errno));
-    Fd exec_r(exec_pipe[0]), exec_w(exec_pipe[1]);
+    Fd in_r, in_w, out_r, out_w, err_r, err_w, exec_r, exec_w;
+    const std::pair<Fd*, Fd*> pipes[] = {{&in_r, &in_w}, {&out_r, &out_w}, {&err_r, &err_w}, {&exec_r, &exec_w}};
+    for (auto [r, w] : pipes) {
+        int ends[2];
+        if (::pipe2(ends, O_CLOEXEC) != 0)
+            return make_error(std::string("cannot create a pipe: ") + std::strerror(errno));
+        r->fd = ends[0];
+        w->fd = ends[1];
+    }
 
     const std::string& working_dir = request.working_dir;
     const char* program_path = program->c_str();
@@ -179,9 +176,9 @@ Result<ProcessResult> PosixProcessRunner::run(const ProcessRequest& request) {
         sigemptyset(&empty);
         ::sigprocmask(SIG_SETMASK, &empty, nullptr);
         ::signal(SIGPIPE, SIG_DFL);
-        ::dup2(in_pipe[0], 0);
-        ::dup2(out_pipe[1], 1);
-        ::dup2(err_pipe[1], 2);
+        ::dup2(in_r.fd, 0);
+        ::dup2(out_w.fd, 1);
+        ::dup2(err_w.fd, 2);
         ::syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */);
         int err = 0;
         if (!working_dir.empty() && ::chdir(working_dir.c_str()) != 0) {
@@ -190,7 +187,7 @@ Result<ProcessResult> PosixProcessRunner::run(const ProcessRequest& request) {
             ::execve(program_path, argv.data(), envp.data());
             err = errno;
         }
-        ssize_t ignored = ::write(exec_pipe[1], &err, sizeof err);
+        ssize_t ignored = ::write(exec_w.fd, &err, sizeof err);
         (void)ignored;
         ::_exit(127);
     }

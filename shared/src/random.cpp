@@ -20,6 +20,8 @@ class SystemRandom final : public Random {
     }
 };
 
+}  // namespace
+
 std::string hex_of(const unsigned char* bytes, std::size_t size) {
     static const char* hex = "0123456789abcdef";
     std::string out;
@@ -30,8 +32,6 @@ std::string hex_of(const unsigned char* bytes, std::size_t size) {
     }
     return out;
 }
-
-}  // namespace
 
 void Random::fill(unsigned char* out, std::size_t size) {
     for (std::size_t i = 0; i < size; i += 8) {

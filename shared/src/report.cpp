@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "nodeform/clock.hpp"
+#include "nodeform/enum_names.hpp"
 #include "nodeform/random.hpp"
 #include "site/schema.hpp"
 
@@ -58,19 +59,22 @@ const Json& array(const Json& object, const char* key) {
     return it != object.end() && it->is_array() ? *it : kEmpty;
 }
 
+// The value named text in table; the first entry when none is (unreachable after the schema's enum).
 template <typename Enum, std::size_t N>
-Enum enum_of(const std::string& text, const Enum (&values)[N]) {
-    for (Enum v : values)
-        if (text == to_string(v)) return v;
-    return values[0];  // unreachable after the schema's enum
+Enum enum_of(const std::string& text, const EnumName<Enum> (&table)[N]) {
+    return value_of(table, text).value_or(table[0].value);
 }
 
-constexpr Phase kPhases[] = {Phase::converging, Phase::platform_ready, Phase::sustain};
-constexpr Trigger kTriggers[] = {Trigger::run, Trigger::health};
-constexpr Mode kModes[] = {Mode::apply, Mode::check};
-constexpr ResourceStatus kStatuses[] = {ResourceStatus::unchanged, ResourceStatus::changed, ResourceStatus::failed,
-                                        ResourceStatus::skipped, ResourceStatus::drifted};
-constexpr HealthStatus kHealth[] = {HealthStatus::pass, HealthStatus::fail};
+constexpr EnumName<Phase> kPhases[] = {
+    {Phase::converging, "converging"}, {Phase::platform_ready, "platform-ready"}, {Phase::sustain, "sustain"}};
+constexpr EnumName<Trigger> kTriggers[] = {{Trigger::run, "run"}, {Trigger::health, "health"}};
+constexpr EnumName<Mode> kModes[] = {{Mode::apply, "apply"}, {Mode::check, "check"}};
+constexpr EnumName<ResourceStatus> kStatuses[] = {{ResourceStatus::unchanged, "unchanged"},
+                                                  {ResourceStatus::changed, "changed"},
+                                                  {ResourceStatus::failed, "failed"},
+                                                  {ResourceStatus::skipped, "skipped"},
+                                                  {ResourceStatus::drifted, "drifted"}};
+constexpr EnumName<HealthStatus> kHealth[] = {{HealthStatus::pass, "pass"}, {HealthStatus::fail, "fail"}};
 
 std::vector<Change> changes_of(const Json& object) {
     std::vector<Change> out;
@@ -94,39 +98,19 @@ Json changes_json(const std::vector<Change>& changes) {
 }  // namespace
 
 const char* to_string(Phase phase) {
-    switch (phase) {
-        case Phase::converging:
-            return "converging";
-        case Phase::platform_ready:
-            return "platform-ready";
-        case Phase::sustain:
-            return "sustain";
-    }
-    return "";
+    return name_of(kPhases, phase, "");
 }
 const char* to_string(Trigger trigger) {
-    return trigger == Trigger::run ? "run" : "health";
+    return name_of(kTriggers, trigger, "health");
 }
 const char* to_string(Mode mode) {
-    return mode == Mode::apply ? "apply" : "check";
+    return name_of(kModes, mode, "check");
 }
 const char* to_string(ResourceStatus status) {
-    switch (status) {
-        case ResourceStatus::unchanged:
-            return "unchanged";
-        case ResourceStatus::changed:
-            return "changed";
-        case ResourceStatus::failed:
-            return "failed";
-        case ResourceStatus::skipped:
-            return "skipped";
-        case ResourceStatus::drifted:
-            return "drifted";
-    }
-    return "";
+    return name_of(kStatuses, status, "");
 }
 const char* to_string(HealthStatus status) {
-    return status == HealthStatus::pass ? "pass" : "fail";
+    return name_of(kHealth, status, "fail");
 }
 
 std::int64_t Report::health_failed() const {

@@ -5,13 +5,12 @@
 #include <set>
 
 #include "../engine/context.hpp"
+#include "converge_each.hpp"
 #include "nodeform/agent/validate.hpp"
 #include "nodeform/canonical_json.hpp"
 
 namespace nodeform::agent {
 namespace {
-
-using Ms = std::chrono::milliseconds;
 
 bool flag(const nlohmann::json& j, const char* key) {
     if (!j.is_object()) return false;
@@ -49,10 +48,6 @@ std::string join(const std::vector<std::string>& v, const std::string& sep) {
     return out;
 }
 
-Ms since(Context& ctx, std::chrono::steady_clock::time_point start) {
-    return std::chrono::duration_cast<Ms>(ctx.clock.steady_now() - start);
-}
-
 std::string fingerprint(const std::string& content) {
     return "sha256:" + sha256_hex(content).substr(0, 16);
 }
@@ -60,10 +55,7 @@ std::string fingerprint(const std::string& content) {
 }  // namespace
 
 std::vector<ResourceResult> converge_groups(Context& ctx, const std::vector<Item>& items) {
-    std::vector<ResourceResult> results;
-    for (const auto& item : items) {
-        auto start = ctx.clock.steady_now();
-        auto r = make_result(item);
+    return converge_each(ctx, items, [&ctx](const Item& item, ResourceResult& r) {
         std::string error;
         std::string name = string_field(item.spec, "name");
         std::string state = string_field(item.spec, "state", "present");
@@ -111,11 +103,8 @@ std::vector<ResourceResult> converge_groups(Context& ctx, const std::vector<Item
                 r.message = "absent";
             }
         }
-        finish_result(ctx, r, error);
-        r.duration = since(ctx, start);
-        results.push_back(r);
-    }
-    return results;
+        return error;
+    });
 }
 
 namespace {
@@ -169,6 +158,28 @@ std::string sudoers_content(const UserSpec& u) {
            (u.nopasswd ? " ALL=(ALL:ALL) NOPASSWD: ALL\n" : " ALL=(ALL:ALL) ALL\n");
 }
 
+// Records a change of path's mode from have to want and makes it when applying; Ok when they agree.
+Status ensure_mode(Context& ctx, ResourceResult& r, const std::string& pointer, const std::string& field,
+                   const std::string& path, mode_t have, mode_t want) {
+    if (have == want) return Ok{};
+    char oldm[8], newm[8];
+    std::snprintf(oldm, sizeof oldm, "%04o", static_cast<unsigned>(have));
+    std::snprintf(newm, sizeof newm, "%04o", static_cast<unsigned>(want));
+    r.changes.push_back(ctx.change(pointer, field, oldm, newm));
+    if (ctx.apply()) return ctx.fs.chmod(path, want);
+    return Ok{};
+}
+
+// Records a change of path's owner from have_uid:have_gid to uid:gid and makes it when applying.
+Status ensure_owner(Context& ctx, ResourceResult& r, const std::string& pointer, const std::string& field,
+                    const std::string& path, uid_t have_uid, gid_t have_gid, uid_t uid, gid_t gid) {
+    if (have_uid == uid && have_gid == gid) return Ok{};
+    r.changes.push_back(ctx.change(pointer, field, std::to_string(have_uid) + ":" + std::to_string(have_gid),
+                                   std::to_string(uid) + ":" + std::to_string(gid)));
+    if (ctx.apply()) return ctx.fs.chown(path, uid, gid);
+    return Ok{};
+}
+
 // Ensures a directory with mode and owner; records a change; Err on failure.
 Status ensure_dir(Context& ctx, ResourceResult& r, const std::string& pointer, const std::string& path, mode_t mode,
                   uid_t uid, gid_t gid) {
@@ -184,23 +195,8 @@ Status ensure_dir(Context& ctx, ResourceResult& r, const std::string& pointer, c
     }
     if ((*st)->type != FileType::directory)
         return make_error(ctx.fs.host_path(path) + " exists and is not a directory");
-    if ((*st)->uid != uid || (*st)->gid != gid) {
-        r.changes.push_back(ctx.change(pointer, path + " owner",
-                                       std::to_string((*st)->uid) + ":" + std::to_string((*st)->gid),
-                                       std::to_string(uid) + ":" + std::to_string(gid)));
-        if (ctx.apply()) {
-            if (auto c = ctx.fs.chown(path, uid, gid); !c) return c;
-        }
-    }
-    if ((*st)->mode != mode) {
-        char oldm[8], newm[8];
-        std::snprintf(oldm, sizeof oldm, "%04o", static_cast<unsigned>((*st)->mode));
-        std::snprintf(newm, sizeof newm, "%04o", static_cast<unsigned>(mode));
-        r.changes.push_back(ctx.change(pointer, path + " mode", oldm, newm));
-        if (ctx.apply()) {
-            if (auto c = ctx.fs.chmod(path, mode); !c) return c;
-        }
-    }
+    if (auto c = ensure_owner(ctx, r, pointer, path + " owner", path, (*st)->uid, (*st)->gid, uid, gid); !c) return c;
+    if (auto c = ensure_mode(ctx, r, pointer, path + " mode", path, (*st)->mode, mode); !c) return c;
     return Ok{};
 }
 
@@ -228,23 +224,10 @@ Status ensure_file(Context& ctx, ResourceResult& r, const std::string& pointer, 
             r.changes.push_back(ctx.change(pointer, field_name, fingerprint(*old), fingerprint(*content)));
             rewrite = true;
         } else {
-            if ((*st)->mode != mode) {
-                char oldm[8], newm[8];
-                std::snprintf(oldm, sizeof oldm, "%04o", static_cast<unsigned>((*st)->mode));
-                std::snprintf(newm, sizeof newm, "%04o", static_cast<unsigned>(mode));
-                r.changes.push_back(ctx.change(pointer, field_name + " mode", oldm, newm));
-                if (ctx.apply()) {
-                    if (auto c = ctx.fs.chmod(path, mode); !c) return c;
-                }
-            }
-            if ((*st)->uid != uid || (*st)->gid != gid) {
-                r.changes.push_back(ctx.change(pointer, field_name + " owner",
-                                               std::to_string((*st)->uid) + ":" + std::to_string((*st)->gid),
-                                               std::to_string(uid) + ":" + std::to_string(gid)));
-                if (ctx.apply()) {
-                    if (auto c = ctx.fs.chown(path, uid, gid); !c) return c;
-                }
-            }
+            if (auto c = ensure_mode(ctx, r, pointer, field_name + " mode", path, (*st)->mode, mode); !c) return c;
+            if (auto c = ensure_owner(ctx, r, pointer, field_name + " owner", path, (*st)->uid, (*st)->gid, uid, gid);
+                !c)
+                return c;
         }
     }
     if (rewrite && ctx.apply()) return ctx.fs.write_atomic(path, *content, {mode, uid, gid});
@@ -290,17 +273,9 @@ Status converge_sudo(Context& ctx, ResourceResult& r, const Item& item, const Us
 }  // namespace
 
 std::vector<ResourceResult> converge_users(Context& ctx, const std::vector<Item>& items) {
-    std::vector<ResourceResult> results;
-    for (const auto& item : items) {
-        auto start = ctx.clock.steady_now();
-        auto r = make_result(item);
+    return converge_each(ctx, items, [&ctx](const Item& item, ResourceResult& r) {
         auto spec = read_user_spec(item);
-        if (!spec) {
-            finish_result(ctx, r, spec.message());
-            r.duration = since(ctx, start);
-            results.push_back(r);
-            continue;
-        }
+        if (!spec) return spec.message();
         const UserSpec& u = *spec;
         std::string error;
         auto db = ctx.accounts();
@@ -442,11 +417,8 @@ std::vector<ResourceResult> converge_users(Context& ctx, const std::vector<Item>
                 r.message += " (" + join(f, ", ") + ")";
             }
         }
-        finish_result(ctx, r, error);
-        r.duration = since(ctx, start);
-        results.push_back(r);
-    }
-    return results;
+        return error;
+    });
 }
 
 }  // namespace nodeform::agent

@@ -1,6 +1,7 @@
 // hostname: /etc/hostname, the 127.0.1.1 line of /etc/hosts, and the running hostname (live system
 // with systemd only, through hostnamectl).
 #include "../engine/context.hpp"
+#include "converge_each.hpp"
 #include "nodeform/agent/validate.hpp"
 
 namespace nodeform::agent {
@@ -44,10 +45,7 @@ std::string rewrite_hosts(const std::string& hosts, const std::string& want) {
 }  // namespace
 
 std::vector<ResourceResult> converge_hostname(Context& ctx, const std::vector<Item>& items) {
-    std::vector<ResourceResult> results;
-    for (const auto& item : items) {
-        auto start = ctx.clock.steady_now();
-        auto r = make_result(item);
+    return converge_each(ctx, items, [&ctx](const Item& item, ResourceResult& r) {
         std::string error;
         std::string host = string_field(item.spec, "hostname");
         std::string domain = string_field(item.spec, "domain");
@@ -102,11 +100,8 @@ std::vector<ResourceResult> converge_hostname(Context& ctx, const std::vector<It
         if (error.empty())
             r.message = r.changes.empty() ? "hostname is " + fqdn
                                           : (ctx.apply() ? "hostname set to " : "would set hostname to ") + fqdn;
-        finish_result(ctx, r, error);
-        r.duration = std::chrono::duration_cast<std::chrono::milliseconds>(ctx.clock.steady_now() - start);
-        results.push_back(r);
-    }
-    return results;
+        return error;
+    });
 }
 
 }  // namespace nodeform::agent

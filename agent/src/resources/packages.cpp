@@ -158,6 +158,19 @@ std::vector<ResourceResult> converge_packages(Context& ctx, const std::vector<It
             if (!res) return make_error("apt-get update failed: " + explain_apt_failure(ctx, res.message()));
             return Ok{};
         };
+        // apt-get args (the verb first) with the options and the packages at which; a failure is each one's error.
+        auto apt_get = [&](std::vector<std::string> args, const std::vector<std::size_t>& which) {
+            std::vector<std::string> argv = {"apt-get"};
+            argv.insert(argv.end(), args.begin(), args.end());
+            argv.insert(argv.end(), apt_options.begin(), apt_options.end());
+            for (auto i : which)
+                argv.push_back(names[i]);
+            auto res = ctx.run(ctx.in_root(argv), ctx.long_timeout(), env);
+            if (!res) {
+                for (auto i : which)
+                    errors[i] = "apt-get " + args[0] + " failed: " + explain_apt_failure(ctx, res.message());
+            }
+        };
 
         if (!to_install.empty()) {
             std::string install_error;
@@ -194,29 +207,9 @@ std::vector<ResourceResult> converge_packages(Context& ctx, const std::vector<It
                     installable.push_back(i);
                 }
             }
-            if (!installable.empty()) {
-                std::vector<std::string> argv = {"apt-get", "install", "-y", "-q", "--no-install-recommends"};
-                argv.insert(argv.end(), apt_options.begin(), apt_options.end());
-                for (auto i : installable)
-                    argv.push_back(names[i]);
-                auto res = ctx.run(ctx.in_root(argv), ctx.long_timeout(), env);
-                if (!res) {
-                    for (auto i : installable)
-                        errors[i] = "apt-get install failed: " + explain_apt_failure(ctx, res.message());
-                }
-            }
+            if (!installable.empty()) apt_get({"install", "-y", "-q", "--no-install-recommends"}, installable);
         }
-        if (!to_purge.empty()) {
-            std::vector<std::string> argv = {"apt-get", "purge", "-y", "-q"};
-            argv.insert(argv.end(), apt_options.begin(), apt_options.end());
-            for (auto i : to_purge)
-                argv.push_back(names[i]);
-            auto res = ctx.run(ctx.in_root(argv), ctx.long_timeout(), env);
-            if (!res) {
-                for (auto i : to_purge)
-                    errors[i] = "apt-get purge failed: " + explain_apt_failure(ctx, res.message());
-            }
-        }
+        if (!to_purge.empty()) apt_get({"purge", "-y", "-q"}, to_purge);
         if (placed_policy) (void)ctx.fs.remove("/usr/sbin/policy-rc.d");
 
         // Verify against dpkg's own record, not apt's exit code alone.

@@ -45,16 +45,31 @@ bool ip_in_cidr(const std::string& ip, const std::string& cidr) {
     return true;
 }
 
+namespace {
+std::string trimmed(std::string text) {
+    while (!text.empty() && text.front() == ' ')
+        text.erase(text.begin());
+    while (!text.empty() && text.back() == ' ')
+        text.pop_back();
+    return text;
+}
+}  // namespace
+
 std::string bearer_token(const std::string& h) {
-    if (h.size() > 7 && (h.rfind("Bearer ", 0) == 0 || h.rfind("bearer ", 0) == 0)) {
-        std::string t = h.substr(7);
-        while (!t.empty() && t.front() == ' ')
-            t.erase(t.begin());
-        while (!t.empty() && t.back() == ' ')
-            t.pop_back();
-        return t;
-    }
+    if (h.size() > 7 && (h.rfind("Bearer ", 0) == 0 || h.rfind("bearer ", 0) == 0)) return trimmed(h.substr(7));
     return "";
+}
+
+std::vector<std::string> header_items(const std::string& value, char separator) {
+    std::vector<std::string> items;
+    std::size_t start = 0;
+    while (start < value.size()) {
+        auto end = value.find(separator, start);
+        items.push_back(trimmed(value.substr(start, end == std::string::npos ? std::string::npos : end - start)));
+        if (end == std::string::npos) break;
+        start = end + 1;
+    }
+    return items;
 }
 
 bool AuthLimiter::blocked(const std::string& addr, std::chrono::steady_clock::time_point now) {

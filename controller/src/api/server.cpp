@@ -58,21 +58,11 @@ void send_json(httplib::Response& res, int status, const json& body) {
 
 // If-None-Match: "*", or a comma list of (optionally weak) entity tags.
 bool etag_matches(const std::string& header, const std::string& etag) {
-    if (header.empty()) return false;
-    std::size_t start = 0;
-    while (start < header.size()) {
-        auto comma = header.find(',', start);
-        std::string item = header.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-        while (!item.empty() && item.front() == ' ')
-            item.erase(item.begin());
-        while (!item.empty() && item.back() == ' ')
-            item.pop_back();
+    for (std::string item : header_items(header, ',')) {
         if (item.rfind("W/", 0) == 0) item = item.substr(2);
         if (item == "*" || item == etag) return true;
         if (item.size() >= 2 && item.front() == '"' && item.back() == '"' && item.substr(1, item.size() - 2) == etag)
             return true;
-        if (comma == std::string::npos) break;
-        start = comma + 1;
     }
     return false;
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <utility>
 
 #include "nodeform/controller/api/server.hpp"
 #include "nodeform/controller/api/status_page.hpp"
@@ -45,29 +46,17 @@ std::string html_escape(std::string_view text) {
 
 namespace {
 
-// Most urgent first: what the fleet table sorts by before the identity.
+// Most urgent first: what the fleet table sorts by before the identity; a failed lifecycle ranks 3, after these
+// first three and before the rest; a status not listed ranks 7.
+constexpr std::pair<NodeStatus, int> kUrgency[] = {{NodeStatus::failed, 0},     {NodeStatus::unhealthy, 1},
+                                                   {NodeStatus::stale, 2},      {NodeStatus::drifted, 4},
+                                                   {NodeStatus::converging, 5}, {NodeStatus::pending, 6}};
+
 int urgency(const FleetRow& row) {
-    switch (row.status) {
-        case NodeStatus::failed:
-            return 0;
-        case NodeStatus::unhealthy:
-            return 1;
-        case NodeStatus::stale:
-            return 2;
-        default:
-            break;
-    }
-    if (row.lifecycle == "failed") return 3;
-    switch (row.status) {
-        case NodeStatus::drifted:
-            return 4;
-        case NodeStatus::converging:
-            return 5;
-        case NodeStatus::pending:
-            return 6;
-        default:
-            return 7;
-    }
+    int rank = 7;
+    for (auto [status, r] : kUrgency)
+        if (row.status == status) rank = r;
+    return rank > 2 && row.lifecycle == "failed" ? 3 : rank;
 }
 
 std::string age_text(std::int64_t s) {

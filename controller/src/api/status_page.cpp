@@ -3,13 +3,14 @@
 #include <httplib.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/rand.h>
 
 #include <map>
 #include <mutex>
 
+#include "nodeform/controller/api/auth.hpp"
 #include "nodeform/controller/api/server.hpp"
 #include "nodeform/controller/api/status_page.hpp"
+#include "nodeform/random.hpp"
 
 namespace nodeform::controller {
 
@@ -20,48 +21,12 @@ constexpr const char* kLoginCookie = "nf_login";
 constexpr std::chrono::hours kSessionLifetime{12};
 constexpr std::size_t kMaxSessions = 1024;
 
-std::string hex(const unsigned char* data, std::size_t n) {
-    static const char* digits = "0123456789abcdef";
-    std::string out;
-    out.reserve(2 * n);
-    for (std::size_t i = 0; i < n; ++i) {
-        out.push_back(digits[data[i] >> 4]);
-        out.push_back(digits[data[i] & 0xf]);
-    }
-    return out;
-}
-
-std::string random_token(std::size_t bytes = 32) {
-    std::vector<unsigned char> buf(bytes);
-    if (RAND_bytes(buf.data(), static_cast<int>(buf.size())) != 1) throw std::runtime_error("RAND_bytes failed");
-    return hex(buf.data(), buf.size());
-}
-
 std::string cookie(const httplib::Request& req, const std::string& name) {
-    std::string all = req.get_header_value("Cookie");
-    std::size_t pos = 0;
-    while (pos < all.size()) {
-        auto end = all.find(';', pos);
-        std::string item = all.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
-        while (!item.empty() && item.front() == ' ')
-            item.erase(item.begin());
+    for (const std::string& item : header_items(req.get_header_value("Cookie"), ';')) {
         if (item.size() > name.size() && item.compare(0, name.size(), name) == 0 && item[name.size()] == '=')
             return item.substr(name.size() + 1);
-        if (end == std::string::npos) break;
-        pos = end + 1;
     }
     return "";
-}
-
-std::string bearer(const httplib::Request& req) {
-    std::string h = req.get_header_value("Authorization");
-    if (h.size() <= 7 || (h.rfind("Bearer ", 0) != 0 && h.rfind("bearer ", 0) != 0)) return "";
-    std::string t = h.substr(7);
-    while (!t.empty() && t.front() == ' ')
-        t.erase(t.begin());
-    while (!t.empty() && t.back() == ' ')
-        t.pop_back();
-    return t;
 }
 
 // Where a login may send the browser back to: the fleet or a node page, nothing else (no open redirect).
@@ -83,11 +48,14 @@ const char* const kLoginPage = R"(<div class="login"><h2>Operator login</h2><p c
 
 struct StatusPages::Impl {
     StatusPageDeps deps;
+    std::unique_ptr<Random> random = make_system_random();
     std::string key;  // HMAC key for CSRF tokens, random per process
     std::mutex mutex;
     std::map<std::string, std::chrono::steady_clock::time_point> sessions;  // hash_secret(id) → expiry
 
-    explicit Impl(StatusPageDeps d) : deps(std::move(d)), key(random_token()) {}
+    explicit Impl(StatusPageDeps d) : deps(std::move(d)), key(random_token(32)) {}
+
+    std::string random_token(std::size_t bytes) { return random_hex(*random, bytes); }
 
     std::string mac(const std::string& purpose, const std::string& value) const {
         unsigned char out[EVP_MAX_MD_SIZE];
@@ -95,12 +63,12 @@ struct StatusPages::Impl {
         std::string data = purpose + ":" + value;
         HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
              reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
-        return hex(out, len);
+        return hex_of(out, len);
     }
 
     // ---- sessions ----
     std::string new_session() {
-        std::string id = random_token();
+        std::string id = random_token(32);
         auto now = deps.clock.steady_now();
         std::lock_guard<std::mutex> lock(mutex);
         for (auto it = sessions.begin(); it != sessions.end();)
@@ -179,7 +147,7 @@ struct StatusPages::Impl {
 
     // Ok(session id, "" for the bearer header) or the refusal already sent.
     std::optional<std::string> authenticate(const httplib::Request& req, httplib::Response& res) {
-        std::string token = bearer(req);
+        std::string token = bearer_token(req.get_header_value("Authorization"));
         if (!token.empty()) {
             if (deps.auth_blocked && deps.auth_blocked(req.remote_addr)) {
                 message_page(res, 429, "Too many attempts", "too many failed authentications; retry later");

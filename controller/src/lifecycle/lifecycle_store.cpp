@@ -17,6 +17,18 @@ json stored_json(const std::string& text) {
     return j ? std::move(*j) : json();
 }
 
+// Every row s yields, each read by read; a step's error as it came.
+template <typename T, typename Read>
+Result<std::vector<T>> read_rows(sqlite::Statement& s, Read read) {
+    std::vector<T> out;
+    for (;;) {
+        auto row = s.step();
+        if (!row) return row.error();
+        if (!*row) return out;
+        out.push_back(read(s));
+    }
+}
+
 // Each entry is one schema version; applied in order inside a transaction, recorded in
 // lifecycle_schema_migrations (the controller store keeps its own bookkeeping table).
 const char* const kMigrations[] = {
@@ -131,28 +143,26 @@ class SqliteLifecycleStore final : public LifecycleStore {
             "WHERE identity=?1 ORDER BY id");
         if (!s) return failed("reading receipts", s.error());
         s->bind(1, identity);
-        std::vector<Receipt> out;
-        for (;;) {
-            auto row = s->step();
-            if (!row) return failed("reading receipts", row.error());
-            if (!*row) return out;
+        auto rows = read_rows<Receipt>(*s, [](sqlite::Statement& row) {
             Receipt r;
-            r.id = s->integer(0);
-            r.identity = s->text(1);
-            r.step = s->text(2);
-            r.outcome = s->text(3);
-            r.state_after = s->text(4);
-            r.started_at = s->text(5);
-            r.finished_at = s->text(6);
-            json body = stored_json(s->text(7));
+            r.id = row.integer(0);
+            r.identity = row.text(1);
+            r.step = row.text(2);
+            r.outcome = row.text(3);
+            r.state_after = row.text(4);
+            r.started_at = row.text(5);
+            r.finished_at = row.text(6);
+            json body = stored_json(row.text(7));
             if (body.is_object()) {
                 r.inputs = body.value("inputs", json::object());
                 r.calls = body.value("calls", json::array());
                 r.outputs = body.value("outputs", json::object());
                 r.error = body.value("error", "");
             }
-            out.push_back(std::move(r));
-        }
+            return r;
+        });
+        if (!rows) return failed("reading receipts", rows.error());
+        return rows;
     }
 
     Result<std::vector<StepDurations>> step_durations(const std::vector<double>& bounds) override {
@@ -167,20 +177,18 @@ class SqliteLifecycleStore final : public LifecycleStore {
         if (!s) return failed("reading step durations", s.error());
         for (std::size_t i = 0; i < bounds.size(); ++i)
             s->bind(static_cast<int>(i + 1), bounds[i]);
-        std::vector<StepDurations> out;
-        for (;;) {
-            auto row = s->step();
-            if (!row) return failed("reading step durations", row.error());
-            if (!*row) return out;
+        auto rows = read_rows<StepDurations>(*s, [&bounds](sqlite::Statement& row) {
             StepDurations d;
-            d.step = s->text(0);
-            d.outcome = s->text(1);
-            d.count = static_cast<std::uint64_t>(s->integer(2));
-            d.sum_s = s->real(3);
+            d.step = row.text(0);
+            d.outcome = row.text(1);
+            d.count = static_cast<std::uint64_t>(row.integer(2));
+            d.sum_s = row.real(3);
             for (std::size_t i = 0; i < bounds.size(); ++i)
-                d.le.push_back(static_cast<std::uint64_t>(s->real(static_cast<int>(i + 4))));
-            out.push_back(std::move(d));
-        }
+                d.le.push_back(static_cast<std::uint64_t>(row.real(static_cast<int>(i + 4))));
+            return d;
+        });
+        if (!rows) return failed("reading step durations", rows.error());
+        return rows;
     }
 
   private:
@@ -209,29 +217,25 @@ class SqliteLifecycleStore final : public LifecycleStore {
         auto s = db_.prepare(std::string("SELECT ") + kNodeColumns + " FROM lifecycle_nodes" + where);
         if (!s) return s.error();
         if (identity != nullptr) s->bind(1, *identity);
-        std::vector<NodeRecord> out;
-        for (;;) {
-            auto row = s->step();
-            if (!row) return row.error();
-            if (!*row) return out;
+        return read_rows<NodeRecord>(*s, [](sqlite::Statement& row) {
             NodeRecord r;
-            r.identity = s->text(0);
-            r.state = parse_state(s->text(1)).value_or(State::failed);
-            r.step = s->text(2);
-            r.endpoint = s->text(3);
-            r.pve_node = s->text(4);
-            r.vmid = s->integer(5);
-            r.pending_upid = s->text(6);
-            r.failed_step = s->text(7);
-            r.reason = s->text(8);
-            json ips = stored_json(s->text(9));
+            r.identity = row.text(0);
+            r.state = parse_state(row.text(1)).value_or(State::failed);
+            r.step = row.text(2);
+            r.endpoint = row.text(3);
+            r.pve_node = row.text(4);
+            r.vmid = row.integer(5);
+            r.pending_upid = row.text(6);
+            r.failed_step = row.text(7);
+            r.reason = row.text(8);
+            json ips = stored_json(row.text(9));
             for (const auto& ip : ips.is_array() ? ips : json::array()) {
                 if (ip.is_string()) r.ips.push_back(ip.get<std::string>());
             }
-            r.token_expires_at = s->text(10);
-            r.updated_at = s->text(11);
-            out.push_back(std::move(r));
-        }
+            r.token_expires_at = row.text(10);
+            r.updated_at = row.text(11);
+            return r;
+        });
     }
 
     sqlite::Database db_;

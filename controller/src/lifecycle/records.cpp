@@ -2,41 +2,30 @@
 #include <algorithm>
 
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
+#include "nodeform/enum_names.hpp"
 
 namespace nodeform::controller::lifecycle {
 
 using json = nlohmann::json;
 
+namespace {
+constexpr EnumName<State> kStateNames[] = {{State::planned, "planned"},
+                                           {State::provisioning, "provisioning"},
+                                           {State::registered, "registered"},
+                                           {State::validating, "validating"},
+                                           {State::active, "active"},
+                                           {State::decommissioning, "decommissioning"},
+                                           {State::decommissioned, "decommissioned"},
+                                           {State::failed, "failed"},
+                                           {State::abandoned, "abandoned"}};
+}  // namespace
+
 const char* to_string(State state) {
-    switch (state) {
-        case State::planned:
-            return "planned";
-        case State::provisioning:
-            return "provisioning";
-        case State::registered:
-            return "registered";
-        case State::validating:
-            return "validating";
-        case State::active:
-            return "active";
-        case State::decommissioning:
-            return "decommissioning";
-        case State::decommissioned:
-            return "decommissioned";
-        case State::failed:
-            return "failed";
-        case State::abandoned:
-            return "abandoned";
-    }
-    return "failed";
+    return name_of(kStateNames, state, "failed");
 }
 
 std::optional<State> parse_state(const std::string& text) {
-    for (State s : {State::planned, State::provisioning, State::registered, State::validating, State::active,
-                    State::decommissioning, State::decommissioned, State::failed, State::abandoned}) {
-        if (text == to_string(s)) return s;
-    }
-    return std::nullopt;
+    return value_of(kStateNames, text);
 }
 
 json to_json(const Receipt& r) {

@@ -21,6 +21,8 @@ class Random {
 // OpenSSL RAND_bytes (a CSPRNG: fit for secrets); throws std::runtime_error if it ever fails.
 std::unique_ptr<Random> make_system_random();
 
+// bytes[0..size) as lower-case hex.
+std::string hex_of(const unsigned char* bytes, std::size_t size);
 // `bytes` random bytes as lower-case hex.
 std::string random_hex(Random& random, std::size_t bytes);
 // A random UUID, version 4 ("xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx", lower-case hex).

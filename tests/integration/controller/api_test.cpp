@@ -12,7 +12,9 @@
 #include <sstream>
 #include <thread>
 
+#include "controller_fixture.hpp"
 #include "fakes/memory_logger.hpp"
+#include "fakes/recording_notifier.hpp"
 #include "nodeform/canonical_json.hpp"
 #include "nodeform/clock.hpp"
 #include "nodeform/controller/api/server.hpp"
@@ -21,19 +23,15 @@
 #include "nodeform/http.hpp"
 #include "nodeform/log.hpp"
 #include "nodeform/tls.hpp"
-#include "fakes/recording_notifier.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::controller {
 namespace {
 
 using json = nlohmann::json;
+using test::status_of;
 
 // The HTTP status of a response; -1 when there was none.
-int status_of(const httplib::Result& r) {
-    return r ? r->status : -1;
-}
-
 site::Node make_node(const std::string& name, site::AuthMethod method, std::vector<std::string> cidrs = {},
                      std::string site_token = "") {
     site::Node n;
@@ -107,18 +105,13 @@ json report_for(const std::string& identity, const std::string& id, const std::s
                 {"health", json::array({{{"name", "ssh"}, {"type", "tcp"}, {"status", "pass"}}})}};
 }
 
-class ApiTest : public ::testing::Test {
+class ApiTest : public test::InProcessControllerTest {
   protected:
     void SetUp() override { start(); }
-    void TearDown() override { stop(); }
 
     void start(int threads = 8, bool tls = false, std::chrono::seconds read_timeout = std::chrono::seconds(1)) {
-        auto store = open_sqlite_store(sqlite::database_path(dir_.path()));
-        ASSERT_TRUE(store.ok()) << store.message();
-        store_ = std::move(*store);
-        auto lifecycle = lifecycle::LifecycleStore::open(sqlite::database_path(dir_.path()));
-        ASSERT_TRUE(lifecycle.ok()) << lifecycle.message();
-        lifecycle_ = std::move(*lifecycle);
+        test::open_controller_stores(dir_.path(), store_, lifecycle_);
+        if (HasFatalFailure()) return;
         config_.state = dir_.path();
         config_.plain_http = !tls;
         config_.listen_host = "127.0.0.1";
@@ -135,26 +128,7 @@ class ApiTest : public ::testing::Test {
         config_.reload_interval = std::chrono::milliseconds(100);
         server_ = std::make_unique<ControllerServer>(config_, *store_, source_, clock_, logger_, notifier_, *random_,
                                                      ServerSecrets{hash_secret(kOperatorToken)}, lifecycle_.get());
-        auto st = server_->start();
-        ASSERT_TRUE(st.ok()) << st.message();
-        thread_ = std::thread([this] { (void)server_->run(); });
-        if (tls) {
-            client_ = std::make_unique<httplib::Client>("https://127.0.0.1:" + std::to_string(server_->port()));
-            client_->set_ca_cert_path(tls::pki_paths(dir_.path() + "/tls").ca_cert.c_str());
-            client_->enable_server_certificate_verification(true);
-        } else {
-            client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
-        }
-        client_->set_read_timeout(std::chrono::seconds(10));
-        for (int i = 0; i < 100; ++i) {
-            if (client_->Get("/healthz")) break;
-            std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        }
-    }
-    void stop() {
-        if (server_) server_->stop();
-        if (thread_.joinable()) thread_.join();
-        server_.reset();
+        test::run_and_connect(*server_, thread_, client_, dir_.path(), tls, std::chrono::seconds(10));
     }
 
     httplib::Headers bearer(const std::string& token) { return {{"Authorization", "Bearer " + token}}; }
@@ -206,22 +180,12 @@ class ApiTest : public ::testing::Test {
         return out;
     }
 
-    test::TempDir dir_;
     FakeSiteSource source_{
         make_site({make_node("web-01", site::AuthMethod::node_token), make_node("web-02", site::AuthMethod::node_token),
                    make_node("stage-01", site::AuthMethod::site_token, {}, kSiteToken),
                    make_node("dev-01", site::AuthMethod::network, {"127.0.0.0/8"}),
                    make_node("far-01", site::AuthMethod::network, {"10.0.0.0/8"})})};
     SystemClock clock_;
-    MemoryLogger logger_;
-    RecordingNotifier notifier_;
-    std::unique_ptr<Random> random_ = make_system_random();
-    ControllerConfig config_;
-    std::unique_ptr<Store> store_;
-    std::unique_ptr<lifecycle::LifecycleStore> lifecycle_;
-    std::unique_ptr<ControllerServer> server_;
-    std::thread thread_;
-    std::unique_ptr<httplib::Client> client_;
 };
 
 std::size_t count_of(const std::string& text, const std::string& what) {
@@ -458,14 +422,7 @@ TEST_F(ApiTest, OperatorViewsAndStatus) {
 // The operator views carry each node's provisioning record (lifecycle state, VMID, PVE node, IPs) from the
 // lifecycle store, null for a node that was never provisioned; a node known only to the lifecycle store is listed.
 TEST_F(ApiTest, OperatorViewsCarryTheLifecycle) {
-    lifecycle::NodeRecord web;
-    web.identity = "web-02";
-    web.state = lifecycle::State::active;
-    web.step = "active";
-    web.vmid = 9102;
-    web.pve_node = "pve1";
-    web.ips = {"10.0.0.12", "fd00::12"};
-    web.updated_at = "2026-11-24T02:00:00Z";
+    lifecycle::NodeRecord web = test::active_record("web-02", 9102, {"10.0.0.12", "fd00::12"}, "2026-11-24T02:00:00Z");
     lifecycle::NodeRecord gone = web;
     gone.identity = "old-01";
     gone.vmid = 9199;

@@ -25,6 +25,19 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
+// In a forked child: the write end of fds (a pipe) becomes target_fd, then args[0] runs with args; never returns.
+[[noreturn]] void exec_with_pipe(const int (&fds)[2], int target_fd, std::vector<std::string> args) {
+    ::dup2(fds[1], target_fd);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    std::vector<char*> argv;
+    for (auto& a : args)
+        argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(args[0].c_str(), argv.data());
+    ::_exit(127);
+}
+
 // A child nodeform-controller serving plain HTTP on an ephemeral loopback port.
 class ControllerProcess {
   public:
@@ -34,19 +47,10 @@ class ControllerProcess {
         if (::pipe(out) != 0) return;
         pid_ = ::fork();
         if (pid_ == 0) {
-            ::dup2(out[1], STDOUT_FILENO);
-            ::close(out[0]);
-            ::close(out[1]);
-            std::vector<std::string> args = {
-                binary,        "serve",        "--site",   site,        "--state",      state,   "--listen",
-                "127.0.0.1:0", "--plain-http", "--config", "/dev/null", "--access-log", "false", "--reload-interval",
-                "200ms"};
-            std::vector<char*> argv;
-            for (auto& a : args)
-                argv.push_back(a.data());
-            argv.push_back(nullptr);
-            ::execv(binary.c_str(), argv.data());
-            ::_exit(127);
+            exec_with_pipe(
+                out, STDOUT_FILENO,
+                {binary, "serve", "--site", site, "--state", state, "--listen", "127.0.0.1:0", "--plain-http",
+                 "--config", "/dev/null", "--access-log", "false", "--reload-interval", "200ms"});
         }
         ::close(out[1]);
         // Read stdout until "listening on http://127.0.0.1:PORT".
@@ -245,17 +249,9 @@ TEST(ControllerProcess, SecondControllerOnTheSameAddressExitsWithAddressInUse) {
     ASSERT_EQ(::pipe(err), 0);
     pid_t pid = ::fork();
     if (pid == 0) {
-        ::dup2(err[1], STDERR_FILENO);
-        ::close(err[0]);
-        ::close(err[1]);
-        std::vector<std::string> args = {binary,     "serve", "--site",       site,       "--state",  state2,
-                                         "--listen", address, "--plain-http", "--config", "/dev/null"};
-        std::vector<char*> argv;
-        for (auto& a : args)
-            argv.push_back(a.data());
-        argv.push_back(nullptr);
-        ::execv(binary.c_str(), argv.data());
-        ::_exit(127);
+        exec_with_pipe(err, STDERR_FILENO,
+                       {binary, "serve", "--site", site, "--state", state2, "--listen", address, "--plain-http",
+                        "--config", "/dev/null"});
     }
     ::close(err[1]);
     int status = 0;

@@ -17,7 +17,9 @@
 #include <set>
 #include <thread>
 
+#include "controller_fixture.hpp"
 #include "fakes/memory_logger.hpp"
+#include "fakes/recording_notifier.hpp"
 #include "nodeform/atomic_file.hpp"
 #include "nodeform/base64.hpp"
 #include "nodeform/canonical_json.hpp"
@@ -30,13 +32,14 @@
 #include "nodeform/posix_process_runner.hpp"
 #include "nodeform/random.hpp"
 #include "nodeform/tls.hpp"
-#include "fakes/recording_notifier.hpp"
+#include "static_site_source.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::controller {
 namespace {
 
 using json = nlohmann::json;
+using test::status_of;
 namespace fs = std::filesystem;
 
 constexpr const char* kOperatorToken = "nfo_status_operator_token_0123456789abcdef";
@@ -62,15 +65,7 @@ class ManualClock final : public Clock {
             .count()};
 };
 
-class StaticSiteSource final : public SiteSource {
-  public:
-    explicit StaticSiteSource(site::Site s) : site_(std::move(s)) {}
-    site::LoadResult load() override { return site::LoadResult{site_, {}}; }
-    std::string stamp() override { return "1"; }
-
-  private:
-    site::Site site_;
-};
+using test::StaticSiteSource;
 
 site::Node make_node(const std::string& name, site::AuthMethod method, std::string site_token = "") {
     site::Node n;
@@ -114,21 +109,11 @@ struct ReportSpec {
     double took_s = 1.5;
 };
 
-class StatusPageTest : public ::testing::Test {
+class StatusPageTest : public test::InProcessControllerTest {
   protected:
-    void SetUp() override {}
-    void TearDown() override {
-        if (server_) server_->stop();
-        if (thread_.joinable()) thread_.join();
-    }
-
     void start(bool tls, int auth_failure_limit = 50) {
-        auto store = open_sqlite_store(sqlite::database_path(dir_.path()));
-        ASSERT_TRUE(store.ok()) << store.message();
-        store_ = std::move(*store);
-        auto lifecycle = lifecycle::LifecycleStore::open(sqlite::database_path(dir_.path()));
-        ASSERT_TRUE(lifecycle.ok()) << lifecycle.message();
-        lifecycle_ = std::move(*lifecycle);
+        test::open_controller_stores(dir_.path(), store_, lifecycle_);
+        if (HasFatalFailure()) return;
         config_.state = dir_.path();
         config_.plain_http = !tls;
         config_.listen_host = "127.0.0.1";
@@ -141,21 +126,7 @@ class StatusPageTest : public ::testing::Test {
         }
         server_ = std::make_unique<ControllerServer>(config_, *store_, source_, clock_, logger_, notifier_, *random_,
                                                      ServerSecrets{hash_secret(kOperatorToken)}, lifecycle_.get());
-        auto st = server_->start();
-        ASSERT_TRUE(st.ok()) << st.message();
-        thread_ = std::thread([this] { (void)server_->run(); });
-        if (tls) {
-            client_ = std::make_unique<httplib::Client>("https://127.0.0.1:" + std::to_string(server_->port()));
-            client_->set_ca_cert_path(tls::pki_paths(dir_.path() + "/tls").ca_cert.c_str());
-            client_->enable_server_certificate_verification(true);
-        } else {
-            client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
-        }
-        client_->set_read_timeout(std::chrono::seconds(20));
-        for (int i = 0; i < 100; ++i) {
-            if (client_->Get("/healthz")) break;
-            std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        }
+        test::run_and_connect(*server_, thread_, client_, dir_.path(), tls, std::chrono::seconds(20));
     }
 
     void post(const std::string& identity, const ReportSpec& r) {
@@ -228,14 +199,7 @@ class StatusPageTest : public ::testing::Test {
         leaky.message = std::string("token ") + kSiteToken + " refused";
         post("stage-01", leaky);
 
-        lifecycle::NodeRecord active;
-        active.identity = "web-01";
-        active.state = lifecycle::State::active;
-        active.step = "active";
-        active.vmid = 9101;
-        active.pve_node = "pve1";
-        active.ips = {"10.0.0.11"};
-        active.updated_at = "2026-12-04T01:00:00Z";
+        lifecycle::NodeRecord active = test::active_record("web-01", 9101, {"10.0.0.11"}, "2026-12-04T01:00:00Z");
         lifecycle::NodeRecord hostile = active;
         hostile.identity = kHostileId;
         hostile.state = lifecycle::State::failed;
@@ -295,19 +259,9 @@ class StatusPageTest : public ::testing::Test {
         return std::regex_search(html, m, re) ? m[1].str() : "";
     }
 
-    test::TempDir dir_;
     site::Site source_site_ = make_site();
     StaticSiteSource source_{source_site_};
     ManualClock clock_;
-    MemoryLogger logger_;
-    RecordingNotifier notifier_;
-    std::unique_ptr<Random> random_ = make_system_random();
-    ControllerConfig config_;
-    std::unique_ptr<Store> store_;
-    std::unique_ptr<lifecycle::LifecycleStore> lifecycle_;
-    std::unique_ptr<ControllerServer> server_;
-    std::thread thread_;
-    std::unique_ptr<httplib::Client> client_;
 };
 
 TEST_F(StatusPageTest, PagesRefuseWithoutTheOperatorToken) {
@@ -344,9 +298,7 @@ TEST_F(StatusPageTest, PagesRefuseWithoutTheOperatorToken) {
     EXPECT_EQ(ok->get_header_value("Cache-Control"), "no-store");
     EXPECT_EQ(ok->body.find("http://"), std::string::npos);  // no outside source
     EXPECT_EQ(ok->body.find("https://"), std::string::npos);
-    auto post = client_->Post("/", bearer(), "", "application/x-www-form-urlencoded");
-    ASSERT_TRUE(post);
-    EXPECT_EQ(post->status, 405);
+    EXPECT_EQ(status_of(client_->Post("/", bearer(), "", "application/x-www-form-urlencoded")), 405);
 }
 
 TEST_F(StatusPageTest, LoginSetsAStrictSessionCookieAndEveryPostNeedsItsCsrfToken) {
@@ -370,12 +322,9 @@ TEST_F(StatusPageTest, LoginSetsAStrictSessionCookieAndEveryPostNeedsItsCsrfToke
     EXPECT_EQ(no_cookie->status, 403);
     EXPECT_TRUE(set_cookies(no_cookie).size() == 1u && set_cookies(no_cookie)[0].rfind("nf_login=", 0) == 0);
     httplib::Params forged{{"token", kOperatorToken}, {"csrf", std::string(64, '0')}, {"next", "/"}};
-    auto bad_csrf = client_->Post("/login", {{"Cookie", login_cookie}}, forged);
-    ASSERT_TRUE(bad_csrf);
-    EXPECT_EQ(bad_csrf->status, 403);
-    auto cross = client_->Post("/login", {{"Cookie", login_cookie}, {"Origin", "https://evil.example"}}, good);
-    ASSERT_TRUE(cross);
-    EXPECT_EQ(cross->status, 403);
+    EXPECT_EQ(status_of(client_->Post("/login", {{"Cookie", login_cookie}}, forged)), 403);
+    EXPECT_EQ(status_of(client_->Post("/login", {{"Cookie", login_cookie}, {"Origin", "https://evil.example"}}, good)),
+              403);
     httplib::Params wrong{{"token", "nfo_wrong"}, {"csrf", csrf}, {"next", "/"}};
     auto wrong_token = client_->Post("/login", {{"Cookie", login_cookie}}, wrong);
     ASSERT_TRUE(wrong_token);
@@ -409,21 +358,11 @@ TEST_F(StatusPageTest, LoginSetsAStrictSessionCookieAndEveryPostNeedsItsCsrfToke
     EXPECT_EQ(open_redirect->get_header_value("Location"), "/");
 
     // Logout: a POST without the page's token is refused and the session lives on; with it the session ends.
-    auto forged_logout = client_->Post("/logout", with_session, httplib::Params{{"csrf", std::string(64, 'f')}});
-    ASSERT_TRUE(forged_logout);
-    EXPECT_EQ(forged_logout->status, 403);
-    auto get_logout = client_->Get("/logout", with_session);
-    ASSERT_TRUE(get_logout);
-    EXPECT_EQ(get_logout->status, 405);
-    auto still = client_->Get("/", with_session);
-    ASSERT_TRUE(still);
-    EXPECT_EQ(still->status, 200);
-    auto out = client_->Post("/logout", with_session, httplib::Params{{"csrf", logout_csrf}});
-    ASSERT_TRUE(out);
-    EXPECT_EQ(out->status, 303);
-    auto gone = client_->Get("/", with_session);
-    ASSERT_TRUE(gone);
-    EXPECT_EQ(gone->status, 303);
+    EXPECT_EQ(status_of(client_->Post("/logout", with_session, httplib::Params{{"csrf", std::string(64, 'f')}})), 403);
+    EXPECT_EQ(status_of(client_->Get("/logout", with_session)), 405);
+    EXPECT_EQ(status_of(client_->Get("/", with_session)), 200);
+    EXPECT_EQ(status_of(client_->Post("/logout", with_session, httplib::Params{{"csrf", logout_csrf}})), 303);
+    EXPECT_EQ(status_of(client_->Get("/", with_session)), 303);
 }
 
 // Wrong tokens at the login form count against the controller's failed-authentication limit like any other.
@@ -434,17 +373,11 @@ TEST_F(StatusPageTest, WrongLoginsAreRateLimited) {
     std::string login_cookie = "nf_login=" + cookie_value(set_cookies(form)[0]);
     httplib::Params wrong{{"token", "nfo_guess"}, {"csrf", hidden(form->body, "csrf")}, {"next", "/"}};
     for (int i = 0; i < 3; ++i) {
-        auto res = client_->Post("/login", {{"Cookie", login_cookie}}, wrong);
-        ASSERT_TRUE(res);
-        EXPECT_EQ(res->status, 401);
+        EXPECT_EQ(status_of(client_->Post("/login", {{"Cookie", login_cookie}}, wrong)), 401);
     }
     httplib::Params right{{"token", kOperatorToken}, {"csrf", hidden(form->body, "csrf")}, {"next", "/"}};
-    auto blocked = client_->Post("/login", {{"Cookie", login_cookie}}, right);
-    ASSERT_TRUE(blocked);
-    EXPECT_EQ(blocked->status, 429);
-    auto bearer_blocked = client_->Get("/", bearer());
-    ASSERT_TRUE(bearer_blocked);
-    EXPECT_EQ(bearer_blocked->status, 429);
+    EXPECT_EQ(status_of(client_->Post("/login", {{"Cookie", login_cookie}}, right)), 429);
+    EXPECT_EQ(status_of(client_->Get("/", bearer())), 429);
 }
 
 TEST_F(StatusPageTest, FleetPageCountsSortsUrgentFirstAndFilters) {
@@ -513,12 +446,8 @@ TEST_F(StatusPageTest, NodePageShowsLifecycleReceiptsResourcesHealthSpecAndTimel
     std::string pending = get_page("/nodes/new-01");
     EXPECT_NE(pending.find("no reports yet"), std::string::npos);
 
-    auto missing = client_->Get("/nodes/ghost-01", bearer());
-    ASSERT_TRUE(missing);
-    EXPECT_EQ(missing->status, 404);
-    auto bad = client_->Get("/nodes/a..b", bearer());
-    ASSERT_TRUE(bad);
-    EXPECT_EQ(bad->status, 400);
+    EXPECT_EQ(status_of(client_->Get("/nodes/ghost-01", bearer())), 404);
+    EXPECT_EQ(status_of(client_->Get("/nodes/a..b", bearer())), 400);
 }
 
 TEST_F(StatusPageTest, HostileStringsAreEscapedAndNoSecretIsOnAnyPage) {

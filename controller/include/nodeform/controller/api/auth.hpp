@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "nodeform/controller/store/store.hpp"
 #include "nodeform/log.hpp"
@@ -20,6 +21,9 @@ bool ip_in_cidr(const std::string& ip, const std::string& cidr);
 // The token of an "Authorization: Bearer <token>" header value (scheme case-insensitive as sent by clients:
 // "Bearer"/"bearer", spaces trimmed); "" when there is none.
 std::string bearer_token(const std::string& authorization);
+
+// The items of a header value separated by `separator` (Cookie: ';', If-None-Match: ','), spaces trimmed.
+std::vector<std::string> header_items(const std::string& value, char separator);
 
 // Counts authentication failures per client address within a fixed window; memory is bounded.
 class AuthLimiter {
