@@ -880,7 +880,7 @@ TEST_F(ApiTest, ASecondServerOnTheSameAddressIsRefused) {
     second.listen_port = server_->port();
     test::TempDir state;
     second.state = state.path();
-    ControllerServer other(second, *store_, source_, clock_, logger_, notifier_,
+    ControllerServer other(second, *store_, source_, clock_, logger_, notifier_, *random_,
                            ServerSecrets{hash_secret(kOperatorToken)}, lifecycle_.get());
     auto st = other.start();
     ASSERT_FALSE(st.ok());
