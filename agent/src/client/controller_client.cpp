@@ -228,13 +228,15 @@ bool ControllerClient::try_reenroll() {
 }
 
 Result<HttpResponse> ControllerClient::send_authenticated(HttpRequest request) {
-    request.headers = auth_headers();
+    request.headers.erase("Authorization");
+    for (auto& [name, value] : auth_headers())
+        request.headers[name] = value;
     auto response = send_with_retry(request, true);
     if (response && response->status == 401 && !credential_.empty()) {
         const std::string before = credential_;
         if (load_credential() && credential_ != before) {
             logger_.info("the stored node credential changed (rotated or enrolled again); using it");
-            request.headers = auth_headers();
+            request.headers["Authorization"] = "Bearer " + credential_;
             response = send_with_retry(request, true);
         }
     }
@@ -309,6 +311,15 @@ Result<FetchedSpec> ControllerClient::fetch_spec() {
     auto response = send_authenticated(request);
     if (response && response->status == 401 && !credential_.empty() && try_reenroll())
         response = send_authenticated(request);
+    if (response && response->status == 401 && use_seed_token_ && options_.reload_seed) {
+        // The seed token was refused as a site token: a new seed (a new enrollment or site token) starts over.
+        auto again = options_.reload_seed();
+        if (again && again->identity == seed_.identity && again->token != seed_.token) {
+            seed_.token = again->token;
+            use_seed_token_ = false;
+            if (ensure_enrolled()) response = send_authenticated(request);
+        }
+    }
     if (!response) return fallback(response.message());
     if (response->status == 304 && have) {
         FetchedSpec spec = *have;

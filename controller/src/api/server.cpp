@@ -684,6 +684,24 @@ Status ControllerServer::run() {
             }
         } while (!impl.wait_stop(std::chrono::hours(1)));
     });
+    if (!impl.config.plain_http) {
+        impl.background([&impl] {  // renew the generated certificate before it expires, and serve it at once
+            while (!impl.wait_stop(
+                std::chrono::duration_cast<std::chrono::milliseconds>(impl.config.cert_check_interval))) {
+                auto renewed = renew_server_certificate_if_due(impl.config);
+                if (!renewed) {
+                    impl.logger.error(renewed.message());
+                } else if (*renewed) {
+                    auto st = reload_certificate(*impl.http, impl.config.tls_cert, impl.config.tls_key);
+                    if (st)
+                        impl.logger.notice("renewed the server certificate from the site CA; serving it now");
+                    else
+                        impl.logger.error("renewed the server certificate, but " + st.message() +
+                                          "; a restart serves it");
+                }
+            }
+        });
+    }
     auto watchdog = impl.notifier.watchdog_timeout();
     if (watchdog.count() > 0) {
         impl.background([&impl, watchdog] {  // WATCHDOG=1 only while the store answers

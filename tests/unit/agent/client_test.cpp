@@ -323,6 +323,24 @@ TEST(Client, RefusedCredentialUsesTheCacheAndReEnrollsOnlyWithAnUnusedToken) {
     EXPECT_NE(record.find(sha256_hex("new-token-GOOD")), std::string::npos);
 }
 
+// A node whose state was wiped (no stored credential, the seed's token used up) starts over with a new seed.
+TEST(Client, AUsedUpSeedTokenIsReplacedByANewSeed) {
+    MemoryFilesystem fs;
+    MemoryLogger log;
+    CredentialController controller;  // knows no token: the seed's was used by the node's earlier life
+    Seed seed = test_seed();
+    auto options = fast_options();
+    options.reload_seed = [&]() -> Result<Seed> { return seed; };
+    ControllerClient client(controller, fs, log, test_seed(), options);
+    EXPECT_FALSE(client.fetch_spec().ok()) << "refused, and no cached spec";
+    seed.token = "fresh-token-0123456789";
+    controller.tokens.insert(seed.token);
+    auto spec = client.fetch_spec();
+    ASSERT_TRUE(spec.ok()) << spec.message();
+    EXPECT_FALSE(spec->from_cache);
+    EXPECT_EQ(stored_credential(fs), controller.current);
+}
+
 TEST(Client, RefusesASpecWhoseDigestDoesNotMatchItsEtag) {
     MemoryFilesystem fs;
     MemoryLogger log;
