@@ -240,7 +240,7 @@ Result<HttpResponse> ControllerClient::send_authenticated(HttpRequest request) {
             response = send_with_retry(request, true);
         }
     }
-    if (response && response->status < 300 && options_.may_rotate && !rotating_ &&
+    if (response && (response->status < 300 || response->status == 304) && options_.may_rotate && !rotating_ &&
         response->headers.count("nodeform-credential-rotate")) {
         if (auto st = rotate_credential(); !st)
             logger_.warning("cannot rotate the node credential yet (the current one keeps working): " + st.message());

@@ -231,6 +231,8 @@ class CredentialController final : public HttpTransport {
         }
         if (r.path == "/v1/spec/web-01") {
             headers["etag"] = "\"" + canonical_digest(spec) + "\"";
+            auto inm = r.headers.find("If-None-Match");
+            if (inm != r.headers.end() && inm->second == headers["etag"]) return HttpResponse{304, headers, ""};
             return HttpResponse{200, headers, canonical_dump(spec)};
         }
         if (r.path == "/v1/nodes/web-01/reports") return HttpResponse{201, headers, "{}"};
@@ -266,6 +268,7 @@ TEST(Client, RotationStoresTheNewCredentialAndTheOtherClientPicksItUp) {
     EXPECT_EQ(controller.rotations, 0) << "only the fetching client rotates";
     auto spec = fetcher.fetch_spec();
     ASSERT_TRUE(spec.ok()) << spec.message();
+    EXPECT_TRUE(spec->not_modified) << "the request is carried by a 304 as well";
     EXPECT_EQ(controller.rotations, 1);
     EXPECT_EQ(stored_credential(fs), "cred-2");
     EXPECT_EQ(fs.stat("/var/lib/nodeform/credential").value()->mode, 0600u);
@@ -313,7 +316,7 @@ TEST(Client, RefusedCredentialUsesTheCacheAndReEnrollsOnlyWithAnUnusedToken) {
     controller.tokens.insert(seed.token);
     auto again = client.fetch_spec();
     ASSERT_TRUE(again.ok()) << again.message();
-    EXPECT_FALSE(again->from_cache);
+    EXPECT_TRUE(again->not_modified) << "the controller answered (304: the cached spec is current)";
     EXPECT_FALSE(again->credential_refused);
     EXPECT_EQ(controller.enroll_requests, 3);
     EXPECT_EQ(stored_credential(fs), controller.current);
