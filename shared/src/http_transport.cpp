@@ -126,7 +126,8 @@ struct VerifyState {
     std::string ca_file;
     X509_STORE* ca_store = nullptr;      // owned
     X509_STORE* system_store = nullptr;  // the SSL_CTX's default paths (not owned), with system_trust
-    std::string pin;                     // normalized lower-case hex, or empty
+    std::string pin;                     // normalized lower-case hex ("a,b": either), or empty
+    std::vector<std::string> pins;       // pin split at commas
     std::string failure;                 // set by the callback when it refuses the server
 
     ~VerifyState() {
@@ -190,7 +191,7 @@ int verify_server(X509_STORE_CTX* store_ctx, void* arg) {
         for (X509* cert : presented) {
             std::string fp = tls::certificate_fingerprint(cert);
             if (std::find(seen.begin(), seen.end(), fp) == seen.end()) seen.push_back(fp);
-            if (fp != state->pin) continue;
+            if (std::find(state->pins.begin(), state->pins.end(), fp) == state->pins.end()) continue;
             if (cert == leaf || X509_cmp(cert, leaf) == 0) return 1;  // the handshake proved the leaf's key
             // A pinned issuer: the leaf must chain to it (anyone can copy a public CA certificate into a chain).
             std::unique_ptr<X509_STORE, decltype(&X509_STORE_free)> store(X509_STORE_new(), X509_STORE_free);
@@ -202,7 +203,7 @@ int verify_server(X509_STORE_CTX* store_ctx, void* arg) {
             std::string why = verify_chain(leaf, chain, store.get(), "", true);
             if (why.empty()) return 1;
             state->failure =
-                "the server's certificate does not chain to the pinned certificate sha256:" + state->pin + ": " + why;
+                "the server's certificate does not chain to the pinned certificate sha256:" + fp + ": " + why;
             X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_CERT_UNTRUSTED);
             return 0;
         }
@@ -462,10 +463,22 @@ Result<std::unique_ptr<HttpTransport>> make_http_transport(const HttpClientOptio
         verify = std::make_unique<VerifyState>();
         verify->host = url.host;
         if (!options.tls.pin_sha256.empty()) {
-            verify->pin = tls::normalize_fingerprint(options.tls.pin_sha256);
-            if (verify->pin.empty())
-                return make_error("certificate pin '" + options.tls.pin_sha256 +
-                                  "' is not a SHA-256 fingerprint (64 hex digits, colons allowed)");
+            // "FP" or "FP1,FP2" (two CAs pinned while the site CA is rotated; docs/seed.md).
+            const std::string& text = options.tls.pin_sha256;
+            for (std::size_t start = 0; start <= text.size();) {
+                auto comma = text.find(',', start);
+                std::string one = tls::normalize_fingerprint(
+                    text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+                if (one.empty())
+                    return make_error("certificate pin '" + text +
+                                      "' is not a SHA-256 fingerprint (64 hex digits, colons allowed; two separated "
+                                      "by a comma)");
+                verify->pins.push_back(one);
+                if (comma == std::string::npos) break;
+                start = comma + 1;
+            }
+            if (verify->pins.size() > 2) return make_error("at most two certificate pins (the old and the new CA)");
+            verify->pin = verify->pins[0] + (verify->pins.size() > 1 ? "," + verify->pins[1] : "");
         }
         if (!options.tls.ca_file.empty()) {
             verify->ca_file = options.tls.ca_file;

@@ -97,7 +97,8 @@ Status validate_seed(const Seed& seed) {
     static const std::regex url_re(
         "^https?://[A-Za-z0-9.\\-]+(:[0-9]{1,5})?/?$|^https?://\\[[0-9A-Fa-f:]+\\](:[0-9]{1,5})?/?$");
     static const std::regex token_re("^[A-Za-z0-9._~+/=-]{16,256}$");
-    static const std::regex fp_re("^[0-9a-f]{64}$");
+    // One pin, or two separated by a comma while the site CA is being rotated (docs/seed.md).
+    static const std::regex fp_re("^[0-9a-f]{64}(,[0-9a-f]{64})?$");
     if (!std::regex_match(seed.identity, identity_re)) {
         return make_error(
             "identity: must be lowercase letters, digits and hyphens, start with a letter, at most 63 characters");
@@ -114,10 +115,14 @@ Status validate_seed(const Seed& seed) {
         return make_error("token: must be 16-256 characters of [A-Za-z0-9._~+/=-]");
     }
     if (seed.controller_url.rfind("https://", 0) == 0 && !std::regex_match(seed.ca_fingerprint, fp_re)) {
-        return make_error("ca_fingerprint: must be 64 lower-case hex characters (SHA-256 of the controller CA)");
+        return make_error(
+            "ca_fingerprint: must be 64 lower-case hex characters (SHA-256 of the controller CA), or two of them "
+            "separated by a comma during a CA rotation");
     }
     if (!seed.ca_fingerprint.empty() && !std::regex_match(seed.ca_fingerprint, fp_re)) {
-        return make_error("ca_fingerprint: must be 64 lower-case hex characters (SHA-256 of the controller CA)");
+        return make_error(
+            "ca_fingerprint: must be 64 lower-case hex characters (SHA-256 of the controller CA), or two of them "
+            "separated by a comma during a CA rotation");
     }
     return Ok{};
 }

@@ -139,9 +139,7 @@ Result<X509Ptr> make_cert(EVP_PKEY* subject_key, const std::string& cn, const st
     return cert;
 }
 
-}  // namespace
-
-Result<Pki> generate_pki(const PkiOptions& options) {
+Result<std::vector<std::string>> san_list(const PkiOptions& options) {
     std::vector<std::string> sans{"localhost", "127.0.0.1", "::1"};
     for (const auto& host : options.hosts) {
         if (!valid_san_host(host))
@@ -152,6 +150,30 @@ Result<Pki> generate_pki(const PkiOptions& options) {
             seen = seen || s == host;
         if (!seen) sans.push_back(host);
     }
+    return sans;
+}
+
+Result<X509Ptr> read_pem_cert(const std::string& pem) {
+    BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+    if (!bio) return make_error("out of memory");
+    X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+    if (!cert) return make_error(ssl_error("no PEM certificate found"));
+    return cert;
+}
+
+Result<PKeyPtr> read_pem_key(const std::string& pem) {
+    BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+    if (!bio) return make_error("out of memory");
+    PKeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+    if (!key) return make_error(ssl_error("no PEM private key found"));
+    return key;
+}
+
+}  // namespace
+
+Result<Pki> generate_pki(const PkiOptions& options) {
+    auto sans = san_list(options);
+    if (!sans) return sans.error();
     auto ca_key = new_p256_key();
     if (!ca_key) return ca_key.error();
     auto server_key = new_p256_key();
@@ -161,7 +183,7 @@ Result<Pki> generate_pki(const PkiOptions& options) {
         make_cert(ca_key->get(), "nodeform site CA " + org, org, nullptr, ca_key->get(), options.ca_days, true, {});
     if (!ca) return ca.error();
     auto server = make_cert(server_key->get(), "nodeform-controller", org, ca->get(), ca_key->get(),
-                            options.server_days, false, sans);
+                            options.server_days, false, *sans);
     if (!server) return server.error();
     Pki pki;
     auto ca_pem = cert_pem(ca->get());
@@ -178,6 +200,49 @@ Result<Pki> generate_pki(const PkiOptions& options) {
     pki.server_key_pem = *server_key_text;
     pki.ca_fingerprint = certificate_fingerprint(ca->get());
     return pki;
+}
+
+Result<Pki> issue_server_certificate(const std::string& ca_cert_pem, const std::string& ca_key_pem,
+                                     const PkiOptions& options) {
+    auto sans = san_list(options);
+    if (!sans) return sans.error();
+    auto ca = read_pem_cert(ca_cert_pem);
+    if (!ca) return make_error("the CA certificate: " + ca.message());
+    auto ca_key = read_pem_key(ca_key_pem);
+    if (!ca_key) return make_error("the CA key: " + ca_key.message());
+    if (X509_check_private_key(ca->get(), ca_key->get()) != 1) return make_error("the CA key does not match the CA");
+    auto server_key = new_p256_key();
+    if (!server_key) return server_key.error();
+    std::string org = options.site_name.empty() ? "nodeform" : options.site_name;
+    auto server = make_cert(server_key->get(), "nodeform-controller", org, ca->get(), ca_key->get(),
+                            options.server_days, false, *sans);
+    if (!server) return server.error();
+    auto server_pem = cert_pem(server->get());
+    auto server_key_text = key_pem(server_key->get());
+    if (!server_pem) return server_pem.error();
+    if (!server_key_text) return server_key_text.error();
+    Pki pki;
+    pki.ca_cert_pem = ca_cert_pem;
+    pki.ca_key_pem = ca_key_pem;
+    pki.server_cert_pem = *server_pem + ca_cert_pem;
+    pki.server_key_pem = *server_key_text;
+    pki.ca_fingerprint = certificate_fingerprint(ca->get());
+    return pki;
+}
+
+Result<std::chrono::seconds> certificate_lifetime_left(const std::string& pem) {
+    auto cert = read_pem_cert(pem);
+    if (!cert) return cert.error();
+    int days = 0, seconds = 0;
+    if (ASN1_TIME_diff(&days, &seconds, nullptr, X509_get0_notAfter(cert->get())) != 1)
+        return make_error(ssl_error("cannot read the certificate's expiry"));
+    return std::chrono::seconds(static_cast<std::int64_t>(days) * 86400 + seconds);
+}
+
+bool certificate_matches_key(const std::string& cert_pem, const std::string& key_pem) {
+    auto cert = read_pem_cert(cert_pem);
+    auto key = read_pem_key(key_pem);
+    return cert && key && X509_check_private_key(cert->get(), key->get()) == 1;
 }
 
 PkiPaths pki_paths(const std::string& dir) {

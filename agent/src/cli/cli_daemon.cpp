@@ -117,7 +117,9 @@ int cmd_run(const std::vector<std::string>& args, CliIo io) {
     auto random = make_system_random();  // jitter, report ids
     std::unique_ptr<ControllerClient> fetch_client, report_client;
     std::unique_ptr<ReportPoster> poster;
+    std::optional<std::chrono::milliseconds> start_splay;
     if (!config.spec.empty()) {
+        start_splay = std::chrono::milliseconds(0);  // no controller to spare
         FileSpecSource file(absolute_path(config.spec));
         auto first = file.fetch();
         if (!first) {
@@ -146,6 +148,13 @@ int cmd_run(const std::vector<std::string>& args, CliIo io) {
             *http = std::move(*made);
         }
         ClientOptions fetch_options;
+        // Re-enrollment reads the seed again from where it came from (a new seed file, a re-provisioned SMBIOS).
+        fetch_options.reload_seed = [&config, root = root_fs->get(), host = host_fs->get()]() -> Result<Seed> {
+            auto again =
+                config.seed.empty() ? load_seed(*root, std::nullopt) : load_seed(*host, absolute_path(config.seed));
+            if (!again) return again.error();
+            return again->seed;
+        };
         fetch_options.state_dir = config.state_dir;
         fetch_options.random = random.get();
         fetch_options.backoff.attempts = 3;
@@ -156,7 +165,16 @@ int cmd_run(const std::vector<std::string>& args, CliIo io) {
         report_options.state_dir = config.state_dir;
         report_options.random = random.get();
         report_options.backoff.attempts = 1;
+        report_options.may_rotate = false;  // the fetch client rotates; this one re-reads the stored credential
         report_client = std::make_unique<ControllerClient>(*report_http, **root_fs, *logger, s, report_options);
+        // The first turn after a start waits within the splay of the last good spec (docs/daemon.md).
+        if (auto cached = fetch_client->cached_spec(); cached && cached->has_value()) {
+            const auto& apply = (*cached)->spec.value("apply", nlohmann::json::object());
+            if (apply.is_object() && apply.contains("splay_s") && apply["splay_s"].is_number() &&
+                apply["splay_s"].get<double>() >= 0)
+                start_splay =
+                    std::chrono::milliseconds(static_cast<std::int64_t>(apply["splay_s"].get<double>() * 1000));
+        }
         auto controller_source = std::make_unique<ControllerSpecSource>(*fetch_client, identity);
         poster = std::make_unique<ClientReportPoster>(*report_client, *controller_source);
         source = std::move(controller_source);
@@ -179,6 +197,7 @@ int cmd_run(const std::vector<std::string>& args, CliIo io) {
     options.state_file = state_host + "/daemon.json";
     options.interval = config.interval;
     options.splay = config.splay;
+    options.start_splay = config.splay ? config.splay : start_splay;
     options.stop_timeout = config.stop_timeout;
     options.retry_base = config.retry_base;
     options.retry_cap = config.retry_cap;

@@ -2,6 +2,7 @@
 #include "nodeform/agent/validate.hpp"
 #include "nodeform/json_limits.hpp"
 
+#include <algorithm>
 #include <thread>
 
 #include "nodeform/canonical_json.hpp"
@@ -125,53 +126,152 @@ Result<HttpResponse> ControllerClient::send_with_retry(const HttpRequest& reques
                       request.path + " after " + std::to_string(attempts) + " attempts: " + last);
 }
 
-Status ControllerClient::ensure_enrolled() {
-    if (!credential_.empty() || use_seed_token_) return Ok{};
+bool ControllerClient::load_credential() {
     const std::string path = options_.state_dir + "/credential";
     auto stored = fs_.read(path, 64 * 1024);
-    if (stored) {
-        auto parsed = parse_json_bounded(*stored, {stored->size()});
-        const nlohmann::json j = parsed ? std::move(*parsed) : nlohmann::json();
-        if (j.is_object() && j.value("identity", "") == seed_.identity && j.contains("credential") &&
-            j["credential"].is_string()) {
-            credential_ = j["credential"].get<std::string>();
-            return Ok{};
-        }
+    if (!stored) return false;
+    auto parsed = parse_json_bounded(*stored, {stored->size()});
+    const nlohmann::json j = parsed ? std::move(*parsed) : nlohmann::json();
+    if (!j.is_object() || j.value("identity", "") != seed_.identity || !j.contains("credential") ||
+        !j["credential"].is_string()) {
         logger_.warning("ignoring " + fs_.host_path(path) + ": it does not hold a credential for " + seed_.identity);
+        return false;
     }
+    credential_ = j["credential"].get<std::string>();
+    used_tokens_.clear();
+    if (j.contains("used_tokens") && j["used_tokens"].is_array())
+        for (const auto& t : j["used_tokens"])
+            if (t.is_string()) used_tokens_.push_back(t.get<std::string>());
+    return true;
+}
+
+Status ControllerClient::store_credential() {
+    const std::string path = options_.state_dir + "/credential";
+    while (used_tokens_.size() > 32)
+        used_tokens_.erase(used_tokens_.begin());
+    nlohmann::json record = {{"identity", seed_.identity}, {"credential", credential_}, {"used_tokens", used_tokens_}};
+    if (auto st = make_directories(fs_, options_.state_dir, 0755); !st) return st;
+    return fs_.write_atomic(path, record.dump() + "\n", {0600, 0, 0});
+}
+
+Result<int> ControllerClient::enroll_with(const std::string& token) {
     HttpRequest request;
     request.method = "POST";
     request.path = "/v1/enroll";
     request.content_type = "application/json";
-    request.body = nlohmann::json({{"identity", seed_.identity}, {"token", seed_.token}}).dump();
+    request.body = nlohmann::json({{"identity", seed_.identity}, {"token", token}}).dump();
     auto response = send_with_retry(request, true);
     if (!response) return response.error();
-    if (response->status == 200) {
-        auto parsed = parse_json_bounded(response->body, {response->body.size()});
-        const nlohmann::json j = parsed ? std::move(*parsed) : nlohmann::json();
-        if (!j.is_object() || !j.contains("credential") || !j["credential"].is_string() ||
-            j["credential"].get<std::string>().empty()) {
-            return make_error("the controller's enrollment answer has no credential");
-        }
-        credential_ = j["credential"].get<std::string>();
-        nlohmann::json record = {{"identity", seed_.identity}, {"credential", credential_}};
-        if (auto st = make_directories(fs_, options_.state_dir, 0755); !st) return st;
-        if (auto st = fs_.write_atomic(path, record.dump() + "\n", {0600, 0, 0}); !st) {
-            return make_error(
-                "enrolled, but cannot store the node credential (the one-time token is now used up; "
-                "re-seed the node after fixing this): " +
-                st.message());
-        }
-        logger_.notice("enrolled with the controller", {{"IDENTITY", seed_.identity}});
-        return Ok{};
+    const std::string token_hash = sha256_hex(token);
+    const bool answered = response->status < 500 && response->status != 429;  // else the token may still work
+    if (answered && std::find(used_tokens_.begin(), used_tokens_.end(), token_hash) == used_tokens_.end())
+        used_tokens_.push_back(token_hash);
+    if (response->status != 200) return response->status;
+    auto parsed = parse_json_bounded(response->body, {response->body.size()});
+    const nlohmann::json j = parsed ? std::move(*parsed) : nlohmann::json();
+    if (!j.is_object() || !j.contains("credential") || !j["credential"].is_string() ||
+        j["credential"].get<std::string>().empty()) {
+        return make_error("the controller's enrollment answer has no credential");
     }
-    if (response->status == 401 || response->status == 404 || response->status == 405 || response->status == 409) {
+    credential_ = j["credential"].get<std::string>();
+    if (auto st = store_credential(); !st) {
+        return make_error(
+            "enrolled, but cannot store the node credential (the one-time token is now used up; "
+            "re-seed the node after fixing this): " +
+            st.message());
+    }
+    logger_.notice("enrolled with the controller", {{"IDENTITY", seed_.identity}});
+    return 200;
+}
+
+Status ControllerClient::ensure_enrolled() {
+    if (!credential_.empty() || use_seed_token_) return Ok{};
+    if (load_credential()) return Ok{};
+    auto status = enroll_with(seed_.token);
+    if (!status) return status.error();
+    if (*status == 200) return Ok{};
+    if (*status == 401 || *status == 404 || *status == 405 || *status == 409) {
         // Not an enrollment token, or (409) a posture without enrollment: site token or network auth.
         use_seed_token_ = true;
         logger_.info("the seed token is not an enrollment token; using it as the site token");
         return Ok{};
     }
-    return make_error("enrollment failed: " + error_text(*response));
+    return make_error("enrollment failed: HTTP " + std::to_string(*status));
+}
+
+bool ControllerClient::try_reenroll() {
+    if (options_.reload_seed) {
+        auto reloaded = options_.reload_seed();
+        if (!reloaded) {
+            logger_.warning("cannot read the seed again: " + reloaded.message());
+        } else if (reloaded->identity != seed_.identity) {
+            logger_.error("the seed now names '" + reloaded->identity + "', not " + seed_.identity +
+                          "; a node does not change its identity without a reinstall");
+        } else {
+            seed_.token = reloaded->token;
+        }
+    }
+    if (seed_.token.empty()) return false;
+    const std::string token_hash = sha256_hex(seed_.token);
+    if (std::find(used_tokens_.begin(), used_tokens_.end(), token_hash) != used_tokens_.end()) return false;
+    logger_.notice("the node credential was refused; enrolling again with the seed's new enrollment token",
+                   {{"IDENTITY", seed_.identity}});
+    const std::string refused = credential_;
+    credential_.clear();
+    auto status = enroll_with(seed_.token);
+    if (status && *status == 200) return true;
+    credential_ = refused;  // keep the record (and the used tokens) until a token works
+    if (auto st = store_credential(); !st) logger_.warning("cannot store the used enrollment tokens: " + st.message());
+    logger_.error("enrolling again failed: " + (status ? "HTTP " + std::to_string(*status) : status.message()) +
+                  "; waiting for another new enrollment token");
+    return false;
+}
+
+Result<HttpResponse> ControllerClient::send_authenticated(HttpRequest request) {
+    request.headers.erase("Authorization");
+    for (auto& [name, value] : auth_headers())
+        request.headers[name] = value;
+    auto response = send_with_retry(request, true);
+    if (response && response->status == 401 && !credential_.empty()) {
+        const std::string before = credential_;
+        if (load_credential() && credential_ != before) {
+            logger_.info("the stored node credential changed (rotated or enrolled again); using it");
+            request.headers["Authorization"] = "Bearer " + credential_;
+            response = send_with_retry(request, true);
+        }
+    }
+    if (response && (response->status < 300 || response->status == 304) && options_.may_rotate && !rotating_ &&
+        response->headers.count("nodeform-credential-rotate")) {
+        if (auto st = rotate_credential(); !st)
+            logger_.warning("cannot rotate the node credential yet (the current one keeps working): " + st.message());
+    }
+    return response;
+}
+
+Status ControllerClient::rotate_credential() {
+    if (credential_.empty()) return make_error("no node credential to rotate");
+    rotating_ = true;
+    HttpRequest request;
+    request.method = "POST";
+    request.path = "/v1/nodes/" + seed_.identity + "/credential";
+    auto response = send_authenticated(request);
+    rotating_ = false;
+    if (!response) return response.error();
+    if (response->status != 200) return make_error(error_text(*response));
+    auto parsed = parse_json_bounded(response->body, {response->body.size()});
+    const nlohmann::json j = parsed ? std::move(*parsed) : nlohmann::json();
+    if (!j.is_object() || !j.contains("credential") || !j["credential"].is_string() ||
+        j["credential"].get<std::string>().empty())
+        return make_error("the controller's rotation answer has no credential");
+    const std::string previous = credential_;
+    credential_ = j["credential"].get<std::string>();
+    if (auto st = store_credential(); !st) {
+        // The old credential works for the grace period; the next request asks again (still "pending").
+        credential_ = previous;
+        return make_error("cannot store the new credential: " + st.message());
+    }
+    logger_.notice("node credential rotated", {{"IDENTITY", seed_.identity}});
+    return Ok{};
 }
 
 Result<std::optional<FetchedSpec>> ControllerClient::cached_spec() {
@@ -207,9 +307,19 @@ Result<FetchedSpec> ControllerClient::fetch_spec() {
     HttpRequest request;
     request.method = "GET";
     request.path = "/v1/spec/" + seed_.identity;
-    request.headers = auth_headers();
     if (have) request.headers["If-None-Match"] = "\"" + have->etag + "\"";
-    auto response = send_with_retry(request, true);
+    auto response = send_authenticated(request);
+    if (response && response->status == 401 && !credential_.empty() && try_reenroll())
+        response = send_authenticated(request);
+    if (response && response->status == 401 && use_seed_token_ && options_.reload_seed) {
+        // The seed token was refused as a site token: a new seed (a new enrollment or site token) starts over.
+        auto again = options_.reload_seed();
+        if (again && again->identity == seed_.identity && again->token != seed_.token) {
+            seed_.token = again->token;
+            use_seed_token_ = false;
+            if (ensure_enrolled()) response = send_authenticated(request);
+        }
+    }
     if (!response) return fallback(response.message());
     if (response->status == 304 && have) {
         FetchedSpec spec = *have;
@@ -218,10 +328,18 @@ Result<FetchedSpec> ControllerClient::fetch_spec() {
     }
     if (response->status != 200) {
         std::string hint;
-        if (response->status == 401) hint = " (the node credential was refused; re-seed or re-enroll the node)";
+        bool refused = response->status == 401 && !credential_.empty();
+        if (refused)
+            hint =
+                " (the node credential was refused: revoked, expired, or the controller's store was restored; "
+                "waiting for a new enrollment token in a new seed file or the SMBIOS seed)";
+        else if (response->status == 401)
+            hint = " (the seed token was refused)";
         if (response->status == 403) hint = " (this node may not read that spec)";
         if (response->status == 404) hint = " (the controller has no node " + seed_.identity + ")";
-        return make_error("cannot fetch the spec: " + error_text(*response) + hint);
+        auto out = fallback("cannot fetch the spec: " + error_text(*response) + hint);
+        if (out) out->credential_refused = refused;
+        return out;
     }
     auto parsed = parse_json_bounded(response->body, {response->body.size()});
     if (!parsed) return fallback("the controller sent a spec that is " + parsed.message());
@@ -248,10 +366,9 @@ ReportPostResult ControllerClient::post_report(const nlohmann::json& report) {
     HttpRequest request;
     request.method = "POST";
     request.path = "/v1/nodes/" + seed_.identity + "/reports";
-    request.headers = auth_headers();
     request.content_type = "application/json";
     request.body = report.dump();
-    auto response = send_with_retry(request, true);
+    auto response = send_authenticated(request);
     if (!response) return {ReportDelivery::unavailable, response.message()};
     auto delivery = report_delivery_for_status(response->status);
     if (delivery == ReportDelivery::stored) return {delivery, ""};

@@ -22,6 +22,7 @@ Result<SpecFetch> ControllerSpecSource::fetch() {
     out.from_cache = fetched->from_cache && !fetched->not_modified;
     out.not_modified = fetched->not_modified;
     out.warning = fetched->warning;
+    out.credential_refused = fetched->credential_refused;
     return out;
 }
 

@@ -213,7 +213,13 @@ struct Daemon::Impl {
         if (ready) deps.logger.info("platform-ready marker found: sustaining");
         update_status();
         kick_sender();
-        start_turn();
+        const milliseconds first = start_delay(opt.start_splay.value_or(opt.splay.value_or(splay)), deps.random);
+        if (first.count() > 0) {
+            deps.logger.info("first run in " + std::to_string(first.count()) + " ms (splay)");
+            arm_turn(first);
+        } else {
+            start_turn();
+        }
         io.run();
         return 0;
     }
@@ -361,8 +367,12 @@ struct Daemon::Impl {
             return;
         }
         const SpecFetch& fetch = *r.fetch;
-        note = fetch.from_cache ? "controller unreachable, cached spec" : "";
-        if (fetch.from_cache && !fetch.warning.empty()) deps.logger.warning(fetch.warning);
+        note = fetch.credential_refused ? "credential refused, waiting for a new enrollment token, cached spec"
+               : fetch.from_cache       ? "controller unreachable, cached spec"
+                                        : "";
+        if (fetch.from_cache && !fetch.warning.empty())
+            deps.logger.log(fetch.credential_refused ? LogLevel::error : LogLevel::warning, fetch.warning,
+                            {{"NODEFORM_STATUS", fetch.credential_refused ? "credential-refused" : "cached-spec"}});
         apply_spec(fetch);
 
         RunOutcome& outcome = *r.outcome;

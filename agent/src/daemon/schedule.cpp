@@ -32,6 +32,12 @@ std::chrono::milliseconds next_turn_delay(std::chrono::system_clock::time_point 
     return milliseconds(next - t) + jitter;
 }
 
+std::chrono::milliseconds start_delay(std::chrono::milliseconds splay, Random& random) {
+    if (splay.count() <= 0) return std::chrono::milliseconds(0);
+    return std::chrono::milliseconds(
+        static_cast<std::int64_t>(random.below(static_cast<std::uint64_t>(splay.count()) + 1)));
+}
+
 std::chrono::milliseconds Backoff::ceiling() const {
     using namespace std::chrono;
     milliseconds bound = base_;

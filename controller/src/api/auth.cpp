@@ -100,7 +100,7 @@ void AuthLimiter::failure(const std::string& addr, std::chrono::steady_clock::ti
 
 AuthOutcome authenticate_node(const site::Node& node, const std::string& addr, const std::string& authorization,
                               Store& store, AuthLimiter& limiter, std::chrono::steady_clock::time_point now,
-                              Logger& logger) {
+                              Logger& logger, const CredentialPolicy& policy) {
     if (limiter.blocked(addr, now))
         return {429, "rate_limited", "too many failed authentications from " + addr + "; retry later"};
     AuthOutcome out;
@@ -129,16 +129,29 @@ AuthOutcome authenticate_node(const site::Node& node, const std::string& addr, c
                 out = {401, "missing_credential", "send Authorization: Bearer <node credential> (enroll first)"};
                 break;
             }
-            auto owner = store.credential_owner(hash_secret(token));
-            if (!owner) {
-                logger.error("credential lookup failed: " + owner.message());
+            const std::string hash = hash_secret(token);
+            auto found = store.find_credential(hash, policy.now);
+            if (!found) {
+                logger.error("credential lookup failed: " + found.message());
                 return {503, "store_unavailable", "the controller's store is unavailable; retry"};
             }
-            if (!owner->has_value()) {
+            if (!found->has_value()) {
                 out = {401, "invalid_credential", "unknown or revoked node credential; enroll again"};
-            } else if (**owner != node.name) {
-                out = {403, "forbidden", "this credential belongs to another node"};
+                break;
             }
+            const CredentialMatch& m = **found;
+            if (m.identity != node.name) {
+                out = {403, "forbidden", "this credential belongs to another node"};
+                break;
+            }
+            const auto age = policy.now - m.created_at;
+            const auto ttl = std::chrono::duration_cast<std::chrono::system_clock::duration>(policy.ttl);
+            if (!m.previous && ttl.count() > 0 && age >= ttl) {
+                out = {401, "expired_credential", "the node credential has expired; enroll again"};
+                break;
+            }
+            out.credential_hash = hash;
+            out.rotate = !m.previous && (m.rotate_requested || (ttl.count() > 0 && age * 3 >= ttl * 2));
             break;
         }
     }

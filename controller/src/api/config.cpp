@@ -123,6 +123,10 @@ const std::map<std::string, Setter>& setters() {
         {"reports-keep-last", int_setter(&ControllerConfig::reports_keep_last, 1, 1000000)},
         {"reports-keep-days", int_setter(&ControllerConfig::reports_keep_days, 0, 100000)},
         {"stale-grace", seconds_setter(&ControllerConfig::stale_grace, std::chrono::seconds(0))},
+        {"credential-ttl", seconds_setter(&ControllerConfig::credential_ttl, std::chrono::seconds(0))},
+        {"credential-grace", seconds_setter(&ControllerConfig::credential_grace, std::chrono::seconds(0))},
+        {"cert-renew-before", seconds_setter(&ControllerConfig::cert_renew_before, std::chrono::seconds(0))},
+        {"cert-check-interval", seconds_setter(&ControllerConfig::cert_check_interval, std::chrono::seconds(1))},
         {"reload-interval",
          [](ControllerConfig& c, const std::string& v) -> Status {
              auto d = parse_duration(v);

@@ -511,8 +511,14 @@ static_assert(sizeof("{\"error\":{\"code\":\"too_many_connections\",\"message\":
                   93,
               "Content-Length of kBusy");
 
+class CertificateReloader {
+  public:
+    virtual ~CertificateReloader() = default;
+    virtual Status reload(const std::string& cert, const std::string& key) = 0;
+};
+
 template <typename Base>
-class Guarded final : public Base, public BacklogRaiser {
+class Guarded final : public Base, public BacklogRaiser, public CertificateReloader {
   public:
     template <typename... Args>
     Guarded(const ConnectionLimits& limits, ConnectionCounters& counters, Args&&... args)
@@ -532,8 +538,27 @@ class Guarded final : public Base, public BacklogRaiser {
     }
     void raise(int backlog) override { ::listen(this->svr_sock_, backlog); }
 
+    // New connections get the new pair (SSL_new copies the context's certificate under the same lock); connections
+    // already open keep theirs.
+    Status reload(const std::string& cert, const std::string& key) override {
+        if constexpr (!kTls) {
+            return make_error("plain HTTP has no certificate to reload");
+        } else {
+            std::lock_guard<std::mutex> lock(ctx_mutex_);
+            SSL_CTX* ctx = this->ssl_context();
+            if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1 ||
+                SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+                SSL_CTX_check_private_key(ctx) != 1) {
+                ERR_clear_error();
+                return make_error("cannot load the certificate " + cert + " with key " + key);
+            }
+            return Ok{};
+        }
+    }
+
   private:
     static constexpr bool kTls = std::is_same_v<Base, httplib::SSLServer>;
+    std::mutex ctx_mutex_;  // SSL_new against a certificate reload
 
     bool process_and_close_socket(socket_t sock) override {
         bool ok = false;
@@ -556,7 +581,10 @@ class Guarded final : public Base, public BacklogRaiser {
         SSL* ssl = nullptr;
         auto start = Clock::now();
         if constexpr (kTls) {
-            ssl = SSL_new(this->ssl_context());
+            {
+                std::lock_guard<std::mutex> lock(ctx_mutex_);
+                ssl = SSL_new(this->ssl_context());
+            }
             if (!ssl) return false;
             SSL_set_fd(ssl, sock);
             auto deadline = start + limits_.read_timeout;  // the handshake counts as reading the first request
@@ -638,6 +666,11 @@ std::unique_ptr<httplib::SSLServer> make_guarded_ssl_server(const ConnectionLimi
 
 bool request_body_too_large() {
     return t_body_too_large;
+}
+
+Status reload_certificate(httplib::Server& server, const std::string& cert, const std::string& key) {
+    if (auto* r = dynamic_cast<CertificateReloader*>(&server)) return r->reload(cert, key);
+    return make_error("not a guarded server");
 }
 
 void raise_backlog(httplib::Server& server, int backlog) {

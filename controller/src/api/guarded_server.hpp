@@ -14,6 +14,8 @@
 // The listening socket is bound without SO_REUSEPORT, so a second server on the same address fails to bind.
 #include <httplib.h>
 
+#include "nodeform/result.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -49,6 +51,8 @@ std::unique_ptr<httplib::SSLServer> make_guarded_ssl_server(const ConnectionLimi
                                                             const std::string& key);
 // True on a worker while the request it is serving had its body cut at max_body_bytes (the error handler's 413).
 bool request_body_too_large();
+// HTTPS: new connections use this certificate chain and key from now on (a renewal without a restart).
+Status reload_certificate(httplib::Server& server, const std::string& cert, const std::string& key);
 // listen(2) again on the bound socket with a larger backlog (cpp-httplib listens with 5). Call after bind.
 void raise_backlog(httplib::Server& server, int backlog);
 

@@ -137,7 +137,7 @@ struct ControllerServer::Impl {
 
     AuthOutcome authenticate(const httplib::Request& req, const site::Node& node) {
         return authenticate_node(node, req.remote_addr, req.get_header_value("Authorization"), store, limiter,
-                                 clock.steady_now(), logger);
+                                 clock.steady_now(), logger, CredentialPolicy{config.credential_ttl, clock.now()});
     }
 
     bool operator_ok(const httplib::Request& req, httplib::Response& res) {
@@ -157,7 +157,7 @@ struct ControllerServer::Impl {
     // The node a node-facing request acts on: the site is loaded, the node exists and the caller passed its
     // posture's authentication. nullptr when the error answer has been sent. `snap` keeps the node alive.
     const site::Node* authorized_node(const httplib::Request& req, httplib::Response& res, const std::string& identity,
-                                      std::shared_ptr<const Snapshot>& snap) {
+                                      std::shared_ptr<const Snapshot>& snap, AuthOutcome* outcome = nullptr) {
         snap = current();
         if (!snap) {
             send_error(res, 503, "not_ready", "no site loaded");
@@ -169,7 +169,11 @@ struct ControllerServer::Impl {
             return nullptr;
         }
         t_request.identity = identity;
-        if (reject(res, authenticate(req, it->second))) return nullptr;
+        AuthOutcome auth = authenticate(req, it->second);
+        if (reject(res, auth)) return nullptr;
+        // Every authenticated answer says when the node should fetch a new credential.
+        if (auth.rotate) res.set_header("Nodeform-Credential-Rotate", "pending");
+        if (outcome != nullptr) *outcome = std::move(auth);
         return &it->second;
     }
 
@@ -237,6 +241,33 @@ struct ControllerServer::Impl {
             return send_error(res, 401, "invalid_token", "unknown, expired or already used enrollment token");
         }
         logger.notice("node enrolled", {{"NODEFORM_IDENTITY", identity}});
+        send_json(res, 200, json{{"identity", identity}, {"credential", credential}});
+    }
+
+    // POST /v1/nodes/{identity}/credential: a new credential for the caller, who authenticates with its current
+    // one (or the previous one within its grace, when the answer to a rotation was lost).
+    void post_credential(const httplib::Request& req, httplib::Response& res, const std::string& identity) {
+        t_request.route = "/v1/nodes/{identity}/credential";
+        std::shared_ptr<const Snapshot> snap;
+        AuthOutcome auth;
+        const site::Node* node = authorized_node(req, res, identity, snap, &auth);
+        if (node == nullptr) return;
+        if (node->auth.method != site::AuthMethod::node_token)
+            return send_error(res, 409, "rotation_not_used",
+                              std::string("node '") + identity + "' authenticates by " +
+                                  site::to_string(node->auth.method) + "; it has no credential to rotate");
+        std::string credential = generate_secret(random, "nfc_");
+        auto now = clock.now();
+        auto rotated = store.rotate_credential(
+            identity, auth.credential_hash, hash_secret(credential), now,
+            now + std::chrono::duration_cast<std::chrono::system_clock::duration>(config.credential_grace));
+        if (!rotated) {
+            logger.error("credential rotation failed: " + rotated.message(), {{"NODEFORM_IDENTITY", identity}});
+            return send_error(res, 503, "store_unavailable", "the controller's store is unavailable; retry");
+        }
+        if (!*rotated) return send_error(res, 401, "invalid_credential", "the credential changed meanwhile; retry");
+        res.headers.erase("Nodeform-Credential-Rotate");
+        logger.notice("node credential rotated", {{"NODEFORM_IDENTITY", identity}});
         send_json(res, 200, json{{"identity", identity}, {"credential", credential}});
     }
 
@@ -443,6 +474,15 @@ struct ControllerServer::Impl {
             if (identity_ok(seg[2])) get_node(req, res, seg[2]);
             return HR::Handled;
         }
+        if (seg.size() == 4 && seg[0] == "v1" && seg[1] == "nodes" && seg[3] == "credential") {
+            if (req.method != "POST") return method_not_allowed(res, "POST");
+            if (identity_ok(seg[2])) post_credential(req, res, seg[2]);
+            // The body is not read (the request has none): never parse a stray one as the next request.
+            const std::string length = req.get_header_value("Content-Length");
+            if ((!length.empty() && length != "0") || req.has_header("Transfer-Encoding"))
+                res.set_header("Connection", "close");
+            return HR::Handled;
+        }
         if (seg.size() == 4 && seg[0] == "v1" && seg[1] == "nodes" && seg[3] == "reports") {
             if (req.method != "POST") return method_not_allowed(res, "POST");
             t_request.route = "/v1/nodes/{identity}/reports";
@@ -634,6 +674,24 @@ Status ControllerServer::run() {
             }
         } while (!impl.wait_stop(std::chrono::hours(1)));
     });
+    if (!impl.config.plain_http) {
+        impl.background([&impl] {  // renew the generated certificate before it expires, and serve it at once
+            while (!impl.wait_stop(
+                std::chrono::duration_cast<std::chrono::milliseconds>(impl.config.cert_check_interval))) {
+                auto renewed = renew_server_certificate_if_due(impl.config);
+                if (!renewed) {
+                    impl.logger.error(renewed.message());
+                } else if (*renewed) {
+                    auto st = reload_certificate(*impl.http, impl.config.tls_cert, impl.config.tls_key);
+                    if (st)
+                        impl.logger.notice("renewed the server certificate from the site CA; serving it now");
+                    else
+                        impl.logger.error("renewed the server certificate, but " + st.message() +
+                                          "; a restart serves it");
+                }
+            }
+        });
+    }
     auto watchdog = impl.notifier.watchdog_timeout();
     if (watchdog.count() > 0) {
         impl.background([&impl, watchdog] {  // WATCHDOG=1 only while the store answers

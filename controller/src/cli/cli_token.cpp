@@ -21,6 +21,10 @@ Subcommands:
         (once: only its hash is stored). Default TTL 24h (e.g. 30m, 12h, 7d).
   revoke IDENTITY
         delete the node's credential and its unused enrollment tokens; the node must enroll again.
+  rotate IDENTITY
+        ask the node to fetch a new credential: its next request is answered with
+        Nodeform-Credential-Rotate: pending and it POSTs /v1/nodes/IDENTITY/credential; the old
+        credential stays accepted for credential-grace (1h) after that (docs/protocol.md).
 
 Options:
   --state DIR       state directory of the controller (nodeform.db)
@@ -36,7 +40,8 @@ int cmd_token(const std::vector<std::string>& args, CliIo io) {
     int code = 0;
     auto parsed = parse_command_args(args, spec, "nodeform-controller token", kTokenUsage, io.out, io.err, code);
     if (!parsed) return code;
-    if (parsed->positionals.size() != 2 || (parsed->positionals[0] != "issue" && parsed->positionals[0] != "revoke")) {
+    if (parsed->positionals.size() != 2 || (parsed->positionals[0] != "issue" && parsed->positionals[0] != "revoke" &&
+                                            parsed->positionals[0] != "rotate")) {
         io.err << kTokenUsage;
         return exit_code::usage;
     }
@@ -56,6 +61,25 @@ int cmd_token(const std::vector<std::string>& args, CliIo io) {
         return exit_code::usage;
     }
     SystemClock clock;
+    if (sub == "rotate") {
+        auto store = open_sqlite_store(sqlite::database_path(config->state));
+        if (!store) {
+            io.err << "nodeform-controller token: " << store.message() << "\n";
+            return exit_code::runtime;
+        }
+        auto requested = (*store)->request_rotation(identity, clock.now());
+        if (!requested) {
+            io.err << "nodeform-controller token rotate: " << requested.message() << "\n";
+            return exit_code::runtime;
+        }
+        if (!*requested) {
+            io.err << "nodeform-controller token rotate: " << identity
+                   << " holds no credential (not enrolled, or revoked)\n";
+            return exit_code::failure;
+        }
+        io.out << "rotation requested for " << identity << ": the node fetches a new credential on its next request\n";
+        return exit_code::ok;
+    }
     if (sub == "revoke") {
         auto store = open_sqlite_store(sqlite::database_path(config->state));
         if (!store) {

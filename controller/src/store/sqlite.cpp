@@ -128,8 +128,10 @@ Result<Database> open_database(const std::string& path, int busy_timeout_ms) {
     auto parent = std::filesystem::path(path).parent_path();
     if (!parent.empty()) std::filesystem::create_directories(parent, ec);
     if (ec) return make_error("cannot create the state directory " + parent.string() + ": " + ec.message());
-    // Create the file 0600 ourselves so the database never exists world-readable, even briefly.
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    // Create the file 0600 ourselves so the database never exists world-readable, even briefly. O_EXCL: never
+    // open+close an existing database, since closing any descriptor of it drops every POSIX lock this process
+    // holds on it (another connection's): SQLite would then take the WAL for unused and delete it under us.
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd >= 0) ::close(fd);
     sqlite3* raw = nullptr;
     int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,

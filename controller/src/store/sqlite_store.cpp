@@ -49,6 +49,12 @@ const std::vector<std::string> kMigrations = {
     "  health_failed INTEGER NOT NULL,"
     "  body TEXT NOT NULL);"
     "CREATE INDEX reports_identity_received ON reports (identity, received_at);",
+    // v2: credential rotation (docs/protocol.md "Credential rotation"): a pending request and the previous
+    // credential, still accepted until previous_until.
+    "ALTER TABLE credentials ADD COLUMN rotate_requested_at INTEGER;"
+    "ALTER TABLE credentials ADD COLUMN previous_hash TEXT;"
+    "ALTER TABLE credentials ADD COLUMN previous_until INTEGER;"
+    "CREATE INDEX credentials_previous ON credentials (previous_hash);",
 };
 
 std::int64_t to_ms(TimePoint t) {
@@ -119,7 +125,8 @@ class SqliteStore final : public Store {
         auto cred = db_.prepare(
             "INSERT INTO credentials (identity, credential_hash, created_at) VALUES (?1, ?2, ?3) "
             "ON CONFLICT(identity) DO UPDATE SET credential_hash = excluded.credential_hash, "
-            "created_at = excluded.created_at");
+            "created_at = excluded.created_at, rotate_requested_at = NULL, previous_hash = NULL, "
+            "previous_until = NULL");
         if (!cred) return cred.error();
         cred->bind(1, identity).bind(2, credential_hash).bind(3, to_ms(now));
         if (auto st = cred->run(); !st) return st.error();
@@ -136,6 +143,63 @@ class SqliteStore final : public Store {
         if (!row) return row.error();
         if (!*row || !constant_time_equal(s->text(1), credential_hash)) return std::optional<std::string>();
         return std::optional<std::string>(s->text(0));
+    }
+
+    Result<std::optional<CredentialMatch>> find_credential(const std::string& credential_hash, TimePoint now) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare(
+            "SELECT identity, credential_hash, created_at, rotate_requested_at IS NOT NULL, previous_hash, "
+            "previous_until FROM credentials WHERE credential_hash = ?1 OR (previous_hash = ?1 AND previous_until > "
+            "?2)");
+        if (!s) return s.error();
+        s->bind(1, credential_hash).bind(2, to_ms(now));
+        auto row = s->step();
+        if (!row) return row.error();
+        if (!*row) return std::optional<CredentialMatch>();
+        CredentialMatch m;
+        m.identity = s->text(0);
+        m.created_at = from_ms(s->integer(2));
+        m.rotate_requested = s->integer(3) != 0;
+        if (constant_time_equal(s->text(1), credential_hash)) return std::optional<CredentialMatch>(m);
+        if (!constant_time_equal(s->text(4), credential_hash)) return std::optional<CredentialMatch>();
+        m.previous = true;
+        m.previous_until = from_ms(s->integer(5));
+        return std::optional<CredentialMatch>(m);
+    }
+
+    Result<bool> request_rotation(const std::string& identity, TimePoint now) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare(
+            "UPDATE credentials SET rotate_requested_at = COALESCE(rotate_requested_at, ?2) WHERE identity = ?1");
+        if (!s) return s.error();
+        s->bind(1, identity).bind(2, to_ms(now));
+        if (auto st = s->run(); !st) return st.error();
+        return db_.changes() > 0;
+    }
+
+    Result<bool> rotate_credential(const std::string& identity, const std::string& presented_hash,
+                                   const std::string& new_hash, TimePoint now, TimePoint previous_until) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        sqlite::Transaction tx(db_);
+        if (auto st = tx.begin(); !st) return st.error();
+        // The current credential becomes the previous one; a retry with the previous one (the answer to the
+        // first rotation was lost) only replaces the current one, keeping the previous one's grace.
+        auto s = db_.prepare(
+            "UPDATE credentials SET "
+            "previous_hash = CASE WHEN credential_hash = ?2 THEN credential_hash ELSE previous_hash END, "
+            "previous_until = CASE WHEN credential_hash = ?2 THEN ?5 ELSE previous_until END, "
+            "credential_hash = ?3, created_at = ?4, rotate_requested_at = NULL "
+            "WHERE identity = ?1 AND (credential_hash = ?2 OR (previous_hash = ?2 AND previous_until > ?4))");
+        if (!s) return s.error();
+        s->bind(1, identity)
+            .bind(2, presented_hash)
+            .bind(3, new_hash)
+            .bind(4, to_ms(now))
+            .bind(5, to_ms(previous_until));
+        if (auto st = s->run(); !st) return st.error();
+        bool changed = db_.changes() > 0;
+        if (auto st = tx.commit(); !st) return st.error();
+        return changed;
     }
 
     Result<bool> revoke(const std::string& identity, TimePoint now) override {

@@ -26,7 +26,7 @@ struct HttpResponse {
 
 struct TlsOptions {
     std::string ca_file;        // PEM bundle to verify the server against (may be empty)
-    std::string pin_sha256;     // hex SHA-256 (colons allowed) of a certificate in the server's chain
+    std::string pin_sha256;     // hex SHA-256 (colons allowed) of a certificate in the server's chain; "A,B": either
                                 // (the CA's, or the leaf's as `pvenode cert info` shows it)
     bool system_trust = false;  // verify against the system CA store (default verify paths) + host name
 };

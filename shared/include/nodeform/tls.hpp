@@ -1,6 +1,7 @@
 #pragma once
 // TLS helpers: a site CA + server certificate (ECDSA P-256) for the controller, and SHA-256 certificate
 // fingerprints (of the DER encoding) as used for pinning.
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,15 @@ struct PkiOptions {
 
 // Generates a fresh CA key + self-signed CA certificate and a server key + certificate signed by it.
 Result<Pki> generate_pki(const PkiOptions& options);
+
+// A new server key + certificate (PkiOptions: hosts, server_days) signed by an existing CA (PEM texts); the
+// returned Pki carries the CA unchanged. Renewal: agents pin the CA, so they accept the new certificate.
+Result<Pki> issue_server_certificate(const std::string& ca_cert_pem, const std::string& ca_key_pem,
+                                     const PkiOptions& options);
+// Time from now until the first certificate of pem expires (negative once it has).
+Result<std::chrono::seconds> certificate_lifetime_left(const std::string& pem);
+// True when key_pem is the private key of the first certificate of cert_pem.
+bool certificate_matches_key(const std::string& cert_pem, const std::string& key_pem);
 
 // Files written by write_pki / read by the controller, all under one directory.
 struct PkiPaths {

@@ -1,5 +1,6 @@
 // nodeform-agent run against a controller on loopback: an in-test httplib server that implements the
-// protocol's endpoints (docs/protocol.md) and dedups reports by report_id, like the real controller.
+// protocol's endpoints (docs/protocol.md) and dedups reports by report_id, like the real controller; and
+// (RealControllerTest) the real nodeform-controller binary for credential rotation and re-enrollment.
 // The agent converges a files-only spec under --root (no root privileges or apt needed).
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -22,9 +23,12 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "controller_process.hpp"
 #include "eventually.hpp"
 #include "nodeform/atomic_file.hpp"
 #include "nodeform/canonical_json.hpp"
+#include "nodeform/controller/store/sqlite.hpp"
+#include "nodeform/controller/store/store.hpp"
 #include "test_paths.hpp"
 
 namespace {
@@ -245,8 +249,9 @@ class AgentDaemonTest : public ::testing::Test {
     }
 
     std::unique_ptr<Agent> start_agent(std::vector<std::string> extra = {}) {
-        std::vector<std::string> args = {"--seed",      seed,    "--root",      root,    "--retry-base", "100ms",
-                                         "--retry-cap", "400ms", "--log-level", "debug", "--config",     "/dev/null"};
+        std::vector<std::string> args = {"--seed",   seed,          "--root",  root,          "--retry-base",
+                                         "100ms",    "--retry-cap", "400ms",   "--log-level", "debug",
+                                         "--config", "/dev/null",   "--splay", "0ms"};
         args.insert(args.end(), extra.begin(), extra.end());
         return std::make_unique<Agent>(args, dir.path() + "/agent.log");
     }
@@ -447,6 +452,161 @@ TEST_F(AgentDaemonTest, KillNineLosesNoSpooledReportAndTheNextStartCompletesTheC
     EXPECT_EQ(agent->wait_exit(20s), 0);
     EXPECT_EQ(controller->duplicate_posts.load(), 0);
     std::cout << "reports spooled across 4 kill -9 rounds and delivered after restart: " << ever_spooled.size() << "\n";
+}
+
+// The real controller: a copy of the example site with one node_token node whose spec is a single file.
+class RealControllerTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        for (const char* b : {"/agent/nodeform-agent", "/controller/nodeform-controller"})
+            if (!fs::exists(nodeform::test::binary_dir() + b)) GTEST_SKIP() << b << " not built";
+        root = dir.path() + "/root";
+        fs::create_directories(root + "/etc");
+        std::ofstream(root + "/etc/passwd") << "root:x:0:0:root:/root:/bin/bash\n";
+        std::ofstream(root + "/etc/group") << "root:x:0:\n";
+        site = dir.path() + "/site";
+        state = dir.path() + "/state";
+        seed = dir.path() + "/seed.yaml";
+        fs::copy(nodeform::test::source_dir() + "/examples/site", site, fs::copy_options::recursive);
+        std::ofstream(site + "/postures/token.yaml")
+            << "description: enrolled test nodes\nauth:\n  method: node_token\n";
+        std::ofstream(site + "/specs/tiny.yaml")
+            << "schema_version: 1\naccess:\n  posture: token\nplatform:\n  files:\n    - path: /etc/motd\n"
+               "      content: \"managed by nodeform\\n\"\napply:\n  interval: 2m\n  splay: 0s\n";
+        std::ofstream(site + "/nodes/cred-01.yaml")
+            << "type: vm\nspec: tiny\npreset: tiny\nproxmox:\n  endpoint: pve-lab\n  node: pve1\n  template_vmid: "
+               "9000\n"
+               "  storage: local-lvm\n  bridge: vmbr0\ndecommission: allow_immediate_destroy\n";
+    }
+
+    void start_controller(std::vector<std::string> extra = {}) {
+        // A refused node retries every few hundred ms here: keep the per-address failure limit out of the way.
+        extra.insert(extra.end(), {"--auth-failure-limit", "100000"});
+        controller = std::make_unique<nodeform::test::ControllerProcess>(site, state, std::move(extra));
+        ASSERT_GT(controller->port(), 0) << "the controller did not start";
+    }
+    nodeform::test::CliResult cli(const std::string& sub) {
+        return nodeform::test::run_controller_cli(
+            {"token", sub, "cred-01", "--state", state, "--site", site, "--config", "/dev/null"});
+    }
+    std::string issue_token() {
+        auto r = cli("issue");
+        EXPECT_EQ(r.exit_code, 0) << r.err;
+        std::string t = r.out;
+        while (!t.empty() && (t.back() == '\n' || t.back() == ' '))
+            t.pop_back();
+        return t;
+    }
+    // A new seed file, written the way an operator (or cloud-init) would replace it: atomically.
+    void write_seed(const std::string& token) {
+        std::string text = "identity: cred-01\ncontroller_url: http://127.0.0.1:" + std::to_string(controller->port()) +
+                           "\ntoken: " + token +
+                           "\nca_fingerprint: 5d41402abc4b2a76b9719d911017c592ae2f5d6d0d1f8b2f8c7b7a1f0e9d8c7b\n";
+        ASSERT_TRUE(nodeform::write_file_atomic(seed, text, nodeform::WriteOptions{0600, true}).ok());
+    }
+    std::unique_ptr<Agent> start_agent(std::vector<std::string> extra = {}) {
+        std::vector<std::string> args = {"--seed",   seed,          "--root",  root,          "--retry-base",
+                                         "100ms",    "--retry-cap", "400ms",   "--log-level", "debug",
+                                         "--config", "/dev/null",   "--splay", "0ms"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        return std::make_unique<Agent>(args, dir.path() + "/agent.log");
+    }
+    std::string credential() const {
+        auto text = nodeform::read_file(root + "/var/lib/nodeform/credential");
+        if (!text) return "";
+        auto j = Json::parse(*text, nullptr, false);
+        return j.is_object() ? j.value("credential", "") : "";
+    }
+    // Reports the controller has stored for the node (read from its database, as a second reader).
+    std::int64_t stored_reports() const {
+        auto store = nodeform::controller::open_sqlite_store(nodeform::controller::sqlite::database_path(state));
+        if (!store) return -1;
+        auto node = (*store)->node("cred-01");
+        return node && node->has_value() ? (**node).report_count : 0;
+    }
+    int spec_status(const std::string& credential) const {
+        httplib::Client client("127.0.0.1", controller->port());
+        auto res = client.Get("/v1/spec/cred-01", {{"Authorization", "Bearer " + credential}});
+        return res ? res->status : -1;
+    }
+    std::string motd() const {
+        auto t = nodeform::read_file(root + "/etc/motd");
+        return t ? *t : "";
+    }
+    bool spool_empty() const {
+        const std::string spool = root + "/var/lib/nodeform/spool";
+        if (!fs::exists(spool)) return true;
+        for (const auto& e : fs::directory_iterator(spool))
+            if (e.path().extension() == ".json") return false;
+        return true;
+    }
+
+    nodeform::test::TempDir dir;
+    std::string root, site, state, seed;
+    std::unique_ptr<nodeform::test::ControllerProcess> controller;
+};
+
+// `token rotate`: the agent fetches a new credential over its authenticated channel and stores it; the old one
+// works through the grace period and is refused after it; reports keep arriving and none is left behind.
+TEST_F(RealControllerTest, RotationReplacesTheCredentialWithoutLosingAReport) {
+    start_controller({"--credential-grace", "4s"});
+    write_seed(issue_token());
+    auto agent = start_agent({"--interval", "300ms"});
+    ASSERT_TRUE(eventually([&] { return stored_reports() >= 2; })) << stored_reports() << agent->log().substr(0, 3000);
+    const std::string first = credential();
+    ASSERT_FALSE(first.empty());
+    EXPECT_EQ(spec_status(first), 200);
+
+    auto rotate = cli("rotate");
+    ASSERT_EQ(rotate.exit_code, 0) << rotate.err;
+    ASSERT_TRUE(eventually([&] { return !credential().empty() && credential() != first; })) << agent->log();
+    const std::string second = credential();
+    EXPECT_EQ(spec_status(second), 200);
+    EXPECT_EQ(spec_status(first), 200) << "the old credential works during the grace period";
+    const auto before = stored_reports();
+    ASSERT_TRUE(eventually([&] { return stored_reports() >= before + 3; })) << agent->log();
+    EXPECT_TRUE(eventually([&] { return spec_status(first) == 401; })) << "the grace period ends";
+    EXPECT_EQ(spec_status(second), 200);
+    EXPECT_EQ(credential(), second) << "one rotation per request";
+    agent->signal(SIGTERM);
+    EXPECT_EQ(agent->wait_exit(20s), 0) << agent->log();
+    EXPECT_TRUE(spool_empty()) << "every report was delivered";
+    EXPECT_NE(agent->log().find("node credential rotated"), std::string::npos);
+    EXPECT_EQ(agent->log().find(second), std::string::npos) << "the credential is never logged";
+
+    auto none =
+        nodeform::test::run_controller_cli({"token", "rotate", "web-02", "--state", state, "--config", "/dev/null"});
+    EXPECT_NE(none.exit_code, 0) << "a node without a credential cannot be rotated";
+}
+
+// Revoked: the agent says so, keeps converging the cached spec, keeps its reports, and enrolls again when a
+// new enrollment token arrives in a new seed (never retrying the used one) — without a restart.
+TEST_F(RealControllerTest, RevokedNodeConvergesFromCacheAndReEnrollsWithANewSeedToken) {
+    start_controller();
+    write_seed(issue_token());
+    auto agent = start_agent({"--interval", "300ms"});
+    ASSERT_TRUE(eventually([&] { return stored_reports() >= 1; })) << agent->log();
+    const std::string first = credential();
+    ASSERT_FALSE(first.empty());
+
+    auto revoke = cli("revoke");
+    ASSERT_EQ(revoke.exit_code, 0) << revoke.err;
+    ASSERT_TRUE(eventually([&] { return agent->log().find("node credential was refused") != std::string::npos; }))
+        << agent->log();
+    fs::remove(root + "/etc/motd");
+    ASSERT_TRUE(eventually([&] { return motd() == "managed by nodeform\n"; }))
+        << "converged from the cached spec while refused\n"
+        << agent->log();
+    EXPECT_FALSE(spool_empty()) << "reports wait in the spool";
+    const auto before = stored_reports();
+
+    write_seed(issue_token());
+    ASSERT_TRUE(eventually([&] { return !credential().empty() && credential() != first; })) << agent->log();
+    EXPECT_TRUE(eventually([&] { return stored_reports() > before + 1; })) << agent->log();
+    EXPECT_TRUE(eventually([&] { return spool_empty(); })) << "the waiting reports are delivered";
+    EXPECT_NE(agent->log().find("enrolling again"), std::string::npos);
+    agent->signal(SIGTERM);
+    EXPECT_EQ(agent->wait_exit(20s), 0) << agent->log();
 }
 
 }  // namespace

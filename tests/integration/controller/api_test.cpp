@@ -658,6 +658,51 @@ TEST_F(ApiTest, HttpsServesKeepAliveAndCutsOffAStalledHandshake) {
     EXPECT_TRUE(stalled.closed_by_server(4));
 }
 
+// The fingerprint of the certificate a TLS handshake with 127.0.0.1:port presents ("" when it fails).
+std::string served_certificate(int port) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    std::string fingerprint;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+        SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+        SSL* ssl = SSL_new(ctx);
+        SSL_set_fd(ssl, fd);
+        if (SSL_connect(ssl) == 1) {
+            X509* cert = SSL_get1_peer_certificate(ssl);
+            fingerprint = tls::certificate_fingerprint(cert);
+            X509_free(cert);
+        }
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+    }
+    ::close(fd);
+    return fingerprint;
+}
+
+// A certificate due for renewal is issued anew from the site CA and served to new connections without a restart;
+// clients that trust (pin) the CA keep working.
+TEST_F(ApiTest, RenewsTheServerCertificateAndServesItWithoutARestart) {
+    stop();
+    config_.cert_renew_before = std::chrono::seconds(3650LL * 86400);  // always due: renewed at every check
+    config_.cert_check_interval = std::chrono::seconds(1);
+    start(4, /*tls=*/true);
+    const std::string first = served_certificate(server_->port());
+    ASSERT_EQ(first.size(), 64u);
+    std::string now;
+    for (int i = 0; i < 200 && (now.empty() || now == first); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        now = served_certificate(server_->port());
+    }
+    EXPECT_EQ(now.size(), 64u);
+    EXPECT_NE(now, first) << "the renewed certificate is served without a restart";
+    auto res = client_->Get("/healthz");  // verifies the chain against the (unchanged) site CA
+    ASSERT_TRUE(res) << httplib::to_string(res.error());
+    EXPECT_EQ(res->status, 200);
+}
+
 TEST_F(ApiTest, ConnectionsBeyondTheCapAreAnswered503AtOnce) {
     stop();
     config_.max_connections = 4;

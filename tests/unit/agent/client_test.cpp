@@ -7,6 +7,7 @@
 #include "nodeform/agent/cli.hpp"
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include "nodeform/agent/controller_client.hpp"
 #include "nodeform/args.hpp"
@@ -193,6 +194,155 @@ TEST(Client, UnreachableControllerFallsBackToTheLastGoodSpec) {
     auto none = fresh.fetch_spec();
     ASSERT_FALSE(none.ok());
     EXPECT_NE(none.message().find("no cached spec"), std::string::npos);
+}
+
+// The controller's credential rules (docs/protocol.md): one-use enrollment tokens, the current credential and the
+// previous one (in its grace), a pending rotation announced on authenticated answers.
+class CredentialController final : public HttpTransport {
+  public:
+    std::set<std::string> tokens;  // valid, unused
+    std::string current, previous;
+    bool rotate_pending = false;
+    int enroll_requests = 0;
+    int rotations = 0;
+    std::vector<std::string> bearers;  // of every authenticated request, in order
+    nlohmann::json spec = {{"schema_version", 1}, {"identity", "web-01"}, {"packages", nlohmann::json::array()}};
+
+    Result<HttpResponse> send(const HttpRequest& r) override {
+        if (r.path == "/v1/enroll") {
+            ++enroll_requests;
+            std::string token = nlohmann::json::parse(r.body)["token"];
+            if (!tokens.erase(token)) return HttpResponse{401, {}, R"({"error":{"code":"invalid_token"}})"};
+            current = "cred-" + std::to_string(++issued_);
+            return HttpResponse{200, {}, nlohmann::json{{"credential", current}}.dump()};
+        }
+        auto h = r.headers.find("Authorization");
+        std::string bearer = h == r.headers.end() ? "" : h->second.substr(7);
+        bearers.push_back(bearer);
+        if (bearer.empty() || (bearer != current && bearer != previous))
+            return HttpResponse{401, {}, R"({"error":{"code":"invalid_credential"}})"};
+        std::map<std::string, std::string> headers;
+        if (rotate_pending && bearer == current) headers["nodeform-credential-rotate"] = "pending";
+        if (r.path == "/v1/nodes/web-01/credential") {
+            if (bearer == current) previous = current;
+            current = "cred-" + std::to_string(++issued_);
+            rotate_pending = false;
+            ++rotations;
+            return HttpResponse{200, {}, nlohmann::json{{"credential", current}}.dump()};
+        }
+        if (r.path == "/v1/spec/web-01") {
+            headers["etag"] = "\"" + canonical_digest(spec) + "\"";
+            auto inm = r.headers.find("If-None-Match");
+            if (inm != r.headers.end() && inm->second == headers["etag"]) return HttpResponse{304, headers, ""};
+            return HttpResponse{200, headers, canonical_dump(spec)};
+        }
+        if (r.path == "/v1/nodes/web-01/reports") return HttpResponse{201, headers, "{}"};
+        return HttpResponse{404, {}, "{}"};
+    }
+
+  private:
+    int issued_ = 0;
+};
+
+std::string stored_credential(MemoryFilesystem& fs) {
+    auto text = fs.read("/var/lib/nodeform/credential", 4096);
+    return text ? nlohmann::json::parse(*text).value("credential", "") : "";
+}
+
+// The fetching client answers a rotation request and stores the new credential (0600); the reporting client
+// never rotates itself, and picks the stored credential up once its old one is refused.
+TEST(Client, RotationStoresTheNewCredentialAndTheOtherClientPicksItUp) {
+    MemoryFilesystem fs;
+    MemoryLogger log;
+    CredentialController controller;
+    controller.tokens = {"one-time-token-SECRET"};
+    ControllerClient fetcher(controller, fs, log, test_seed(), fast_options());
+    auto report_options = fast_options();
+    report_options.may_rotate = false;
+    ControllerClient reporter(controller, fs, log, test_seed(), report_options);
+    ASSERT_TRUE(fetcher.fetch_spec().ok());
+    EXPECT_EQ(stored_credential(fs), "cred-1");
+    ASSERT_TRUE(reporter.post_report({{"report_id", "a"}}).ok());
+
+    controller.rotate_pending = true;
+    ASSERT_TRUE(reporter.post_report({{"report_id", "b"}}).ok());
+    EXPECT_EQ(controller.rotations, 0) << "only the fetching client rotates";
+    auto spec = fetcher.fetch_spec();
+    ASSERT_TRUE(spec.ok()) << spec.message();
+    EXPECT_TRUE(spec->not_modified) << "the request is carried by a 304 as well";
+    EXPECT_EQ(controller.rotations, 1);
+    EXPECT_EQ(stored_credential(fs), "cred-2");
+    EXPECT_EQ(fs.stat("/var/lib/nodeform/credential").value()->mode, 0600u);
+    ASSERT_TRUE(fetcher.fetch_spec().ok());
+    EXPECT_EQ(controller.bearers.back(), "cred-2");
+
+    ASSERT_TRUE(reporter.post_report({{"report_id", "c"}}).ok());
+    EXPECT_EQ(controller.bearers.back(), "cred-1") << "the old credential works during the grace period";
+    controller.previous.clear();  // the grace period is over
+    ASSERT_TRUE(reporter.post_report({{"report_id", "d"}}).ok());
+    EXPECT_EQ(controller.bearers.back(), "cred-2");
+    for (const auto& line : log.lines)
+        EXPECT_EQ(line.message.find("cred-"), std::string::npos) << "credentials are never logged";
+}
+
+// A refused credential: the cached spec keeps the node converging (credential_refused says why); enrollment is
+// tried again only with a seed token never used before, whether it worked or not.
+TEST(Client, RefusedCredentialUsesTheCacheAndReEnrollsOnlyWithAnUnusedToken) {
+    MemoryFilesystem fs;
+    MemoryLogger log;
+    CredentialController controller;
+    controller.tokens = {"one-time-token-SECRET"};
+    Seed seed = test_seed();
+    auto options = fast_options();
+    options.reload_seed = [&]() -> Result<Seed> { return seed; };
+    ControllerClient client(controller, fs, log, test_seed(), options);
+    ASSERT_TRUE(client.fetch_spec().ok());
+    ASSERT_EQ(controller.enroll_requests, 1);
+
+    controller.current.clear();  // revoked (or the controller's store restored from before the enrollment)
+    auto refused = client.fetch_spec();
+    ASSERT_TRUE(refused.ok()) << refused.message();
+    EXPECT_TRUE(refused->from_cache);
+    EXPECT_TRUE(refused->credential_refused);
+    EXPECT_NE(refused->warning.find("waiting for a new enrollment token"), std::string::npos) << refused->warning;
+    EXPECT_EQ(controller.enroll_requests, 1) << "the used token is not tried again";
+
+    seed.token = "new-token-UNKNOWN";  // a new seed whose token the controller does not know
+    ASSERT_TRUE(client.fetch_spec()->credential_refused);
+    EXPECT_EQ(controller.enroll_requests, 2);
+    ASSERT_TRUE(client.fetch_spec()->credential_refused);
+    EXPECT_EQ(controller.enroll_requests, 2) << "a refused token is not tried again either";
+
+    seed.token = "new-token-GOOD";
+    controller.tokens.insert(seed.token);
+    auto again = client.fetch_spec();
+    ASSERT_TRUE(again.ok()) << again.message();
+    EXPECT_TRUE(again->not_modified) << "the controller answered (304: the cached spec is current)";
+    EXPECT_FALSE(again->credential_refused);
+    EXPECT_EQ(controller.enroll_requests, 3);
+    EXPECT_EQ(stored_credential(fs), controller.current);
+    // The used tokens survive a restart (by hash only).
+    auto record = *fs.read("/var/lib/nodeform/credential", 4096);
+    EXPECT_EQ(record.find("new-token-GOOD"), std::string::npos);
+    EXPECT_NE(record.find(sha256_hex("new-token-GOOD")), std::string::npos);
+}
+
+// A node whose state was wiped (no stored credential, the seed's token used up) starts over with a new seed.
+TEST(Client, AUsedUpSeedTokenIsReplacedByANewSeed) {
+    MemoryFilesystem fs;
+    MemoryLogger log;
+    CredentialController controller;  // knows no token: the seed's was used by the node's earlier life
+    Seed seed = test_seed();
+    auto options = fast_options();
+    options.reload_seed = [&]() -> Result<Seed> { return seed; };
+    ControllerClient client(controller, fs, log, test_seed(), options);
+    EXPECT_FALSE(client.fetch_spec().ok()) << "refused, and no cached spec";
+    seed.token = "fresh-token-0123456789";
+    controller.tokens.insert(seed.token);
+    auto spec = client.fetch_spec();
+    ASSERT_TRUE(spec.ok()) << spec.message();
+    EXPECT_FALSE(spec->from_cache);
+    EXPECT_EQ(stored_credential(fs), controller.current);
 }
 
 TEST(Client, RefusesASpecWhoseDigestDoesNotMatchItsEtag) {

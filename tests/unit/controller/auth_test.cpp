@@ -111,6 +111,35 @@ TEST(AuthenticateNode, NodeTokenPostureNeedsTheNodesOwnCredential) {
     EXPECT_EQ(f.check(n, "127.0.0.1", "").code, "missing_credential");
 }
 
+// A site credential TTL: rotation is asked for in its last third, the credential is refused once it is over;
+// `token rotate` asks at any age; a previous credential in its grace passes without asking again.
+TEST(AuthenticateNode, CredentialTtlAsksForRotationThenExpires) {
+    AuthFixture f;
+    const TimePoint t0 = TimePoint(std::chrono::hours(1000));
+    ASSERT_TRUE(f.store->add_enrollment_token("web-01", hash_secret("t"), t0 + std::chrono::hours(1), t0).ok());
+    ASSERT_EQ(*f.store->enroll("web-01", hash_secret("t"), hash_secret("nfc_a"), t0), EnrollOutcome::enrolled);
+    auto n = node(site::AuthMethod::node_token);
+    auto at = [&](std::chrono::seconds after, const std::string& credential, seconds ttl = seconds(900)) {
+        return authenticate_node(n, "127.0.0.1", "Bearer " + credential, *f.store, f.limiter, kT0, f.logger,
+                                 CredentialPolicy{ttl, t0 + after});
+    };
+    EXPECT_TRUE(at(seconds(599), "nfc_a").ok());
+    EXPECT_FALSE(at(seconds(599), "nfc_a").rotate);
+    EXPECT_TRUE(at(seconds(600), "nfc_a").rotate);
+    EXPECT_EQ(at(seconds(600), "nfc_a").credential_hash, hash_secret("nfc_a"));
+    EXPECT_EQ(at(seconds(900), "nfc_a").code, "expired_credential");
+    EXPECT_FALSE(at(seconds(5000), "nfc_a", seconds(0)).rotate);  // no TTL: never expires
+    ASSERT_TRUE(*f.store->request_rotation("web-01", t0));
+    EXPECT_TRUE(at(seconds(1), "nfc_a").rotate);
+    ASSERT_TRUE(*f.store->rotate_credential("web-01", hash_secret("nfc_a"), hash_secret("nfc_b"), t0 + seconds(2),
+                                            t0 + seconds(60)));
+    auto old = at(seconds(3), "nfc_a");
+    EXPECT_TRUE(old.ok());
+    EXPECT_FALSE(old.rotate);
+    EXPECT_FALSE(at(seconds(3), "nfc_b").rotate);
+    EXPECT_EQ(at(seconds(61), "nfc_a").code, "invalid_credential");
+}
+
 TEST(AuthenticateNode, RepeatedFailuresAreRateLimitedEvenWithTheRightToken) {
     AuthFixture f;
     auto n = node(site::AuthMethod::site_token);

@@ -6,6 +6,7 @@
 
 #include "nodeform/atomic_file.hpp"
 #include "nodeform/controller/api/state.hpp"
+#include "nodeform/tls.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::controller {
@@ -75,6 +76,57 @@ TEST(PrepareState, GeneratesTheSiteCaAndServerCertificate) {
     ASSERT_TRUE(again.ok());
     EXPECT_FALSE(again->generated_tls);  // kept, not regenerated
     EXPECT_EQ(again->ca_fingerprint, prepared->ca_fingerprint);
+}
+
+// Renewal: a certificate within cert_renew_before of its expiry is issued anew from the same CA (agents pin the
+// CA, so they accept it); one that is not due, or the operator's own, is left alone; a key that does not match
+// its certificate (a crash between the two writes) is healed.
+TEST(PrepareState, RenewsTheServerCertificateFromTheSiteCaBeforeItExpires) {
+    test::TempDir dir;
+    auto random = make_system_random();
+    ControllerConfig config;
+    config.state = dir.path();
+    config.listen_host = "127.0.0.1";
+    auto prepared = prepare_state(config, "lab", *random);
+    ASSERT_TRUE(prepared.ok()) << prepared.message();
+    EXPECT_FALSE(prepared->renewed_tls) << "a fresh certificate is not due";
+    const auto paths = tls::pki_paths(dir.path() + "/tls");
+    const std::string first = *tls::certificate_file_fingerprint(paths.server_cert);
+    const std::string ca = *read_file(paths.ca_cert);
+    EXPECT_FALSE(*renew_server_certificate_if_due(config));  // 825 days left, 30 days asked
+
+    config.cert_renew_before = std::chrono::seconds(900LL * 86400);  // 825 days left is now "due"
+    auto renewed = renew_server_certificate_if_due(config);
+    ASSERT_TRUE(renewed.ok()) << renewed.message();
+    EXPECT_TRUE(*renewed);
+    const std::string second = *tls::certificate_file_fingerprint(paths.server_cert);
+    EXPECT_NE(second, first);
+    EXPECT_EQ(*read_file(paths.ca_cert), ca) << "the CA is kept";
+    EXPECT_TRUE(tls::certificate_matches_key(*read_file(paths.server_cert), *read_file(paths.server_key)));
+    EXPECT_NE(read_file(paths.server_cert)->find(ca), std::string::npos) << "the chain ends with the same CA";
+    EXPECT_EQ(mode_of(paths.server_key), 0600u);
+    auto left = tls::certificate_lifetime_left(*read_file(paths.server_cert));
+    ASSERT_TRUE(left.ok());
+    EXPECT_GT(*left, std::chrono::seconds(800LL * 86400));
+
+    // Restarting with the default window: prepare_state leaves it; a key/cert mismatch is renewed at start.
+    ControllerConfig restart;
+    restart.state = dir.path();
+    restart.listen_host = "127.0.0.1";
+    auto other = tls::generate_pki({});
+    ASSERT_TRUE(other.ok());
+    ASSERT_TRUE(write_file_atomic(paths.server_key, other->server_key_pem, WriteOptions{0600, true}).ok());
+    auto healed = prepare_state(restart, "lab", *random);
+    ASSERT_TRUE(healed.ok()) << healed.message();
+    EXPECT_TRUE(healed->renewed_tls);
+    EXPECT_TRUE(tls::certificate_matches_key(*read_file(paths.server_cert), *read_file(paths.server_key)));
+
+    // The operator's own certificate is never touched.
+    ControllerConfig own = restart;
+    own.tls_cert = dir.path() + "/own.pem";
+    own.tls_key = dir.path() + "/own.key";
+    own.cert_renew_before = std::chrono::seconds(900LL * 86400);
+    EXPECT_FALSE(*renew_server_certificate_if_due(own));
 }
 
 }  // namespace

@@ -1,8 +1,12 @@
 // The SQLite store (real SQLite in a temp dir), node status derivation and the controller config.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <condition_variable>
+#include <filesystem>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -139,6 +143,14 @@ class GatedStore final : public Store {
     }
     Result<std::optional<std::string>> credential_owner(const std::string& h) override {
         return inner_.credential_owner(h);
+    }
+    Result<std::optional<CredentialMatch>> find_credential(const std::string& h, TimePoint n) override {
+        return inner_.find_credential(h, n);
+    }
+    Result<bool> request_rotation(const std::string& i, TimePoint n) override { return inner_.request_rotation(i, n); }
+    Result<bool> rotate_credential(const std::string& i, const std::string& p, const std::string& c, TimePoint n,
+                                   TimePoint u) override {
+        return inner_.rotate_credential(i, p, c, n, u);
     }
     Result<bool> revoke(const std::string& i, TimePoint n) override { return inner_.revoke(i, n); }
     Result<InsertOutcome> insert_report(const ReportRecord& r) override { return inner_.insert_report(r); }
@@ -299,6 +311,73 @@ TEST(SqliteStore, EnrollmentTokenIsSingleUseAndExpires) {
     EXPECT_FALSE(*f.store->revoke("web-01", at(22)));
 }
 
+// Rotation: the new credential works at once, the old one until its grace ends; a retry with the old one in its
+// grace (the first answer was lost) issues yet another; nothing else rotates.
+TEST(SqliteStore, RotationKeepsThePreviousCredentialForItsGraceOnly) {
+    StoreFixture f;
+    ASSERT_TRUE(f.store->add_enrollment_token("web-01", hash_secret("t1"), at(3600), at(0)).ok());
+    ASSERT_EQ(*f.store->enroll("web-01", hash_secret("t1"), hash_secret("c1"), at(1)), EnrollOutcome::enrolled);
+    EXPECT_FALSE((*f.store->find_credential(hash_secret("c1"), at(2)))->rotate_requested);
+    EXPECT_TRUE(*f.store->request_rotation("web-01", at(2)));
+    EXPECT_FALSE(*f.store->request_rotation("web-02", at(2)));  // no credential
+    EXPECT_TRUE((*f.store->find_credential(hash_secret("c1"), at(3)))->rotate_requested);
+
+    EXPECT_FALSE(*f.store->rotate_credential("web-01", hash_secret("nope"), hash_secret("c2"), at(10), at(100)));
+    EXPECT_TRUE(*f.store->rotate_credential("web-01", hash_secret("c1"), hash_secret("c2"), at(10), at(100)));
+    auto current = *f.store->find_credential(hash_secret("c2"), at(11));
+    ASSERT_TRUE(current.has_value());
+    EXPECT_FALSE(current->previous);
+    EXPECT_FALSE(current->rotate_requested);  // the request is answered
+    EXPECT_EQ(current->created_at, at(10));
+    auto old = *f.store->find_credential(hash_secret("c1"), at(99));
+    ASSERT_TRUE(old.has_value());
+    EXPECT_TRUE(old->previous);
+    EXPECT_EQ(old->identity, "web-01");
+    EXPECT_FALSE(f.store->find_credential(hash_secret("c1"), at(100))->has_value());  // grace over
+
+    // The answer was lost: the node asks again with c1 (still in grace); c2 is dropped, c1 keeps its grace.
+    EXPECT_TRUE(*f.store->rotate_credential("web-01", hash_secret("c1"), hash_secret("c3"), at(20), at(200)));
+    EXPECT_FALSE(f.store->find_credential(hash_secret("c2"), at(21))->has_value());
+    EXPECT_TRUE(f.store->find_credential(hash_secret("c3"), at(21))->has_value());
+    EXPECT_FALSE(f.store->find_credential(hash_secret("c1"), at(100))->has_value());
+    EXPECT_FALSE(*f.store->rotate_credential("web-01", hash_secret("c1"), hash_secret("c4"), at(150), at(300)));
+    // Revocation ends both.
+    EXPECT_TRUE(*f.store->revoke("web-01", at(160)));
+    EXPECT_FALSE(f.store->find_credential(hash_secret("c3"), at(161))->has_value());
+}
+
+// `serve` opens the database twice (store + lifecycle store). Opening the second must not drop the first one's
+// POSIX locks: a CLI run beside it (token issue, node list) would then find no reader, checkpoint and delete the
+// WAL under the running controller, whose later commits were lost for every other process.
+TEST(SqliteStore, ASecondConnectionKeepsTheWalForOtherProcesses) {
+    StoreFixture f;
+    const std::string path = sqlite::database_path(f.dir.path());
+    auto second = sqlite::open_database(path);
+    ASSERT_TRUE(second.ok()) << second.message();
+    ASSERT_EQ(*f.store->insert_report(report("before", "web-01", at(1))), InsertOutcome::inserted);
+    // Another process (no SQLite in it: a fork shares SQLite's in-process lock table) asks whether a writer
+    // could lock the database's shared range: the serving connections' SHARED lock must still be held.
+    pid_t child = ::fork();
+    if (child == 0) {
+        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        struct flock probe {};
+        probe.l_type = F_WRLCK;
+        probe.l_whence = SEEK_SET;
+        probe.l_start = 0x40000000 + 2;  // SQLite's SHARED_FIRST (PENDING_BYTE + 2), SHARED_SIZE 510
+        probe.l_len = 510;
+        bool held = fd >= 0 && ::fcntl(fd, F_GETLK, &probe) == 0 && probe.l_type != F_UNLCK;
+        ::_exit(held ? 0 : 1);
+    }
+    int status = -1;
+    ::waitpid(child, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ASSERT_EQ(*f.store->insert_report(report("after", "web-01", at(2))), InsertOutcome::inserted);
+    auto reader = open_sqlite_store(path);  // what another process sees now
+    ASSERT_TRUE(reader.ok());
+    EXPECT_EQ(*(*reader)->report_count(), 2);
+    EXPECT_TRUE(std::filesystem::exists(path + "-wal"));
+}
+
 TEST(SqliteStore, DatabaseIsPrivateWalAndMigrationsAreVersioned) {
     StoreFixture f;
     std::string path = sqlite::database_path(f.dir.path());
@@ -326,7 +405,7 @@ TEST(SqliteStore, DatabaseIsPrivateWalAndMigrationsAreVersioned) {
     std::vector<std::string> rows;
     while (*v->step())
         rows.push_back(v->text(0) + "=" + std::to_string(v->integer(1)));
-    EXPECT_EQ(rows, (std::vector<std::string>{"controller=1", "lifecycle-test=1"}));
+    EXPECT_EQ(rows, (std::vector<std::string>{"controller=1", "controller=2", "lifecycle-test=1"}));
     // Reopening the store does not re-run migrations; a newer schema is refused.
     EXPECT_TRUE(open_sqlite_store(path).ok());
     ASSERT_TRUE(db->exec("INSERT INTO schema_migrations VALUES ('controller', 99, 'x')").ok());

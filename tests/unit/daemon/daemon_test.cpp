@@ -39,8 +39,14 @@ class FakeSource final : public SpecSource {
         SpecFetch f;
         f.spec = spec;
         f.digest = "sha256:" + std::to_string(spec.dump().size());
+        if (refused) {
+            f.from_cache = true;
+            f.credential_refused = true;
+            f.warning = "cannot fetch the spec: HTTP 401 invalid_credential (the node credential was refused)";
+        }
         return f;
     }
+    std::atomic<bool> refused{false};
     std::mutex mutex;
     Json spec = spec_with(0.05, "remediate");
     std::atomic<int> enrolls{0};
@@ -276,6 +282,46 @@ TEST(Daemon, AlreadyReadyNodeNotifiesAtOnceAndChecksOnlyInReportMode) {
     EXPECT_EQ(h.engine.modes_seen(), (std::vector<TurnMode>{TurnMode::check, TurnMode::check, TurnMode::check}));
     for (const auto& r : h.poster.reports())
         EXPECT_EQ(r["phase"], "sustain");
+}
+
+// Every start waits within the splay before its first run (the draw comes from the Random seam).
+TEST(Daemon, FirstRunAfterAStartWaitsWithinTheSplay) {
+    Harness h;
+    class Fixed final : public Random {
+      public:
+        std::uint64_t next() override { return 250 + 1001 * n++; }  // below(1001) = 250
+        std::uint64_t n = 0;
+    } fixed;
+    h.options.start_splay = std::chrono::milliseconds(1000);
+    h.options.max_turns = 1;
+    Daemon daemon(h.options,
+                  DaemonDeps{h.clock, h.logger, h.notifier, h.source, h.engine, h.prober, &h.poster, *h.spool, fixed});
+    EXPECT_EQ(daemon.run(), 0);
+    EXPECT_EQ(h.engine.runs.load(), 1);
+    bool announced = false;
+    for (const auto& line : h.logger.lines)
+        announced = announced || line.message == "first run in 250 ms (splay)";
+    EXPECT_TRUE(announced);
+}
+
+// A refused credential: the node keeps converging the cached spec and says why in STATUS= and the journal.
+TEST(Daemon, RefusedCredentialConvergesTheCachedSpecAndSaysSo) {
+    Harness h;
+    h.source.refused = true;
+    h.options.max_turns = 2;
+    auto daemon = h.make();
+    EXPECT_EQ(daemon->run(), 0);
+    EXPECT_EQ(h.engine.runs.load(), 2);
+    auto messages = h.notifier.messages();
+    EXPECT_NE(std::find(messages.begin(), messages.end(),
+                        "STATUS=ready, 0 drift, 0/0 health, credential refused, waiting for a new enrollment token, "
+                        "cached spec"),
+              messages.end());
+    bool logged = false;
+    for (const auto& line : h.logger.lines)
+        logged = logged || (line.level == LogLevel::error && line.fields.count("NODEFORM_STATUS") &&
+                            line.fields.at("NODEFORM_STATUS") == "credential-refused");
+    EXPECT_TRUE(logged);
 }
 
 TEST(Daemon, FirstConvergeAppliesEvenInReportModeThenChecks) {

@@ -39,6 +39,27 @@ TEST(Splay, OffsetIsStablePerIdentityAndInRange) {
     EXPECT_EQ(splay_offset("web-01", milliseconds(0)).count(), 0);
 }
 
+// A (re)start waits uniform [0, splay] before its first run: a fleet booted together spreads over the splay.
+TEST(Splay, StartDelayIsDrawnWithinTheSplay) {
+    SequenceRandom random({0, 59999, 60000, 60001, 123456789});
+    const milliseconds splay(60000);
+    EXPECT_EQ(start_delay(splay, random), milliseconds(0));
+    EXPECT_EQ(start_delay(splay, random), milliseconds(59999));
+    EXPECT_EQ(start_delay(splay, random), milliseconds(60000));  // the bound itself is included
+    EXPECT_EQ(start_delay(splay, random), milliseconds(0));      // 60001 mod 60001
+    EXPECT_EQ(start_delay(splay, random), milliseconds(123456789 % 60001));
+    EXPECT_EQ(start_delay(milliseconds(0), random), milliseconds(0)) << "no splay: at once";
+    std::set<long long> seen;
+    auto real = make_system_random();
+    for (int i = 0; i < 1000; ++i) {
+        auto d = start_delay(splay, *real);
+        EXPECT_GE(d.count(), 0);
+        EXPECT_LE(d.count(), splay.count());
+        seen.insert(d.count() / 1000);
+    }
+    EXPECT_GT(seen.size(), 50u) << "a thousand nodes spread over the seconds of the splay";
+}
+
 TEST(Splay, JitterIsSmallAndBounded) {
     EXPECT_EQ(max_jitter(milliseconds(0)).count(), 0);
     EXPECT_EQ(max_jitter(milliseconds(10000)).count(), 1000);

@@ -50,6 +50,28 @@ TEST(Seed, CompactRoundTripFitsSmbiosBudget) {
     EXPECT_EQ(back->token, seed.token);
 }
 
+// During a CA rotation the seed pins two CAs ("OLD,NEW"); one stays the normal form; three, or junk, are refused.
+TEST(Seed, CarriesOneOrTwoCaPins) {
+    const std::string a(64, 'a'), b(64, 'b');
+    auto yaml = [](const std::string& fp) {
+        return parse_seed_yaml(
+            "identity: web-01\ncontroller_url: https://c:1\ntoken: aaaaaaaaaaaaaaaaaaaa\n"
+            "ca_fingerprint: " +
+                fp + "\n",
+            "seed.yaml");
+    };
+    EXPECT_TRUE(yaml(a).ok());
+    auto two = yaml(a + "," + b);
+    ASSERT_TRUE(two.ok()) << two.message();
+    EXPECT_EQ(two->ca_fingerprint, a + "," + b);
+    auto back = decode_seed_compact(encode_seed_compact(*two));
+    ASSERT_TRUE(back.ok()) << back.message();
+    EXPECT_EQ(back->ca_fingerprint, a + "," + b);
+    EXPECT_FALSE(yaml(a + "," + b + "," + a).ok());
+    EXPECT_FALSE(yaml(a + ",").ok());
+    EXPECT_NE(yaml(a + ";" + b).message().find("ca_fingerprint"), std::string::npos);
+}
+
 TEST(Seed, RejectsMalformedWithFieldName) {
     auto r = parse_seed_yaml(
         "identity: Web_01\ncontroller_url: https://c:1\ntoken: aaaaaaaaaaaaaaaaaaaa\n"

@@ -242,6 +242,28 @@ TEST(HttpTransport, PinAcceptsColonsAndUpperCaseAndTheLeaf) {
     EXPECT_EQ(res2->status, 200);
 }
 
+// CA rotation: two pins (old and new CA) accept a server under either; neither still refuses; three are too many.
+TEST(HttpTransport, TwoPinsAcceptEitherCaDuringARotation) {
+    Fixture old_ca;
+    Fixture new_ca;
+    Fixture stranger;
+    const std::string both = old_ca.pki.ca_fingerprint + "," + new_ca.pki.ca_fingerprint;
+    for (Fixture* f : {&old_ca, &new_ca}) {
+        LoopbackServer server(f->paths.server_cert, f->paths.server_key);
+        auto res = get(server.url(), {"", both});
+        ASSERT_TRUE(res.ok()) << res.message();
+        EXPECT_EQ(res->status, 200);
+    }
+    LoopbackServer server(stranger.paths.server_cert, stranger.paths.server_key);
+    auto refused = get(server.url(), {"", both});
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.message().find("pin mismatch"), std::string::npos) << refused.message();
+    HttpClientOptions three;
+    three.base_url = server.url();
+    three.tls.pin_sha256 = both + "," + stranger.pki.ca_fingerprint;
+    EXPECT_FALSE(make_http_transport(three).ok());
+}
+
 TEST(HttpTransport, PinMismatchIsRefusedAndNamed) {
     Fixture f;
     Fixture other;

@@ -34,6 +34,10 @@ struct ControllerConfig {
     int reports_keep_last = 100;
     int reports_keep_days = 30;
     std::chrono::seconds stale_grace{60};
+    std::chrono::seconds credential_ttl{0};               // node credentials expire this long after issue; 0 = never
+    std::chrono::seconds credential_grace{3600};          // a rotated credential stays accepted this long
+    std::chrono::seconds cert_renew_before{30 * 86400};   // renew the generated server certificate this early
+    std::chrono::seconds cert_check_interval{12 * 3600};  // how often serve checks the certificate's expiry
     std::chrono::milliseconds reload_interval{1000};
     bool access_log = true;
     std::string log_level = "info";  // debug|info|notice|warning|error

@@ -29,6 +29,7 @@ struct SpecFetch {
     bool from_cache = false;    // controller unreachable: the last good spec is used
     bool not_modified = false;  // 304
     std::string warning;
+    bool credential_refused = false;  // from_cache because the controller refused the node credential
 };
 
 // Where the spec comes from: the controller (enroll once, then fetch with ETag and cache) or a file.
@@ -70,6 +71,8 @@ struct DaemonOptions {
     std::string state_file;                             // host path of the daemon's own state (JSON); empty = none
     std::optional<std::chrono::milliseconds> interval;  // overrides the spec's apply.interval_s
     std::optional<std::chrono::milliseconds> splay;     // overrides the spec's apply.splay_s
+    // The splay the first turn after a start waits within (start_delay); unset: `splay`, else 60 s.
+    std::optional<std::chrono::milliseconds> start_splay;
     std::chrono::milliseconds stop_timeout{std::chrono::seconds(80)};
     std::chrono::milliseconds retry_base{std::chrono::seconds(5)};
     std::chrono::milliseconds retry_cap{std::chrono::minutes(5)};

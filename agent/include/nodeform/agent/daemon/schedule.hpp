@@ -24,6 +24,10 @@ std::chrono::milliseconds max_jitter(std::chrono::milliseconds splay);
 std::chrono::milliseconds next_turn_delay(std::chrono::system_clock::time_point now, std::chrono::milliseconds interval,
                                           std::chrono::milliseconds offset, std::chrono::milliseconds jitter);
 
+// Delay before the first turn after a (re)start: uniform in [0, splay], so a fleet booted (or restarted) together
+// spreads its first requests over the splay instead of hitting the controller in the same second.
+std::chrono::milliseconds start_delay(std::chrono::milliseconds splay, Random& random);
+
 // Exponential backoff with full jitter, bounded: attempt n (0-based) waits uniform [0, min(cap, base * 2^n)].
 class Backoff {
   public:

@@ -47,17 +47,28 @@ class AuthLimiter {
 // 200 = allowed; otherwise the HTTP status, error code and message to answer with (429 carries Retry-After =
 // the limiter's window).
 struct AuthOutcome {
+    AuthOutcome() = default;
+    AuthOutcome(int s, std::string c, std::string m) : status(s), code(std::move(c)), message(std::move(m)) {}
     int status = 200;
     std::string code;
     std::string message;
+    bool rotate = false;          // node_token: the node should fetch a new credential (docs/protocol.md)
+    std::string credential_hash;  // node_token: the hash of the credential presented
     bool ok() const { return status == 200; }
+};
+
+// node_token credentials: ttl > 0 refuses a credential issued more than ttl before `now` and asks for its
+// rotation once two thirds of it have passed; 0 = they never expire.
+struct CredentialPolicy {
+    std::chrono::seconds ttl{0};
+    TimePoint now{};
 };
 
 // The posture decision for a node-facing request (spec, report). 401/403 count as failures for the limiter;
 // a store that cannot answer is 503 (logged), never a pass.
 AuthOutcome authenticate_node(const site::Node& node, const std::string& client_addr, const std::string& authorization,
                               Store& store, AuthLimiter& limiter, std::chrono::steady_clock::time_point now,
-                              Logger& logger);
+                              Logger& logger, const CredentialPolicy& policy = {});
 
 // The operator endpoints: Bearer <operator token> whose hash is operator_token_hash (empty: always refused).
 AuthOutcome authenticate_operator(const std::string& client_addr, const std::string& authorization,

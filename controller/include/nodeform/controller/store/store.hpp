@@ -52,6 +52,15 @@ struct RetentionPolicy {
     std::chrono::hours keep_newer_than{24 * 30};  // everything received within this is kept
 };
 
+// A node credential found by its hash.
+struct CredentialMatch {
+    std::string identity;
+    TimePoint created_at{};         // when it was issued (enrollment or rotation)
+    bool rotate_requested = false;  // `token rotate` asked for a new one
+    bool previous = false;          // it is the previous credential, accepted until previous_until
+    TimePoint previous_until{};
+};
+
 enum class EnrollOutcome { enrolled, invalid_token };
 
 class Store {
@@ -67,6 +76,15 @@ class Store {
                                          const std::string& credential_hash, TimePoint now) = 0;
     // The identity whose credential hashes to credential_hash, if any.
     virtual Result<std::optional<std::string>> credential_owner(const std::string& credential_hash) = 0;
+    // The credential hashing to credential_hash: the current one, or the previous one while its grace lasts.
+    virtual Result<std::optional<CredentialMatch>> find_credential(const std::string& credential_hash,
+                                                                   TimePoint now) = 0;
+    // Marks the node's credential for rotation (the agent is told on its next request); Ok(false): no credential.
+    virtual Result<bool> request_rotation(const std::string& identity, TimePoint now) = 0;
+    // presented_hash (the current credential, or the previous one in its grace) is replaced by new_hash; the
+    // current one stays accepted until previous_until. Ok(false): presented_hash is neither.
+    virtual Result<bool> rotate_credential(const std::string& identity, const std::string& presented_hash,
+                                           const std::string& new_hash, TimePoint now, TimePoint previous_until) = 0;
     // Deletes the node's credential and every unused enrollment token for it; Ok(false) when there was nothing.
     virtual Result<bool> revoke(const std::string& identity, TimePoint now) = 0;
 

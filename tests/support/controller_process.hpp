@@ -1,0 +1,37 @@
+#pragma once
+// The real nodeform-controller binary as a child process serving plain HTTP on an ephemeral loopback port,
+// and its CLI run to completion (token issue/rotate/revoke). Killed (SIGKILL) when the object dies.
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace nodeform::test {
+
+class ControllerProcess {
+  public:
+    // `nodeform-controller serve --site SITE --state STATE --listen 127.0.0.1:0 --plain-http ...extra`; port() is 0
+    // when it did not come up.
+    ControllerProcess(const std::string& site, const std::string& state, std::vector<std::string> extra = {});
+    ~ControllerProcess();
+    ControllerProcess(const ControllerProcess&) = delete;
+    ControllerProcess& operator=(const ControllerProcess&) = delete;
+    int port() const { return port_; }
+    void kill9();
+    int terminate();  // SIGTERM, then the exit status (-1 when killed by a signal)
+
+  private:
+    pid_t pid_ = -1;
+    int fd_ = -1;
+    int port_ = 0;
+};
+
+struct CliResult {
+    int exit_code = -1;
+    std::string out;
+    std::string err;
+};
+// nodeform-controller ARGS... (argv only, no shell).
+CliResult run_controller_cli(const std::vector<std::string>& args);
+
+}  // namespace nodeform::test
