@@ -5,6 +5,9 @@
 
 #include <thread>
 
+#include "fakes/memory_filesystem.hpp"
+#include "fakes/memory_logger.hpp"
+#include "fakes/recording_notifier.hpp"
 #include "harness.hpp"
 #include "nodeform/agent/controller_client.hpp"
 #include "nodeform/agent/system/filesystem.hpp"
@@ -14,6 +17,7 @@
 #include "nodeform/controller/lifecycle/store_adapters.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/controller/store/store.hpp"
+#include "nodeform/random.hpp"
 #include "nodeform/seed.hpp"
 
 namespace nodeform::test {
@@ -62,7 +66,8 @@ TEST(ProvisionedSeed, AuthenticatesForEveryPosture) {
 
     auto store = ctl::open_sqlite_store(db);
     ASSERT_TRUE(store) << store.message();
-    auto issuer = lc::make_store_issuer(**store, h.clock);
+    auto random = make_system_random();
+    auto issuer = lc::make_store_issuer(**store, h.clock, *random);
     lc::LifecycleDeps deps;
     deps.store = h.store.get();
     deps.providers = [&pve](const site::ProxmoxEndpoint& e) -> Result<std::unique_ptr<pv::Provider>> {
@@ -93,8 +98,8 @@ TEST(ProvisionedSeed, AuthenticatesForEveryPosture) {
     config.threads = 4;
     FixedSiteSource source(h.site);
     MemoryLogger server_log;
-    ctl::NullNotifier notifier;
-    ctl::ControllerServer server(config, **store, source, h.clock, server_log, notifier,
+    RecordingNotifier notifier;
+    ctl::ControllerServer server(config, **store, source, h.clock, server_log, notifier, *random,
                                  ctl::ServerSecrets{ctl::hash_secret("nfo_test_operator_token_0123456789")},
                                  h.store.get());
     auto started = server.start();
