@@ -2,13 +2,13 @@
 // in-test HttpTransport that plays the controller (docs/protocol.md).
 #include <gtest/gtest.h>
 
-#include "fakes/memory_filesystem.hpp"
-#include "fakes/memory_logger.hpp"
-#include "nodeform/agent/cli.hpp"
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include "fakes/memory_filesystem.hpp"
+#include "fakes/memory_logger.hpp"
+#include "nodeform/agent/cli.hpp"
 #include "nodeform/agent/controller_client.hpp"
 #include "nodeform/args.hpp"
 #include "nodeform/canonical_json.hpp"

@@ -10,9 +10,9 @@
 
 #include "eventually.hpp"
 #include "fakes/memory_logger.hpp"
+#include "fakes/recording_notifier.hpp"
 #include "nodeform/agent/daemon/daemon.hpp"
 #include "nodeform/atomic_file.hpp"
-#include "fakes/recording_notifier.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::agent::daemon {

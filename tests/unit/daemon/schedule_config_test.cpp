@@ -3,10 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include "fakes/recording_notifier.hpp"
 #include "nodeform/agent/daemon/config.hpp"
 #include "nodeform/agent/daemon/notifier.hpp"
 #include "nodeform/agent/daemon/schedule.hpp"
-#include "fakes/recording_notifier.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::agent::daemon {

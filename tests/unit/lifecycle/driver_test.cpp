@@ -2,8 +2,8 @@
 // a crash at every point, a failing step, retries, store errors, and time only through the clock.
 #include <gtest/gtest.h>
 
-#include "fakes/memory_logger.hpp"
 #include "fake_provider.hpp"
+#include "fakes/memory_logger.hpp"
 #include "lifecycle_fakes.hpp"
 #include "test_paths.hpp"
 
