@@ -61,12 +61,15 @@ int cmd_token(const std::vector<std::string>& args, CliIo io) {
         return exit_code::usage;
     }
     SystemClock clock;
-    if (sub == "rotate") {
+    // The controller's store; an error is printed here, the caller picks the exit code.
+    auto open_store = [&]() -> Result<std::unique_ptr<Store>> {
         auto store = open_sqlite_store(sqlite::database_path(config->state));
-        if (!store) {
-            io.err << "nodeform-controller token: " << store.message() << "\n";
-            return exit_code::runtime;
-        }
+        if (!store) io.err << "nodeform-controller token: " << store.message() << "\n";
+        return store;
+    };
+    if (sub == "rotate") {
+        auto store = open_store();
+        if (!store) return exit_code::runtime;
         auto requested = (*store)->request_rotation(identity, clock.now());
         if (!requested) {
             io.err << "nodeform-controller token rotate: " << requested.message() << "\n";
@@ -81,11 +84,8 @@ int cmd_token(const std::vector<std::string>& args, CliIo io) {
         return exit_code::ok;
     }
     if (sub == "revoke") {
-        auto store = open_sqlite_store(sqlite::database_path(config->state));
-        if (!store) {
-            io.err << "nodeform-controller token: " << store.message() << "\n";
-            return exit_code::runtime;
-        }
+        auto store = open_store();
+        if (!store) return exit_code::runtime;
         auto revoked = (*store)->revoke(identity, clock.now());
         if (!revoked) {
             io.err << "nodeform-controller token revoke: " << revoked.message() << "\n";
@@ -123,11 +123,8 @@ int cmd_token(const std::vector<std::string>& args, CliIo io) {
                << site::to_string(node->second.auth.method) << "; enrollment tokens are only for node_token\n";
         return exit_code::failure;
     }
-    auto store = open_sqlite_store(sqlite::database_path(config->state));
-    if (!store) {
-        io.err << "nodeform-controller token: " << store.message() << "\n";
-        return exit_code::runtime;
-    }
+    auto store = open_store();
+    if (!store) return exit_code::runtime;
     std::string token = generate_secret(*make_system_random(), "nfe_");
     auto now = clock.now();
     auto expires = now + std::chrono::duration_cast<std::chrono::system_clock::duration>(*ttl);

@@ -223,6 +223,16 @@ class Agent {
     bool reaped_ = false;
 };
 
+// `nodeform-agent run` with the seed and root of a test, fast retries, debug logs and no start splay.
+std::unique_ptr<Agent> start_test_agent(const std::string& seed, const std::string& root, const std::string& log,
+                                        std::vector<std::string> extra) {
+    std::vector<std::string> args = {"--seed",   seed,          "--root",  root,          "--retry-base",
+                                     "100ms",    "--retry-cap", "400ms",   "--log-level", "debug",
+                                     "--config", "/dev/null",   "--splay", "0ms"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return std::make_unique<Agent>(args, log);
+}
+
 class AgentDaemonTest : public ::testing::Test {
   protected:
     void SetUp() override {
@@ -249,11 +259,7 @@ class AgentDaemonTest : public ::testing::Test {
     }
 
     std::unique_ptr<Agent> start_agent(std::vector<std::string> extra = {}) {
-        std::vector<std::string> args = {"--seed",   seed,          "--root",  root,          "--retry-base",
-                                         "100ms",    "--retry-cap", "400ms",   "--log-level", "debug",
-                                         "--config", "/dev/null",   "--splay", "0ms"};
-        args.insert(args.end(), extra.begin(), extra.end());
-        return std::make_unique<Agent>(args, dir.path() + "/agent.log");
+        return start_test_agent(seed, root, dir.path() + "/agent.log", std::move(extra));
     }
 
     std::string spool_dir() const { return root + "/var/lib/nodeform/spool"; }
@@ -505,11 +511,7 @@ class RealControllerTest : public ::testing::Test {
         ASSERT_TRUE(nodeform::write_file_atomic(seed, text, nodeform::WriteOptions{0600, true}).ok());
     }
     std::unique_ptr<Agent> start_agent(std::vector<std::string> extra = {}) {
-        std::vector<std::string> args = {"--seed",   seed,          "--root",  root,          "--retry-base",
-                                         "100ms",    "--retry-cap", "400ms",   "--log-level", "debug",
-                                         "--config", "/dev/null",   "--splay", "0ms"};
-        args.insert(args.end(), extra.begin(), extra.end());
-        return std::make_unique<Agent>(args, dir.path() + "/agent.log");
+        return start_test_agent(seed, root, dir.path() + "/agent.log", std::move(extra));
     }
     std::string credential() const {
         auto text = nodeform::read_file(root + "/var/lib/nodeform/credential");

@@ -14,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "controller_process.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/controller/store/store.hpp"
 #include "nodeform/site/site.hpp"
@@ -38,61 +39,7 @@ namespace fs = std::filesystem;
     ::_exit(127);
 }
 
-// A child nodeform-controller serving plain HTTP on an ephemeral loopback port.
-class ControllerProcess {
-  public:
-    ControllerProcess(const std::string& site, const std::string& state) {
-        std::string binary = test::binary_dir() + "/controller/nodeform-controller";
-        int out[2];
-        if (::pipe(out) != 0) return;
-        pid_ = ::fork();
-        if (pid_ == 0) {
-            exec_with_pipe(
-                out, STDOUT_FILENO,
-                {binary, "serve", "--site", site, "--state", state, "--listen", "127.0.0.1:0", "--plain-http",
-                 "--config", "/dev/null", "--access-log", "false", "--reload-interval", "200ms"});
-        }
-        ::close(out[1]);
-        // Read stdout until "listening on http://127.0.0.1:PORT".
-        std::string text;
-        char buf[256];
-        ssize_t n;
-        while ((n = ::read(out[0], buf, sizeof(buf))) > 0) {
-            text.append(buf, static_cast<std::size_t>(n));
-            auto pos = text.find("listening on http://127.0.0.1:");
-            if (pos != std::string::npos && text.find('\n', pos) != std::string::npos) {
-                port_ = std::stoi(text.substr(pos + 30));
-                break;
-            }
-        }
-        fd_ = out[0];
-    }
-    ~ControllerProcess() {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, nullptr, 0);
-        }
-        if (fd_ >= 0) ::close(fd_);
-    }
-    int port() const { return port_; }
-    void kill9() {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, nullptr, 0);
-        pid_ = -1;
-    }
-    int terminate() {
-        ::kill(pid_, SIGTERM);
-        int status = 0;
-        ::waitpid(pid_, &status, 0);
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    }
-
-  private:
-    pid_t pid_ = -1;
-    int fd_ = -1;
-    int port_ = 0;
-};
+using test::ControllerProcess;  // tests/support/controller_process.hpp
 
 std::string copy_example_site(const std::string& dir) {
     std::string site = dir + "/site";

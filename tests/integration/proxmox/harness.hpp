@@ -29,9 +29,19 @@ struct Harness {
         store = std::move(*s);
     }
 
+    // The harness's store, issuer, reports, clock and logger; the caller adds the providers.
+    lc::LifecycleDeps deps() {
+        lc::LifecycleDeps d;
+        d.store = store.get();
+        d.issuer = &issuer;
+        d.reports = &reports;
+        d.clock = &clock;
+        d.logger = &logger;
+        return d;
+    }
+
     std::unique_ptr<lc::Lifecycle> make(std::function<void(const std::string&)> crash = {}) {
-        lc::LifecycleDeps deps;
-        deps.store = store.get();
+        lc::LifecycleDeps deps = this->deps();
         std::string base = standin.base_url();
         deps.providers = [base](const site::ProxmoxEndpoint& e) -> Result<std::unique_ptr<pv::Provider>> {
             pv::ProxmoxOptions o;
@@ -42,10 +52,6 @@ struct Harness {
             o.retry_backoff = std::chrono::milliseconds(5);
             return pv::make_proxmox_provider(make_loopback_transport(base), o);
         };
-        deps.issuer = &issuer;
-        deps.reports = &reports;
-        deps.clock = &clock;
-        deps.logger = &logger;
         deps.progress = [this](const lc::ProgressEvent& e) {
             std::lock_guard<std::mutex> l(mu);
             progress << e.identity << " " << e.step << " " << e.detail << "\n";

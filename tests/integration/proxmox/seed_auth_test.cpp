@@ -19,22 +19,13 @@
 #include "nodeform/controller/store/store.hpp"
 #include "nodeform/random.hpp"
 #include "nodeform/seed.hpp"
+#include "static_site_source.hpp"
 
 namespace nodeform::test {
 namespace {
 
 using nlohmann::json;
 namespace ctl = nodeform::controller;
-
-class FixedSiteSource final : public ctl::SiteSource {
-  public:
-    explicit FixedSiteSource(site::Site s) : site_(std::move(s)) {}
-    site::LoadResult load() override { return site::LoadResult{site_, {}}; }
-    std::string stamp() override { return "fixed"; }
-
-  private:
-    site::Site site_;
-};
 
 // The seed the VM carries in its SMBIOS serial.
 Seed seed_of(PveStandin& pve, std::int64_t vmid) {
@@ -96,7 +87,7 @@ TEST(ProvisionedSeed, AuthenticatesForEveryPosture) {
     config.listen_host = "127.0.0.1";
     config.listen_port = 0;
     config.threads = 4;
-    FixedSiteSource source(h.site);
+    StaticSiteSource source(h.site);
     MemoryLogger server_log;
     RecordingNotifier notifier;
     ctl::ControllerServer server(config, **store, source, h.clock, server_log, notifier, *random,

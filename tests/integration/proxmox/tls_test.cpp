@@ -129,12 +129,7 @@ TEST(ProxmoxTls, AWrongPinIsFinalAtOnceAndReportedOnce) {
     TempDir dir;
     Harness h(*s.pve, dir.path() + "/nodeform.db");
     std::atomic<int> sends{0};
-    lc::LifecycleDeps deps;
-    deps.store = h.store.get();
-    deps.issuer = &h.issuer;
-    deps.reports = &h.reports;
-    deps.clock = &h.clock;
-    deps.logger = &h.logger;
+    lc::LifecycleDeps deps = h.deps();
     deps.providers = [&](const site::ProxmoxEndpoint&) { return s.provider(std::string(64, 'b'), &sends, 0); };
     lc::Lifecycle lifecycle(deps, lc::LifecycleOptions{});
     auto plan = lifecycle.plan(h.site, "web-01");
@@ -161,12 +156,7 @@ TEST(ProxmoxTls, WholeLifecycleOverHttps) {
     TempDir dir;
     Harness h(*s.pve, dir.path() + "/nodeform.db");
     // Swap in the https+pin providers the CLI uses.
-    lc::LifecycleDeps deps;
-    deps.store = h.store.get();
-    deps.issuer = &h.issuer;
-    deps.reports = &h.reports;
-    deps.clock = &h.clock;
-    deps.logger = &h.logger;
+    lc::LifecycleDeps deps = h.deps();
     deps.providers = [&s](const site::ProxmoxEndpoint&) { return s.provider(s.leaf_fingerprint); };
     lc::LifecycleOptions opt;
     opt.ca_fingerprint = std::string(64, 'a');
