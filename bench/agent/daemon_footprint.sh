@@ -106,7 +106,7 @@ turns_done() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).g
 
 if [ "$peers_only" = 0 ]; then
 echo "== A: ${duration}s at a 1 s interval"
-"$agent" run --config /dev/null --seed "$work/seed.yaml" --root "$root" --interval 1s --log-level warning \
+"$agent" run --config /dev/null --seed "$work/seed.yaml" --root "$root" --splay 0ms --interval 1s --log-level warning \
     2> "$work/agent-a.log" &
 apid=$!; pids+=($apid)
 sleep 5   # first converge, enrollment
@@ -133,7 +133,7 @@ kill -TERM $apid; wait $apid || true
 
 echo "== A': CPU between runs (interval 1h, after the first run): 60 s idle"
 rm -rf "$root/var/lib/nodeform/daemon.json"
-"$agent" run --config /dev/null --seed "$work/seed.yaml" --root "$root" --interval 1h --log-level warning \
+"$agent" run --config /dev/null --seed "$work/seed.yaml" --root "$root" --splay 0ms --interval 1h --log-level warning \
     2> "$work/agent-idle.log" &
 ipid=$!; pids+=($ipid)
 sleep 5
@@ -142,7 +142,7 @@ echo "  idle CPU over 60 s: $(( i1 - i0 )) ticks of 1/$clk s (health checks ever
 kill -TERM $ipid; wait $ipid || true
 
 echo "== B: RSS over $turns turns at --interval $fast"
-"$agent" run --config /dev/null --seed "$work/seed.yaml" --root "$root" --interval "$fast" --max-turns "$turns" \
+"$agent" run --config /dev/null --seed "$work/seed.yaml" --root "$root" --splay 0ms --interval "$fast" --max-turns "$turns" \
     --log-level warning 2> "$work/agent-b.log" &
 bpid=$!; pids+=($bpid)
 b0=$(date +%s)
