@@ -38,8 +38,11 @@ bool parse_rfc3339(const std::string& text, std::chrono::system_clock::time_poin
                         &tm.tm_min, &tm.tm_sec, tail);
         if (n != 7 || std::string(tail) != "Z") return false;
     }
-    if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 ||
-        tm.tm_sec > 60)
+    // Years 1970..2200 only: system_clock counts nanoseconds in 64 bits (about 1678..2262), so a larger year would
+    // overflow the conversion (found by fuzz_report); no field may be negative ("%2d" accepts "-1").
+    if (tm.tm_year < 1970 || tm.tm_year > 2200 || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 ||
+        tm.tm_mday > 31 || tm.tm_hour < 0 || tm.tm_hour > 23 || tm.tm_min < 0 || tm.tm_min > 59 || tm.tm_sec < 0 ||
+        tm.tm_sec > 60 || ms < 0)
         return false;
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;

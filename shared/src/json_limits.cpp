@@ -86,7 +86,7 @@ Result<nlohmann::json> parse_json_bounded(std::string_view text, const DocumentL
     if (json_nesting_depth(text, limits.max_depth) > limits.max_depth) return make_error(too_deep(limits.max_depth));
     try {
         return nlohmann::json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for a number like 1e400
         std::string what = e.what();
         if (auto p = what.find("] "); what.rfind("[json.exception", 0) == 0 && p != std::string::npos)
             what = what.substr(p + 2);

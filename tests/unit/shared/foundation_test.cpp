@@ -141,6 +141,15 @@ TEST(DocumentLimits, JsonDepthAndSizeAreBoundedAtParseTime) {
     EXPECT_EQ(json_nesting_depth("[[1],[[2]]]", 10), 3u);
 }
 
+// A number JSON allows but a double cannot hold is an error, not an exception (fuzz_report found 1e400 escaping).
+TEST(DocumentLimits, NumbersOutOfRangeAreAnErrorNotAnException) {
+    for (const char* text : {"1e400", "[-1e400]", "{\"a\": 1e99999}"}) {
+        auto j = parse_json_bounded(text, {1024});
+        ASSERT_FALSE(j.ok()) << text;
+        EXPECT_NE(j.message().find("not valid JSON"), std::string::npos) << j.message();
+    }
+}
+
 TEST(DocumentLimits, YamlDepthAndSizeAreBoundedAtParseTime) {
     std::string flow = std::string(kMaxDocumentDepth + 1, '[') + std::string(kMaxDocumentDepth + 1, ']');
     auto deep = load_yaml_bounded(flow, {1 << 20});
@@ -209,6 +218,17 @@ TEST(Clock, Rfc3339RoundTrip) {
     ASSERT_TRUE(parse_rfc3339(text, back));
     EXPECT_EQ(back, t);
     EXPECT_FALSE(parse_rfc3339("2026-13-01T00:00:00Z", back));
+}
+
+// Every field out of its range is refused, years beyond what system_clock can hold among them (fuzz_report found
+// a year 9999 overflowing the nanosecond conversion).
+TEST(Clock, Rfc3339RefusesFieldsOutOfRange) {
+    std::chrono::system_clock::time_point back;
+    for (const char* text : {"9999-01-01T00:00:00Z", "2263-01-01T00:00:00Z", "1969-12-31T23:59:59Z",
+                             "-999-01-01T00:00:00Z", "2026-01-01T-1:00:00Z", "2026-01-01T00:-1:00Z",
+                             "2026-01-01T00:00:-1Z", "2026-01-01T00:00:00.-01Z", "2026-01-32T00:00:00Z"})
+        EXPECT_FALSE(parse_rfc3339(text, back)) << text;
+    EXPECT_TRUE(parse_rfc3339("2200-12-31T23:59:59.999Z", back));
 }
 
 }  // namespace
