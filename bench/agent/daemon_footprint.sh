@@ -173,29 +173,27 @@ fi
 
 if [ "$peers" = 1 ]; then
     echo "== C: peers' daemons, idle RSS after 60 s"
+    # idle_peer PID NAME LOG: a peer daemon's RSS and CPU after 60 s idle, then it is stopped.
+    idle_peer() {
+        pids+=("$1"); sleep 60
+        if kill -0 "$1" 2>/dev/null; then
+            echo "  $2: RSS $(( $(rss_kib "$1") / 1024 )) MiB, CPU $(( $(cpu_ticks "$1") / clk )) s in 60 s"
+        else
+            echo "  ${2%% (*}: exited (see $3)"
+        fi
+        kill "$1" || true
+    }
     if command -v puppet >/dev/null; then
         # No puppet server here: the daemon stays up, waiting for its certificate (retrying every 10 s).
         puppet agent --no-daemonize --server 127.0.0.1 --masterport 1 --waitforcert 10 --runinterval 60 \
             --vardir "$work/puppet-var" --confdir "$work/puppet-conf" --logdest "$work/puppet.log" &
-        ppid=$!; pids+=($ppid); sleep 60
-        if kill -0 $ppid 2>/dev/null; then
-            echo "  puppet agent (daemon, waiting for a server): RSS $(( $(rss_kib $ppid) / 1024 )) MiB, CPU $(( $(cpu_ticks $ppid) / clk )) s in 60 s"
-        else
-            echo "  puppet agent: exited (see $work/puppet.log)"
-        fi
-        kill $ppid || true
+        idle_peer $! "puppet agent (daemon, waiting for a server)" "$work/puppet.log"
     else
         echo "  puppet: not installed"
     fi
     if command -v cf-execd >/dev/null; then
         cf-execd --no-fork --inform >"$work/cf-execd.log" 2>&1 &
-        cpid=$!; pids+=($cpid); sleep 60
-        if kill -0 $cpid 2>/dev/null; then
-            echo "  cf-execd (idle between its 5-minute cf-agent runs): RSS $(( $(rss_kib $cpid) / 1024 )) MiB, CPU $(( $(cpu_ticks $cpid) / clk )) s in 60 s"
-        else
-            echo "  cf-execd: exited (see $work/cf-execd.log)"
-        fi
-        kill $cpid || true
+        idle_peer $! "cf-execd (idle between its 5-minute cf-agent runs)" "$work/cf-execd.log"
     else
         echo "  cf-execd: not installed"
     fi
