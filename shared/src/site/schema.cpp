@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "nodeform/enum_names.hpp"
+#include "valijson_remainder.hpp"  // before valijson
 
 #include <valijson/adapters/nlohmann_json_adapter.hpp>
 #include <valijson/schema.hpp>
