@@ -94,6 +94,11 @@ class LifecycleStore {
     virtual Result<std::vector<StepDurations>> step_durations(const std::vector<double>& bounds) = 0;
 };
 
+// The same tables in PostgreSQL (migrations as component "lifecycle" in schema_migrations, under the advisory
+// lock); password as for open_postgres_store.
+Result<std::unique_ptr<LifecycleStore>> open_postgres_lifecycle_store(const std::string& url,
+                                                                      const std::string& password);
+
 struct IssuedToken {
     std::string token;  // secret: goes only into the seed
     std::chrono::system_clock::time_point expires_at;
