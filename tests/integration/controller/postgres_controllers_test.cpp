@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "controller_process.hpp"
+#include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/site/site.hpp"
 #include "postgres_cluster.hpp"
 #include "test_paths.hpp"
@@ -129,6 +130,22 @@ TEST_F(PostgresControllers, TwoControllersServeOneFleet) {
     auto show = cli({"node", "show", identity_});
     ASSERT_EQ(show.exit_code, 0) << show.err;
     EXPECT_NE(show.out.find("r-2"), std::string::npos) << show.out;
+
+    // The lifecycle commands read the shared database too: a receipt another controller wrote there.
+    {
+        auto lifecycle = lifecycle::open_postgres_lifecycle_store(url_, "");
+        ASSERT_TRUE(lifecycle.ok()) << lifecycle.message();
+        lifecycle::Receipt receipt;
+        receipt.identity = identity_;
+        receipt.step = "vmid_reserved";
+        receipt.outcome = "ok";
+        receipt.state_after = "provisioning";
+        ASSERT_TRUE((*lifecycle)->add_receipt(receipt).ok());
+    }
+    auto receipts =
+        test::run_controller_cli({"node", "receipts", identity_, "--state", dir_.path() + "/state-a", "--store", url_});
+    EXPECT_EQ(receipts.exit_code, 0) << receipts.err;
+    EXPECT_NE(receipts.out.find("vmid_reserved"), std::string::npos) << receipts.out;
 
     // Revoked through the CLI (the shared database): neither controller accepts the credential any more.
     auto revoked = cli({"token", "revoke", identity_});
