@@ -41,7 +41,16 @@ const std::vector<std::string> kMigrations = {
          finished_at TEXT NOT NULL,
          body TEXT NOT NULL);
        CREATE INDEX lifecycle_receipts_identity ON lifecycle_receipts(identity, id);)",
+    // v2: leases (one controller works on a node at a time)
+    R"(CREATE TABLE lifecycle_leases (
+         identity TEXT PRIMARY KEY,
+         holder TEXT NOT NULL,
+         expires_at BIGINT NOT NULL);)",
 };
+
+std::int64_t to_ms(TimePoint t) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
 
 constexpr const char* kNodeColumns =
     "identity,state,step,endpoint,pve_node,vmid,pending_upid,failed_step,reason,ips,token_expires_at,updated_at";
@@ -154,6 +163,43 @@ class PostgresLifecycleStore final : public LifecycleStore {
             out.push_back(std::move(d));
         }
         return out;
+    }
+
+    Result<bool> acquire_lease(const std::string& identity, const std::string& holder, TimePoint now,
+                               std::chrono::milliseconds ttl) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        // A racing controller's INSERT waits on the row and then re-checks the WHERE on the winner's row.
+        auto s = c_.query(
+            "INSERT INTO lifecycle_leases(identity,holder,expires_at) VALUES($1,$2,$3) ON CONFLICT(identity) DO "
+            "UPDATE SET holder=excluded.holder,expires_at=excluded.expires_at WHERE lifecycle_leases.holder="
+            "excluded.holder OR lifecycle_leases.expires_at<=$4 RETURNING holder",
+            {identity, holder, param(to_ms(now + ttl)), param(to_ms(now))});
+        if (!s) return failed("taking the lease of " + identity, s.error());
+        return !s->empty();
+    }
+
+    Result<bool> renew_lease(const std::string& identity, const std::string& holder, TimePoint now,
+                             std::chrono::milliseconds ttl) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = c_.query("UPDATE lifecycle_leases SET expires_at=$3 WHERE identity=$1 AND holder=$2",
+                          {identity, holder, param(to_ms(now + ttl))});
+        if (!s) return failed("renewing the lease of " + identity, s.error());
+        return s->affected() > 0;
+    }
+
+    Status release_lease(const std::string& identity, const std::string& holder) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (auto st = c_.exec("DELETE FROM lifecycle_leases WHERE identity=$1 AND holder=$2", {identity, holder}); !st)
+            return failed("releasing the lease of " + identity, st.error());
+        return Ok{};
+    }
+
+    Result<std::optional<Lease>> lease(const std::string& identity) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = c_.query("SELECT holder,expires_at FROM lifecycle_leases WHERE identity=$1", {identity});
+        if (!s) return failed("reading the lease of " + identity, s.error());
+        if (s->empty()) return std::optional<Lease>{};
+        return std::optional<Lease>{Lease{s->text(0, 0), TimePoint(std::chrono::milliseconds(s->integer(0, 1)))}};
     }
 
   private:
