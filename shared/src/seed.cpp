@@ -23,6 +23,34 @@ bool is_loopback_url(const std::string& url) {
     return std::regex_match(url, loopback_re);
 }
 
+// Beyond the form url_re checks: a DNS name of at most 253 characters in labels of at most 63, a port in
+// 1-65535. With these bounds every valid seed's compact form stays far below kMaxSeedText (it always decodes).
+Status check_url_host_and_port(const std::string& url) {
+    std::string rest = url.substr(url.find("://") + 3);
+    if (!rest.empty() && rest.back() == '/') rest.pop_back();
+    std::string host = rest, port;
+    if (auto bracket = rest.find(']'); rest[0] == '[') {
+        host = rest.substr(0, bracket + 1);
+        if (bracket + 1 < rest.size()) port = rest.substr(bracket + 2);
+    } else if (auto colon = rest.find(':'); colon != std::string::npos) {
+        host = rest.substr(0, colon);
+        port = rest.substr(colon + 1);
+    }
+    if (host.size() > 253) return make_error("controller_url: the host name is longer than 253 characters");
+    if (host[0] != '[') {
+        std::size_t label = 0;
+        for (char c : host) {
+            label = c == '.' ? 0 : label + 1;
+            if (label > 63) return make_error("controller_url: a host name label is longer than 63 characters");
+        }
+    }
+    if (!port.empty()) {
+        long value = std::stol(port);  // 1-5 digits (url_re)
+        if (value < 1 || value > 65535) return make_error("controller_url: the port must be 1-65535");
+    }
+    return Ok{};
+}
+
 }  // namespace
 
 std::string encode_seed_compact(const Seed& seed) {
@@ -106,6 +134,7 @@ Status validate_seed(const Seed& seed) {
     if (!std::regex_match(seed.controller_url, url_re)) {
         return make_error("controller_url: must be http(s)://HOST[:PORT]");
     }
+    if (auto st = check_url_host_and_port(seed.controller_url); !st) return st;
     if (seed.controller_url.rfind("http://", 0) == 0 && !is_loopback_url(seed.controller_url)) {
         return make_error(
             "controller_url: plain http:// is allowed only to a loopback address (127.0.0.0/8, [::1], localhost), "

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -61,13 +62,22 @@ Harness& harness() {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size > 64 * 1024) return 0;
     Harness& h = harness();
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) std::abort();
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(static_cast<std::uint16_t>(h.port));
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) std::abort();
+    int fd = -1;
+    // Thousands of connections a second can exhaust the ephemeral ports (the server closes first, so its side
+    // keeps TIME_WAIT): the harness waits for one rather than reporting a crash of the server.
+    for (int attempt = 0; fd < 0; ++attempt) {
+        fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) std::abort();
+        if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) break;
+        if (errno != EADDRNOTAVAIL || attempt == 200) std::abort();  // refused: the server is gone
+        ::close(fd);
+        fd = -1;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
     std::string answer;
     char buf[16384];
     std::size_t sent = 0;
@@ -95,6 +105,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             }
         }
     }
+    linger reset{1, 0};  // the server has closed (or refused): a reset leaves no TIME_WAIT behind on either side
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
     ::close(fd);
     if (!answer.empty() && answer.rfind("HTTP/1.1 ", 0) != 0) std::abort();
     return 0;

@@ -167,8 +167,11 @@ int cmd_run(const std::vector<std::string>& args, CliIo io) {
         report_options.backoff.attempts = 1;
         report_options.may_rotate = false;  // the fetch client rotates; this one re-reads the stored credential
         report_client = std::make_unique<ControllerClient>(*report_http, **root_fs, *logger, s, report_options);
-        // The first turn after a start waits within the splay of the last good spec (docs/daemon.md).
+        // The first turn after a restart waits within the splay of the last good spec (docs/daemon.md); a first
+        // boot (no spec yet) starts at once: provisioning paces first boots, and boot-to-ready is the goal.
+        start_splay = std::chrono::milliseconds(0);
         if (auto cached = fetch_client->cached_spec(); cached && cached->has_value()) {
+            start_splay.reset();
             const auto& apply = (*cached)->spec.value("apply", nlohmann::json::object());
             if (apply.is_object() && apply.contains("splay_s") && apply["splay_s"].is_number() &&
                 apply["splay_s"].get<double>() >= 0)

@@ -17,9 +17,11 @@ namespace {
 constexpr const char* kTokenUsage = R"(usage: nodeform-controller token SUBCOMMAND IDENTITY [OPTIONS]
 
 Subcommands:
-  issue IDENTITY [--ttl DURATION] [--json]
-        create a one-time enrollment token for a node of the site that uses node_token auth and print it
-        (once: only its hash is stored). Default TTL 24h (e.g. 30m, 12h, 7d).
+  issue IDENTITY... [--ttl DURATION] [--json]
+        create a one-time enrollment token for each node (of the site, using node_token auth) and print
+        it (once: only its hash is stored): one token per line, in the order given, or with --json one
+        {"identity","token","expires_at"} object per line. Every identity is checked before any token is
+        made. Default TTL 24h (e.g. 30m, 12h, 7d).
   revoke IDENTITY
         delete the node's credential and its unused enrollment tokens; the node must enroll again.
   rotate IDENTITY
@@ -41,16 +43,21 @@ int cmd_token(const std::vector<std::string>& args, CliIo io) {
     int code = 0;
     auto parsed = parse_command_args(args, spec, "nodeform-controller token", kTokenUsage, io.out, io.err, code);
     if (!parsed) return code;
-    if (parsed->positionals.size() != 2 || (parsed->positionals[0] != "issue" && parsed->positionals[0] != "revoke" &&
-                                            parsed->positionals[0] != "rotate")) {
+    const auto& positionals = parsed->positionals;
+    const bool known =
+        !positionals.empty() && (positionals[0] == "issue" || positionals[0] == "revoke" || positionals[0] == "rotate");
+    if (!known || positionals.size() < 2 || (positionals[0] != "issue" && positionals.size() != 2)) {
         io.err << kTokenUsage;
         return exit_code::usage;
     }
-    const std::string& sub = parsed->positionals[0];
-    const std::string& identity = parsed->positionals[1];
-    if (!valid_identity(identity)) {
-        io.err << "nodeform-controller token: '" << identity << "' is not a valid node identity\n";
-        return exit_code::usage;
+    const std::string& sub = positionals[0];
+    const std::vector<std::string> identities(positionals.begin() + 1, positionals.end());
+    const std::string& identity = identities.front();
+    for (const auto& id : identities) {
+        if (!valid_identity(id)) {
+            io.err << "nodeform-controller token: '" << id << "' is not a valid node identity\n";
+            return exit_code::usage;
+        }
     }
     auto config = load_controller_config(*parsed);
     if (!config) {
@@ -118,34 +125,38 @@ int cmd_token(const std::vector<std::string>& args, CliIo io) {
             io.err << "  " << d.to_string() << "\n";
         return exit_code::config;
     }
-    auto node = loaded.site->nodes.find(identity);
-    if (node == loaded.site->nodes.end()) {
-        io.err << "nodeform-controller token issue: '" << identity << "' is not a node of the site " << config->site
-               << "\n";
-        return exit_code::failure;
-    }
-    if (node->second.auth.method != site::AuthMethod::node_token) {
-        io.err << "nodeform-controller token issue: node '" << identity << "' authenticates by "
-               << site::to_string(node->second.auth.method) << "; enrollment tokens are only for node_token\n";
-        return exit_code::failure;
+    for (const auto& id : identities) {
+        auto node = loaded.site->nodes.find(id);
+        if (node == loaded.site->nodes.end()) {
+            io.err << "nodeform-controller token issue: '" << id << "' is not a node of the site " << config->site
+                   << "\n";
+            return exit_code::failure;
+        }
+        if (node->second.auth.method != site::AuthMethod::node_token) {
+            io.err << "nodeform-controller token issue: node '" << id << "' authenticates by "
+                   << site::to_string(node->second.auth.method) << "; enrollment tokens are only for node_token\n";
+            return exit_code::failure;
+        }
     }
     auto store = open_token_store();
     if (!store) return exit_code::runtime;
-    std::string token = generate_secret(*make_system_random(), "nfe_");
-    auto now = clock.now();
-    auto expires = now + std::chrono::duration_cast<std::chrono::system_clock::duration>(*ttl);
-    if (auto st = (*store)->add_enrollment_token(identity, hash_secret(token), expires, now); !st) {
-        io.err << "nodeform-controller token issue: " << st.message() << "\n";
-        return exit_code::runtime;
-    }
-    if (parsed->has("json")) {
-        io.out
-            << nlohmann::json{{"identity", identity}, {"token", token}, {"expires_at", format_rfc3339(expires)}}.dump()
-            << "\n";
-    } else {
-        io.out << token << "\n";
-        io.err << "one-time enrollment token for " << identity << ", valid until " << format_rfc3339(expires)
-               << "; it is shown only now\n";
+    auto random = make_system_random();
+    for (const auto& id : identities) {
+        std::string token = generate_secret(*random, "nfe_");
+        auto now = clock.now();
+        auto expires = now + std::chrono::duration_cast<std::chrono::system_clock::duration>(*ttl);
+        if (auto st = (*store)->add_enrollment_token(id, hash_secret(token), expires, now); !st) {
+            io.err << "nodeform-controller token issue: " << id << ": " << st.message() << "\n";
+            return exit_code::runtime;
+        }
+        if (parsed->has("json")) {
+            io.out << nlohmann::json{{"identity", id}, {"token", token}, {"expires_at", format_rfc3339(expires)}}.dump()
+                   << "\n";
+        } else {
+            io.out << token << "\n";
+            io.err << "one-time enrollment token for " << id << ", valid until " << format_rfc3339(expires)
+                   << "; it is shown only now\n";
+        }
     }
     return exit_code::ok;
 }

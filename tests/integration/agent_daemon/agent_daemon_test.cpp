@@ -319,6 +319,29 @@ TEST_F(AgentDaemonTest, ConvergesToPlatformReadyThenSustainsAndStopsOnSigterm) {
     EXPECT_NE(agent->log().find("SIGTERM"), std::string::npos);
 }
 
+// A first boot (no spec cached) runs at once without --splay; a restart with a spec waits within its splay_s.
+TEST_F(AgentDaemonTest, FirstBootStartsAtOnceARestartWaitsWithinTheSplay) {
+    Json with_splay = spec("remediate");
+    with_splay["apply"]["splay_s"] = 3600;
+    controller->set_spec(with_splay);
+    controller->start();
+    const std::string log = dir.path() + "/agent.log";
+    std::vector<std::string> args = {"--seed",      seed,    "--root",      root,    "--retry-base", "100ms",
+                                     "--retry-cap", "400ms", "--log-level", "debug", "--config",     "/dev/null"};
+    {
+        Agent first(args, log);
+        ASSERT_TRUE(eventually([&] { return run_reports().size() >= 1; })) << first.log();
+        EXPECT_EQ(first.log().find("(splay)"), std::string::npos) << first.log();
+        first.signal(SIGTERM);
+        ASSERT_EQ(first.wait_exit(20s), 0) << first.log();
+    }
+    Agent restarted(args, log);
+    ASSERT_TRUE(eventually([&] { return restarted.log().find("(splay)") != std::string::npos; })) << restarted.log();
+    EXPECT_EQ(run_reports().size(), 1u) << "the restart's first run waits within the splay";
+    restarted.signal(SIGTERM);
+    EXPECT_EQ(restarted.wait_exit(20s), 0) << restarted.log();
+}
+
 TEST_F(AgentDaemonTest, ControllerDownAtStartConvergesFromCacheSpoolsAndDrainsOnce) {
     ASSERT_NO_FATAL_FAILURE(first_life_then_controller_down());
     std::size_t before = controller->reports().size();

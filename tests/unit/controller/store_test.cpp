@@ -579,5 +579,42 @@ TEST(ControllerCli, TokenRevokeAndNodeListReadTheStore) {
     EXPECT_EQ(run_cli({"token", "issue", "../x", "--state", dir.path()}, {o6, e6}), 2);
 }
 
+// `token issue` takes several identities (a fleet's seeds in one call): all are checked before any token is made.
+TEST(ControllerCli, TokenIssueForSeveralNodesChecksAllFirst) {
+    test::TempDir dir;
+    const std::string site = test::source_dir() + "/examples/site";
+    std::ostringstream out, err;
+    ASSERT_EQ(run_cli({"token", "issue", "web-01", "db-01", "--json", "--site", site, "--state", dir.path(), "--config",
+                       "/dev/null"},
+                      {out, err}),
+              0)
+        << err.str();
+    std::istringstream lines(out.str());
+    std::vector<nlohmann::json> issued;
+    for (std::string line; std::getline(lines, line);)
+        issued.push_back(nlohmann::json::parse(line));
+    ASSERT_EQ(issued.size(), 2u);
+    EXPECT_EQ(issued[0]["identity"], "web-01");
+    EXPECT_EQ(issued[1]["identity"], "db-01");
+    EXPECT_NE(issued[0]["token"], issued[1]["token"]);
+    auto store = open_sqlite_store(sqlite::database_path(dir.path()));
+    ASSERT_TRUE(store.ok());
+    auto now = std::chrono::system_clock::now();
+    for (const auto& i : issued) {  // each token enrolls its own node
+        auto enrolled =
+            (*store)->enroll(i["identity"], hash_secret(i["token"]), "c-" + i["identity"].get<std::string>(), now);
+        ASSERT_TRUE(enrolled.ok()) << enrolled.message();
+        EXPECT_EQ(*enrolled, EnrollOutcome::enrolled);
+    }
+    // demo-01 authenticates by network: refused, and no token is printed for web-02 before it.
+    std::ostringstream out2, err2;
+    EXPECT_EQ(
+        run_cli({"token", "issue", "web-02", "demo-01", "--site", site, "--state", dir.path(), "--config", "/dev/null"},
+                {out2, err2}),
+        1);
+    EXPECT_EQ(out2.str(), "");
+    EXPECT_NE(err2.str().find("demo-01"), std::string::npos) << err2.str();
+}
+
 }  // namespace
 }  // namespace nodeform::controller
