@@ -1,5 +1,6 @@
 #!/bin/sh
-# Prepares the real systems the root tests use, once, and caches them:
+# Prepares the real systems the root tests use, once, and caches them (and checks that PostgreSQL 15 is there
+# for the store tests, which start their own cluster):
 #   a debootstrapped Debian bookworm root (minbase + the packages below, apt lists fetched) under
 #   /var/cache/nodeform-test/rootfs-<key>, where <key> hashes the package list, suite and mirror.
 # Prints the root's path; tests find it through /var/cache/nodeform-test/agent-rootfs.path
@@ -56,4 +57,9 @@ if [ -z "$(find "$ROOT/var/lib/apt/lists" -maxdepth 1 -name '*_Packages' -mmin -
     unshare --mount --fork -- sh -c "mount -t proc proc '$ROOT/proc' && chroot '$ROOT' apt-get update -q" >/dev/null 2>&1 || true
 fi
 printf '%s\n' "$ROOT" >"$CACHE/agent-rootfs.path"
+# The PostgreSQL store tests start their own throwaway cluster (scripts/test-postgres.sh, ctest fixture
+# "postgres"); they need only the server's binaries and the user postgres.
+if [ ! -x "${NODEFORM_TEST_PG_BIN:-/usr/lib/postgresql/15/bin}/initdb" ] || ! id postgres >/dev/null 2>&1; then
+    echo "test-setup.sh: warning: postgresql-15 is not installed; the PostgreSQL store tests will fail (scripts/install-deps.sh test)" >&2
+fi
 echo "$ROOT"

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "nodeform/atomic_file.hpp"
+#include "nodeform/controller/store/postgres.hpp"
 #include "nodeform/duration.hpp"
 #include "nodeform/json_limits.hpp"
 
@@ -82,6 +83,19 @@ const std::map<std::string, Setter>& setters() {
     static const std::map<std::string, Setter> table = {
         {"site", string_setter(&ControllerConfig::site)},
         {"state", string_setter(&ControllerConfig::state)},
+        {"store",
+         [](ControllerConfig& c, const std::string& v) -> Status {
+             // The value is never echoed: it may hold a password.
+             if (v.empty() || v == "sqlite") {
+                 c.store.clear();
+                 return Ok{};
+             }
+             if (!pg::is_postgres_url(v)) return make_error("expected sqlite or a postgresql://… URL");
+             if (auto parsed = pg::url_has_password(v); !parsed) return make_error(parsed.message());
+             c.store = v;
+             return Ok{};
+         }},
+        {"store-password-file", string_setter(&ControllerConfig::store_password_file)},
         {"listen",
          [](ControllerConfig& c, const std::string& v) -> Status {
              if (auto st = parse_listen(v, c.listen_host, c.listen_port); !st) return st;
@@ -204,6 +218,13 @@ Result<ControllerConfig> load_controller_config(const ParsedArgs& args, const st
         if (key == "config") continue;
         auto it = setters().find(key);
         if (it == setters().end()) continue;  // options of the subcommand itself (e.g. --ttl)
+        if (key == "store" && pg::is_postgres_url(value)) {
+            auto has = pg::url_has_password(value);
+            if (has && *has)
+                return make_error(
+                    "--store: the URL holds a password, which the command line shows to every user (ps, shell "
+                    "history); put it in a file named by --store-password-file (mode 0600) or in PGPASSWORD");
+        }
         if (auto st = it->second(config, value); !st) return make_error("--" + key + ": " + st.message());
     }
     if (args.has("plain-http")) config.plain_http = true;

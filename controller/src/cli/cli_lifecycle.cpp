@@ -14,8 +14,8 @@
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/controller/lifecycle/store_adapters.hpp"
 #include "nodeform/controller/providers/proxmox.hpp"
-#include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/controller/store/store.hpp"
+#include "nodeform/controller/store/store_location.hpp"
 #include "nodeform/duration.hpp"
 #include "nodeform/http.hpp"
 #include "nodeform/site/site.hpp"
@@ -31,6 +31,8 @@ constexpr const char* kCommon = R"(
 Common options:
   --site DIR                 the site configuration directory (required)
   --state DIR                the controller state directory with nodeform.db (required)
+  --store URL                the controllers' PostgreSQL (postgresql://USER@HOST/DB) instead of STATE/nodeform.db
+  --store-password-file FILE its password (or PGPASSWORD, ~/.pgpass; never in the URL here)
   --endpoint NAME=URL        use URL for the site's Proxmox endpoint NAME (e.g. a test stand-in on http://127.0.0.1)
   --controller-url URL       controller URL put into the seed (default: site.yaml controller_url)
   --ca-fingerprint HEX       controller CA SHA-256 for the seed (default: from STATE/tls/ca.pem)
@@ -77,8 +79,9 @@ Every lifecycle step's receipt: inputs, API calls with UPIDs and exit statuses, 
 
 ArgSpec common_spec() {
     ArgSpec s;
-    s.valued = {"site",     "state",         "endpoint",       "controller-url", "ca-fingerprint",
-                "parallel", "agent-timeout", "report-timeout", "token-ttl",      "backup-storage"};
+    s.valued = {"site",           "state",          "endpoint",      "controller-url",
+                "ca-fingerprint", "parallel",       "agent-timeout", "report-timeout",
+                "token-ttl",      "backup-storage", "store",         "store-password-file"};
     s.flags = {"json", "help", "keep-failed", "abandon"};
     return s;
 }
@@ -95,6 +98,13 @@ struct Env {
     std::mutex out_mutex;
     std::unique_ptr<lc::Lifecycle> lifecycle;
 };
+
+// Where --state / --store keep the stores, by serve's rules (a password in --store is refused).
+Result<StoreLocation> location_of(const ParsedArgs& args) {
+    auto config = load_controller_config(args, "");
+    if (!config) return config.error();
+    return store_location(*config);
+}
 
 bool wants_help(const std::vector<std::string>& args) {
     for (const auto& a : args) {
@@ -137,14 +147,18 @@ int setup(const ParsedArgs& args, CliIo io, const char* usage, Env& env, bool ne
             }
         }
     }
-    const std::string db = sqlite::database_path(*state);
-    auto store = open_sqlite_store(db);
+    auto where = location_of(args);
+    if (!where) {
+        io.err << "nodeform-controller: " << where.message() << "\n";
+        return exit_code::config;
+    }
+    auto store = open_store(*where);
     if (!store) {
         io.err << "nodeform-controller: " << store.message() << "\n";
         return exit_code::runtime;
     }
     env.store = std::move(*store);
-    auto ls = lc::LifecycleStore::open(db);
+    auto ls = open_lifecycle_store(*where);
     if (!ls) {
         io.err << "nodeform-controller: " << ls.message() << "\n";
         return exit_code::runtime;
@@ -357,7 +371,12 @@ int cmd_node_receipts(const std::vector<std::string>& args, CliIo io) {
         io.err << "nodeform-controller: node receipts takes one NAME and --state DIR\n\n" << kReceiptsUsage;
         return exit_code::usage;
     }
-    auto store = lc::LifecycleStore::open(sqlite::database_path(*parsed->get("state")));
+    auto where = location_of(*parsed);
+    if (!where) {
+        io.err << "nodeform-controller: " << where.message() << "\n";
+        return exit_code::config;
+    }
+    auto store = open_lifecycle_store(*where);
     if (!store) {
         io.err << "nodeform-controller: " << store.message() << "\n";
         return exit_code::runtime;

@@ -12,6 +12,7 @@
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/controller/store/store.hpp"
+#include "nodeform/controller/store/store_location.hpp"
 #include "nodeform/site/site.hpp"
 
 namespace nodeform::controller {
@@ -61,13 +62,18 @@ int load(const std::vector<std::string>& args, CliIo io, const char* name, const
         io.err << "nodeform-controller " << name << ": --state DIR is required (or state: in the config file)\n";
         return exit_code::usage;
     }
-    auto store = open_sqlite_store(sqlite::database_path(config->state));
+    auto where = store_location(*config);
+    if (!where) {
+        io.err << "nodeform-controller " << name << ": " << where.message() << "\n";
+        return exit_code::config;
+    }
+    auto store = open_store(*where);
     if (!store) {
         io.err << "nodeform-controller " << name << ": " << store.message() << "\n";
         return exit_code::runtime;
     }
     out.store = std::move(*store);
-    auto lifecycle = lifecycle::LifecycleStore::open(sqlite::database_path(config->state));
+    auto lifecycle = open_lifecycle_store(*where);
     if (!lifecycle) {
         io.err << "nodeform-controller " << name << ": " << lifecycle.message() << "\n";
         return exit_code::runtime;

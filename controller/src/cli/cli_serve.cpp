@@ -8,6 +8,7 @@
 #include "nodeform/controller/config.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/controller/store/store.hpp"
+#include "nodeform/controller/store/store_location.hpp"
 #include "nodeform/tls.hpp"
 
 namespace nodeform::controller {
@@ -24,6 +25,9 @@ or --config FILE) uses the same names without "--" (docs/controller.md).
 Options:
   --site DIR                 the site configuration directory (reloaded on change and on SIGHUP)
   --state DIR                state directory: nodeform.db, tls/, operator-token
+  --store URL                sqlite (default: STATE/nodeform.db) or postgresql://USER@HOST/DB shared by
+                             several controllers (no password here: see --store-password-file)
+  --store-password-file FILE the PostgreSQL password (or PGPASSWORD, ~/.pgpass)
   --listen HOST:PORT         default 0.0.0.0:8443 (127.0.0.1:8080 with --plain-http)
   --config FILE              config file (default /etc/nodeform/controller.yaml when it exists)
   --plain-http               serve plain HTTP (development on loopback only)
@@ -83,16 +87,22 @@ int cmd_serve(const std::vector<std::string>& args, CliIo io) {
                << tls::colon_fingerprint(prepared->ca_fingerprint) << ")\n";
     }
     io.out.flush();
-    auto store = open_sqlite_store(sqlite::database_path(config->state));
+    auto where = store_location(*config);
+    if (!where) {
+        io.err << "nodeform-controller serve: " << where.message() << "\n";
+        return exit_code::config;
+    }
+    auto store = open_store(*where);
     if (!store) {
         io.err << "nodeform-controller serve: " << store.message() << "\n";
         return exit_code::runtime;
     }
-    auto lifecycle = lifecycle::LifecycleStore::open(sqlite::database_path(config->state));
+    auto lifecycle = open_lifecycle_store(*where);
     if (!lifecycle) {
         io.err << "nodeform-controller serve: " << lifecycle.message() << "\n";
         return exit_code::runtime;
     }
+    logger->info("store: " + where->describe());  // the URL without its password
     auto source = make_directory_site_source(config->site);
     SystemClock clock;
     auto notifier = make_systemd_notifier();

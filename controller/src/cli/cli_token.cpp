@@ -7,6 +7,7 @@
 #include "nodeform/controller/config.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/controller/store/store.hpp"
+#include "nodeform/controller/store/store_location.hpp"
 #include "nodeform/duration.hpp"
 #include "nodeform/site/site.hpp"
 
@@ -69,13 +70,18 @@ int cmd_token(const std::vector<std::string>& args, CliIo io) {
     }
     SystemClock clock;
     // The controller's store; an error is printed here, the caller picks the exit code.
-    auto open_store = [&]() -> Result<std::unique_ptr<Store>> {
-        auto store = open_sqlite_store(sqlite::database_path(config->state));
+    auto open_token_store = [&]() -> Result<std::unique_ptr<Store>> {
+        auto where = store_location(*config);
+        if (!where) {
+            io.err << "nodeform-controller token: " << where.message() << "\n";
+            return where.error();
+        }
+        auto store = open_store(*where);
         if (!store) io.err << "nodeform-controller token: " << store.message() << "\n";
         return store;
     };
     if (sub == "rotate") {
-        auto store = open_store();
+        auto store = open_token_store();
         if (!store) return exit_code::runtime;
         auto requested = (*store)->request_rotation(identity, clock.now());
         if (!requested) {
@@ -91,7 +97,7 @@ int cmd_token(const std::vector<std::string>& args, CliIo io) {
         return exit_code::ok;
     }
     if (sub == "revoke") {
-        auto store = open_store();
+        auto store = open_token_store();
         if (!store) return exit_code::runtime;
         auto revoked = (*store)->revoke(identity, clock.now());
         if (!revoked) {
@@ -132,7 +138,7 @@ int cmd_token(const std::vector<std::string>& args, CliIo io) {
             return exit_code::failure;
         }
     }
-    auto store = open_store();
+    auto store = open_token_store();
     if (!store) return exit_code::runtime;
     auto random = make_system_random();
     for (const auto& id : identities) {

@@ -55,7 +55,16 @@ const char* const kMigrations[] = {
          finished_at TEXT NOT NULL,
          body TEXT NOT NULL);
        CREATE INDEX lifecycle_receipts_identity ON lifecycle_receipts(identity, id);)",
+    // v2: leases (one controller works on a node at a time)
+    R"(CREATE TABLE lifecycle_leases (
+         identity TEXT PRIMARY KEY,
+         holder TEXT NOT NULL,
+         expires_at INTEGER NOT NULL);)",
 };
+
+std::int64_t to_ms(TimePoint t) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
 
 constexpr const char* kNodeColumns =
     "identity,state,step,endpoint,pve_node,vmid,pending_upid,failed_step,reason,ips,token_expires_at,updated_at";
@@ -189,6 +198,50 @@ class SqliteLifecycleStore final : public LifecycleStore {
         });
         if (!rows) return failed("reading step durations", rows.error());
         return rows;
+    }
+
+    Result<bool> acquire_lease(const std::string& identity, const std::string& holder, TimePoint now,
+                               std::chrono::milliseconds ttl) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare(
+            "INSERT INTO lifecycle_leases(identity,holder,expires_at) VALUES(?1,?2,?3) ON CONFLICT(identity) DO "
+            "UPDATE SET holder=excluded.holder,expires_at=excluded.expires_at WHERE lifecycle_leases.holder="
+            "excluded.holder OR lifecycle_leases.expires_at<=?4 RETURNING holder");
+        if (!s) return failed("taking a lease", s.error());
+        s->bind(1, identity).bind(2, holder).bind(3, to_ms(now + ttl)).bind(4, to_ms(now));
+        auto row = s->step();
+        if (!row) return failed("taking the lease of " + identity, row.error());
+        return *row;
+    }
+
+    Result<bool> renew_lease(const std::string& identity, const std::string& holder, TimePoint now,
+                             std::chrono::milliseconds ttl) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare("UPDATE lifecycle_leases SET expires_at=?3 WHERE identity=?1 AND holder=?2");
+        if (!s) return failed("renewing a lease", s.error());
+        s->bind(1, identity).bind(2, holder).bind(3, to_ms(now + ttl));
+        if (auto st = s->run(); !st) return failed("renewing the lease of " + identity, st.error());
+        return db_.changes() > 0;
+    }
+
+    Status release_lease(const std::string& identity, const std::string& holder) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare("DELETE FROM lifecycle_leases WHERE identity=?1 AND holder=?2");
+        if (!s) return failed("releasing a lease", s.error());
+        s->bind(1, identity).bind(2, holder);
+        if (auto st = s->run(); !st) return failed("releasing the lease of " + identity, st.error());
+        return Ok{};
+    }
+
+    Result<std::optional<Lease>> lease(const std::string& identity) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare("SELECT holder,expires_at FROM lifecycle_leases WHERE identity=?1");
+        if (!s) return failed("reading a lease", s.error());
+        s->bind(1, identity);
+        auto row = s->step();
+        if (!row) return failed("reading the lease of " + identity, row.error());
+        if (!*row) return std::optional<Lease>{};
+        return std::optional<Lease>{Lease{s->text(0), TimePoint(std::chrono::milliseconds(s->integer(1)))}};
     }
 
   private:

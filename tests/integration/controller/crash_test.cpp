@@ -18,6 +18,7 @@
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/controller/store/store.hpp"
 #include "nodeform/site/site.hpp"
+#include "postgres_cluster.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::controller {
@@ -74,16 +75,28 @@ json report(const std::string& identity, const std::string& id) {
                 {"resources", json::array()}};
 }
 
-TEST(ControllerProcess, Kill9WhilePostingLosesNoAcknowledgedReport) {
+// On either store: SQLite in STATE, or a fresh PostgreSQL database (the controller given --store URL).
+class Kill9Test : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(Stores, Kill9Test, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "postgres" : "sqlite"; });
+
+TEST_P(Kill9Test, Kill9WhilePostingLosesNoAcknowledgedReport) {
     test::TempDir dir;
     std::string site = copy_example_site(dir.path());
     std::string identity = loopback_node(site);
     if (identity.empty()) GTEST_SKIP() << "examples/site has no node with network auth for 127.0.0.0/8";
     std::string state = dir.path() + "/state";
+    std::vector<std::string> store_args;
+    std::string url;
+    if (GetParam()) {
+        url = test::PostgresCluster::shared().create_database();
+        ASSERT_FALSE(url.empty()) << test::PostgresCluster::shared().error();
+        store_args = {"--store", url};
+    }
     std::mutex mutex;
     std::set<std::string> acknowledged;
     {
-        ControllerProcess controller(site, state);
+        ControllerProcess controller(site, state, store_args);
         ASSERT_GT(controller.port(), 0) << "the controller did not start";
         std::atomic<bool> stop{false};
         std::vector<std::thread> clients;
@@ -123,7 +136,7 @@ TEST(ControllerProcess, Kill9WhilePostingLosesNoAcknowledgedReport) {
     }
     ASSERT_GT(acknowledged.size(), 10u);
     {
-        ControllerProcess again(site, state);
+        ControllerProcess again(site, state, store_args);
         ASSERT_GT(again.port(), 0) << "the controller did not restart on the crashed state";
         httplib::Client c("127.0.0.1", again.port());
         // A retried, already acknowledged report is recognized as stored (200), not stored twice.
@@ -133,22 +146,19 @@ TEST(ControllerProcess, Kill9WhilePostingLosesNoAcknowledgedReport) {
         EXPECT_EQ(res->status, 200);
         EXPECT_EQ(again.terminate(), 0);
     }
-    auto store = open_sqlite_store(sqlite::database_path(state));
+    auto store = GetParam() ? open_postgres_store(url, "") : open_sqlite_store(sqlite::database_path(state));
     ASSERT_TRUE(store.ok()) << store.message();
     for (const auto& id : acknowledged) {
         auto found = (*store)->find_report(id);
         ASSERT_TRUE(found.ok());
         EXPECT_TRUE(found->has_value()) << "acknowledged report " << id << " is missing after kill -9";
     }
-    auto db = sqlite::open_database(sqlite::database_path(state));
-    ASSERT_TRUE(db.ok());
-    auto s = db->prepare("SELECT COUNT(*), COUNT(DISTINCT report_id) FROM reports");
-    ASSERT_TRUE(s.ok() && *s->step());
-    EXPECT_EQ(s->integer(0), s->integer(1));
-    EXPECT_GE(static_cast<std::size_t>(s->integer(0)), acknowledged.size());
+    auto stored = (*store)->report_count();
+    ASSERT_TRUE(stored.ok()) << stored.message();
+    EXPECT_GE(static_cast<std::size_t>(*stored), acknowledged.size());
     auto node = (*store)->node(identity);
     ASSERT_TRUE(node.ok() && node->has_value());
-    EXPECT_EQ((*node)->report_count, s->integer(0));  // per-node bookkeeping committed with each report
+    EXPECT_EQ((*node)->report_count, *stored);  // per-node bookkeeping committed with each report
 }
 
 TEST(ControllerProcess, BrokenSiteEditIsRefusedAndOldSiteKeepsServing) {

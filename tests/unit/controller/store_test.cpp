@@ -1,4 +1,5 @@
-// The SQLite store (real SQLite in a temp dir), node status derivation and the controller config.
+// Both stores (real SQLite in a temp dir; a real PostgreSQL 15 in a throwaway cluster): every guarantee is proven
+// on each; node status derivation and the controller config.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -19,6 +20,7 @@
 #include "nodeform/controller/store/report_batcher.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/controller/store/store.hpp"
+#include "postgres_cluster.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::controller {
@@ -44,18 +46,59 @@ ReportRecord report(const std::string& id, const std::string& identity, TimePoin
     return r;
 }
 
+enum class Backend { sqlite, postgres };
+
+// A fresh store of either kind: SQLite in a temp dir, or a new database in this binary's PostgreSQL cluster.
 struct StoreFixture {
+    Backend backend;
     test::TempDir dir;
+    std::string pg_url;
     std::unique_ptr<Store> store;
-    StoreFixture() {
-        auto s = open_sqlite_store(sqlite::database_path(dir.path()));
+    explicit StoreFixture(Backend b = Backend::sqlite) : backend(b) {
+        if (backend == Backend::postgres) {
+            auto& cluster = test::PostgresCluster::shared();
+            pg_url = cluster.create_database();
+            EXPECT_FALSE(pg_url.empty()) << cluster.error();
+        }
+        auto s = open();
         EXPECT_TRUE(s.ok()) << (s.ok() ? "" : s.message());
-        store = std::move(*s);
+        if (s.ok()) store = std::move(*s);
+    }
+    // Another store on the same database (its own connection: what another controller or process sees).
+    Result<std::unique_ptr<Store>> open() const {
+        if (backend == Backend::postgres) return open_postgres_store(pg_url, "");
+        return open_sqlite_store(sqlite::database_path(dir.path()));
+    }
+    // A real trigger that makes the report id "poison" fail to insert (a report the store cannot take).
+    void add_poison_trigger() const {
+        if (backend == Backend::postgres) {
+            auto db = pg_url.substr(std::string("postgresql:///").size());
+            db = db.substr(0, db.find('?'));
+            auto e = test::PostgresCluster::shared().exec(
+                db,
+                "CREATE FUNCTION poison() RETURNS trigger AS $$ BEGIN IF NEW.report_id = 'poison' THEN RAISE "
+                "EXCEPTION 'poisoned report'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql; CREATE TRIGGER poison "
+                "BEFORE INSERT ON reports FOR EACH ROW EXECUTE FUNCTION poison();");
+            ASSERT_EQ(e, "");
+            return;
+        }
+        auto db = sqlite::open_database(sqlite::database_path(dir.path()));
+        ASSERT_TRUE(db.ok()) << db.message();
+        ASSERT_TRUE(db->exec("CREATE TRIGGER poison BEFORE INSERT ON reports WHEN NEW.report_id = 'poison' "
+                             "BEGIN SELECT RAISE(ABORT, 'poisoned report'); END;")
+                        .ok());
     }
 };
 
-TEST(SqliteStore, ReportsAreIdempotentById) {
-    StoreFixture f;
+// The guarantees of the Store interface, on both implementations.
+class StoreTest : public ::testing::TestWithParam<Backend> {};
+INSTANTIATE_TEST_SUITE_P(Stores, StoreTest, ::testing::Values(Backend::sqlite, Backend::postgres),
+                         [](const ::testing::TestParamInfo<Backend>& info) {
+                             return info.param == Backend::sqlite ? "sqlite" : "postgres";
+                         });
+
+TEST_P(StoreTest, ReportsAreIdempotentById) {
+    StoreFixture f(GetParam());
     EXPECT_EQ(*f.store->insert_report(report("a", "web-01", at(0))), InsertOutcome::inserted);
     EXPECT_EQ(*f.store->insert_report(report("a", "web-01", at(5))), InsertOutcome::duplicate);
     auto other = report("a", "web-02", at(0));
@@ -67,17 +110,8 @@ TEST(SqliteStore, ReportsAreIdempotentById) {
     EXPECT_EQ((*node)->last_report->report_id, "a");
 }
 
-// A real SQLite trigger that makes one report id fail to insert (a report the store cannot take).
-void add_poison_trigger(const std::string& state_dir) {
-    auto db = sqlite::open_database(sqlite::database_path(state_dir));
-    ASSERT_TRUE(db.ok()) << db.message();
-    ASSERT_TRUE(db->exec("CREATE TRIGGER poison BEFORE INSERT ON reports WHEN NEW.report_id = 'poison' "
-                         "BEGIN SELECT RAISE(ABORT, 'poisoned report'); END;")
-                    .ok());
-}
-
-TEST(SqliteStore, InsertReportsIsOneAllOrNothingTransaction) {
-    StoreFixture f;
+TEST_P(StoreTest, InsertReportsIsOneAllOrNothingTransaction) {
+    StoreFixture f(GetParam());
     auto out = f.store->insert_reports({report("a", "web-01", at(0)), report("a", "web-01", at(1)),
                                         report("a", "web-02", at(2)), report("b", "web-01", at(3))});
     ASSERT_TRUE(out.ok()) << out.message();
@@ -89,7 +123,7 @@ TEST(SqliteStore, InsertReportsIsOneAllOrNothingTransaction) {
     EXPECT_FALSE(f.store->node("web-02")->has_value());  // the conflicting copy touched nothing
     EXPECT_TRUE(f.store->insert_reports({})->empty());
 
-    add_poison_trigger(f.dir.path());
+    f.add_poison_trigger();
     auto failed = f.store->insert_reports(
         {report("c", "web-01", at(4)), report("poison", "web-01", at(5)), report("d", "web-03", at(6))});
     ASSERT_FALSE(failed.ok());
@@ -182,8 +216,8 @@ bool wait_queued(const ReportBatcher& b, std::size_t n) {
     return b.queued() == n;
 }
 
-TEST(ReportBatcher, ConcurrentReportsShareOneCommit) {
-    StoreFixture f;
+TEST_P(StoreTest, BatcherConcurrentReportsShareOneCommit) {
+    StoreFixture f(GetParam());
     GatedStore gated(*f.store);
     ReportBatcher batcher(gated);
     gated.hold();
@@ -196,13 +230,11 @@ TEST(ReportBatcher, ConcurrentReportsShareOneCommit) {
             ASSERT_TRUE(r.ok()) << r.message();
             EXPECT_EQ(*r, InsertOutcome::inserted);
             // A 2xx follows only a commit: the report is visible to another connection when submit returns.
-            auto db = sqlite::open_database(sqlite::database_path(f.dir.path()));
-            ASSERT_TRUE(db.ok());
-            auto s = db->prepare("SELECT COUNT(*) FROM reports WHERE report_id = ?1");
-            ASSERT_TRUE(s.ok());
-            s->bind(1, "r" + std::to_string(i));
-            ASSERT_TRUE(*s->step());
-            EXPECT_EQ(s->integer(0), 1);
+            auto other = f.open();
+            ASSERT_TRUE(other.ok()) << other.message();
+            auto found = (*other)->find_report("r" + std::to_string(i));
+            ASSERT_TRUE(found.ok()) << found.message();
+            EXPECT_TRUE(found->has_value());
         });
     ASSERT_TRUE(wait_queued(batcher, 8));
     gated.release();
@@ -216,10 +248,10 @@ TEST(ReportBatcher, ConcurrentReportsShareOneCommit) {
     EXPECT_EQ((*f.store->node("web-00"))->report_count + (*f.store->node("web-01"))->report_count, 9);
 }
 
-TEST(ReportBatcher, DuplicatesInOneBatchStoreOnceAndAFailingReportFailsAlone) {
-    StoreFixture f;
+TEST_P(StoreTest, BatcherDuplicatesInOneBatchStoreOnceAndAFailingReportFailsAlone) {
+    StoreFixture f(GetParam());
     ASSERT_EQ(*f.store->insert_report(report("old", "web-01", at(0))), InsertOutcome::inserted);
-    add_poison_trigger(f.dir.path());
+    f.add_poison_trigger();
     GatedStore gated(*f.store);
     ReportBatcher batcher(gated);
     gated.hold();
@@ -256,8 +288,8 @@ TEST(ReportBatcher, DuplicatesInOneBatchStoreOnceAndAFailingReportFailsAlone) {
     EXPECT_EQ(batcher.stats().batches, 6u);  // first + five single commits (the poisoned one rolled back)
 }
 
-TEST(SqliteStore, TracksLastReportAndLastRunReport) {
-    StoreFixture f;
+TEST_P(StoreTest, TracksLastReportAndLastRunReport) {
+    StoreFixture f(GetParam());
     ASSERT_EQ(*f.store->insert_report(report("r1", "web-01", at(0), "run")), InsertOutcome::inserted);
     ASSERT_EQ(*f.store->insert_report(report("h1", "web-01", at(10), "health")), InsertOutcome::inserted);
     auto node = *f.store->node("web-01");
@@ -270,8 +302,8 @@ TEST(SqliteStore, TracksLastReportAndLastRunReport) {
     EXPECT_EQ(all->size(), 1u);
 }
 
-TEST(SqliteStore, RetentionKeepsLastNAndRecent) {
-    StoreFixture f;
+TEST_P(StoreTest, RetentionKeepsLastNAndRecent) {
+    StoreFixture f(GetParam());
     for (int i = 0; i < 10; ++i)
         ASSERT_TRUE(f.store->insert_report(report("old-" + std::to_string(i), "web-01", at(i))).ok());
     ASSERT_TRUE(f.store->insert_report(report("old-other", "web-02", at(0))).ok());
@@ -292,8 +324,8 @@ TEST(SqliteStore, RetentionKeepsLastNAndRecent) {
     EXPECT_EQ(f.store->recent_reports("web-01", 100)->size(), 5u);
 }
 
-TEST(SqliteStore, EnrollmentTokenIsSingleUseAndExpires) {
-    StoreFixture f;
+TEST_P(StoreTest, EnrollmentTokenIsSingleUseAndExpires) {
+    StoreFixture f(GetParam());
     ASSERT_TRUE(f.store->add_enrollment_token("web-01", hash_secret("t1"), at(3600), at(0)).ok());
     EXPECT_EQ(*f.store->enroll("web-02", hash_secret("t1"), hash_secret("c"), at(1)), EnrollOutcome::invalid_token);
     EXPECT_EQ(*f.store->enroll("web-01", hash_secret("t1"), hash_secret("c1"), at(3601)),
@@ -313,8 +345,8 @@ TEST(SqliteStore, EnrollmentTokenIsSingleUseAndExpires) {
 
 // Rotation: the new credential works at once, the old one until its grace ends; a retry with the old one in its
 // grace (the first answer was lost) issues yet another; nothing else rotates.
-TEST(SqliteStore, RotationKeepsThePreviousCredentialForItsGraceOnly) {
-    StoreFixture f;
+TEST_P(StoreTest, RotationKeepsThePreviousCredentialForItsGraceOnly) {
+    StoreFixture f(GetParam());
     ASSERT_TRUE(f.store->add_enrollment_token("web-01", hash_secret("t1"), at(3600), at(0)).ok());
     ASSERT_EQ(*f.store->enroll("web-01", hash_secret("t1"), hash_secret("c1"), at(1)), EnrollOutcome::enrolled);
     EXPECT_FALSE((*f.store->find_credential(hash_secret("c1"), at(2)))->rotate_requested);

@@ -30,6 +30,16 @@ class FlakyStore final : public lc::LifecycleStore {
     Result<std::vector<lc::StepDurations>> step_durations(const std::vector<double>& bounds) override {
         return real_.step_durations(bounds);
     }
+    Result<bool> acquire_lease(const std::string& i, const std::string& h, lc::TimePoint n,
+                               std::chrono::milliseconds t) override {
+        return real_.acquire_lease(i, h, n, t);
+    }
+    Result<bool> renew_lease(const std::string& i, const std::string& h, lc::TimePoint n,
+                             std::chrono::milliseconds t) override {
+        return real_.renew_lease(i, h, n, t);
+    }
+    Status release_lease(const std::string& i, const std::string& h) override { return real_.release_lease(i, h); }
+    Result<std::optional<lc::Lease>> lease(const std::string& i) override { return real_.lease(i); }
     std::function<bool(const lc::NodeRecord&)> fail_put;
 
   private:

@@ -16,6 +16,8 @@ inline constexpr const char* kDefaultConfigFile = "/etc/nodeform/controller.yaml
 struct ControllerConfig {
     std::string site;   // site directory
     std::string state;  // state directory (nodeform.db, tls/, operator-token)
+    std::string store;  // "" or "sqlite": STATE/nodeform.db; postgresql://… : a database shared by controllers
+    std::string store_password_file;  // the PostgreSQL password (never on the command line)
     std::string listen_host = "0.0.0.0";
     int listen_port = 8443;
     bool listen_given = false;  // --listen / listen: was set (else plain-http moves it to loopback)

@@ -77,6 +77,14 @@ struct StepDurations {
     double sum_s = 0;
 };
 
+using TimePoint = std::chrono::system_clock::time_point;
+
+// Who works on a node's lifecycle, until when.
+struct Lease {
+    std::string holder;
+    TimePoint expires_at{};
+};
+
 // Own tables (lifecycle_nodes, lifecycle_receipts, lifecycle_schema_migrations) in STATE/nodeform.db,
 // own connection (WAL, busy_timeout). Thread-safe.
 class LifecycleStore {
@@ -92,7 +100,26 @@ class LifecycleStore {
     virtual Result<std::vector<Receipt>> receipts(const std::string& identity) = 0;
     // Every receipt aggregated in the database (one row per step and outcome); bounds ascending, in seconds.
     virtual Result<std::vector<StepDurations>> step_durations(const std::vector<double>& bounds) = 0;
+
+    // Leases: a node's lifecycle work runs on one controller at a time. A lease is a row (identity, holder,
+    // expires_at); times are the caller's clock, so ttl must dwarf the controllers' clock skew.
+    // Takes the lease for holder until now + ttl when there is none, it has expired, or holder holds it already;
+    // Ok(false) while another holder's lease is live. One statement: of controllers racing, one gets it.
+    virtual Result<bool> acquire_lease(const std::string& identity, const std::string& holder, TimePoint now,
+                                       std::chrono::milliseconds ttl) = 0;
+    // The heartbeat: extends holder's lease to now + ttl; Ok(false) when holder no longer holds it (another
+    // controller took it over after it expired) — the old holder must stop working on the node.
+    virtual Result<bool> renew_lease(const std::string& identity, const std::string& holder, TimePoint now,
+                                     std::chrono::milliseconds ttl) = 0;
+    // Gives the lease up (nothing when holder does not hold it).
+    virtual Status release_lease(const std::string& identity, const std::string& holder) = 0;
+    virtual Result<std::optional<Lease>> lease(const std::string& identity) = 0;
 };
+
+// The same tables in PostgreSQL (migrations as component "lifecycle" in schema_migrations, under the advisory
+// lock); password as for open_postgres_store.
+Result<std::unique_ptr<LifecycleStore>> open_postgres_lifecycle_store(const std::string& url,
+                                                                      const std::string& password);
 
 struct IssuedToken {
     std::string token;  // secret: goes only into the seed

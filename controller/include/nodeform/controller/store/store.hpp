@@ -1,7 +1,8 @@
 #pragma once
 // Store: everything the controller keeps — enrollment tokens and node credentials (hashed), run reports
-// (idempotent by report_id, with retention) and per-node last-report bookkeeping. SQLite implementation in
-// STATE/nodeform.db; a successful write has been committed (fsynced) before the call returns.
+// (idempotent by report_id, with retention) and per-node last-report bookkeeping. Implementations: SQLite in
+// STATE/nodeform.db (the default) and PostgreSQL shared by several controllers (store/postgres.hpp); either way a
+// successful write has been committed (fsynced) before the call returns.
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -108,6 +109,9 @@ class Store {
 
 // Opens STATE/nodeform.db (see sqlite::database_path) and applies the "controller" migrations.
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& db_path);
+// Connects to PostgreSQL at url (password: when empty, libpq's PGPASSWORD or ~/.pgpass) and applies the same
+// "controller" migrations under an advisory lock. Several controllers may share the database.
+Result<std::unique_ptr<Store>> open_postgres_store(const std::string& url, const std::string& password);
 
 // Tokens and credentials are drawn with nodeform::generate_secret (nodeform/random.hpp) and stored only hashed.
 // Lower-case hex SHA-256 of a token: what the store keeps.
