@@ -12,7 +12,9 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 
@@ -72,8 +74,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (int attempt = 0; fd < 0; ++attempt) {
         fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0) std::abort();
-        if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) break;
-        if (errno != EADDRNOTAVAIL || attempt == 200) std::abort();  // refused: the server is gone
+        int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+        if (rc != 0 && errno == EINTR) {  // libFuzzer's timer signal: the connection goes on; wait for its outcome
+            pollfd writable{fd, POLLOUT, 0};
+            while (::poll(&writable, 1, 1000) < 0 && errno == EINTR) {
+            }
+            int error = 0;
+            socklen_t length = sizeof(error);
+            ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
+            rc = error == 0 ? 0 : -1;
+            errno = error;
+        }
+        if (rc == 0) break;
+        if (errno != EADDRNOTAVAIL || attempt == 200) {  // refused: the server is gone
+            std::fprintf(stderr, "fuzz_http_framing: connect: %s (attempt %d)\n", std::strerror(errno), attempt);
+            std::abort();
+        }
         ::close(fd);
         fd = -1;
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
