@@ -189,7 +189,7 @@ int cmd_run(const std::vector<std::string>& args, CliIo io) {
     converge_options.allow_platform_ready = true;  // the daemon runs a node, never a template being baked
     ConvergeEngine converge_engine(runner, **root_fs, clock, *logger, *random, converge_options);
     ConvergeRunEngine engine(converge_engine, state_host + "/lock");
-    SystemHealthProber prober(health_runner, clock, config.root);
+    SystemHealthProber prober(health_runner, clock, **root_fs);
     auto notifier = make_systemd_notifier();
 
     DaemonOptions options;
