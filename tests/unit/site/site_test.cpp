@@ -391,8 +391,9 @@ TEST(Resolve, DiskFreeTakesMinFreeMbAloneOrWithAPercent) {
     std::string spec = test::slurp(minimal_dir() + "/specs/base.yaml");
     std::string disk = "    type: disk_free\n";
     spec.replace(spec.find(disk), disk.size(),
-                 disk + "    min_free_mb: 512\n  - name: both\n    type: disk_free\n    path: /var\n"
-                        "    min_free_mb: 100\n    min_free_percent: 5\n");
+                 disk +
+                     "    min_free_mb: 512\n  - name: both\n    type: disk_free\n    path: /var\n"
+                     "    min_free_mb: 100\n    min_free_percent: 5\n");
     site.put("specs/base.yaml", spec);
     auto result = load_site(site.dir(), no_env());
     ASSERT_TRUE(result.ok()) << joined(result);
