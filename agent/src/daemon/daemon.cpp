@@ -538,7 +538,7 @@ struct Daemon::Impl {
     }
 
     // After every run: what the run itself wrote is not drift; the watches follow the spec (and re-arm
-    // what the run created or replaced); the unit check starts again from what the run left.
+    // what the run created or replaced).
     void after_run_changes(const protocol::Report& report) {
         if (deps.watcher != nullptr) {
             auto during = deps.watcher->take_changes();  // the run's own writes are queued by now
@@ -553,8 +553,18 @@ struct Daemon::Impl {
             changes.clear();
         }
         if (!ready) changes.clear();  // until platform-ready the retries converge anyway
-        if (spec_now) units = unit_expectations(*spec_now);
-        unit_states.assign(units.size(), "");
+        // The unit check compares with what it saw last, across runs: a unit whose repair failed is examined once.
+        // Only a new list of units starts it over.
+        if (spec_now) {
+            auto next = unit_expectations(*spec_now);
+            bool same = next.size() == units.size();
+            for (std::size_t i = 0; same && i < next.size(); ++i)
+                same = next[i].unit == units[i].unit && next[i].running == units[i].running;
+            if (!same) {
+                units = std::move(next);
+                unit_states.assign(units.size(), "");
+            }
+        }
     }
 
     void arm_unit_poll() {

@@ -619,7 +619,13 @@ TEST(DaemonWatch, AManagedUnitLeavingItsStateIsExamined) {
     EXPECT_EQ(w.daemon->stats().change_turns, 1u);
     int seen = asked.load();
     ASSERT_TRUE(eventually([&] { return asked.load() >= seen + 3; }));
+    std::this_thread::sleep_for(500ms);  // longer than the debounce: another examination would have started
     EXPECT_EQ(w.h.engine.runs.load(), 2) << "still inactive (the repair failed): examined once, not every poll";
+    up = true;  // someone starts it: as the spec wants, nothing to examine
+    seen = asked.load();
+    ASSERT_TRUE(eventually([&] { return asked.load() >= seen + 3; }));
+    std::this_thread::sleep_for(500ms);
+    EXPECT_EQ(w.h.engine.runs.load(), 2);
 }
 
 TEST(DaemonManual, SustainOnlyChecksUntilTheControllerAsksForAConverge) {
