@@ -557,8 +557,8 @@ TEST(DaemonWatch, ReportModeOnlyChecksAChange) {
 // The run that repairs /etc/motd writes it: that write is the agent's own, not a new change. A change to a
 // path the run did not write (here /etc/group, during the run) is still examined.
 TEST(DaemonWatch, TheAgentsOwnWritesAreNotDriftButOtherChangesDuringARunAre) {
+    std::atomic<bool> touch_group{false};  // outlives the daemon (declared before it)
     Watching w;
-    std::atomic<bool> touch_group{false};
     w.h.engine.after = [&](TurnMode mode, RunOutcome& o) {
         if (mode != TurnMode::apply || w.h.engine.runs.load() < 2) return;
         o.report.resources[0].status = protocol::ResourceStatus::changed;
@@ -601,10 +601,10 @@ TEST(DaemonWatch, WatchesFollowTheSpecAfterEveryRun) {
 }
 
 TEST(DaemonWatch, AManagedUnitLeavingItsStateIsExamined) {
-    Watching w;
-    FakeProcessRunner units;
+    FakeProcessRunner units;  // outlives the daemon (declared before it)
     std::atomic<int> asked{0};
     std::atomic<bool> up{true};
+    Watching w;
     units.handler = [&](const ProcessRequest& r) -> Result<ProcessResult> {
         ++asked;
         EXPECT_EQ(r.argv, (std::vector<std::string>{"systemctl", "is-active", "--", "nginx.service"}));
@@ -626,6 +626,7 @@ TEST(DaemonWatch, AManagedUnitLeavingItsStateIsExamined) {
     ASSERT_TRUE(eventually([&] { return asked.load() >= seen + 3; }));
     std::this_thread::sleep_for(500ms);
     EXPECT_EQ(w.h.engine.runs.load(), 2);
+    w.running->stop();
 }
 
 TEST(DaemonManual, SustainOnlyChecksUntilTheControllerAsksForAConverge) {
