@@ -30,6 +30,10 @@ The agent daemon (systemd Type=notify): enroll, fetch the spec, converge until p
 (READY=1), then every apply.interval_s (+ splay) refetch and converge (drift: remediate) or check
 (drift: report); run the spec's health checks; report to the controller through an on-disk spool.
 SIGHUP runs now; SIGTERM/SIGINT finish the resource in hand, write state and exit 0.
+Between turns it watches what the spec manages (inotify; managed units every 5 s on a live system) and
+examines a change at once: repaired with drift: remediate, reported with drift: report. With
+apply.trigger: manual a platform-ready node only checks; it converges on `nodeform-agent apply` or when
+the controller asks (Nodeform-Apply-Request).
 
 Options (each can also be set in /etc/nodeform/agent.yaml under the same name, without "--";
 the command line wins):
