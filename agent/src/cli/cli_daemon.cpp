@@ -13,6 +13,7 @@
 #include "nodeform/agent/daemon/adapters.hpp"
 #include "nodeform/agent/daemon/config.hpp"
 #include "nodeform/agent/daemon/daemon.hpp"
+#include "nodeform/agent/daemon/watcher.hpp"
 #include "nodeform/agent/system/filesystem.hpp"
 #include "nodeform/args.hpp"
 #include "nodeform/clock.hpp"
@@ -29,6 +30,10 @@ The agent daemon (systemd Type=notify): enroll, fetch the spec, converge until p
 (READY=1), then every apply.interval_s (+ splay) refetch and converge (drift: remediate) or check
 (drift: report); run the spec's health checks; report to the controller through an on-disk spool.
 SIGHUP runs now; SIGTERM/SIGINT finish the resource in hand, write state and exit 0.
+Between turns it watches what the spec manages (inotify; managed units every 5 s on a live system) and
+examines a change at once: repaired with drift: remediate, reported with drift: report. With
+apply.trigger: manual a platform-ready node only checks; it converges on `nodeform-agent apply` or when
+the controller asks (Nodeform-Apply-Request).
 
 Options (each can also be set in /etc/nodeform/agent.yaml under the same name, without "--";
 the command line wins):
@@ -192,8 +197,18 @@ int cmd_run(const std::vector<std::string>& args, CliIo io) {
     converge_options.allow_platform_ready = true;  // the daemon runs a node, never a template being baked
     ConvergeEngine converge_engine(runner, **root_fs, clock, *logger, *random, converge_options);
     ConvergeRunEngine engine(converge_engine, state_host + "/lock");
-    SystemHealthProber prober(health_runner, clock, config.root);
+    SystemHealthProber prober(health_runner, clock, **root_fs);
     auto notifier = make_systemd_notifier();
+    // Drift in a second: inotify on what the spec manages; unit states asked for only on a live system
+    // (an offline root's units are not the running manager's).
+    std::unique_ptr<ChangeWatcher> watcher;
+    if (auto made = make_inotify_watcher((*root_fs)->root()); made) {
+        watcher = std::move(*made);
+    } else {
+        logger->warning("drift is seen at the next run only: " + made.message());
+    }
+    PosixProcessRunner unit_runner(PosixProcessRunnerOptions{.kill_grace = std::chrono::seconds(1)});
+    const bool live = (*root_fs)->root() == "/";
 
     DaemonOptions options;
     options.identity = identity;
@@ -213,8 +228,8 @@ int cmd_run(const std::vector<std::string>& args, CliIo io) {
     DaemonStats stats;
     int code = 0;
     {
-        Daemon d(options,
-                 DaemonDeps{clock, *logger, *notifier, *source, engine, prober, poster.get(), **spool, *random});
+        Daemon d(options, DaemonDeps{clock, *logger, *notifier, *source, engine, prober, poster.get(), **spool, *random,
+                                     watcher.get(), live ? &unit_runner : nullptr});
         code = d.run();
         stats = d.stats();
         if (stats.abandoned_work) {

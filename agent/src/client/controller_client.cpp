@@ -3,6 +3,7 @@
 #include "nodeform/json_limits.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <thread>
 
 #include "nodeform/canonical_json.hpp"
@@ -36,6 +37,21 @@ std::string error_text(const HttpResponse& response) {
                (message.empty() ? "" : ": " + message);
     }
     return "HTTP " + std::to_string(response.status);
+}
+
+// Nodeform-Apply-Request: 1-128 of [A-Za-z0-9._-]; anything else is ignored (and logged).
+std::string apply_request_of(const HttpResponse& response, Logger& logger) {
+    auto header = response.headers.find("nodeform-apply-request");
+    if (header == response.headers.end() || header->second.empty()) return "";
+    const std::string& v = header->second;
+    bool ok = v.size() <= 128 && std::all_of(v.begin(), v.end(), [](char c) {
+                  return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+              });
+    if (!ok) {
+        logger.warning("ignoring a malformed Nodeform-Apply-Request header (expected 1-128 of A-Za-z0-9._-)");
+        return "";
+    }
+    return v;
 }
 
 std::string strip_quotes(std::string etag) {
@@ -324,6 +340,7 @@ Result<FetchedSpec> ControllerClient::fetch_spec() {
     if (response->status == 304 && have) {
         FetchedSpec spec = *have;
         spec.not_modified = true;
+        spec.apply_request = apply_request_of(*response, logger_);
         return spec;
     }
     if (response->status != 200) {
@@ -353,6 +370,7 @@ Result<FetchedSpec> ControllerClient::fetch_spec() {
     if (header != response->headers.end() && strip_quotes(header->second) != spec.etag) {
         return fallback("the spec's digest " + spec.etag + " does not match its ETag " + header->second);
     }
+    spec.apply_request = apply_request_of(*response, logger_);
     if (auto st = make_directories(fs_, options_.state_dir, 0755); !st) return st.error();
     // The spec carries secrets: root-only.
     if (auto st = fs_.write_atomic(options_.state_dir + "/spec.json", canonical_dump(j), {0600, 0, 0}); !st) {

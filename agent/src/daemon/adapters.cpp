@@ -23,6 +23,7 @@ Result<SpecFetch> ControllerSpecSource::fetch() {
     out.not_modified = fetched->not_modified;
     out.warning = fetched->warning;
     out.credential_refused = fetched->credential_refused;
+    out.apply_request = std::move(fetched->apply_request);
     return out;
 }
 

@@ -5,11 +5,13 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <vector>
 
 #include <malloc.h>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -73,10 +75,13 @@ struct Daemon::Impl {
           send_timer(io),
           watchdog_timer(io),
           stop_timer(io),
+          debounce_timer(io),
+          unit_timer(io),
           run_backoff(opt.retry_base, opt.retry_cap),
           send_backoff(opt.retry_base, opt.retry_cap) {}
 
     ~Impl() {
+        if (watch_stream && watch_stream->is_open()) (void)watch_stream->release();  // the watcher owns its fd
         if (abandoned) {
             // A worker is stuck past the stop timeout; joining would hang. The process exits right after.
             (void)run_pool.release();
@@ -99,6 +104,9 @@ struct Daemon::Impl {
     asio::steady_timer send_timer;
     asio::steady_timer watchdog_timer;
     asio::steady_timer stop_timer;
+    asio::steady_timer debounce_timer;
+    asio::steady_timer unit_timer;
+    std::optional<asio::posix::stream_descriptor> watch_stream;  // the watcher's fd, in the event loop
     std::optional<asio::signal_set> signals;
     // Keeps io.run() alive while the only pending work sits on a worker pool (a turn, a probe, a delivery).
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
@@ -116,6 +124,7 @@ struct Daemon::Impl {
     bool send_again = false;
     bool delivery_failing = false;  // the last delivery attempt failed: reports wait in the spool
     bool enrolled = false;
+    bool turn_timer_armed = false;
     unsigned attempt = 0;
     unsigned failed = 0;
     unsigned drifted = 0;
@@ -129,6 +138,15 @@ struct Daemon::Impl {
     HealthTracker tracker;
     milliseconds interval{std::chrono::seconds(300)};
     milliseconds splay{std::chrono::seconds(60)};
+
+    // Drift watching (docs/daemon.md, "Drift in a second").
+    std::shared_ptr<const Json> spec_now;  // the last spec a turn fetched: changes are examined against it
+    std::set<std::string> changes;         // seen, not yet examined ("/etc/group", "unit:nginx.service")
+    bool debounce_armed = false;
+    bool unit_busy = false;
+    std::vector<UnitExpectation> units;
+    std::vector<std::string> unit_states;  // as last seen, parallel to units
+    std::string last_apply_request;        // the controller's last converge request taken (daemon.json)
 
     mutable std::mutex stats_mutex;
     DaemonStats stats;
@@ -177,7 +195,8 @@ struct Daemon::Impl {
                       {"last_report_id", last_report ? last_report->report_id : std::string()},
                       {"spec_digest", digest},
                       {"spooled", deps.spool.size()},
-                      {"spool_dropped", deps.spool.dropped()}};
+                      {"spool_dropped", deps.spool.dropped()},
+                      {"apply_request", last_apply_request}};
         if (auto st = write_file_atomic(opt.state_file, state.dump() + "\n", WriteOptions{0600, true}); !st)
             deps.logger.warning("cannot write daemon state: " + st.message());
     }
@@ -203,6 +222,12 @@ struct Daemon::Impl {
             wait_signal();
         }
         start_watchdog();
+        load_state();
+        if (deps.watcher != nullptr && deps.watcher->fd() >= 0) {
+            watch_stream.emplace(io, deps.watcher->fd());
+            wait_watch();
+        }
+        arm_unit_poll();
         ready = opt.already_ready;
         {
             std::lock_guard<std::mutex> lock(stats_mutex);
@@ -272,6 +297,7 @@ struct Daemon::Impl {
         deps.notifier.notify("STOPPING=1");
         turn_timer.cancel();
         send_timer.cancel();
+        stop_watching();
         stop_health();
         deps.engine.cancel();
         // One last delivery pass (bounded by the stop timeout); what it cannot deliver stays spooled.
@@ -299,6 +325,7 @@ struct Daemon::Impl {
         }
         turn_timer.cancel();
         send_timer.cancel();
+        stop_watching();
         watchdog_timer.cancel();
         stop_timer.cancel();
         stop_health();
@@ -317,15 +344,27 @@ struct Daemon::Impl {
         std::optional<SpecFetch> fetch;
         std::optional<RunOutcome> outcome;
         TurnMode mode = TurnMode::apply;
+        bool local = false;         // started by a change: ran the last spec, no fetch
+        std::string apply_request;  // the controller's converge request this turn took
     };
 
-    void start_turn() {
+    // local: a turn for a change the watcher saw, against the last spec (the controller is not asked).
+    void start_turn(bool local = false) {
         if (stopping || running) return;
+        if (local && !spec_now) return;
         running = true;
-        bool need_enroll = !enrolled;
+        bool need_enroll = !enrolled && !local;
         bool sustain = ready;
-        asio::post(*run_pool, [this, need_enroll, sustain]() {
+        auto spec = local ? spec_now : nullptr;
+        asio::post(*run_pool, [this, need_enroll, sustain, spec, seen = last_apply_request]() {
             TurnResult r;
+            if (spec) {
+                r.local = true;
+                r.mode = turn_mode(*spec, sustain, false);
+                r.outcome = deps.engine.run(*spec, r.mode);
+                post_turn_done(std::move(r));
+                return;
+            }
             if (need_enroll) {
                 auto st = deps.spec_source.enroll();
                 if (!st) {
@@ -341,14 +380,24 @@ struct Daemon::Impl {
                 post_turn_done(std::move(r));
                 return;
             }
-            std::string drift = "remediate";
-            if (fetched->spec.is_object() && fetched->spec.contains("apply") && fetched->spec["apply"].is_object())
-                drift = str_of(fetched->spec["apply"], "drift");
-            r.mode = sustain && drift == "report" ? TurnMode::check : TurnMode::apply;
+            bool requested = !fetched->apply_request.empty() && fetched->apply_request != seen;
+            if (requested) r.apply_request = fetched->apply_request;
+            r.mode = turn_mode(fetched->spec, sustain, requested);
             r.outcome = deps.engine.run(fetched->spec, r.mode);
             r.fetch = std::move(*fetched);
             post_turn_done(std::move(r));
         });
+    }
+
+    // Until platform-ready every run converges. In sustain, `drift: report` and `trigger: manual` only check,
+    // unless the controller asked for a converge (docs/daemon.md).
+    static TurnMode turn_mode(const Json& spec, bool sustain, bool requested) {
+        if (!sustain || requested) return TurnMode::apply;
+        const Json* apply =
+            spec.is_object() && spec.contains("apply") && spec["apply"].is_object() ? &spec["apply"] : nullptr;
+        if (apply == nullptr) return TurnMode::apply;
+        return str_of(*apply, "drift") == "report" || str_of(*apply, "trigger") == "manual" ? TurnMode::check
+                                                                                            : TurnMode::apply;
     }
 
     void post_turn_done(TurnResult r) {
@@ -366,14 +415,22 @@ struct Daemon::Impl {
             schedule_retry();
             return;
         }
-        const SpecFetch& fetch = *r.fetch;
-        note = fetch.credential_refused ? "credential refused, waiting for a new enrollment token, cached spec"
-               : fetch.from_cache       ? "controller unreachable, cached spec"
-                                        : "";
-        if (fetch.from_cache && !fetch.warning.empty())
-            deps.logger.log(fetch.credential_refused ? LogLevel::error : LogLevel::warning, fetch.warning,
-                            {{"NODEFORM_STATUS", fetch.credential_refused ? "credential-refused" : "cached-spec"}});
-        apply_spec(fetch);
+        if (!r.local) {
+            SpecFetch& fetch = *r.fetch;
+            note = fetch.credential_refused ? "credential refused, waiting for a new enrollment token, cached spec"
+                   : fetch.from_cache       ? "controller unreachable, cached spec"
+                                            : "";
+            if (fetch.from_cache && !fetch.warning.empty())
+                deps.logger.log(fetch.credential_refused ? LogLevel::error : LogLevel::warning, fetch.warning,
+                                {{"NODEFORM_STATUS", fetch.credential_refused ? "credential-refused" : "cached-spec"}});
+            apply_spec(fetch);
+            spec_now = std::make_shared<const Json>(std::move(fetch.spec));
+            r.fetch.reset();
+        }
+        if (!r.apply_request.empty()) {
+            deps.logger.notice("the controller asked for a converge (request " + r.apply_request + ")");
+            last_apply_request = r.apply_request;
+        }
 
         RunOutcome& outcome = *r.outcome;
         protocol::Report report = std::move(outcome.report);
@@ -393,7 +450,9 @@ struct Daemon::Impl {
         {
             std::lock_guard<std::mutex> lock(stats_mutex);
             ++stats.turns;
+            if (r.local) ++stats.change_turns;
         }
+        after_run_changes(report);
 
         bool was_ready = ready;
         if (!ready && (reaching || outcome.platform_ready)) {
@@ -423,10 +482,147 @@ struct Daemon::Impl {
             rerun = false;
             start_turn();
         } else if (ready) {
-            schedule_next_turn();
+            if (!r.local || !turn_timer_armed) schedule_next_turn();
+            if (!changes.empty()) arm_debounce();
         } else {
             schedule_retry();
         }
+    }
+
+    // ---- drift watching ------------------------------------------------------------------------------------
+
+    void load_state() {
+        if (opt.state_file.empty()) return;
+        auto text = read_file(opt.state_file, 1024 * 1024);
+        if (!text) return;
+        auto parsed = parse_json_bounded(*text, {text->size()});
+        if (parsed && parsed->is_object()) last_apply_request = str_of(*parsed, "apply_request");
+    }
+
+    void stop_watching() {
+        debounce_timer.cancel();
+        unit_timer.cancel();
+        if (watch_stream) watch_stream->cancel();
+    }
+
+    void wait_watch() {
+        watch_stream->async_wait(asio::posix::stream_descriptor::wait_read,
+                                 [this](const boost::system::error_code& ec) {
+                                     if (ec || stopping || finished) return;
+                                     note_changes(deps.watcher->take_changes());
+                                     wait_watch();
+                                 });
+    }
+
+    void note_changes(const std::vector<std::string>& paths) {
+        if (paths.empty()) return;
+        changes.insert(paths.begin(), paths.end());
+        deps.logger.debug("changed: " + join_some(paths));
+        if (!running) arm_debounce();  // during a run: sorted out when it ends (after_run_changes)
+    }
+
+    // A burst of events becomes one examination, opt.watch_debounce after its first event.
+    void arm_debounce() {
+        if (debounce_armed || stopping || !ready) return;
+        debounce_armed = true;
+        debounce_timer.expires_after(opt.watch_debounce);
+        debounce_timer.async_wait([this](const boost::system::error_code& ec) {
+            debounce_armed = false;
+            if (ec || stopping || running || changes.empty() || !ready) return;
+            std::vector<std::string> seen(changes.begin(), changes.end());
+            changes.clear();
+            deps.logger.info("change seen: " + join_some(seen) + "; examining it now",
+                             {{"NODEFORM_STATUS", "change-seen"}});
+            start_turn(true);
+        });
+    }
+
+    // After every run: what the run itself wrote is not drift; the watches follow the spec (and re-arm
+    // what the run created or replaced).
+    void after_run_changes(const protocol::Report& report) {
+        if (deps.watcher != nullptr) {
+            auto during = deps.watcher->take_changes();  // the run's own writes are queued by now
+            changes.insert(during.begin(), during.end());
+            for (const auto& res : report.resources) {
+                if (res.status != protocol::ResourceStatus::changed) continue;
+                for (auto it = changes.begin(); it != changes.end();)
+                    it = written_by(res.id, *it) ? changes.erase(it) : std::next(it);
+            }
+            if (spec_now) deps.watcher->watch(watched_paths(*spec_now));
+        } else {
+            changes.clear();
+        }
+        if (!ready) changes.clear();  // until platform-ready the retries converge anyway
+        // The unit check compares with what it saw last, across runs: a unit whose repair failed is examined once.
+        // Only a new list of units starts it over.
+        if (spec_now) {
+            auto next = unit_expectations(*spec_now);
+            bool same = next.size() == units.size();
+            for (std::size_t i = 0; same && i < next.size(); ++i)
+                same = next[i].unit == units[i].unit && next[i].running == units[i].running;
+            if (!same) {
+                units = std::move(next);
+                unit_states.assign(units.size(), "");
+            }
+        }
+    }
+
+    void arm_unit_poll() {
+        if (deps.unit_runner == nullptr || opt.unit_poll.count() <= 0 || stopping) return;
+        unit_timer.expires_after(opt.unit_poll);
+        unit_timer.async_wait([this](const boost::system::error_code& ec) {
+            if (ec || stopping) return;
+            if (!ready || running || unit_busy || units.empty()) return arm_unit_poll();
+            unit_busy = true;
+            ProcessRequest request;
+            request.argv = {"systemctl", "is-active", "--"};
+            for (const auto& u : units)
+                request.argv.push_back(u.unit);
+            request.timeout = std::chrono::seconds(5);
+            asio::post(*health_pool, [this, request, count = units.size()]() {
+                auto res = deps.unit_runner->run(request);
+                std::vector<std::string> states;
+                if (res) {
+                    std::size_t start = 0;
+                    const std::string& out = res->out;
+                    while (start < out.size()) {
+                        auto end = out.find('\n', start);
+                        if (end == std::string::npos) end = out.size();
+                        states.push_back(out.substr(start, end - start));
+                        start = end + 1;
+                    }
+                }
+                if (states.size() != count) states.clear();  // no answer: nothing to compare
+                asio::post(io, [this, states = std::move(states)]() { units_seen(states); });
+            });
+        });
+    }
+
+    // A managed unit that is not in the state the spec wants, and was not so at the last look, is a change.
+    void units_seen(const std::vector<std::string>& states) {
+        unit_busy = false;
+        if (stopping) return;
+        if (!running && states.size() == units.size() && unit_states.size() == units.size()) {
+            std::vector<std::string> seen;
+            for (std::size_t i = 0; i < units.size(); ++i) {
+                if (states[i] != unit_states[i] && unit_differs(units[i], states[i]))
+                    seen.push_back("unit:" + units[i].unit);
+                unit_states[i] = states[i];
+            }
+            if (!seen.empty()) {
+                deps.logger.info("unit state changed: " + join_some(seen));
+                note_changes(seen);
+            }
+        }
+        arm_unit_poll();
+    }
+
+    static std::string join_some(const std::vector<std::string>& items) {
+        std::string out;
+        for (std::size_t i = 0; i < items.size() && i < 5; ++i)
+            out += (i ? ", " : "") + items[i];
+        if (items.size() > 5) out += " (+" + std::to_string(items.size() - 5) + " more)";
+        return out;
     }
 
     void apply_spec(const SpecFetch& fetch) {
@@ -469,9 +665,16 @@ struct Daemon::Impl {
     }
 
     void arm_turn(milliseconds delay) {
+        turn_timer_armed = true;
         turn_timer.expires_after(delay);
         turn_timer.async_wait([this](const boost::system::error_code& ec) {
-            if (ec || stopping) return;
+            if (ec) return;
+            turn_timer_armed = false;
+            if (stopping) return;
+            if (running) {
+                rerun = true;  // a turn for a change is in hand: the scheduled one follows it
+                return;
+            }
             start_turn();
         });
     }

@@ -5,7 +5,6 @@
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -285,21 +284,29 @@ HealthResult SystemHealthProber::probe(const HealthCheckSpec& c) {
             }
         }
     } else if (c.type == "disk_free") {
-        std::string path = root_.empty() || root_ == "/" ? c.path : root_ + c.path;
-        struct statvfs vfs {};
-        if (::statvfs(path.c_str(), &vfs) != 0) {
-            r.message = "statvfs " + path + ": " + std::strerror(errno);
+        auto space = fs_.space(c.path);
+        if (!space) {
+            r.message = "disk_free " + c.path + ": " + space.message();
         } else {
-            double total = static_cast<double>(vfs.f_blocks) * static_cast<double>(vfs.f_frsize);
-            double avail = static_cast<double>(vfs.f_bavail) * static_cast<double>(vfs.f_frsize);
+            double total = static_cast<double>(space->total_bytes);
+            double avail = static_cast<double>(space->available_bytes);
             double percent = total > 0 ? avail * 100.0 / total : 0.0;
-            auto mb = static_cast<std::uint64_t>(avail / (1024.0 * 1024.0));
+            std::uint64_t mb = space->available_bytes / (1024 * 1024);
             r.pass = true;
             if (c.min_free_percent && percent < *c.min_free_percent) r.pass = false;
             if (c.min_free_mb && mb < *c.min_free_mb) r.pass = false;
-            char buf[128];
+            char buf[160];
             std::snprintf(buf, sizeof buf, "%.1f%% free (%llu MiB)", percent, static_cast<unsigned long long>(mb));
             r.message = buf;
+            if (!r.pass) {
+                std::string need;
+                if (c.min_free_percent) {
+                    std::snprintf(buf, sizeof buf, "%g%%", *c.min_free_percent);
+                    need = buf;
+                }
+                if (c.min_free_mb) need += (need.empty() ? "" : " and ") + std::to_string(*c.min_free_mb) + " MiB";
+                r.message += "; needs " + need;
+            }
         }
     } else {
         r.message = "unknown check type '" + c.type + "'";

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -211,6 +212,20 @@ class RootFilesystem final : public Filesystem {
         ::closedir(d);
         std::sort(names.begin(), names.end());
         return names;
+    }
+
+    Result<SpaceInfo> space(const std::string& path) override {
+        auto norm = normalize_path(path);
+        if (!norm) return norm.error();
+        int fd = open_in_root(*norm, O_PATH | O_CLOEXEC, 0);
+        if (fd < 0) return make_error(errno_message("cannot open", host_path(*norm), errno));
+        Fd guard(fd);
+        struct statvfs vfs {};
+        if (::fstatvfs(fd, &vfs) != 0) return make_error(errno_message("statvfs", host_path(*norm), errno));
+        SpaceInfo info;
+        info.total_bytes = static_cast<std::uint64_t>(vfs.f_blocks) * vfs.f_frsize;
+        info.available_bytes = static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+        return info;
     }
 
     const std::string& root() const override { return root_; }

@@ -276,13 +276,13 @@ void check_health(Context& c, const Document& doc, const Json* health) {
         {"systemd_unit", {"unit"}},
         {"tcp", {"host", "port"}},
         {"http", {"url", "expect_status"}},
-        {"disk_free", {"path", "min_free_percent"}},
+        {"disk_free", {"path", "min_free_percent", "min_free_mb"}},
         {"command", {"argv"}},
     };
     static const std::map<std::string, std::string> kRequired = {
         {"systemd_unit", "unit"}, {"tcp", "port"}, {"http", "url"}, {"command", "argv"}};
     static const std::vector<std::string> kTypeKeys = {
-        "unit", "host", "port", "url", "expect_status", "path", "min_free_percent", "argv"};
+        "unit", "host", "port", "url", "expect_status", "path", "min_free_percent", "min_free_mb", "argv"};
     UniqueNames names;
     for (std::size_t i = 0; i < health->size(); ++i) {
         const Json& h = (*health)[i];

@@ -371,7 +371,11 @@ void resolve_site(Context& c, Site& site) {
                     out["expect_status"] = int_at(h, "expect_status").value_or(200);
                 } else if (type == "disk_free") {
                     out["path"] = string_at(h, "path", "/");
-                    out["min_free_percent"] = int_at(h, "min_free_percent").value_or(10);
+                    // Neither threshold given: 10 %. min_free_mb alone is checked alone.
+                    auto mb = int_at(h, "min_free_mb");
+                    auto percent = int_at(h, "min_free_percent");
+                    if (percent || !mb) out["min_free_percent"] = percent.value_or(10);
+                    if (mb) out["min_free_mb"] = *mb;
                 } else if (type == "command") {
                     out["argv"] = *member(h, "argv");
                 }

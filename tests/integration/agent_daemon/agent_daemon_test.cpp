@@ -484,6 +484,106 @@ TEST_F(AgentDaemonTest, KillNineLosesNoSpooledReportAndTheNextStartCompletesTheC
 }
 
 // The real controller: a copy of the example site with one node_token node whose spec is a single file.
+// Drift in a second (docs/daemon.md): the real inotify watcher sees a managed file and /etc/group change
+// between turns (the next turn is an hour away) and the daemon reports each, repairing in remediate mode.
+class AgentDriftWatchTest : public AgentDaemonTest {
+  protected:
+    void SetUp() override {
+        AgentDaemonTest::SetUp();
+        if (IsSkipped()) return;
+        if (::geteuid() != 0) GTEST_SKIP() << "usermod --root needs root";
+        std::ofstream(root + "/etc/passwd") << "root:x:0:0:root:/root:/bin/bash\n"
+                                               "alice:x:1100:1100::/home/alice:/bin/bash\n";
+        std::ofstream(root + "/etc/group") << "root:x:0:\nalice:x:1100:\nops:x:2000:alice\n";
+        std::ofstream(root + "/etc/shadow") << "root:*:19000:0:99999:7:::\nalice:!:19000:0:99999:7:::\n";
+        std::ofstream(root + "/etc/gshadow") << "root:*::\nalice:!::\nops:!::alice\n";
+        fs::create_directories(root + "/home/alice");
+    }
+    Json accounts_spec(const std::string& drift) {
+        Json s = spec(drift);
+        s["groups"] = {{{"name", "ops"}, {"gid", 2000}, {"state", "present"}}};
+        s["users"] = {{{"name", "alice"},
+                       {"uid", 1100},
+                       {"shell", "/bin/bash"},
+                       {"home", "/home/alice"},
+                       {"groups", {"ops"}},
+                       {"sudo", false},
+                       {"sudo_nopasswd", false},
+                       {"ssh_keys", Json::array()},
+                       {"state", "present"}}};
+        return s;
+    }
+    std::string group() const { return *nodeform::read_file(root + "/etc/group"); }
+    // Like an editor: a new file renamed over the old one.
+    void edit(const std::string& path, const std::string& text) {
+        ASSERT_TRUE(nodeform::write_file_atomic(root + path, text, nodeform::WriteOptions{0644, false}));
+    }
+    // The first run report after `after` reports that names `id` with `status`; null until then.
+    Json report_naming(std::size_t after, const std::string& id, const std::string& status) {
+        auto reports = run_reports();
+        for (std::size_t i = after; i < reports.size(); ++i)
+            for (const auto& res : reports[i]["resources"])
+                if (res["id"] == id && res["status"] == status) return reports[i];
+        return nullptr;
+    }
+    // Waits (generously: no timing target here, bench/agent/watch_latency.sh measures it) for such a report.
+    void expect_report(std::size_t after, const std::string& id, const std::string& status, Agent& agent) {
+        auto t0 = std::chrono::steady_clock::now();
+        ASSERT_TRUE(eventually([&] { return !report_naming(after, id, status).is_null(); }, 5s))
+            << id << " " << status << "\n"
+            << agent.log();
+        std::cout
+            << id << " " << status << " reported after "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count()
+            << " ms\n";
+    }
+};
+
+TEST_F(AgentDriftWatchTest, RemediateRepairsAManagedFileAndAGroupMembershipWithinSeconds) {
+    controller->set_spec(accounts_spec("remediate"));
+    controller->start();
+    auto agent = start_agent({"--interval", "1h"});
+    ASSERT_TRUE(eventually([&] { return run_reports().size() == 1; })) << agent->log();
+    EXPECT_EQ(run_reports()[0]["counts"]["failed"], 0) << run_reports()[0].dump();
+
+    std::size_t before = run_reports().size();
+    std::ofstream(root + "/etc/motd") << "hand edit\n";
+    ASSERT_NO_FATAL_FAILURE(expect_report(before, "file:/etc/motd", "changed", *agent));
+    EXPECT_EQ(motd(), "managed by nodeform\n");
+
+    before = run_reports().size();
+    edit("/etc/group", "root:x:0:\nalice:x:1100:\nops:x:2000:\n");  // alice leaves ops
+    ASSERT_NO_FATAL_FAILURE(expect_report(before, "user:alice", "changed", *agent));
+    EXPECT_NE(group().find("ops:x:2000:alice"), std::string::npos) << group();
+
+    // The repairs' own writes are no new drift: no further runs.
+    std::size_t settled = run_reports().size();
+    std::this_thread::sleep_for(1500ms);
+    EXPECT_EQ(run_reports().size(), settled) << agent->log();
+    EXPECT_EQ(controller->spec_requests.load(), 1) << "changes are examined against the last spec";
+    agent->signal(SIGTERM);
+    EXPECT_EQ(agent->wait_exit(20s), 0);
+    EXPECT_NE(agent->log().find("change seen: /etc/group"), std::string::npos) << agent->log();
+}
+
+TEST_F(AgentDriftWatchTest, ReportModeReportsEachChangeAndRepairsNothing) {
+    controller->set_spec(accounts_spec("report"));
+    controller->start();
+    auto agent = start_agent({"--interval", "1h"});
+    ASSERT_TRUE(eventually([&] { return run_reports().size() == 1; })) << agent->log();
+
+    std::size_t before = run_reports().size();
+    std::ofstream(root + "/etc/motd") << "hand edit\n";
+    ASSERT_NO_FATAL_FAILURE(expect_report(before, "file:/etc/motd", "drifted", *agent));
+    before = run_reports().size();
+    edit("/etc/group", "root:x:0:\nalice:x:1100:\nops:x:2000:\n");
+    ASSERT_NO_FATAL_FAILURE(expect_report(before, "user:alice", "drifted", *agent));
+    EXPECT_EQ(motd(), "hand edit\n");
+    EXPECT_EQ(group(), "root:x:0:\nalice:x:1100:\nops:x:2000:\n");
+    agent->signal(SIGTERM);
+    EXPECT_EQ(agent->wait_exit(20s), 0);
+}
+
 class RealControllerTest : public ::testing::Test {
   protected:
     void SetUp() override {

@@ -281,5 +281,59 @@ TEST_F(ServicesNspawnTest, AgentDaemonNotifiesSystemdAndLogsStructuredFieldsToJo
     EXPECT_NE(systemctl("is-failed", "nf-sd-agent.service"), "failed\n");
 }
 
+// Drift in a second under a real systemd: the daemon's unit check sees a managed service stopped by hand and
+// starts it again, and its inotify watch sees a managed file edited, long before the next turn (an hour away).
+TEST_F(ServicesNspawnTest, AgentDaemonRepairsAStoppedServiceAndAnEditedFileBetweenTurns) {
+    auto spec_json = services_spec("100003");
+    spec_json["files"].push_back({{"path", "/etc/nf-watched"},
+                                  {"mode", "0644"},
+                                  {"owner", "root"},
+                                  {"group", "root"},
+                                  {"state", "present"},
+                                  {"content", "managed\n"}});
+    spec_json["apply"] = {{"trigger", "schedule"}, {"interval_s", 3600}, {"splay_s", 0}, {"drift", "remediate"}};
+    const std::string spec = write_spec(spec_json);
+    auto started = in_container({"systemd-run", "--unit=nf-watch-agent", "-p", "Type=notify", "-p", "NotifyAccess=main",
+                                 "-p", "TimeoutStartSec=120", "--", kHostLib + "/ld-linux-x86-64.so.2",
+                                 "--library-path", kHostLib, kHostAgent, "run", "--spec", spec},
+                                std::chrono::minutes(3));
+    ASSERT_EQ(started.exit_code, 0) << started.out << started.err;
+    auto journal = [&] { return in_container({"journalctl", "--no-pager", "-u", "nf-watch-agent"}).out; };
+    auto ready = [&] { return fs::exists(root_ + "/var/lib/nodeform/platform-ready"); };
+    for (int i = 0; i < 600 && !ready(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ASSERT_TRUE(ready()) << journal();
+    ASSERT_EQ(systemctl("is-active", "nf-sleeper.service"), "active\n") << journal();
+
+    // Spooled reports (no controller) naming `id` with status `changed`.
+    auto repaired = [&](const std::string& id) {
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(root_ + "/var/lib/nodeform/spool", ec)) {
+            auto report = nlohmann::json::parse(test::real::slurp(e.path().string()), nullptr, false);
+            if (report.is_object() && ids_with(report, "changed").count(id) && report["phase"] == "sustain")
+                return true;
+        }
+        return false;
+    };
+    EXPECT_EQ(in_container({"systemctl", "stop", "nf-sleeper.service"}).exit_code, 0);
+    bool back = false;
+    for (int i = 0; i < 300 && !back; ++i) {  // the unit check runs every 5 s: a generous bound, no timing target
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        back = repaired("service:nf-sleeper.service");
+    }
+    EXPECT_TRUE(back) << journal();
+    EXPECT_EQ(systemctl("is-active", "nf-sleeper.service"), "active\n");
+    EXPECT_NE(journal().find("unit state changed: unit:nf-sleeper.service"), std::string::npos) << journal();
+
+    ASSERT_TRUE(write_file_atomic(root_ + "/etc/nf-watched", "hand edit\n", {0644, false}).ok());
+    bool restored = false;
+    for (int i = 0; i < 300 && !restored; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        restored = repaired("file:/etc/nf-watched") && test::real::slurp(root_ + "/etc/nf-watched") == "managed\n";
+    }
+    EXPECT_TRUE(restored) << journal();
+    EXPECT_EQ(in_container({"systemctl", "stop", "nf-watch-agent.service"}).exit_code, 0);
+}
+
 }  // namespace
 }  // namespace nodeform::agent

@@ -53,6 +53,13 @@ Result<std::string> MemoryFilesystem::pin_directory(const std::string& path) {
     return host_path(path);
 }
 
+Result<SpaceInfo> MemoryFilesystem::space(const std::string& path) {
+    auto norm = normalize_path(path);
+    if (!norm) return norm.error();
+    if (nodes.count(*norm) == 0) return make_error("cannot open " + *norm + ": No such file or directory");
+    return space_info;
+}
+
 Result<std::string> MemoryFilesystem::read(const std::string& path, std::size_t max_bytes) {
     auto norm = normalize_path(path);
     if (!norm) return norm.error();

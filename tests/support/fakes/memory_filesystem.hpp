@@ -23,6 +23,8 @@ class MemoryFilesystem final : public Filesystem {
     bool exists(const std::string& path) const { return nodes.count(path) > 0; }
     // Every write_atomic fails with this message while set (simulates a full disk).
     std::optional<std::string> fail_writes;
+    // What space() answers for any existing path.
+    SpaceInfo space_info{1024ull * 1024 * 1024, 512ull * 1024 * 1024};
 
     Result<std::optional<FileInfo>> stat(const std::string& path) override;
     Result<std::string> read(const std::string& path, std::size_t max_bytes) override;
@@ -33,6 +35,7 @@ class MemoryFilesystem final : public Filesystem {
     Status remove(const std::string& path) override;
     Status rename(const std::string& from, const std::string& to) override;
     Result<std::vector<std::string>> list(const std::string& dir) override;
+    Result<SpaceInfo> space(const std::string& path) override;
     const std::string& root() const override { return root_; }
     std::string host_path(const std::string& path) const override { return path; }
     Result<std::string> pin_directory(const std::string& path) override;

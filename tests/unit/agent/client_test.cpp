@@ -30,7 +30,8 @@ class FakeController final : public HttpTransport {
     bool accept_enroll = true;
     bool enrolled = false;
     nlohmann::json spec = {{"schema_version", 1}, {"identity", "web-01"}, {"packages", nlohmann::json::array()}};
-    int report_status = 201;  // what POST /v1/nodes/web-01/reports answers
+    int report_status = 201;    // what POST /v1/nodes/web-01/reports answers
+    std::string apply_request;  // Nodeform-Apply-Request on spec answers, when set
 
     Result<HttpResponse> send(const HttpRequest& r) override {
         requests.push_back(r);
@@ -48,9 +49,11 @@ class FakeController final : public HttpTransport {
         }
         if (r.path == "/v1/spec/web-01") {
             std::string etag = "\"" + canonical_digest(spec) + "\"";
+            std::map<std::string, std::string> headers = {{"etag", etag}};
+            if (!apply_request.empty()) headers["nodeform-apply-request"] = apply_request;
             auto inm = r.headers.find("If-None-Match");
-            if (inm != r.headers.end() && inm->second == etag) return HttpResponse{304, {}, ""};
-            return HttpResponse{200, {{"etag", etag}}, canonical_dump(spec)};
+            if (inm != r.headers.end() && inm->second == etag) return HttpResponse{304, headers, ""};
+            return HttpResponse{200, headers, canonical_dump(spec)};
         }
         if (r.path == "/v1/nodes/web-01/reports") {
             if (report_status < 300) return HttpResponse{report_status, {}, "{}"};
@@ -133,6 +136,34 @@ TEST(Client, EnrollsOnceStoresTheCredentialAndNeverSendsTheTokenAgain) {
     EXPECT_EQ(controller.requests.back().headers.at("Authorization"), "Bearer node-credential-XYZ");
     for (const auto& line : log.lines)
         EXPECT_EQ(line.message.find("SECRET"), std::string::npos);
+}
+
+TEST(Client, ApplyRequestHeaderIsPassedOnFromA200AndA304AndAMalformedOneIsIgnored) {
+    MemoryFilesystem fs;
+    MemoryLogger log;
+    FakeController controller;
+    ControllerClient client(controller, fs, log, test_seed(), fast_options());
+    auto none = client.fetch_spec();
+    ASSERT_TRUE(none.ok()) << none.message();
+    EXPECT_EQ(none->apply_request, "");
+    controller.apply_request = "op-2026-12-04.1";
+    auto first = client.fetch_spec();
+    ASSERT_TRUE(first.ok());
+    EXPECT_TRUE(first->not_modified);
+    EXPECT_EQ(first->apply_request, "op-2026-12-04.1");
+    controller.spec["packages"] = nlohmann::json::array({{{"name", "nginx"}, {"state", "present"}}});
+    auto changed = client.fetch_spec();
+    ASSERT_TRUE(changed.ok());
+    EXPECT_FALSE(changed->not_modified);
+    EXPECT_EQ(changed->apply_request, "op-2026-12-04.1");
+    controller.apply_request = "bad value; rm -rf /";
+    auto bad = client.fetch_spec();
+    ASSERT_TRUE(bad.ok());
+    EXPECT_EQ(bad->apply_request, "");
+    bool warned = false;
+    for (const auto& line : log.lines)
+        warned = warned || line.message.find("malformed Nodeform-Apply-Request") != std::string::npos;
+    EXPECT_TRUE(warned);
 }
 
 TEST(Client, ReportDeliveryTellsRejectedForGoodFromTryAgainLater) {

@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 
 #include "eventually.hpp"
+#include "fakes/fake_process_runner.hpp"
+#include "fakes/fake_watcher.hpp"
 #include "fakes/memory_logger.hpp"
 #include "fakes/recording_notifier.hpp"
 #include "nodeform/agent/daemon/daemon.hpp"
@@ -39,6 +41,7 @@ class FakeSource final : public SpecSource {
         SpecFetch f;
         f.spec = spec;
         f.digest = "sha256:" + std::to_string(spec.dump().size());
+        f.apply_request = apply_request;
         if (refused) {
             f.from_cache = true;
             f.credential_refused = true;
@@ -48,6 +51,7 @@ class FakeSource final : public SpecSource {
     }
     std::atomic<bool> refused{false};
     std::mutex mutex;
+    std::string apply_request;  // guarded by mutex
     Json spec = spec_with(0.05, "remediate");
     std::atomic<int> enrolls{0};
     std::atomic<int> fetches{0};
@@ -82,6 +86,7 @@ class FakeEngine final : public RunEngine {
                                0,
                                "x",
                                {}}};
+        if (after) after(mode, o);
         return o;
     }
     void release() {
@@ -98,6 +103,7 @@ class FakeEngine final : public RunEngine {
         return modes;
     }
     void cancel() override { ++cancels; }
+    std::function<void(TurnMode, RunOutcome&)> after;  // set before the daemon starts
     std::atomic<int> runs{0};
     std::atomic<int> cancels{0};
     int fail_first = 0;
@@ -196,9 +202,11 @@ struct Harness {
         options.retry_cap = 50ms;
         options.stop_timeout = 10s;
     }
-    std::unique_ptr<Daemon> make(bool with_poster = true) {
-        return std::make_unique<Daemon>(options, DaemonDeps{clock, logger, notifier, source, engine, prober,
-                                                            with_poster ? &poster : nullptr, *spool, random});
+    std::unique_ptr<Daemon> make(bool with_poster = true, ChangeWatcher* watcher = nullptr,
+                                 ProcessRunner* units = nullptr) {
+        return std::make_unique<Daemon>(
+            options, DaemonDeps{clock, logger, notifier, source, engine, prober, with_poster ? &poster : nullptr,
+                                *spool, random, watcher, units});
     }
 };
 
@@ -483,6 +491,182 @@ TEST(Daemon, SendsWatchdogKeepalivesAtHalfTheTimeout) {
     ASSERT_TRUE(eventually([&] { return count(watched.messages(), "WATCHDOG=1") >= 4; }));
     running.stop();
     EXPECT_EQ(running.code, 0);
+}
+
+// ---- drift in a second: the watcher, the unit check, apply.trigger: manual ---------------------------------
+
+Json watched_spec(const std::string& drift, const std::string& trigger = "schedule") {
+    Json spec = spec_with(3600, drift);
+    spec["apply"]["trigger"] = trigger;
+    spec["files"] = {{{"path", "/etc/motd"}, {"content", "hi\n"}}};
+    spec["users"] = {{{"name", "alice"}, {"home", "/home/alice"}}};
+    spec["services"] = {{{"name", "nginx.service"}, {"enabled", true}, {"running", true}}};
+    return spec;
+}
+
+// A platform-ready node whose first (scheduled) turn has run; the next one is an hour away.
+struct Watching {
+    Harness h;
+    FakeWatcher watcher;
+    std::unique_ptr<Daemon> daemon;
+    std::unique_ptr<Running> running;
+    void start(const std::string& drift, const std::string& trigger = "schedule", ProcessRunner* units = nullptr) {
+        h.source.spec = watched_spec(drift, trigger);
+        h.engine.ready_before = true;
+        h.options.already_ready = true;
+        daemon = h.make(true, &watcher, units);
+        running = std::make_unique<Running>(*daemon);
+        ASSERT_TRUE(eventually([&] { return daemon->stats().turns == 1; }));
+    }
+};
+
+TEST(DaemonWatch, ABurstOfChangesIsExaminedOnceAgainstTheLastSpecWithoutAFetch) {
+    Watching w;
+    w.h.options.watch_debounce = 300ms;
+    ASSERT_NO_FATAL_FAILURE(w.start("remediate"));
+    ASSERT_FALSE(w.watcher.calls().empty());
+    auto paths = w.watcher.calls().back();
+    for (const char* p : {"/etc/motd", "/etc/group", "/etc/passwd", "/etc/shadow", "/etc/sudoers.d",
+                          "/home/alice/.ssh/authorized_keys"})
+        EXPECT_NE(std::find(paths.begin(), paths.end(), p), paths.end()) << p;
+    w.watcher.change("/etc/motd");
+    w.watcher.change("/etc/group");
+    w.watcher.change("/etc/motd");
+    ASSERT_TRUE(eventually([&] { return w.daemon->stats().turns == 2; }));
+    std::this_thread::sleep_for(600ms);  // longer than the debounce: a second examination would have started
+    EXPECT_EQ(w.h.engine.runs.load(), 2) << "one examination for the burst";
+    EXPECT_EQ(w.daemon->stats().change_turns, 1u);
+    EXPECT_EQ(w.h.source.fetches.load(), 1) << "a change is examined against the last spec, not refetched";
+    EXPECT_EQ(w.h.engine.modes_seen().back(), TurnMode::apply);
+    EXPECT_TRUE(eventually([&] { return w.h.poster.reports().size() == 2; }));
+    EXPECT_EQ(w.h.poster.reports().back()["trigger"], "run");
+    bool logged = false;
+    for (const auto& line : w.h.logger.lines)
+        logged = logged || line.message == "change seen: /etc/group, /etc/motd; examining it now";
+    EXPECT_TRUE(logged);
+}
+
+TEST(DaemonWatch, ReportModeOnlyChecksAChange) {
+    Watching w;
+    ASSERT_NO_FATAL_FAILURE(w.start("report"));
+    w.watcher.change("/etc/motd");
+    ASSERT_TRUE(eventually([&] { return w.daemon->stats().turns == 2; }));
+    EXPECT_EQ(w.h.engine.modes_seen(), (std::vector<TurnMode>{TurnMode::check, TurnMode::check}));
+}
+
+// The run that repairs /etc/motd writes it: that write is the agent's own, not a new change. A change to a
+// path the run did not write (here /etc/group, during the run) is still examined.
+TEST(DaemonWatch, TheAgentsOwnWritesAreNotDriftButOtherChangesDuringARunAre) {
+    std::atomic<bool> touch_group{false};  // outlives the daemon (declared before it)
+    Watching w;
+    w.h.engine.after = [&](TurnMode mode, RunOutcome& o) {
+        if (mode != TurnMode::apply || w.h.engine.runs.load() < 2) return;
+        o.report.resources[0].status = protocol::ResourceStatus::changed;
+        o.report.counts = {1, 0, 1, 0, 0, 0};
+        w.watcher.change("/etc/motd");  // what inotify would say about the repair
+        if (touch_group.exchange(false)) w.watcher.change("/etc/group");
+    };
+    ASSERT_NO_FATAL_FAILURE(w.start("remediate"));
+    w.watcher.change("/etc/motd");
+    ASSERT_TRUE(eventually([&] { return w.daemon->stats().turns == 2; }));
+    std::this_thread::sleep_for(500ms);
+    EXPECT_EQ(w.h.engine.runs.load(), 2) << "no repair loop on the agent's own write";
+
+    touch_group = true;
+    w.watcher.change("/etc/motd");
+    ASSERT_TRUE(eventually([&] { return w.daemon->stats().turns == 4; })) << "/etc/group changed during run 3";
+    std::this_thread::sleep_for(500ms);
+    EXPECT_EQ(w.h.engine.runs.load(), 4);
+    EXPECT_EQ(w.daemon->stats().change_turns, 3u);
+}
+
+TEST(DaemonWatch, WatchesFollowTheSpecAfterEveryRun) {
+    Watching w;
+    ASSERT_NO_FATAL_FAILURE(w.start("remediate"));
+    auto first = w.watcher.calls().size();
+    {
+        std::lock_guard<std::mutex> lock(w.h.source.mutex);
+        w.h.source.spec["files"].push_back({{"path", "/etc/issue"}, {"content", "x\n"}});
+    }
+    w.daemon->request_run_now();
+    ASSERT_TRUE(eventually([&] { return w.daemon->stats().turns == 2; }));
+    ASSERT_TRUE(eventually([&] { return w.watcher.calls().size() > first; }));
+    auto paths = w.watcher.calls().back();
+    EXPECT_NE(std::find(paths.begin(), paths.end(), "/etc/issue"), paths.end());
+    // A change turn re-arms too (a file the run recreated is watched again).
+    auto before = w.watcher.calls().size();
+    w.watcher.change("/etc/issue");
+    ASSERT_TRUE(eventually([&] { return w.daemon->stats().turns == 3; }));
+    EXPECT_TRUE(eventually([&] { return w.watcher.calls().size() > before; }));
+}
+
+TEST(DaemonWatch, AManagedUnitLeavingItsStateIsExamined) {
+    FakeProcessRunner units;  // outlives the daemon (declared before it)
+    std::atomic<int> asked{0};
+    std::atomic<bool> up{true};
+    Watching w;
+    units.handler = [&](const ProcessRequest& r) -> Result<ProcessResult> {
+        ++asked;
+        EXPECT_EQ(r.argv, (std::vector<std::string>{"systemctl", "is-active", "--", "nginx.service"}));
+        return ProcessResult{up ? 0 : 3, false, up ? "active\n" : "inactive\n", ""};
+    };
+    w.h.options.unit_poll = 20ms;
+    ASSERT_NO_FATAL_FAILURE(w.start("remediate", "schedule", &units));
+    ASSERT_TRUE(eventually([&] { return asked.load() >= 3; }));
+    EXPECT_EQ(w.h.engine.runs.load(), 1) << "an active unit the spec wants running is no change";
+    up = false;
+    ASSERT_TRUE(eventually([&] { return w.daemon->stats().turns == 2; }));
+    EXPECT_EQ(w.daemon->stats().change_turns, 1u);
+    int seen = asked.load();
+    ASSERT_TRUE(eventually([&] { return asked.load() >= seen + 3; }));
+    std::this_thread::sleep_for(500ms);  // longer than the debounce: another examination would have started
+    EXPECT_EQ(w.h.engine.runs.load(), 2) << "still inactive (the repair failed): examined once, not every poll";
+    up = true;  // someone starts it: as the spec wants, nothing to examine
+    seen = asked.load();
+    ASSERT_TRUE(eventually([&] { return asked.load() >= seen + 3; }));
+    std::this_thread::sleep_for(500ms);
+    EXPECT_EQ(w.h.engine.runs.load(), 2);
+    w.running->stop();
+}
+
+TEST(DaemonManual, SustainOnlyChecksUntilTheControllerAsksForAConverge) {
+    Watching w;
+    ASSERT_NO_FATAL_FAILURE(w.start("remediate", "manual"));
+    w.watcher.change("/etc/motd");
+    ASSERT_TRUE(eventually([&] { return w.daemon->stats().turns == 2; }));
+    w.daemon->request_run_now();  // SIGHUP: runs now, still a check
+    ASSERT_TRUE(eventually([&] { return w.daemon->stats().turns == 3; }));
+    {
+        std::lock_guard<std::mutex> lock(w.h.source.mutex);
+        w.h.source.apply_request = "req-1";
+    }
+    w.daemon->request_run_now();
+    ASSERT_TRUE(eventually([&] { return w.daemon->stats().turns == 4; }));
+    w.daemon->request_run_now();  // the same request is taken once
+    ASSERT_TRUE(eventually([&] { return w.daemon->stats().turns == 5; }));
+    EXPECT_EQ(w.h.engine.modes_seen(), (std::vector<TurnMode>{TurnMode::check, TurnMode::check, TurnMode::check,
+                                                              TurnMode::apply, TurnMode::check}));
+    ASSERT_TRUE(eventually([&] { return w.h.poster.reports().size() == 5; })) << "reports keep going";
+    EXPECT_EQ(w.h.poster.reports()[3]["mode"], "apply");
+    w.running->stop();
+    auto state = nlohmann::json::parse(*read_file(w.h.options.state_file));
+    EXPECT_EQ(state["apply_request"], "req-1");
+
+    // A restart remembers the request it took.
+    w.h.options.max_turns = 1;
+    auto again = w.h.make();
+    EXPECT_EQ(again->run(), 0);
+    EXPECT_EQ(w.h.engine.modes_seen().back(), TurnMode::check);
+}
+
+TEST(DaemonManual, ANodeNotYetPlatformReadyConvergesAnyway) {
+    Harness h;
+    h.source.spec = watched_spec("remediate", "manual");
+    h.source.spec["apply"]["interval_s"] = 0.02;
+    h.options.max_turns = 2;
+    auto daemon = h.make();
+    EXPECT_EQ(daemon->run(), 0);
+    EXPECT_EQ(h.engine.modes_seen(), (std::vector<TurnMode>{TurnMode::apply, TurnMode::check}));
 }
 
 }  // namespace

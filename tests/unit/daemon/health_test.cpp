@@ -8,6 +8,7 @@
 #include <httplib.h>
 
 #include "fakes/fake_process_runner.hpp"
+#include "fakes/memory_filesystem.hpp"
 #include "nodeform/agent/daemon/health.hpp"
 #include "nodeform/posix_process_runner.hpp"
 #include "nodeform/tls.hpp"
@@ -71,7 +72,8 @@ TEST(HealthProbe, SystemdUnitAsksSystemctlWithArgv) {
     runner.on({"systemctl", "is-active", "nginx.service"}, 0, "active\n");
     runner.on({"systemctl", "is-active", "dead.service"}, 3, "inactive\n");
     SystemClock clock;
-    SystemHealthProber prober(runner, clock);
+    MemoryFilesystem mfs;
+    SystemHealthProber prober(runner, clock, mfs);
     auto ok = prober.probe(one({{"name", "n"}, {"type", "systemd_unit"}, {"unit", "nginx.service"}, {"timeout_s", 2}}));
     EXPECT_TRUE(ok.pass);
     EXPECT_EQ(ok.message, "active");
@@ -86,7 +88,8 @@ TEST(HealthProbe, CommandPassesOnExitZeroAndFailsOnTimeout) {
     PosixProcessRunner runner(
         PosixProcessRunnerOptions{.path = "/usr/bin:/bin", .kill_grace = std::chrono::milliseconds(100)});
     SystemClock clock;
-    SystemHealthProber prober(runner, clock);
+    MemoryFilesystem mfs;
+    SystemHealthProber prober(runner, clock, mfs);
     EXPECT_TRUE(prober.probe(one({{"name", "t"}, {"type", "command"}, {"argv", {"/bin/true"}}})).pass);
     auto f = prober.probe(one({{"name", "f"}, {"type", "command"}, {"argv", {"/bin/false"}}}));
     EXPECT_FALSE(f.pass);
@@ -111,7 +114,8 @@ TEST(HealthProbe, TcpConnectsToAListenerAndFailsOnAClosedPort) {
     int port = ntohs(addr.sin_port);
     FakeProcessRunner runner;
     SystemClock clock;
-    SystemHealthProber prober(runner, clock);
+    MemoryFilesystem mfs;
+    SystemHealthProber prober(runner, clock, mfs);
     auto up = prober.probe(one({{"name", "t"}, {"type", "tcp"}, {"host", "127.0.0.1"}, {"port", port}}));
     EXPECT_TRUE(up.pass) << up.message;
     ::close(fd);
@@ -137,7 +141,8 @@ TEST(HealthProbe, HttpExpectsTheStatus) {
     std::thread t = serve_in_background(server, port);
     FakeProcessRunner runner;
     SystemClock clock;
-    SystemHealthProber prober(runner, clock);
+    MemoryFilesystem mfs;
+    SystemHealthProber prober(runner, clock, mfs);
     std::string base = "http://127.0.0.1:" + std::to_string(port);
     auto ok = prober.probe(one({{"name", "h"}, {"type", "http"}, {"url", base + "/ok"}}));
     EXPECT_TRUE(ok.pass) << ok.message;
@@ -167,7 +172,8 @@ TEST(HealthProbe, HttpsVerifiesAgainstTheSystemStore) {
     std::thread t = serve_in_background(server, port);
     FakeProcessRunner runner;
     SystemClock clock;
-    SystemHealthProber prober(runner, clock);
+    MemoryFilesystem mfs;
+    SystemHealthProber prober(runner, clock, mfs);
     // The site CA is not in the system store: a self-signed server is not healthy, and the message says why.
     auto r = prober.probe(
         one({{"name", "h"}, {"type", "http"}, {"url", "https://127.0.0.1:" + std::to_string(port) + "/ok"}}));
@@ -181,7 +187,9 @@ TEST(HealthProbe, DiskFreeComparesWithTheThresholds) {
     test::TempDir dir;
     FakeProcessRunner runner;
     SystemClock clock;
-    SystemHealthProber prober(runner, clock, dir.path());
+    auto root = make_root_filesystem(dir.path());
+    ASSERT_TRUE(root) << root.message();
+    SystemHealthProber prober(runner, clock, **root);
     EXPECT_TRUE(prober.probe(one({{"name", "d"}, {"type", "disk_free"}, {"path", "/"}, {"min_free_percent", 0}})).pass);
     auto full = prober.probe(one({{"name", "d"}, {"type", "disk_free"}, {"path", "/"}, {"min_free_percent", 100}}));
     EXPECT_FALSE(full.pass);
@@ -190,6 +198,32 @@ TEST(HealthProbe, DiskFreeComparesWithTheThresholds) {
     auto missing = prober.probe(one({{"name", "d"}, {"type", "disk_free"}, {"path", "/nope"}, {"min_free_mb", 1}}));
     EXPECT_FALSE(missing.pass);
     EXPECT_NE(missing.message.find(dir.path() + "/nope"), std::string::npos);
+}
+
+TEST(HealthProbe, DiskFreeMinFreeMbAloneAndTogetherWithPercent) {
+    FakeProcessRunner runner;
+    SystemClock clock;
+    MemoryFilesystem mfs;
+    mfs.put_dir("/srv");
+    mfs.space_info = {1000ull * 1024 * 1024, 100ull * 1024 * 1024};  // 100 MiB of 1000 free: 10%
+    SystemHealthProber prober(runner, clock, mfs);
+    auto disk = [&](Json extra) {
+        Json c = {{"name", "d"}, {"type", "disk_free"}, {"path", "/srv"}};
+        c.update(extra);
+        return prober.probe(one(c));
+    };
+    EXPECT_TRUE(disk({{"min_free_mb", 100}}).pass);
+    auto low = disk({{"min_free_mb", 101}});
+    EXPECT_FALSE(low.pass);
+    EXPECT_NE(low.message.find("10.0% free (100 MiB); needs 101 MiB"), std::string::npos) << low.message;
+    EXPECT_TRUE(disk({{"min_free_mb", 50}, {"min_free_percent", 10}}).pass);
+    auto both = disk({{"min_free_mb", 50}, {"min_free_percent", 11}});
+    EXPECT_FALSE(both.pass) << "either threshold failing fails the check";
+    EXPECT_NE(both.message.find("needs 11% and 50 MiB"), std::string::npos) << both.message;
+    auto parsed = parse_health_checks(Json::parse(R"([{"name":"d","type":"disk_free","path":"/","min_free_mb":512}])"));
+    ASSERT_TRUE(parsed) << parsed.message();
+    EXPECT_EQ(*(*parsed)[0].min_free_mb, 512u);
+    EXPECT_FALSE((*parsed)[0].min_free_percent);
 }
 
 TEST(HealthTracker, ReportsOnlyStateChanges) {

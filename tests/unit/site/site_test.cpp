@@ -386,6 +386,31 @@ platform:
     EXPECT_EQ(files[1]["mode"], "0755");
 }
 
+TEST(Resolve, DiskFreeTakesMinFreeMbAloneOrWithAPercent) {
+    SiteCopy site;
+    std::string spec = test::slurp(minimal_dir() + "/specs/base.yaml");
+    std::string disk = "    type: disk_free\n";
+    spec.replace(spec.find(disk), disk.size(),
+                 disk +
+                     "    min_free_mb: 512\n  - name: both\n    type: disk_free\n    path: /var\n"
+                     "    min_free_mb: 100\n    min_free_percent: 5\n");
+    site.put("specs/base.yaml", spec);
+    auto result = load_site(site.dir(), no_env());
+    ASSERT_TRUE(result.ok()) << joined(result);
+    const json& r = result.site->nodes.at("node-01").resolved;
+    EXPECT_EQ(r["health"][1]["min_free_mb"], 512);
+    EXPECT_FALSE(r["health"][1].contains("min_free_percent")) << "min_free_mb alone is the only threshold";
+    EXPECT_EQ(r["health"][2]["min_free_mb"], 100);
+    EXPECT_EQ(r["health"][2]["min_free_percent"], 5);
+    EXPECT_TRUE(validate_resolved_spec(r, "node-01").empty());
+    // On another type of check the key is refused, naming it.
+    spec.replace(spec.find("    port: 22\n"), 13, "    port: 22\n    min_free_mb: 1\n");
+    site.put("specs/base.yaml", spec);
+    auto bad = load_site(site.dir(), no_env());
+    EXPECT_FALSE(bad.ok());
+    EXPECT_NE(joined(bad).find("min_free_mb"), std::string::npos) << joined(bad);
+}
+
 TEST(Resolve, DurationsUseTheSharedGrammarInWholeSeconds) {
     SiteCopy site;
     std::string spec = test::slurp(minimal_dir() + "/specs/base.yaml");

@@ -61,6 +61,7 @@ struct FetchedSpec {
     bool not_modified = false;        // the controller answered 304
     std::string warning;              // why the cache was used, when it was
     bool credential_refused = false;  // 401 on the node credential and no unused enrollment token yet
+    std::string apply_request;        // Nodeform-Apply-Request of a 200/304 answer (docs/protocol.md); empty: none
 };
 
 class ControllerClient {

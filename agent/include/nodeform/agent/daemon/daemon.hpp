@@ -13,6 +13,7 @@
 #include "nodeform/agent/daemon/notifier.hpp"
 #include "nodeform/agent/daemon/schedule.hpp"
 #include "nodeform/agent/daemon/spool.hpp"
+#include "nodeform/agent/daemon/watcher.hpp"
 #include "nodeform/agent/report_delivery.hpp"
 #include "nodeform/clock.hpp"
 #include "nodeform/log.hpp"
@@ -30,6 +31,8 @@ struct SpecFetch {
     bool not_modified = false;  // 304
     std::string warning;
     bool credential_refused = false;  // from_cache because the controller refused the node credential
+    // The controller asks for a converge (Nodeform-Apply-Request, docs/protocol.md); empty: none.
+    std::string apply_request;
 };
 
 // Where the spec comes from: the controller (enroll once, then fetch with ETag and cache) or a file.
@@ -79,6 +82,10 @@ struct DaemonOptions {
     std::uint64_t max_turns = 0;  // stop after this many completed turns; 0 = never
     bool already_ready = false;   // the platform-ready marker existed at start
     bool handle_signals = true;   // SIGHUP/SIGTERM/SIGINT through an asio signal_set
+    // A change the watcher saw is examined this long after the first event (edits come in bursts).
+    std::chrono::milliseconds watch_debounce{150};
+    // How often the managed units' states are asked for (DaemonDeps::unit_runner); 0 = never.
+    std::chrono::milliseconds unit_poll{std::chrono::seconds(5)};
 };
 
 struct DaemonDeps {
@@ -91,6 +98,8 @@ struct DaemonDeps {
     ReportPoster* poster;  // nullptr: keep reports in the spool (no controller)
     Spool& spool;
     Random& random;
+    ChangeWatcher* watcher = nullptr;      // nullptr: no drift watching between turns
+    ProcessRunner* unit_runner = nullptr;  // `systemctl is-active` for the unit check; nullptr: no unit check
 };
 
 // What the loop did, for tests and the final log line.
@@ -100,6 +109,7 @@ struct DaemonStats {
     std::uint64_t reports_sent = 0;
     std::uint64_t reports_rejected = 0;  // refused for good by the controller (400/413/422): dropped from the spool
     std::uint64_t health_reports = 0;
+    std::uint64_t change_turns = 0;  // runs started by a change the watcher or the unit check saw
     bool ready = false;
     bool abandoned_work = false;  // stop timeout hit with a worker still busy: exit without joining
 };

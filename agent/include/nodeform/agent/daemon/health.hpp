@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nodeform/agent/system/filesystem.hpp"
 #include "nodeform/clock.hpp"
 #include "nodeform/process.hpp"
 #include "nodeform/report.hpp"
@@ -52,18 +53,18 @@ class HealthProber {
     virtual HealthResult probe(const HealthCheckSpec& check) = 0;
 };
 
-// The real prober: systemctl and commands through the ProcessRunner, sockets, HTTP, statvfs.
-// `root` prefixes disk_free paths (an offline root); systemctl gets no --root (it asks the running manager).
+// The real prober: systemctl and commands through the ProcessRunner, sockets, HTTP, statvfs through the
+// Filesystem (disk_free paths resolve inside its root); systemctl gets no --root (it asks the running manager).
 class SystemHealthProber final : public HealthProber {
   public:
-    SystemHealthProber(ProcessRunner& runner, const Clock& clock, std::string root = "")
-        : runner_(runner), clock_(clock), root_(std::move(root)) {}
+    SystemHealthProber(ProcessRunner& runner, const Clock& clock, Filesystem& fs)
+        : runner_(runner), clock_(clock), fs_(fs) {}
     HealthResult probe(const HealthCheckSpec& check) override;
 
   private:
     ProcessRunner& runner_;
     const Clock& clock_;
-    std::string root_;
+    Filesystem& fs_;
 };
 
 // Remembers each check's last outcome; tells which new results are state changes.

@@ -33,6 +33,12 @@ struct FileAttrs {
     gid_t gid = 0;
 };
 
+// What statvfs says about the filesystem holding a path.
+struct SpaceInfo {
+    std::uint64_t total_bytes = 0;
+    std::uint64_t available_bytes = 0;  // to unprivileged users (f_bavail)
+};
+
 // The largest file the agent manages, and so the default read limit: every file it writes it can read back.
 inline constexpr std::size_t kMaxFileBytes = 16 * 1024 * 1024;
 
@@ -52,6 +58,8 @@ class Filesystem {
     virtual Status remove(const std::string& path) = 0;  // file, symlink or empty dir; Ok when absent
     virtual Status rename(const std::string& from, const std::string& to) = 0;  // both inside the root
     virtual Result<std::vector<std::string>> list(const std::string& dir) = 0;  // entry names, sorted, no . and ..
+    // statvfs of the filesystem that holds path (resolved in the root, following symlinks only within it).
+    virtual Result<SpaceInfo> space(const std::string& path) = 0;
     // The directory at path in the root (made with its parents, 0755, when missing) as a host path that names that
     // very directory for as long as this Filesystem lives (/proc/self/fd/N on the real one): for code that works
     // with host paths (the run lock, the spool, the daemon's state file), so no symlink on the way leaves the root.
