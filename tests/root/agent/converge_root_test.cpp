@@ -333,5 +333,133 @@ TEST_F(RootTest, FullDiskIsAFileFailureAndLeavesNoDebris) {
     EXPECT_EQ(listing.find("big.bin"), std::string::npos) << listing;
 }
 
+// The kinds of issue 16 in a real root: timezone against the root's zoneinfo, directories, symlinks, a password
+// hash set with the root's chpasswd and an account locked with its usermod, a template, sysctl and modules-load.d
+// drop-ins and a timer enabled with systemctl --root. Converge, second run 0 changed, damage, plan names it, repair.
+constexpr const char* kHash =
+    "$6$rootTestSalt$CJ1O5SPPaxy8/mMrj5nYCj/akDj5aOeMBBaMI045gfJVoINjk.ABjIO00F/2ngScIj5LzKEVD3uAxk6bxTRmA.";
+
+nlohmann::json kinds_spec() {
+    auto spec = nlohmann::json::parse(R"({
+      "schema_version": 1, "identity": "app-01", "site": "lab",
+      "hostname": {"hostname": "app-01", "domain": "lab.example.net", "fqdn": "app-01.lab.example.net"},
+      "network": {"mode": "static", "address": "10.20.0.41/24"},
+      "timezone": "Europe/Berlin",
+      "groups": [{"name": "ops", "gid": 2100, "state": "present"}],
+      "users": [
+        {"name": "alice", "uid": 1200, "shell": "/bin/bash", "home": "/home/alice", "groups": ["ops"], "sudo": false,
+         "ssh_keys": [], "locked": false, "state": "present"},
+        {"name": "bob", "uid": 1201, "shell": "/bin/bash", "home": "/home/bob", "groups": [], "sudo": false,
+         "ssh_keys": [], "locked": true, "state": "present"}],
+      "directories": [
+        {"path": "/srv/app", "mode": "0750", "owner": "alice", "group": "ops", "recursive": false},
+        {"path": "/srv/app/cache", "mode": "0770", "owner": "alice", "group": "ops", "recursive": true}],
+      "files": [
+        {"path": "/etc/app/node.conf", "template": true, "mode": "0644", "owner": "root", "group": "root",
+         "state": "present", "restart": [],
+         "content": "node={{ node }} fqdn={{ fqdn }} ip={{ primary_ip }} site={{ site }} \\{{ literal }}\n"}],
+      "symlinks": [{"path": "/etc/app/current.conf", "target": "node.conf", "state": "present"}],
+      "kernel_modules": [{"name": "overlay"}],
+      "sysctl": [{"name": "vm.swappiness", "value": "10"}],
+      "timers": [{"name": "app-cleanup", "on_calendar": "daily", "command": ["/usr/bin/find", "/srv/app/cache",
+                  "-type", "f", "-mtime", "+7", "-delete"], "user": "alice", "description": "Cleanup 100%",
+                  "persistent": true, "state": "present"}],
+      "secret_paths": ["/users/0/password"]
+    })");
+    spec["users"][0]["password"] = kHash;
+    return spec;
+}
+
+TEST_F(RootTest, NewKindsConvergeAreIdempotentAndDamageIsNamedAndRepaired) {
+    const std::string spec = write_spec(kinds_spec());
+    ASSERT_TRUE(fs::create_directories(root_ + "/srv/app/cache/old"));
+    std::ofstream(root_ + "/srv/app/cache/old/entry") << "x";
+    auto first = agent({"apply", "--spec", spec, "--root", root_, "--json"});
+    auto report = first.json();
+    ASSERT_EQ(first.exit_code, 0) << first.err << report.dump(2);
+    EXPECT_EQ(report["counts"]["failed"], 0);
+    EXPECT_EQ(first.out.find("rootTestSalt"), std::string::npos);  // the hash is a secret
+    EXPECT_EQ(file("/var/lib/nodeform/last-run.json").find("rootTestSalt"), std::string::npos);
+
+    EXPECT_EQ(fs::read_symlink(root_ + "/etc/localtime"), "/usr/share/zoneinfo/Europe/Berlin");
+    EXPECT_EQ(file("/etc/timezone"), "Europe/Berlin\n");
+    EXPECT_EQ(in_root({"date", "+%Z"}).out.substr(0, 2) == "CE", true);  // CET or CEST, read by glibc in the root
+    EXPECT_EQ(in_root({"getent", "shadow", "alice"}).out.substr(0, 6 + std::string(kHash).size() + 1),
+              std::string("alice:") + kHash + ":");
+    auto bob = in_root({"passwd", "-S", "bob"}).out;
+    EXPECT_EQ(bob.substr(0, 6), "bob L ") << bob;
+    EXPECT_NE(in_root({"chage", "-l", "bob"}).out.find("Jan 02, 1970"), std::string::npos);
+    struct stat st {};
+    ASSERT_EQ(::stat((root_ + "/srv/app").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0750u);
+    EXPECT_EQ(st.st_uid, 1200u);
+    EXPECT_EQ(st.st_gid, 2100u);
+    ASSERT_EQ(::stat((root_ + "/srv/app/cache/old/entry").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 1200u);  // recursive
+    EXPECT_EQ(file("/etc/app/node.conf"),
+              "node=app-01 fqdn=app-01.lab.example.net ip=10.20.0.41 site=lab {{ literal }}\n");
+    EXPECT_EQ(fs::read_symlink(root_ + "/etc/app/current.conf"), "node.conf");
+    EXPECT_EQ(file("/etc/modules-load.d/nodeform-overlay.conf"),
+              "# Managed by nodeform: changes here are overwritten.\noverlay\n");
+    EXPECT_EQ(file("/etc/sysctl.d/90-nodeform-vm.swappiness.conf"),
+              "# Managed by nodeform: changes here are overwritten.\nvm.swappiness = 10\n");
+    EXPECT_NE(file("/etc/systemd/system/app-cleanup.service")
+                  .find("User=alice\nExecStart=/usr/bin/find /srv/app/cache -type f -mtime +7 -delete\n"),
+              std::string::npos);
+    EXPECT_NE(file("/etc/systemd/system/app-cleanup.service").find("Description=Cleanup 100%%\n"), std::string::npos);
+    EXPECT_EQ(in_root({"systemctl", "is-enabled", "app-cleanup.timer"}).out, "enabled\n");
+    // systemd's own parser accepts both units.
+    auto verify = in_root({"systemd-analyze", "verify", "--man=no", "/etc/systemd/system/app-cleanup.timer"});
+    EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+
+    auto second = agent({"apply", "--spec", spec, "--root", root_, "--json"});
+    ASSERT_EQ(second.exit_code, 0) << second.err;
+    EXPECT_EQ(second.json()["counts"]["changed"], 0) << second.out;
+    EXPECT_EQ(agent({"plan", "--spec", spec, "--root", root_}).exit_code, 0);
+
+    // Damage every kind by hand, with the root's own tools where there is one.
+    fs::remove(root_ + "/etc/localtime");
+    fs::create_symlink("/usr/share/zoneinfo/Etc/UTC", root_ + "/etc/localtime");
+    fs::permissions(root_ + "/srv/app", fs::perms(0777));
+    fs::remove(root_ + "/etc/app/current.conf");
+    ASSERT_EQ(in_root({"usermod", "-e", "", "bob"}).exit_code, 0);
+    auto chpasswd = sh({"alice:$6$otherSalt$x"}, "echo \"$1\" | chroot \"$0\" chpasswd -e");
+    ASSERT_EQ(chpasswd.exit_code, 0) << chpasswd.err;
+    fs::remove(root_ + "/etc/sysctl.d/90-nodeform-vm.swappiness.conf");
+    fs::remove(root_ + "/etc/systemd/system/timers.target.wants/app-cleanup.timer");
+    std::ofstream(root_ + "/etc/app/node.conf") << "edited\n";
+
+    auto damaged = agent({"plan", "--spec", spec, "--root", root_, "--json"});
+    EXPECT_EQ(damaged.exit_code, 2) << damaged.err;
+    const std::set<std::string> expected = {
+        "timezone:Europe/Berlin", "directory:/srv/app", "symlink:/etc/app/current.conf", "user:alice", "user:bob",
+        "sysctl:vm.swappiness",   "timer:app-cleanup",  "file:/etc/app/node.conf"};
+    EXPECT_EQ(ids_with(damaged.json(), "drifted"), expected) << damaged.out;
+    EXPECT_EQ(damaged.out.find("otherSalt"), std::string::npos);
+    auto repair = agent({"apply", "--spec", spec, "--root", root_, "--json"});
+    EXPECT_EQ(repair.exit_code, 0) << repair.err << repair.out;
+    EXPECT_EQ(ids_with(repair.json(), "changed"), expected) << repair.out;
+    EXPECT_EQ(in_root({"passwd", "-S", "bob"}).out.substr(0, 6), "bob L ");
+    EXPECT_NE(in_root({"chage", "-l", "bob"}).out.find("Jan 02, 1970"), std::string::npos);
+    EXPECT_EQ(agent({"plan", "--spec", spec, "--root", root_}).exit_code, 0);
+}
+
+TEST_F(RootTest, AZoneTheRootDoesNotHaveFailsAloneAndTouchesNothing) {
+    auto spec = nlohmann::json::parse(R"({
+      "schema_version": 1, "identity": "app-02", "timezone": "Europe/Atlantis",
+      "files": [{"path": "/etc/motd", "content": "ok\n", "mode": "0644", "owner": "root", "group": "root",
+                 "state": "present", "restart": []}],
+      "secret_paths": []
+    })");
+    const auto before = fs::read_symlink(root_ + "/etc/localtime");
+    auto run = agent({"apply", "--spec", write_spec(spec), "--root", root_, "--json"});
+    EXPECT_EQ(run.exit_code, 1);
+    EXPECT_NE(status_of(run.json(), "timezone:Europe/Atlantis").find("is not in /usr/share/zoneinfo"),
+              std::string::npos)
+        << run.out;
+    EXPECT_EQ(status_of(run.json(), "file:/etc/motd").rfind("changed", 0), 0u);
+    EXPECT_EQ(fs::read_symlink(root_ + "/etc/localtime"), before);
+}
+
 }  // namespace
 }  // namespace nodeform::agent

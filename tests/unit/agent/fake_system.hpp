@@ -82,11 +82,16 @@ struct FakeSystem {
             fs.put_dir(arg_after(argv, "-d"),
                        {0700, static_cast<uid_t>(std::stoi(uid)), static_cast<gid_t>(std::stoi(uid))});
             set_groups(name, arg_after(argv, "-G"));
+            if (fs.exists("/etc/shadow")) append("/etc/shadow", name + ":!:20000:0:99999:7:::\n");
         } else if (cmd == "usermod") {
             std::string name = argv.back();
             for (std::size_t i = 0; i + 1 < argv.size(); ++i) {
                 if (argv[i] == "-G") set_groups(name, argv[i + 1]);
+                if (argv[i] == "-e") set_shadow(name, 7, argv[i + 1]);
             }
+        } else if (cmd == "chpasswd") {
+            std::string line = r.stdin_data.substr(0, r.stdin_data.find('\n'));
+            set_shadow(line.substr(0, line.find(':')), 1, line.substr(line.find(':') + 1));
         } else if (cmd == "apt-cache") {
             std::string out;
             for (std::size_t i = 2; i < argv.size(); ++i) {
@@ -121,6 +126,29 @@ struct FakeSystem {
             if (verb == "stop") active_units.erase(unit);
         }
         return ProcessResult{0, false, "", ""};
+    }
+
+    // Field index of user's /etc/shadow line set to value.
+    void set_shadow(const std::string& user, std::size_t index, const std::string& value) {
+        auto text = fs.read("/etc/shadow", 1 << 20).value();
+        std::stringstream in(text);
+        std::string line, out;
+        while (std::getline(in, line)) {
+            if (line.substr(0, line.find(':')) == user) {
+                std::vector<std::string> f;
+                std::stringstream fields(line + ":");
+                std::string field;
+                while (std::getline(fields, field, ':'))
+                    f.push_back(field);
+                f.resize(9);
+                f[index] = value;
+                line.clear();
+                for (std::size_t i = 0; i < f.size(); ++i)
+                    line += (i ? ":" : "") + f[i];
+            }
+            out += line + "\n";
+        }
+        fs.put_file("/etc/shadow", out, {0640, 0, 42});
     }
 
     void set_groups(const std::string& user, const std::string& list) {
