@@ -369,8 +369,7 @@ void check_paths_and_kernel(const Document& doc, std::vector<Diagnostic>& out, c
         for (auto it = sysctl->begin(); it != sysctl->end(); ++it) {
             std::string p = pointer_join("/platform/sysctl", it.key());
             std::string why = check_sysctl_name(it.key());
-            if (!why.empty())
-                out.push_back(doc.diag(p, "kernel parameter " + quote_for_message(it.key()) + " " + why, true));
+            if (!why.empty()) out.push_back(doc.diag(p, quote_for_message(it.key()) + " " + why, true));
             expect(doc, out, p, &*it, [](const std::string& x) -> std::string {
                 for (unsigned char ch : x) {
                     if (ch < 0x20 && ch != '\t') return "must be one line without control characters";
