@@ -83,6 +83,13 @@ void check_packages(const Document& doc, std::vector<Diagnostic>& out, const std
         if (name == nullptr || !name->is_string()) continue;
         expect(doc, out, p, name, [](const std::string& s) { return check_package_name(s); });
         names.add(doc, out, name->get<std::string>(), p, "package");
+        if (item.is_object()) {
+            const std::string ip = pointer_join(pointer, i);
+            expect(doc, out, ip + "/version", member(item, "version"),
+                   [](const std::string& s) { return check_package_version(s); });
+            if (string_at(item, "state", "present") == "absent" && (member(item, "version") || member(item, "hold")))
+                out.push_back(doc.diag(ip, "version and hold have no effect with state absent; remove them"));
+        }
     }
 }
 

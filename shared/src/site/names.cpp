@@ -279,6 +279,19 @@ std::string check_mode(std::string_view mode) {
     return {};
 }
 
+std::string check_package_version(std::string_view v) {
+    const char* rule =
+        "is not a Debian version: letters, digits and '.+~:-', starting with a digit, optionally "
+        "ending in '*' for a prefix ('2.10*')";
+    std::string_view body = !v.empty() && v.back() == '*' ? v.substr(0, v.size() - 1) : v;
+    if (body.empty() || body.size() > 127 || !is_digit(body.front())) return rule;
+    for (char c : body) {
+        if (!is_lower(c) && !is_upper(c) && !is_digit(c) && std::string_view(".+~:-").find(c) == std::string_view::npos)
+            return rule;
+    }
+    return {};
+}
+
 std::string check_sysctl_name(std::string_view name) {
     const char* rule =
         "is not a kernel parameter: dot-separated parts of letters, digits, '_' and '-' "

@@ -61,7 +61,10 @@ Json package_list(const Json* list) {
         if (item.is_string()) {
             out.push_back({{"name", item.get<std::string>()}, {"state", "present"}});
         } else {
-            out.push_back({{"name", string_at(item, "name")}, {"state", string_at(item, "state", "present")}});
+            Json package = {{"name", string_at(item, "name")}, {"state", string_at(item, "state", "present")}};
+            if (member(item, "version")) package["version"] = string_at(item, "version");
+            if (const Json* hold = member(item, "hold"); hold != nullptr && hold->is_boolean()) package["hold"] = *hold;
+            out.push_back(std::move(package));
         }
     }
     return out;

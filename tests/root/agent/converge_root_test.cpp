@@ -461,5 +461,36 @@ TEST_F(RootTest, AZoneTheRootDoesNotHaveFailsAloneAndTouchesNothing) {
     EXPECT_EQ(fs::read_symlink(root_ + "/etc/localtime"), before);
 }
 
+TEST_F(RootTest, PackageVersionPrefixAndHoldWithTheRootsOwnApt) {
+    auto spec = nlohmann::json::parse(R"({
+      "schema_version": 1, "identity": "app-03",
+      "packages": [{"name": "hello", "state": "present", "version": "2.10*", "hold": true},
+                   {"name": "less", "state": "present", "version": "9.9*"}],
+      "secret_paths": []
+    })");
+    const std::string path = write_spec(spec);
+    auto first = agent({"apply", "--spec", path, "--root", root_, "--json"});
+    EXPECT_EQ(first.exit_code, 1) << first.out << first.err;  // less 9.9* does not exist
+    EXPECT_NE(status_of(first.json(), "package:less").find("no version of less matching 9.9*"), std::string::npos)
+        << first.out;
+    EXPECT_EQ(status_of(first.json(), "package:hello").rfind("changed", 0), 0u) << first.out;
+    EXPECT_EQ(in_root({"dpkg-query", "-W", "-f=${Version}", "hello"}).out.rfind("2.10", 0), 0u);
+    EXPECT_EQ(in_root({"apt-mark", "showhold"}).out, "hello\n");
+
+    spec["packages"].erase(1);
+    const std::string good = write_spec(spec);
+    auto second = agent({"apply", "--spec", good, "--root", root_, "--json"});
+    ASSERT_EQ(second.exit_code, 0) << second.out;
+    EXPECT_EQ(second.json()["counts"]["changed"], 0) << second.out;
+
+    ASSERT_EQ(in_root({"apt-mark", "unhold", "hello"}).exit_code, 0);
+    auto plan = agent({"plan", "--spec", good, "--root", root_, "--json"});
+    EXPECT_EQ(plan.exit_code, 2);
+    EXPECT_EQ(ids_with(plan.json(), "drifted"), (std::set<std::string>{"package:hello"})) << plan.out;
+    auto repair = agent({"apply", "--spec", good, "--root", root_, "--json"});
+    EXPECT_EQ(ids_with(repair.json(), "changed"), (std::set<std::string>{"package:hello"})) << repair.out;
+    EXPECT_EQ(in_root({"apt-mark", "showhold"}).out, "hello\n");
+}
+
 }  // namespace
 }  // namespace nodeform::agent

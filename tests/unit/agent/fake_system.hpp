@@ -9,6 +9,7 @@
 #include "fakes/memory_filesystem.hpp"
 #include "fakes/memory_logger.hpp"
 #include "nodeform/agent/converge.hpp"
+#include "nodeform/agent/resources/system_db.hpp"
 
 namespace nodeform::agent::test {
 
@@ -100,8 +101,16 @@ struct FakeSystem {
             return ProcessResult{0, false, out, ""};
         } else if (cmd == "apt-get" && argv.size() > 1 && argv[1] == "install") {
             for (const auto& a : argv) {
-                if (apt_known.count(a)) append("/var/lib/dpkg/status", "\n" + dpkg_stanza(a));
+                auto eq = a.find('=');  // NAME=VERSION installs that version
+                std::string name = a.substr(0, eq);
+                if (apt_known.count(name))
+                    set_package(name, "install", eq == std::string::npos ? "1.0" : a.substr(eq + 1));
             }
+        } else if (cmd == "apt-mark" && argv.size() > 2) {
+            auto status = parse_dpkg_status(fs.read("/var/lib/dpkg/status", 1 << 20).value());
+            for (std::size_t i = 2; i < argv.size(); ++i)
+                set_package(argv[i], argv[1] == "hold" ? "hold" : "install",
+                            status.count(argv[i]) ? status[argv[i]].version : "1.0");
         } else if (cmd == "systemctl") {
             std::string verb;
             std::string unit = argv.back();
@@ -126,6 +135,23 @@ struct FakeSystem {
             if (verb == "stop") active_units.erase(unit);
         }
         return ProcessResult{0, false, "", ""};
+    }
+
+    // dpkg's status with name's stanza replaced: installed, selection want (install | hold), version.
+    void set_package(const std::string& name, const std::string& want, const std::string& version) {
+        std::string text = fs.read("/var/lib/dpkg/status", 1 << 20).value();
+        std::string out;
+        std::size_t pos = 0;
+        while (pos < text.size()) {
+            std::size_t end = text.find("\n\n", pos);
+            std::string stanza = text.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+            pos = end == std::string::npos ? text.size() : end + 2;
+            if (stanza.empty() || stanza.rfind("Package: " + name + "\n", 0) == 0) continue;
+            out += stanza + "\n\n";
+        }
+        out += "Package: " + name + "\nStatus: " + want + " ok installed\nArchitecture: amd64\nVersion: " + version +
+               "\n\n";
+        fs.put_file("/var/lib/dpkg/status", out);
     }
 
     // Field index of user's /etc/shadow line set to value.

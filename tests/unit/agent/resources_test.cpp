@@ -437,5 +437,41 @@ TEST(Stacks, AOneShotServiceThatExitedZeroCountsAsConverged) {
     EXPECT_EQ(find_result(run(sys, one_shot_only, RunMode::check, live), "stack:app")->status, ResourceStatus::drifted);
 }
 
+TEST(Packages, APinnedVersionIsInstalledExactlyAPrefixIsResolvedAndHoldIsKept) {
+    FakeSystem sys;
+    sys.fs.put_file("/var/lib/dpkg/status",
+                    test::dpkg_stanza("base-files") + test::dpkg_stanza("hello", "installed", "2.9-1"));
+    sys.runner.on({"chroot", "/", "apt-cache", "madison", "curl"}, 0,
+                  " curl | 7.88.1-10+deb12u5 | http://deb.debian.org/debian bookworm/main amd64 Packages\n"
+                  " curl | 7.74.0-1.3 | http://deb.debian.org/debian bullseye/main amd64 Packages\n");
+    auto handler = sys.runner.handler;
+    sys.runner.handler = nullptr;
+    sys.runner.handler = [&sys, handler](const ProcessRequest& r) -> Result<ProcessResult> {
+        if (r.argv.size() > 3 && r.argv[2] == "apt-cache" && r.argv[3] == "madison") {
+            for (const auto& rule : sys.runner.rules)
+                if (rule.argv_prefix == std::vector<std::string>(r.argv.begin(), r.argv.begin() + 5))
+                    return rule.result;
+        }
+        return handler(r);
+    };
+    auto spec = spec_with({{"packages",
+                            {{{"name", "hello"}, {"state", "present"}, {"version", "2.10-3"}, {"hold", true}},
+                             {{"name", "curl"}, {"state", "present"}, {"version", "7.88*"}}}}});
+    auto plan = run(sys, spec, RunMode::check);
+    EXPECT_EQ(find_result(plan, "package:hello")->changes.at(0).field, "version");
+    EXPECT_EQ(find_result(plan, "package:hello")->changes.at(0).old_value, "2.9-1");
+    auto first = run(sys, spec);
+    ASSERT_TRUE(first.ok()) << to_report_json(first).dump(2);
+    EXPECT_NE(sys.position("--allow-downgrades --allow-change-held-packages"), -1);
+    EXPECT_NE(sys.position("hello=2.10-3 curl=7.88.1-10+deb12u5"), -1);
+    EXPECT_NE(sys.position("chroot / apt-mark hold hello"), -1);
+    auto again = run(sys, spec);
+    EXPECT_EQ(again.counts().changed, 0) << to_report_json(again).dump(2);
+    EXPECT_NE(find_result(again, "package:hello")->message.find("held"), std::string::npos);
+
+    auto bad = run(sys, spec_with({{"packages", {{{"name", "hello"}, {"version", "2.10; rm -rf /"}}}}}));
+    EXPECT_NE(status(bad, "package:hello").find("invalid version"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace nodeform::agent
