@@ -263,6 +263,7 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
         item.id = "timezone:" + item.name;
         timezone.push_back(std::move(item));
     }
+    auto apt_sources = items_of(spec, "apt_sources", "apt_source", "name");
     auto packages = items_of(spec, "packages", "package", "name");
     auto groups = items_of(spec, "groups", "group", "name");
     auto users = items_of(spec, "users", "user", "name");
@@ -276,8 +277,8 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
     auto stacks = items_of(spec, "stacks", "stack", "name");
 
     std::set<std::string> ids;
-    for (auto* list : {&hostname, &timezone, &packages, &groups, &users, &directories, &files, &symlinks, &modules,
-                       &sysctl, &services, &timers, &stacks}) {
+    for (auto* list : {&hostname, &timezone, &apt_sources, &packages, &groups, &users, &directories, &files, &symlinks,
+                       &modules, &sysctl, &services, &timers, &stacks}) {
         for (auto& item : *list)
             ids.insert(item.id);
     }
@@ -387,6 +388,7 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
 
     run_stage(hostname, converge_hostname);
     run_stage(timezone, converge_timezone);
+    run_stage(apt_sources, converge_apt_sources);
     run_stage(packages, converge_packages);
     run_stage(groups, converge_groups);
     run_stage(users, converge_users);

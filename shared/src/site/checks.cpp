@@ -338,6 +338,47 @@ void check_health(Context& c, const Document& doc, const Json* health) {
 void check_paths_and_kernel(const Document& doc, std::vector<Diagnostic>& out, const Json& platform) {
     auto absolute = [](const std::string& x) { return check_absolute_path(x); };
     auto unix_name = [](const std::string& x) { return check_unix_name(x); };
+    if (const Json* sources = member(platform, "apt_sources"); sources != nullptr && sources->is_array()) {
+        UniqueNames names;
+        for (std::size_t i = 0; i < sources->size(); ++i) {
+            const Json& a = (*sources)[i];
+            if (!a.is_object()) continue;
+            std::string p = pointer_join("/platform/apt_sources", i);
+            expect(doc, out, p + "/name", member(a, "name"), [](const std::string& x) {
+                std::string why = check_object_name(x);
+                if (why.empty() && x.find('.') != std::string::npos) why = "must not contain '.'";
+                return why;
+            });
+            if (!string_at(a, "name").empty()) names.add(doc, out, string_at(a, "name"), p + "/name", "apt source");
+            if (string_at(a, "state", "present") != "present") continue;
+            for (const char* key : {"uris", "suites", "key"}) {
+                if (!a.contains(key))
+                    out.push_back(doc.diag(p, std::string("an apt source with state present needs '") + key + "'"));
+            }
+            if (const Json* uris = member(a, "uris"); uris != nullptr && uris->is_array()) {
+                for (std::size_t k = 0; k < uris->size(); ++k) {
+                    expect(doc, out, pointer_join(p + "/uris", k), &(*uris)[k],
+                           [](const std::string& x) { return check_url(x, false); });
+                }
+            }
+            const Json* suites = member(a, "suites");
+            bool flat = suites != nullptr && suites->is_array() && suites->size() == 1 && (*suites)[0].is_string() &&
+                        !(*suites)[0].get<std::string>().empty() && (*suites)[0].get<std::string>().back() == '/';
+            if (!flat && suites != nullptr && !a.contains("components"))
+                out.push_back(doc.diag(p, "an apt source needs 'components' (unless its one suite ends in '/')"));
+            expect(doc, out, p + "/key", member(a, "key"), [](const std::string& x) -> std::string {
+                std::string t = x;
+                while (!t.empty() && (t.back() == '\n' || t.back() == ' '))
+                    t.pop_back();
+                const std::string begin = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
+                const std::string end = "-----END PGP PUBLIC KEY BLOCK-----";
+                if (t.rfind(begin, 0) != 0 || t.size() < end.size() ||
+                    t.compare(t.size() - end.size(), end.size(), end) != 0)
+                    return "is not an ASCII-armored OpenPGP public key (gpg --export --armor KEYID)";
+                return {};
+            });
+        }
+    }
     if (const Json* dirs = member(platform, "directories"); dirs != nullptr && dirs->is_array()) {
         UniqueNames paths;
         for (std::size_t i = 0; i < dirs->size(); ++i) {

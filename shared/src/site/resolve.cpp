@@ -310,6 +310,19 @@ void resolve_site(Context& c, Site& site) {
         }
         r["files"] = files;
 
+        Json apt_sources = Json::array();
+        if (const Json* as = member(*platform, "apt_sources")) {
+            for (const auto& a : *as) {
+                Json source = {{"name", string_at(a, "name")}, {"state", string_at(a, "state", "present")}};
+                if (string_at(a, "state", "present") == "present") {
+                    for (const char* key : {"uris", "suites", "components", "architectures"})
+                        source[key] = member(a, key) ? *member(a, key) : Json::array();
+                    source["key"] = string_at(a, "key");
+                }
+                apt_sources.push_back(std::move(source));
+            }
+        }
+        r["apt_sources"] = apt_sources;
         Json directories = Json::array();
         if (const Json* ds = member(*platform, "directories")) {
             for (const auto& d : *ds) {

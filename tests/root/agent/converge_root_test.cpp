@@ -9,12 +9,14 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "nodeform/atomic_file.hpp"
 #include "nodeform/posix_process_runner.hpp"
+#include "real_systems.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::agent {
@@ -490,6 +492,81 @@ TEST_F(RootTest, PackageVersionPrefixAndHoldWithTheRootsOwnApt) {
     auto repair = agent({"apply", "--spec", good, "--root", root_, "--json"});
     EXPECT_EQ(ids_with(repair.json(), "changed"), (std::set<std::string>{"package:hello"})) << repair.out;
     EXPECT_EQ(in_root({"apt-mark", "showhold"}).out, "hello\n");
+}
+
+// The repository the apt sources test serves: a package, a Packages index and a Release signed (InRelease) with a
+// key made here; wrong.asc is another key, which must not verify it. $1 is the work directory.
+// clang-format off
+constexpr const char* kBuildRepository = R"SH(set -e; w="$1"; mkdir -p "$w/gnupg" "$w/repo" "$w/pkg/DEBIAN" "$w/pkg/usr/share/nodeform-test"
+chmod 700 "$w/gnupg"; export GNUPGHOME="$w/gnupg"
+gpg -q --batch --passphrase '' --quick-gen-key 'nodeform test repo <repo@example.invalid>' ed25519 sign never
+gpg -q --batch --passphrase '' --quick-gen-key 'someone else <else@example.invalid>' ed25519 sign never
+gpg -q --armor --export repo@example.invalid > "$w/key.asc"
+gpg -q --armor --export else@example.invalid > "$w/wrong.asc"
+printf 'Package: nodeform-test-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.invalid>\nDescription: test\n' > "$w/pkg/DEBIAN/control"
+echo hello from the loopback repository > "$w/pkg/usr/share/nodeform-test/hello.txt"
+dpkg-deb --root-owner-group -Zgzip --build "$w/pkg" "$w/repo/nodeform-test-hello_1.0_all.deb" >/dev/null
+cd "$w/repo"; dpkg-scanpackages -m . /dev/null > Packages 2>/dev/null
+sum=$(sha256sum Packages | cut -d' ' -f1); size=$(stat -c%s Packages)
+printf 'Origin: nodeform-test\nLabel: nodeform-test\nSuite: ./\nDate: %s\nSHA256:\n %s %s Packages\n' "$(date -Ru)" "$sum" "$size" > Release
+gpg -q --batch --local-user repo@example.invalid --clearsign -o InRelease Release
+)SH";
+// clang-format on
+
+// apt sources against a repository the test builds, signs (gpg, a key made here) and serves on loopback: deb822 with
+// Signed-By, one apt-get update, the package installed from it; a wrong key fails the source with apt's reason.
+TEST_F(RootTest, AptSourceWithSignedByFromTheSiteInstallsFromALoopbackRepository) {
+    for (const char* tool : {"gpg", "dpkg-scanpackages", "dpkg-deb", "python3"}) {
+        if (sh({tool}, "command -v \"$1\" >/dev/null").exit_code != 0)
+            GTEST_SKIP() << tool << " missing: scripts/install-deps.sh test (gnupg, dpkg-dev)";
+    }
+    const std::string work = tmp_.path() + "/repo-work";
+    auto built = sh({work}, kBuildRepository);
+    ASSERT_EQ(built.exit_code, 0) << built.err;
+    test::real::BackgroundProcess server(
+        {"python3", "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", work + "/repo"},
+        work + "/http.log");
+    std::string port;
+    for (int i = 0; i < 100 && port.empty(); ++i) {
+        std::string log = test::real::slurp(work + "/http.log");
+        auto at = log.find(" port ");
+        if (at != std::string::npos) port = log.substr(at + 6, log.find(' ', at + 6) - at - 6);
+        if (port.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ASSERT_FALSE(port.empty()) << test::real::slurp(work + "/http.log");
+    auto spec = nlohmann::json::parse(R"({
+      "schema_version": 1, "identity": "app-04",
+      "apt_sources": [{"name": "nftest", "suites": ["./"], "components": [], "architectures": [], "state": "present"}],
+      "packages": [{"name": "nodeform-test-hello", "state": "present"}],
+      "secret_paths": []
+    })");
+    spec["apt_sources"][0]["uris"] = {"http://127.0.0.1:" + port + "/"};
+    spec["apt_sources"][0]["key"] = test::real::slurp(work + "/wrong.asc");
+    auto wrong = agent({"apply", "--spec", write_spec(spec), "--root", root_, "--json"});
+    EXPECT_EQ(wrong.exit_code, 1) << wrong.out;
+    EXPECT_NE(status_of(wrong.json(), "apt_source:nftest").find("apt-get update failed"), std::string::npos)
+        << wrong.out;
+    EXPECT_EQ(status_of(wrong.json(), "package:nodeform-test-hello").rfind("failed", 0), 0u);
+
+    spec["apt_sources"][0]["key"] = test::real::slurp(work + "/key.asc");
+    const std::string path = write_spec(spec);
+    auto first = agent({"apply", "--spec", path, "--root", root_, "--json"});
+    ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+    EXPECT_EQ(ids_with(first.json(), "changed"),
+              (std::set<std::string>{"apt_source:nftest", "package:nodeform-test-hello"}));
+    EXPECT_EQ(file("/usr/share/nodeform-test/hello.txt"), "hello from the loopback repository\n");
+    EXPECT_EQ(file("/etc/apt/sources.list.d/nodeform-nftest.sources"),
+              "# Managed by nodeform: changes here are overwritten.\nTypes: deb\nURIs: http://127.0.0.1:" + port +
+                  "/\nSuites: ./\nSigned-By: /etc/apt/keyrings/nodeform-nftest.asc\n");
+    auto second = agent({"apply", "--spec", path, "--root", root_, "--json"});
+    EXPECT_EQ(second.json()["counts"]["changed"], 0) << second.out;
+
+    fs::remove(root_ + "/etc/apt/sources.list.d/nodeform-nftest.sources");
+    auto plan = agent({"plan", "--spec", path, "--root", root_, "--json"});
+    EXPECT_EQ(ids_with(plan.json(), "drifted"), (std::set<std::string>{"apt_source:nftest"})) << plan.out;
+    auto repair = agent({"apply", "--spec", path, "--root", root_, "--json"});
+    EXPECT_EQ(ids_with(repair.json(), "changed"), (std::set<std::string>{"apt_source:nftest"})) << repair.out;
+    EXPECT_NE(status_of(repair.json(), "apt_source:nftest").find("apt-get update done"), std::string::npos);
 }
 
 }  // namespace

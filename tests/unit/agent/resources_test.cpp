@@ -473,5 +473,56 @@ TEST(Packages, APinnedVersionIsInstalledExactlyAPrefixIsResolvedAndHoldIsKept) {
     EXPECT_NE(status(bad, "package:hello").find("invalid version"), std::string::npos);
 }
 
+const char* kArmored = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZfake\n-----END PGP PUBLIC KEY BLOCK-----\n";
+
+TEST(AptSources, Deb822WithSignedByAndOneUpdateForAllChangedSources) {
+    FakeSystem sys;
+    auto source = [](const std::string& name, const std::string& uri) {
+        return nlohmann::json{{"name", name},
+                              {"uris", {uri}},
+                              {"suites", {"bookworm"}},
+                              {"components", {"main"}},
+                              {"architectures", {"amd64"}},
+                              {"key", kArmored},
+                              {"state", "present"}};
+    };
+    auto spec = spec_with({{"apt_sources",
+                            {source("pg", "https://apt.postgresql.org/pub/repos/apt"),
+                             source("docker", "https://download.docker.com/linux/debian")}}});
+    auto first = run(sys, spec);
+    ASSERT_TRUE(first.ok()) << to_report_json(first).dump(2);
+    EXPECT_EQ(sys.fs.read("/etc/apt/sources.list.d/nodeform-pg.sources", 4096).value(),
+              "# Managed by nodeform: changes here are overwritten.\nTypes: deb\n"
+              "URIs: https://apt.postgresql.org/pub/repos/apt\nSuites: bookworm\nComponents: main\n"
+              "Architectures: amd64\nSigned-By: /etc/apt/keyrings/nodeform-pg.asc\n");
+    EXPECT_EQ(sys.fs.read("/etc/apt/keyrings/nodeform-pg.asc", 4096).value(), kArmored);
+    int updates = 0;
+    for (const auto& c : sys.runner.commands())
+        updates += c.find("apt-get update") != std::string::npos;
+    EXPECT_EQ(updates, 1);
+    EXPECT_EQ(sys.position("apt-key"), -1);
+    EXPECT_EQ(run(sys, spec).counts().changed, 0);
+    updates = 0;
+    for (const auto& c : sys.runner.commands())
+        updates += c.find("apt-get update") != std::string::npos;
+    EXPECT_EQ(updates, 1);  // nothing changed: no update
+
+    auto bad = spec_with({{"apt_sources", {source("x", "ftp://example.net/debian"), source("y", "https://e.net/d")}}});
+    bad["apt_sources"][1]["key"] = "not a key";
+    auto report = run(sys, bad);
+    EXPECT_NE(status(report, "apt_source:x").find("invalid URI"), std::string::npos);
+    EXPECT_NE(status(report, "apt_source:y").find("ASCII-armored"), std::string::npos);
+    EXPECT_FALSE(sys.fs.exists("/etc/apt/sources.list.d/nodeform-x.sources"));
+
+    sys.runner.handler = [](const ProcessRequest& r) -> Result<ProcessResult> {
+        for (const auto& a : r.argv)
+            if (a == "update") return ProcessResult{100, false, "", "E: The repository is not signed."};
+        return ProcessResult{0, false, "", ""};
+    };
+    auto failing = run(sys, spec_with({{"apt_sources", {source("z", "https://e.net/z")}}}));
+    EXPECT_NE(status(failing, "apt_source:z").find("apt-get update failed"), std::string::npos);
+    EXPECT_NE(status(failing, "apt_source:z").find("not signed"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace nodeform::agent
