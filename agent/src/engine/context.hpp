@@ -84,6 +84,7 @@ std::vector<ResourceResult> converge_files(Context& ctx, const std::vector<Item>
 std::vector<ResourceResult> converge_services(Context& ctx, const std::vector<Item>& items);
 std::vector<ResourceResult> converge_stacks(Context& ctx, const std::vector<Item>& items);
 std::vector<ResourceResult> converge_apt_sources(Context& ctx, const std::vector<Item>& items);
+std::vector<ResourceResult> converge_mounts(Context& ctx, const std::vector<Item>& items);
 std::vector<ResourceResult> converge_timezone(Context& ctx, const std::vector<Item>& items);
 std::vector<ResourceResult> converge_directories(Context& ctx, const std::vector<Item>& items);
 std::vector<ResourceResult> converge_symlinks(Context& ctx, const std::vector<Item>& items);

@@ -267,6 +267,7 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
     auto packages = items_of(spec, "packages", "package", "name");
     auto groups = items_of(spec, "groups", "group", "name");
     auto users = items_of(spec, "users", "user", "name");
+    auto mounts = items_of(spec, "mounts", "mount", "path");
     auto directories = items_of(spec, "directories", "directory", "path");
     auto files = items_of(spec, "files", "file", "path");
     auto symlinks = items_of(spec, "symlinks", "symlink", "path");
@@ -277,8 +278,8 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
     auto stacks = items_of(spec, "stacks", "stack", "name");
 
     std::set<std::string> ids;
-    for (auto* list : {&hostname, &timezone, &apt_sources, &packages, &groups, &users, &directories, &files, &symlinks,
-                       &modules, &sysctl, &services, &timers, &stacks}) {
+    for (auto* list : {&hostname, &timezone, &apt_sources, &packages, &groups, &users, &mounts, &directories, &files,
+                       &symlinks, &modules, &sysctl, &services, &timers, &stacks}) {
         for (auto& item : *list)
             ids.insert(item.id);
     }
@@ -392,6 +393,7 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
     run_stage(packages, converge_packages);
     run_stage(groups, converge_groups);
     run_stage(users, converge_users);
+    run_stage(mounts, converge_mounts);
     run_stage(directories, converge_directories);
     run_stage(files, converge_files);
     if (!ctx.restart_requests.empty()) {

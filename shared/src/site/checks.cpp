@@ -379,6 +379,33 @@ void check_paths_and_kernel(const Document& doc, std::vector<Diagnostic>& out, c
             });
         }
     }
+    if (const Json* mounts = member(platform, "mounts"); mounts != nullptr && mounts->is_array()) {
+        UniqueNames paths;
+        UniqueNames devices;
+        for (std::size_t i = 0; i < mounts->size(); ++i) {
+            const Json& m = (*mounts)[i];
+            if (!m.is_object()) continue;
+            std::string p = pointer_join("/platform/mounts", i);
+            expect(doc, out, p + "/path", member(m, "path"), absolute);
+            if (string_at(m, "path") == "/")
+                out.push_back(doc.diag(p + "/path", "the root filesystem cannot be managed"));
+            if (!string_at(m, "path").empty()) paths.add(doc, out, string_at(m, "path"), p + "/path", "mount point");
+            expect(doc, out, p + "/device", member(m, "device"), [](const std::string& x) -> std::string {
+                std::string why = check_absolute_path(x);
+                if (why.empty() && x.rfind("/dev/", 0) != 0) why = "must be a block device under /dev";
+                return why;
+            });
+            if (!string_at(m, "device").empty()) devices.add(doc, out, string_at(m, "device"), p + "/device", "device");
+            expect(doc, out, p + "/options", member(m, "options"), [](const std::string& x) -> std::string {
+                for (char ch : x) {
+                    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                              std::string_view(",=_-.").find(ch) != std::string_view::npos;
+                    if (!ok) return "must be mount(8) options (letters, digits, ',', '=', '_', '-', '.')";
+                }
+                return {};
+            });
+        }
+    }
     if (const Json* dirs = member(platform, "directories"); dirs != nullptr && dirs->is_array()) {
         UniqueNames paths;
         for (std::size_t i = 0; i < dirs->size(); ++i) {

@@ -323,6 +323,17 @@ void resolve_site(Context& c, Site& site) {
             }
         }
         r["apt_sources"] = apt_sources;
+        Json mounts = Json::array();
+        if (const Json* ms = member(*platform, "mounts")) {
+            for (const auto& m : *ms) {
+                mounts.push_back({{"path", string_at(m, "path")},
+                                  {"device", string_at(m, "device")},
+                                  {"fstype", string_at(m, "fstype", "ext4")},
+                                  {"options", string_at(m, "options", "defaults")},
+                                  {"format", bool_at(m, "format", true)}});
+            }
+        }
+        r["mounts"] = mounts;
         Json directories = Json::array();
         if (const Json* ds = member(*platform, "directories")) {
             for (const auto& d : *ds) {

@@ -569,5 +569,75 @@ TEST_F(RootTest, AptSourceWithSignedByFromTheSiteInstallsFromALoopbackRepository
     EXPECT_NE(status_of(repair.json(), "apt_source:nftest").find("apt-get update done"), std::string::npos);
 }
 
+// mounts against loop devices the test creates: formatted once (the second run keeps the UUID), fstab by UUID,
+// mounted; unmounted by hand → drift → mounted again; a device with another signature (swap) is refused untouched.
+// All runs share one private mount namespace (the agent's mounts must outlive each run).
+TEST_F(RootTest, MountFormatsOnlyAnEmptyDeviceWritesFstabByUuidAndNeverReformats) {
+    const std::string work = tmp_.path() + "/mounts";
+    fs::create_directories(work);
+    auto loops = sh({work},
+                    "truncate -s 64M \"$1/a.img\" \"$1/b.img\" && losetup -f --show \"$1/a.img\" > \"$1/a\" && "
+                    "losetup -f --show \"$1/b.img\" > \"$1/b\" && mkswap -q \"$(cat \"$1/b\")\"");
+    const std::string a = test::real::slurp(work + "/a").substr(0, test::real::slurp(work + "/a").find('\n'));
+    const std::string b = test::real::slurp(work + "/b").substr(0, test::real::slurp(work + "/b").find('\n'));
+    struct Detach {
+        std::vector<std::string> devices;
+        ~Detach() {
+            for (const auto& d : devices)
+                if (!d.empty()) test::real::run({"losetup", "-d", d});
+        }
+    } detach{{a, b}};
+    if (loops.exit_code != 0 || a.empty() || b.empty()) GTEST_SKIP() << "no loop devices here: " << loops.err;
+    auto spec = nlohmann::json::parse(R"({"schema_version": 1, "identity": "app-05", "secret_paths": [],
+      "directories": [{"path": "/srv/data/app", "mode": "0750", "owner": "root", "group": "root", "recursive": false}]})");
+    spec["mounts"] = {
+        {{"path", "/srv/data"}, {"device", a}, {"fstype", "ext4"}, {"options", "defaults"}, {"format", true}},
+        {{"path", "/srv/swapdisk"}, {"device", b}, {"fstype", "ext4"}, {"options", "defaults"}, {"format", true}}};
+    const std::string path = write_spec(spec);
+    auto session = sh(
+        {test::binary_dir() + "/agent/nodeform-agent", path, work},
+        "unshare --mount --fork -- sh -c '"
+        "set +e; R=\"$0\"; A=\"$1\"; S=\"$2\"; O=\"$3\"; mount -t proc proc \"$R/proc\"; mount --bind /dev \"$R/dev\"; "
+        "\"$A\" apply --spec \"$S\" --root \"$R\" --json > \"$O/1.json\"; echo $? > \"$O/1.rc\"; "
+        "\"$A\" apply --spec \"$S\" --root \"$R\" --json > \"$O/2.json\"; "
+        "findmnt -n -o FSTYPE \"$R/srv/data\" > \"$O/findmnt\"; "
+        "umount \"$R/srv/data\"; "
+        "\"$A\" plan --spec \"$S\" --root \"$R\" --json > \"$O/3.json\"; "
+        "\"$A\" apply --spec \"$S\" --root \"$R\" --json > \"$O/4.json\"; "
+        "findmnt -n -o FSTYPE \"$R/srv/data\" > \"$O/findmnt2\"; umount \"$R/srv/data\"; exit 0' "
+        "\"$0\" \"$@\"");
+    ASSERT_EQ(session.exit_code, 0) << session.err;
+    auto report = [&](int n) {
+        return nlohmann::json::parse(test::real::slurp(work + "/" + std::to_string(n) + ".json"), nullptr, false);
+    };
+    auto first = report(1);
+    ASSERT_FALSE(first.is_discarded()) << session.err;
+    EXPECT_EQ(test::real::slurp(work + "/1.rc"), "1\n");  // the swap device fails
+    EXPECT_EQ(status_of(first, "mount:/srv/data").rfind("changed", 0), 0u) << first.dump(2);
+    EXPECT_EQ(status_of(first, "directory:/srv/data/app").rfind("changed", 0), 0u);
+    EXPECT_NE(status_of(first, "mount:/srv/swapdisk").find("holds swap"), std::string::npos) << first.dump(2);
+    EXPECT_NE(status_of(first, "mount:/srv/swapdisk").find("never reformats"), std::string::npos);
+    EXPECT_EQ(test::real::run({"blkid", "-p", "-o", "value", "-s", "TYPE", b}).out, "swap\n");  // untouched
+    EXPECT_EQ(test::real::slurp(work + "/findmnt"), "ext4\n");
+    const std::string uuid = test::real::run({"blkid", "-p", "-o", "value", "-s", "UUID", a}).out;
+    ASSERT_FALSE(uuid.empty());
+    EXPECT_NE(file("/etc/fstab").find("UUID=" + uuid.substr(0, uuid.size() - 1) + " /srv/data ext4 defaults 0 2\n"),
+              std::string::npos)
+        << file("/etc/fstab");
+    // Second run: formatted once only (same UUID), nothing changed but the refused device.
+    auto second = report(2);
+    EXPECT_EQ(status_of(second, "mount:/srv/data").rfind("unchanged", 0), 0u) << second.dump(2);
+    EXPECT_EQ(second["counts"]["changed"], 0);
+    // Unmounted by hand: plan names it, apply mounts it again, still without formatting.
+    auto plan = report(3);
+    // (the directory on it is hidden while it is unmounted: drift too, and back once mounted)
+    EXPECT_EQ(ids_with(plan, "drifted"), (std::set<std::string>{"mount:/srv/data", "directory:/srv/data/app"}))
+        << plan.dump(2);
+    auto repair = report(4);
+    EXPECT_EQ(ids_with(repair, "changed"), (std::set<std::string>{"mount:/srv/data"})) << repair.dump(2);
+    EXPECT_EQ(test::real::slurp(work + "/findmnt2"), "ext4\n");
+    EXPECT_EQ(test::real::run({"blkid", "-p", "-o", "value", "-s", "UUID", a}).out, uuid);
+}
+
 }  // namespace
 }  // namespace nodeform::agent

@@ -524,5 +524,52 @@ TEST(AptSources, Deb822WithSignedByAndOneUpdateForAllChangedSources) {
     EXPECT_NE(status(failing, "apt_source:z").find("not signed"), std::string::npos);
 }
 
+TEST(Mounts, FormatsOnlyADeviceWithoutSignatureWritesFstabByUuidAndMounts) {
+    FakeSystem sys;
+    sys.fs.put_file("/etc/fstab",
+                    "# static\nUUID=root-uuid / ext4 errors=remount-ro 0 1\n/dev/old /srv/data ext3 defaults 0 2\n");
+    sys.fs.put_file("/proc/self/mountinfo", "22 1 8:1 / / rw - ext4 /dev/vda1 rw\n");
+    bool formatted = false;
+    sys.runner.handler = [&](const ProcessRequest& r) -> Result<ProcessResult> {
+        if (r.argv[0] == "blkid") {
+            if (r.argv.back() == "/dev/vdc") return ProcessResult{0, false, "DEVNAME=/dev/vdc\nTYPE=LVM2_member\n", ""};
+            return formatted ? ProcessResult{0, false, "DEVNAME=/dev/vdb\nUUID=1111-2222\nTYPE=ext4\n", ""}
+                             : ProcessResult{2, false, "", ""};
+        }
+        if (r.argv[0] == "mkfs.ext4") formatted = true;
+        if (r.argv[0] == "mount") {
+            auto info = sys.fs.read("/proc/self/mountinfo", 4096).value();
+            sys.fs.put_file("/proc/self/mountinfo",
+                            info + "40 22 254:16 / " + r.argv.back() + " rw - ext4 /dev/vdb rw\n");
+        }
+        return ProcessResult{0, false, "", ""};
+    };
+    auto mount = [](const std::string& path, const std::string& device) {
+        return nlohmann::json{
+            {"path", path}, {"device", device}, {"fstype", "ext4"}, {"options", "defaults,noatime"}, {"format", true}};
+    };
+    auto spec = spec_with({{"mounts", {mount("/srv/data", "/dev/vdb"), mount("/srv/lvm", "/dev/vdc")}}});
+    auto plan = run(sys, spec, RunMode::check);
+    EXPECT_EQ(status(plan, "mount:/srv/data"),
+              "drifted: would make ext4 on /dev/vdb (it has no signature) and mount it");
+    EXPECT_FALSE(formatted);
+    auto first = run(sys, spec);
+    EXPECT_EQ(status(first, "mount:/srv/data"), "changed: mounted ext4 1111-2222 at /srv/data");
+    EXPECT_NE(status(first, "mount:/srv/lvm").find("holds LVM2_member"), std::string::npos);
+    EXPECT_NE(status(first, "mount:/srv/lvm").find("never reformats"), std::string::npos);
+    EXPECT_EQ(
+        sys.fs.read("/etc/fstab", 4096).value(),
+        "# static\nUUID=root-uuid / ext4 errors=remount-ro 0 1\nUUID=1111-2222 /srv/data ext4 defaults,noatime 0 2\n");
+    EXPECT_NE(sys.position("mkfs.ext4 -q /dev/vdb"), -1);
+    EXPECT_EQ(sys.position("mkfs.ext4 -q /dev/vdc"), -1);
+    EXPECT_NE(sys.position("mount -t ext4 -o defaults,noatime /dev/vdb /srv/data"), -1);
+    auto again = run(sys, spec);
+    EXPECT_EQ(status(again, "mount:/srv/data"), "unchanged: ext4 1111-2222 mounted at /srv/data");
+    int mkfs = 0;
+    for (const auto& c : sys.runner.commands())
+        mkfs += c.rfind("mkfs", 0) == 0;
+    EXPECT_EQ(mkfs, 1);
+}
+
 }  // namespace
 }  // namespace nodeform::agent
