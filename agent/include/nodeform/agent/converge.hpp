@@ -108,9 +108,9 @@ class ConvergeEngine {
     ConvergeEngine(ProcessRunner& runner, Filesystem& fs, Clock& clock, Logger& logger, Random& random,
                    ConvergeOptions options);
     // One run in resource order hostname → timezone → apt_sources → packages → groups → users → mounts →
-    // directories → files → symlinks → kernel_modules → sysctl → services → timers → stacks.
-    // spec gives a report with error set and no resources. In apply mode with write_state, writes last-run.json and
-    // (first fully successful run) platform-ready.
+    // directories → files → symlinks → kernel_modules → sysctl → services → timers → stacks. Never throws for bad
+    // input: an unusable spec gives a report with error set and no resources. In apply mode with write_state, writes
+    // last-run.json and (first fully successful run) platform-ready.
     RunReport run(const nlohmann::json& resolved_spec, RunMode mode);
     // Thread-safe and permanent: the run in progress finishes the stage in hand (one apt transaction, the users,
     // the files...) and reports every later resource `skipped` ("the agent is stopping"); later runs do the same.
