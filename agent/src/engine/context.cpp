@@ -153,6 +153,20 @@ void finish_result(Context& ctx, ResourceResult& result, const std::string& erro
     }
 }
 
+std::string first_line(const std::string& s) {
+    std::string line = s.substr(0, s.find('\n'));
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\r'))
+        line.pop_back();
+    return line;
+}
+
+std::vector<std::string> systemctl(Context& ctx, std::vector<std::string> args) {
+    std::vector<std::string> argv = {"systemctl"};
+    if (!ctx.systemd_running) argv.push_back("--root=" + ctx.fs.root());
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+}
+
 std::string octal_mode(mode_t mode) {
     char buf[8];
     std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode));

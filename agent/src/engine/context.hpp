@@ -102,6 +102,10 @@ std::optional<std::string> primary_ipv4(const std::string& route, const std::str
 // After the files stage: try-restart every requested service once; returns per-service failures.
 std::map<std::string, std::string> restart_requested_services(Context& ctx);
 
+// The first line of s, trailing spaces and CR removed (systemctl's one-word answers).
+std::string first_line(const std::string& s);
+// "systemctl ARGS…", with --root=ROOT when systemd is not running (an offline root: enablement only).
+std::vector<std::string> systemctl(Context& ctx, std::vector<std::string> args);
 // "0644".
 std::string octal_mode(mode_t mode);
 // "sha256:" and the first 16 hex digits of content's digest: how changed content shows in a report.

@@ -25,20 +25,6 @@ std::string unit_literal(const std::string& s) {
     return out;
 }
 
-std::vector<std::string> systemctl(Context& ctx, std::vector<std::string> args) {
-    std::vector<std::string> argv = {"systemctl"};
-    if (!ctx.systemd_running) argv.push_back("--root=" + ctx.fs.root());
-    argv.insert(argv.end(), args.begin(), args.end());
-    return argv;
-}
-
-std::string first_line(const std::string& s) {
-    std::string line = s.substr(0, s.find('\n'));
-    while (!line.empty() && (line.back() == ' ' || line.back() == '\r'))
-        line.pop_back();
-    return line;
-}
-
 }  // namespace
 
 std::string exec_start_line(const std::vector<std::string>& argv) {
