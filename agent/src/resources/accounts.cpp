@@ -202,8 +202,10 @@ Status converge_password(Context& ctx, ResourceResult& r, const Item& item, cons
     if (want != have) {
         if (u.password && base != *u.password)
             r.changes.push_back(ctx.change(item.pointer + "/password", "password", "other", "set"));
-        if (have_locked != u.locked && !(want_base.empty() && !u.locked))
-            r.changes.push_back(ctx.change(item.pointer + "/locked", "locked", have_locked, u.locked));
+        // A bare "!" (useradd's "no password yet") is not a lock.
+        const bool locked_now = have_locked && !base.empty();
+        if (locked_now != u.locked && !(want_base.empty() && !u.locked))
+            r.changes.push_back(ctx.change(item.pointer + "/locked", "locked", locked_now, u.locked));
         if (ctx.apply()) {
             auto res = ctx.run(with_root(ctx, {"chpasswd", "-e"}), ctx.short_timeout(), {}, u.name + ":" + want + "\n");
             if (!res) return make_error("cannot set the password of " + u.name + ": " + res.message());

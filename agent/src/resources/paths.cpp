@@ -102,6 +102,8 @@ std::vector<ResourceResult> converge_directories(Context& ctx, const std::vector
         }
         if (r.changes.empty()) {
             r.message = "up to date";
+        } else if (!st->has_value()) {
+            r.message = ctx.apply() ? "created" : "would create";
         } else {
             std::string fields;
             for (const auto& c : r.changes)
