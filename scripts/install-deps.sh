@@ -15,10 +15,11 @@ build_pkgs=(
 # lintian, qemu-utils: the packaging tests (lintian on the .debs; the baked template's qcow2 image).
 # chromium: the status page browser test (headless); prometheus: promtool checks the alert rules.
 # postgresql-15: the PostgreSQL store tests start a throwaway cluster (scripts/test-postgres.sh; no service).
+# gnupg, dpkg-dev: the apt sources root test signs a repository it builds (dpkg-scanpackages) and serves on loopback.
 test_pkgs=(
   clang libclang-rt-14-dev debootstrap systemd-container iproute2 util-linux
   passwd sudo sqlite3 curl openssl e2fsprogs docker.io docker-compose
-  lintian qemu-utils python3 chromium prometheus postgresql-15
+  lintian qemu-utils python3 chromium prometheus postgresql-15 gnupg dpkg-dev
 )
 
 # The demo converges a debootstrapped root from a controller on loopback.

@@ -18,6 +18,9 @@ namespace nodeform::agent {
 // The string at key of a JSON object; fallback when j is not an object or the key is missing or not a string.
 std::string string_field(const nlohmann::json& j, const char* key, const std::string& fallback = {});
 
+// The boolean at key of a JSON object; fallback when missing or not a boolean.
+bool bool_field(const nlohmann::json& j, const char* key, bool fallback = false);
+
 // One resource of the spec: its id, its JSON and where that JSON sits in the spec (for secret_paths).
 struct Item {
     std::string id;
@@ -43,7 +46,8 @@ class Context {
     bool systemd_running = false;  // live system with systemd as PID 1
     std::vector<std::string> secrets;
     std::vector<std::string> secret_paths;
-    std::set<std::string> restart_requests;  // services to try-restart after the files stage
+    std::set<std::string> restart_requests;    // services to try-restart after the files stage
+    std::map<std::string, std::string> facts;  // node facts for file templates (node_facts)
 
     bool apply() const { return mode == RunMode::apply; }
     // True when the value at pointer (or anything inside it, or a parent of it) is a secret.
@@ -79,8 +83,48 @@ std::vector<ResourceResult> converge_users(Context& ctx, const std::vector<Item>
 std::vector<ResourceResult> converge_files(Context& ctx, const std::vector<Item>& items);
 std::vector<ResourceResult> converge_services(Context& ctx, const std::vector<Item>& items);
 std::vector<ResourceResult> converge_stacks(Context& ctx, const std::vector<Item>& items);
+std::vector<ResourceResult> converge_apt_sources(Context& ctx, const std::vector<Item>& items);
+std::vector<ResourceResult> converge_mounts(Context& ctx, const std::vector<Item>& items);
+std::vector<ResourceResult> converge_timezone(Context& ctx, const std::vector<Item>& items);
+std::vector<ResourceResult> converge_directories(Context& ctx, const std::vector<Item>& items);
+std::vector<ResourceResult> converge_symlinks(Context& ctx, const std::vector<Item>& items);
+std::vector<ResourceResult> converge_kernel_modules(Context& ctx, const std::vector<Item>& items);
+std::vector<ResourceResult> converge_sysctl(Context& ctx, const std::vector<Item>& items);
+std::vector<ResourceResult> converge_timers(Context& ctx, const std::vector<Item>& items);
+// A timer's ExecStart= value: each argument as is when plain, else double-quoted with '\' and '"' escaped; '%' and
+// '$' doubled so systemd expands nothing.
+std::string exec_start_line(const std::vector<std::string>& argv);
+// The facts file templates name (nodeform/template.hpp) for this spec on this machine; primary_ip is missing when
+// the spec has no static address and no default route is found.
+std::map<std::string, std::string> node_facts(Filesystem& fs, const nlohmann::json& spec);
+// The IPv4 address of the default route's interface from /proc/net/route and /proc/net/fib_trie; nullopt if none.
+std::optional<std::string> primary_ipv4(const std::string& route, const std::string& fib_trie);
 // After the files stage: try-restart every requested service once; returns per-service failures.
 std::map<std::string, std::string> restart_requested_services(Context& ctx);
+
+// The first line of s, trailing spaces and CR removed (systemctl's one-word answers).
+std::string first_line(const std::string& s);
+// "systemctl ARGS…", with --root=ROOT when systemd is not running (an offline root: enablement only).
+std::vector<std::string> systemctl(Context& ctx, std::vector<std::string> args);
+// "0644".
+std::string octal_mode(mode_t mode);
+// "sha256:" and the first 16 hex digits of content's digest: how changed content shows in a report.
+std::string short_fingerprint(const std::string& content);
+// A user or group name (or a decimal id) as an id in the root's databases; nullopt when unknown.
+std::optional<unsigned> resolve_account_id(const AccountsDb& db, const std::string& name, bool is_user);
+// Each records a change in r under pointer (field) when path differs and makes it when applying.
+Status ensure_mode(Context& ctx, ResourceResult& r, const std::string& pointer, const std::string& field,
+                   const std::string& path, mode_t have, mode_t want);
+Status ensure_owner(Context& ctx, ResourceResult& r, const std::string& pointer, const std::string& field,
+                    const std::string& path, uid_t have_uid, gid_t have_gid, uid_t uid, gid_t gid);
+// A directory with mode and owner (made when missing; its parent must exist).
+Status ensure_dir(Context& ctx, ResourceResult& r, const std::string& pointer, const std::string& path, mode_t mode,
+                  uid_t uid, gid_t gid);
+// A regular file with exactly content, mode and owner (parents made 0755 when missing), or no file when content is
+// nullopt; content changes show as short_fingerprint.
+Status ensure_file(Context& ctx, ResourceResult& r, const std::string& pointer, const std::string& field_name,
+                   const std::string& path, const std::optional<std::string>& content, mode_t mode, uid_t uid,
+                   gid_t gid);
 
 // A result skeleton for item.
 ResourceResult make_result(const Item& item);

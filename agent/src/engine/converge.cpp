@@ -253,15 +253,33 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
         item.id = "hostname:" + item.name;
         hostname.push_back(std::move(item));
     }
+    std::vector<Item> timezone;
+    if (auto tz = spec.find("timezone"); tz != spec.end() && tz->is_string()) {
+        Item item;
+        item.type = "timezone";
+        item.spec = *tz;
+        item.pointer = "/timezone";
+        item.name = tz->get<std::string>();
+        item.id = "timezone:" + item.name;
+        timezone.push_back(std::move(item));
+    }
+    auto apt_sources = items_of(spec, "apt_sources", "apt_source", "name");
     auto packages = items_of(spec, "packages", "package", "name");
     auto groups = items_of(spec, "groups", "group", "name");
     auto users = items_of(spec, "users", "user", "name");
+    auto mounts = items_of(spec, "mounts", "mount", "path");
+    auto directories = items_of(spec, "directories", "directory", "path");
     auto files = items_of(spec, "files", "file", "path");
+    auto symlinks = items_of(spec, "symlinks", "symlink", "path");
+    auto modules = items_of(spec, "kernel_modules", "kernel_module", "name");
+    auto sysctl = items_of(spec, "sysctl", "sysctl", "name");
     auto services = items_of(spec, "services", "service", "name");
+    auto timers = items_of(spec, "timers", "timer", "name");
     auto stacks = items_of(spec, "stacks", "stack", "name");
 
     std::set<std::string> ids;
-    for (auto* list : {&hostname, &packages, &groups, &users, &files, &services, &stacks}) {
+    for (auto* list : {&hostname, &timezone, &apt_sources, &packages, &groups, &users, &mounts, &directories, &files,
+                       &symlinks, &modules, &sysctl, &services, &timers, &stacks}) {
         for (auto& item : *list)
             ids.insert(item.id);
     }
@@ -275,10 +293,15 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
             }
         }
     }
-    for (auto& file : files) {
-        if (!file.spec.is_object()) continue;
-        if (auto o = string_field(file.spec, "owner"); !o.empty()) dep_if_declared(file, "user:" + o);
-        if (auto g = string_field(file.spec, "group"); !g.empty()) dep_if_declared(file, "group:" + g);
+    for (auto* list : {&directories, &files}) {
+        for (auto& item : *list) {
+            if (!item.spec.is_object()) continue;
+            if (auto o = string_field(item.spec, "owner"); !o.empty()) dep_if_declared(item, "user:" + o);
+            if (auto g = string_field(item.spec, "group"); !g.empty()) dep_if_declared(item, "group:" + g);
+        }
+    }
+    for (auto& timer : timers) {
+        if (auto u = string_field(timer.spec, "user"); !u.empty()) dep_if_declared(timer, "user:" + u);
     }
     for (auto& service : services) {
         for (const auto& file : files) {
@@ -365,9 +388,13 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
     };
 
     run_stage(hostname, converge_hostname);
+    run_stage(timezone, converge_timezone);
+    run_stage(apt_sources, converge_apt_sources);
     run_stage(packages, converge_packages);
     run_stage(groups, converge_groups);
     run_stage(users, converge_users);
+    run_stage(mounts, converge_mounts);
+    run_stage(directories, converge_directories);
     run_stage(files, converge_files);
     if (!ctx.restart_requests.empty()) {
         auto failures = restart_requested_services(ctx);
@@ -390,7 +417,11 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
             }
         }
     }
+    run_stage(symlinks, converge_symlinks);
+    run_stage(modules, converge_kernel_modules);
+    run_stage(sysctl, converge_sysctl);
     run_stage(services, converge_services);
+    run_stage(timers, converge_timers);
     run_stage(stacks, converge_stacks);
 
     finish();

@@ -48,10 +48,6 @@ std::string join(const std::vector<std::string>& v, const std::string& sep) {
     return out;
 }
 
-std::string fingerprint(const std::string& content) {
-    return "sha256:" + sha256_hex(content).substr(0, 16);
-}
-
 }  // namespace
 
 std::vector<ResourceResult> converge_groups(Context& ctx, const std::vector<Item>& items) {
@@ -119,7 +115,22 @@ struct UserSpec {
     bool sudo = false;
     bool nopasswd = false;
     std::vector<std::string> keys;
+    std::optional<std::string> password;  // a crypt(3) hash; a secret
+    bool locked = false;
 };
+
+// A crypt(3) hash as /etc/shadow holds it: "$id$..." of [A-Za-z0-9./$=,+-]; the message never shows the value.
+Status validate_password_hash(const std::string& hash) {
+    bool ok = hash.size() >= 3 && hash.size() <= 1024 && hash[0] == '$';
+    for (char c : hash) {
+        ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '/' || c == '$' || c == '=' || c == ',' || c == '+' || c == '-');
+    }
+    if (ok) return Ok{};
+    return make_error(
+        "password must be a crypt(3) hash such as \"$y$…\" or \"$6$…\" (mkpasswd or openssl passwd -6 make one); "
+        "the value is not shown");
+}
 
 Result<UserSpec> read_user_spec(const Item& item) {
     UserSpec u;
@@ -149,6 +160,12 @@ Result<UserSpec> read_user_spec(const Item& item) {
             return make_error("ssh_keys[" + std::to_string(i) + "] must be one non-empty line");
         }
     }
+    if (auto p = item.spec.is_object() ? item.spec.find("password") : item.spec.end();
+        item.spec.is_object() && p != item.spec.end() && p->is_string()) {
+        if (auto st = validate_password_hash(p->get<std::string>()); !st) return st.error();
+        u.password = p->get<std::string>();
+    }
+    u.locked = flag(item.spec, "locked");
     if (u.state == "absent" && u.name == "root") return make_error("refusing to remove the root account");
     return u;
 }
@@ -158,79 +175,52 @@ std::string sudoers_content(const UserSpec& u) {
            (u.nopasswd ? " ALL=(ALL:ALL) NOPASSWD: ALL\n" : " ALL=(ALL:ALL) ALL\n");
 }
 
-// Records a change of path's mode from have to want and makes it when applying; Ok when they agree.
-Status ensure_mode(Context& ctx, ResourceResult& r, const std::string& pointer, const std::string& field,
-                   const std::string& path, mode_t have, mode_t want) {
-    if (have == want) return Ok{};
-    char oldm[8], newm[8];
-    std::snprintf(oldm, sizeof oldm, "%04o", static_cast<unsigned>(have));
-    std::snprintf(newm, sizeof newm, "%04o", static_cast<unsigned>(want));
-    r.changes.push_back(ctx.change(pointer, field, oldm, newm));
-    if (ctx.apply()) return ctx.fs.chmod(path, want);
-    return Ok{};
-}
-
-// Records a change of path's owner from have_uid:have_gid to uid:gid and makes it when applying.
-Status ensure_owner(Context& ctx, ResourceResult& r, const std::string& pointer, const std::string& field,
-                    const std::string& path, uid_t have_uid, gid_t have_gid, uid_t uid, gid_t gid) {
-    if (have_uid == uid && have_gid == gid) return Ok{};
-    r.changes.push_back(ctx.change(pointer, field, std::to_string(have_uid) + ":" + std::to_string(have_gid),
-                                   std::to_string(uid) + ":" + std::to_string(gid)));
-    if (ctx.apply()) return ctx.fs.chown(path, uid, gid);
-    return Ok{};
-}
-
-// Ensures a directory with mode and owner; records a change; Err on failure.
-Status ensure_dir(Context& ctx, ResourceResult& r, const std::string& pointer, const std::string& path, mode_t mode,
-                  uid_t uid, gid_t gid) {
-    auto st = ctx.fs.stat(path);
-    if (!st) return st.error();
-    if (!st->has_value()) {
-        r.changes.push_back(ctx.change(pointer, path, nullptr, "directory"));
+// The password hash and the lock: /etc/shadow read through the Filesystem, changed with `chpasswd -e` (the hash on
+// stdin, never in argv) and `usermod -e 1` / `usermod -e ""` (an expired account refuses every login, SSH keys too).
+Status converge_password(Context& ctx, ResourceResult& r, const Item& item, const UserSpec& u) {
+    auto text = ctx.fs.read("/etc/shadow");
+    std::optional<ShadowEntry> entry;
+    if (text) {
+        for (auto& e : parse_shadow(*text)) {
+            if (e.name == u.name) entry = e;
+        }
+    }
+    if (!entry) {
+        if (ctx.apply() && (u.password || u.locked))
+            return make_error("user " + u.name + " has no line in /etc/shadow" + (text ? "" : ": " + text.message()));
+        if (u.password) r.changes.push_back(ctx.change(item.pointer + "/password", "password", nullptr, "set"));
+        if (u.locked) r.changes.push_back(ctx.change(item.pointer + "/locked", "locked", nullptr, true));
+        return Ok{};
+    }
+    const std::string& have = entry->password;
+    const bool have_locked = !have.empty() && have[0] == '!';
+    const std::string base =
+        have.substr(have.find_first_not_of('!') == std::string::npos ? have.size() : have.find_first_not_of('!'));
+    const std::string want_base = u.password ? *u.password : base;
+    // Without a hash there is nothing to unlock: the field stays as useradd left it ("!": no password).
+    const std::string want = u.locked ? "!" + want_base : want_base.empty() ? have : want_base;
+    if (want != have) {
+        if (u.password && base != *u.password)
+            r.changes.push_back(ctx.change(item.pointer + "/password", "password", "other", "set"));
+        // A bare "!" (useradd's "no password yet") is not a lock.
+        const bool locked_now = have_locked && !base.empty();
+        if (locked_now != u.locked && !(want_base.empty() && !u.locked))
+            r.changes.push_back(ctx.change(item.pointer + "/locked", "locked", locked_now, u.locked));
         if (ctx.apply()) {
-            if (auto m = ctx.fs.mkdir(path, mode); !m) return m;
-            if (auto c = ctx.fs.chown(path, uid, gid); !c) return c;
-        }
-        return Ok{};
-    }
-    if ((*st)->type != FileType::directory)
-        return make_error(ctx.fs.host_path(path) + " exists and is not a directory");
-    if (auto c = ensure_owner(ctx, r, pointer, path + " owner", path, (*st)->uid, (*st)->gid, uid, gid); !c) return c;
-    if (auto c = ensure_mode(ctx, r, pointer, path + " mode", path, (*st)->mode, mode); !c) return c;
-    return Ok{};
-}
-
-// Ensures a file's exact content, mode and owner (or its absence when content is nullopt).
-Status ensure_file(Context& ctx, ResourceResult& r, const std::string& pointer, const std::string& field_name,
-                   const std::string& path, const std::optional<std::string>& content, mode_t mode, uid_t uid,
-                   gid_t gid) {
-    auto st = ctx.fs.stat(path);
-    if (!st) return st.error();
-    if (!content) {
-        if (st->has_value()) {
-            r.changes.push_back(ctx.change(pointer, field_name, "present", "absent"));
-            if (ctx.apply()) return ctx.fs.remove(path);
-        }
-        return Ok{};
-    }
-    bool rewrite = false;
-    if (!st->has_value() || (*st)->type != FileType::regular) {
-        r.changes.push_back(ctx.change(pointer, field_name, nullptr, fingerprint(*content)));
-        rewrite = true;
-    } else {
-        auto old = ctx.fs.read(path);
-        if (!old) return old.error();
-        if (*old != *content) {
-            r.changes.push_back(ctx.change(pointer, field_name, fingerprint(*old), fingerprint(*content)));
-            rewrite = true;
-        } else {
-            if (auto c = ensure_mode(ctx, r, pointer, field_name + " mode", path, (*st)->mode, mode); !c) return c;
-            if (auto c = ensure_owner(ctx, r, pointer, field_name + " owner", path, (*st)->uid, (*st)->gid, uid, gid);
-                !c)
-                return c;
+            auto res = ctx.run(with_root(ctx, {"chpasswd", "-e"}), ctx.short_timeout(), {}, u.name + ":" + want + "\n");
+            if (!res) return make_error("cannot set the password of " + u.name + ": " + res.message());
         }
     }
-    if (rewrite && ctx.apply()) return ctx.fs.write_atomic(path, *content, {mode, uid, gid});
+    const bool expired = entry->expire == "1";
+    if (expired != u.locked) {
+        r.changes.push_back(ctx.change(item.pointer + "/locked", "account expired", expired, u.locked));
+        if (ctx.apply()) {
+            auto res = ctx.run(with_root(ctx, {"usermod", "-e", u.locked ? "1" : "", u.name}), ctx.short_timeout());
+            if (!res)
+                return make_error("cannot " + std::string(u.locked ? "lock " : "unlock ") + u.name + ": " +
+                                  res.message());
+        }
+    }
     return Ok{};
 }
 
@@ -404,6 +394,9 @@ std::vector<ResourceResult> converge_users(Context& ctx, const std::vector<Item>
             }
             if (error.empty()) {
                 if (auto s = converge_sudo(ctx, r, item, u); !s) error = s.message();
+            }
+            if (error.empty()) {
+                if (auto s = converge_password(ctx, r, item, u); !s) error = s.message();
             }
             if (r.changes.size() > before && notes.empty()) notes.push_back(ctx.apply() ? "updated" : "would update");
         }

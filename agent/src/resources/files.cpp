@@ -1,11 +1,12 @@
-// files: exact content, mode, owner and group; atomic replace; the previous content is kept under
-// STATE_DIR/backup/<path>.<UTC time> (newest 5 per file) so a change can be undone.
+// files: exact content (with template: true rendered from the node facts first), mode, owner and group; atomic replace;
+// the previous content is kept under STATE_DIR/backup/<path>.<UTC time> (newest 5 per file) so a change can be undone.
 #include <algorithm>
 #include <cstdio>
 
 #include "../engine/context.hpp"
 #include "nodeform/agent/validate.hpp"
 #include "nodeform/canonical_json.hpp"
+#include "nodeform/template.hpp"
 
 namespace nodeform::agent {
 namespace {
@@ -13,25 +14,8 @@ namespace {
 using Ms = std::chrono::milliseconds;
 constexpr std::size_t kBackupsKept = 5;
 
-std::string octal(mode_t m) {
-    char buf[8];
-    std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(m));
-    return buf;
-}
-
 std::string digest_of(const std::string& content) {
     return "sha256:" + sha256_hex(content);
-}
-
-// Resolves a user or group name (or a decimal id) in the root's databases.
-std::optional<unsigned> resolve_id(const AccountsDb& db, const std::string& name, bool is_user) {
-    if (auto id = numeric_account_id(name)) return id;  // validate_owner has refused ids out of range
-    if (is_user) {
-        if (const auto* u = db.user(name)) return u->uid;
-    } else if (const auto* g = db.group(name)) {
-        return g->gid;
-    }
-    return std::nullopt;
 }
 
 std::string compact_time(std::chrono::system_clock::time_point t) {
@@ -83,7 +67,8 @@ std::vector<ResourceResult> converge_files(Context& ctx, const std::vector<Item>
         unsigned mode = 0644;
         const bool content_is_string =
             item.spec.is_object() && item.spec.contains("content") && item.spec["content"].is_string();
-        const std::string content = content_is_string ? item.spec["content"].get<std::string>() : std::string();
+        std::string content = content_is_string ? item.spec["content"].get<std::string>() : std::string();
+        const bool is_template = bool_field(item.spec, "template");
 
         if (auto st = validate_abs_path(path, "file path"); !st)
             error = st.message();
@@ -102,6 +87,15 @@ std::vector<ResourceResult> converge_files(Context& ctx, const std::vector<Item>
             error = "content must be a string";
         else if (path.rfind(ctx.options.state_dir + "/", 0) == 0)
             error = "refusing to manage nodeform's own state directory";
+        if (error.empty() && state == "present" && is_template) {
+            auto rendered = render_template(content, ctx.facts);
+            if (!rendered)
+                error = "template: " + rendered.message();
+            else if (rendered->size() > kMaxFileBytes)
+                error = "the rendered template is larger than 16 MiB";
+            else
+                content = std::move(*rendered);
+        }
         if (error.empty() && item.spec.is_object()) {
             if (auto it = item.spec.find("restart"); it != item.spec.end() && it->is_array()) {
                 for (const auto& s : *it) {
@@ -117,8 +111,8 @@ std::vector<ResourceResult> converge_files(Context& ctx, const std::vector<Item>
             if (!db)
                 error = db.message();
             else {
-                uid = resolve_id(*db, owner, true);
-                gid = resolve_id(*db, group, false);
+                uid = resolve_account_id(*db, owner, true);
+                gid = resolve_account_id(*db, group, false);
                 if (!uid || !gid) {
                     std::string what = !uid ? "owner " + quote_for_message(owner) : "group " + quote_for_message(group);
                     if (ctx.apply())
@@ -170,7 +164,8 @@ std::vector<ResourceResult> converge_files(Context& ctx, const std::vector<Item>
                     rewrite = true;
                 }
                 if (error.empty() && info->mode != mode) {
-                    r.changes.push_back(ctx.change(item.pointer + "/mode", "mode", octal(info->mode), octal(mode)));
+                    r.changes.push_back(
+                        ctx.change(item.pointer + "/mode", "mode", octal_mode(info->mode), octal_mode(mode)));
                 }
                 if (error.empty() && uid && info->uid != *uid) {
                     r.changes.push_back(ctx.change(item.pointer + "/owner", "owner", info->uid, owner));

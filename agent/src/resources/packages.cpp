@@ -1,6 +1,8 @@
 // packages: installed state from /var/lib/dpkg/status (no process per package); one apt-get install
-// for everything missing, one apt-get purge for everything to remove. Offline roots run apt in a chroot.
+// for everything missing or at another version than pinned (NAME=VERSION, a prefix resolved with apt-cache madison),
+// one apt-get purge for everything to remove, one apt-mark hold/unhold for holds. Offline roots run apt in a chroot.
 #include <algorithm>
+#include <optional>
 #include <set>
 
 #include "../engine/context.hpp"
@@ -74,6 +76,52 @@ Result<std::set<std::string>> known_packages(Context& ctx, const std::vector<std
     return known;
 }
 
+// An exact Debian version, or a prefix ending in '*'.
+Status validate_version(const std::string& v) {
+    std::string body = !v.empty() && v.back() == '*' ? v.substr(0, v.size() - 1) : v;
+    bool ok = !body.empty() && body.size() <= 127 && body[0] >= '0' && body[0] <= '9';
+    for (char c : body) {
+        ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '+' || c == '~' || c == ':' || c == '-');
+    }
+    if (ok) return Ok{};
+    return make_error("invalid version " + quote_for_message(v) +
+                      ": a Debian version (letters, digits and '.+~:-', starting with a digit), optionally ending in "
+                      "'*' for a prefix");
+}
+
+bool version_matches(const std::string& installed, const std::string& wanted) {
+    if (wanted.empty()) return true;
+    if (wanted.back() == '*') return installed.rfind(wanted.substr(0, wanted.size() - 1), 0) == 0;
+    return installed == wanted;
+}
+
+// The first version apt offers for name that matches wanted (apt-cache madison lists the newest first).
+Result<std::string> candidate_version(Context& ctx, const std::string& name, const std::string& wanted) {
+    if (wanted.back() != '*') return wanted;
+    auto res = ctx.run(ctx.in_root({"apt-cache", "madison", name}), ctx.short_timeout());
+    if (!res) return res.error();
+    std::size_t start = 0;
+    const std::string& out = res->out;
+    while (start < out.size()) {
+        std::size_t end = out.find('\n', start);
+        if (end == std::string::npos) end = out.size();
+        std::string line = out.substr(start, end - start);
+        start = end + 1;
+        auto a = line.find('|');
+        auto b = a == std::string::npos ? a : line.find('|', a + 1);
+        if (b == std::string::npos) continue;
+        std::string v = line.substr(a + 1, b - a - 1);
+        while (!v.empty() && v.front() == ' ')
+            v.erase(0, 1);
+        while (!v.empty() && v.back() == ' ')
+            v.pop_back();
+        if (version_matches(v, wanted)) return v;
+    }
+    return make_error("no version of " + name + " matching " + wanted +
+                      " is available from the configured apt sources (apt-cache madison " + name + ")");
+}
+
 std::string explain_apt_failure(Context& ctx, const std::string& message) {
     if (message.find("Could not get lock") != std::string::npos ||
         message.find("is held by process") != std::string::npos ||
@@ -96,14 +144,22 @@ std::vector<ResourceResult> converge_packages(Context& ctx, const std::vector<It
     std::vector<std::string> errors(items.size());
     std::vector<bool> want_present(items.size(), true);
     std::vector<std::string> names(items.size());
+    std::vector<std::string> versions(items.size());
+    std::vector<std::optional<bool>> holds(items.size());
     for (std::size_t i = 0; i < items.size(); ++i) {
         results.push_back(make_result(items[i]));
         names[i] = string_field(items[i].spec, "name");
+        versions[i] = string_field(items[i].spec, "version");
+        if (auto h = items[i].spec.is_object() ? items[i].spec.find("hold") : items[i].spec.end();
+            items[i].spec.is_object() && h != items[i].spec.end() && h->is_boolean())
+            holds[i] = h->get<bool>();
         std::string state = string_field(items[i].spec, "state", "present");
         if (auto st = validate_package_name(names[i]); !st) {
             errors[i] = st.message();
         } else if (state != "present" && state != "absent") {
             errors[i] = "state must be \"present\" or \"absent\", not " + quote_for_message(state);
+        } else if (auto v = versions[i].empty() ? Status(Ok{}) : validate_version(versions[i]); !v) {
+            errors[i] = v.message();
         }
         want_present[i] = state != "absent";
     }
@@ -123,11 +179,16 @@ std::vector<ResourceResult> converge_packages(Context& ctx, const std::vector<It
             to_install.push_back(i);
             results[i].changes.push_back(
                 ctx.change(items[i].pointer + "/state", "state", on_disk ? it->second.state : "absent", "present"));
+        } else if (want_present[i] && !version_matches(it->second.version, versions[i])) {
+            to_install.push_back(i);
+            results[i].changes.push_back(
+                ctx.change(items[i].pointer + "/version", "version", it->second.version, versions[i]));
         } else if (!want_present[i] && on_disk) {
             to_purge.push_back(i);
             results[i].changes.push_back(ctx.change(items[i].pointer + "/state", "state", "present", "absent"));
         } else {
             results[i].message = want_present[i] ? "installed (" + it->second.version + ")" : "not installed";
+            if (want_present[i] && it->second.want == "hold") results[i].message += ", held";
         }
     }
 
@@ -150,6 +211,7 @@ std::vector<ResourceResult> converge_packages(Context& ctx, const std::vector<It
             }
         }
         bool updated = false;
+        std::vector<std::string> install_args(items.size());  // NAME=VERSION for a pinned version
         auto apt_update = [&]() -> Status {
             updated = true;
             std::vector<std::string> argv = {"apt-get", "update", "-q"};
@@ -164,7 +226,7 @@ std::vector<ResourceResult> converge_packages(Context& ctx, const std::vector<It
             argv.insert(argv.end(), args.begin(), args.end());
             argv.insert(argv.end(), apt_options.begin(), apt_options.end());
             for (auto i : which)
-                argv.push_back(names[i]);
+                argv.push_back(install_args[i].empty() ? names[i] : install_args[i]);
             auto res = ctx.run(ctx.in_root(argv), ctx.long_timeout(), env);
             if (!res) {
                 for (auto i : which)
@@ -197,17 +259,30 @@ std::vector<ResourceResult> converge_packages(Context& ctx, const std::vector<It
                 }
             }
             std::vector<std::size_t> installable;
+            bool versioned = false;
             for (auto i : to_install) {
                 if (!install_error.empty())
                     errors[i] = install_error;
                 else if (!known.count(names[i])) {
                     errors[i] = "package " + names[i] + " is not available from the configured apt sources (looked " +
                                 "after apt-get update); check the name or add its repository";
+                } else if (!versions[i].empty()) {
+                    auto v = candidate_version(ctx, names[i], versions[i]);
+                    if (!v) {
+                        errors[i] = v.message();
+                    } else {
+                        install_args[i] = names[i] + "=" + *v;
+                        versioned = true;
+                        installable.push_back(i);
+                    }
                 } else {
                     installable.push_back(i);
                 }
             }
-            if (!installable.empty()) apt_get({"install", "-y", "-q", "--no-install-recommends"}, installable);
+            std::vector<std::string> install = {"install", "-y", "-q", "--no-install-recommends"};
+            // A pinned version may be older than the installed one, and a held package must be allowed to move.
+            if (versioned) install.insert(install.end(), {"--allow-downgrades", "--allow-change-held-packages"});
+            if (!installable.empty()) apt_get(install, installable);
         }
         if (!to_purge.empty()) apt_get({"purge", "-y", "-q"}, to_purge);
         if (placed_policy) (void)ctx.fs.remove("/usr/sbin/policy-rc.d");
@@ -219,6 +294,9 @@ std::vector<ResourceResult> converge_packages(Context& ctx, const std::vector<It
             const DpkgPackage* pkg = find_package(after, names[i]);
             if (pkg == nullptr || !pkg->installed()) {
                 errors[i] = "apt-get install succeeded but dpkg does not list " + names[i] + " as installed";
+            } else if (!version_matches(pkg->version, versions[i])) {
+                errors[i] =
+                    "apt-get install succeeded but " + names[i] + " is at " + pkg->version + ", not " + versions[i];
             } else {
                 results[i].message = "installed " + pkg->version;
             }
@@ -237,6 +315,35 @@ std::vector<ResourceResult> converge_packages(Context& ctx, const std::vector<It
             results[i].message = "would install";
         for (auto i : to_purge)
             results[i].message = "would purge";
+    }
+
+    // Holds: dpkg's selection ("hold") against the spec, for packages that are (or now are) installed or wanted.
+    std::vector<std::size_t> to_hold, to_unhold;
+    auto now = ctx.apply() ? read_dpkg(ctx) : std::move(dpkg);
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        if (!errors[i].empty() || !holds[i] || !want_present[i]) continue;
+        const DpkgPackage* pkg = find_package(now, names[i]);
+        bool held = pkg != nullptr && pkg->want == "hold";
+        if (held == *holds[i]) continue;
+        results[i].changes.push_back(ctx.change(items[i].pointer + "/hold", "hold", held, *holds[i]));
+        (*holds[i] ? to_hold : to_unhold).push_back(i);
+    }
+    for (auto* batch : {&to_hold, &to_unhold}) {
+        if (batch->empty() || !ctx.apply()) continue;
+        std::vector<std::string> argv = {"apt-mark", batch == &to_hold ? "hold" : "unhold"};
+        for (auto i : *batch)
+            argv.push_back(names[i]);
+        auto res = ctx.run(ctx.in_root(argv), ctx.short_timeout());
+        for (auto i : *batch) {
+            if (!res) errors[i] = "cannot " + argv[1] + " " + names[i] + ": " + res.message();
+        }
+    }
+    for (auto* batch : {&to_hold, &to_unhold}) {
+        for (auto i : *batch) {
+            std::string what = batch == &to_hold ? "held" : "unheld";
+            std::string& m = results[i].message;
+            m += (m.empty() ? "" : "; ") + (ctx.apply() ? what : "would be " + what);
+        }
     }
 
     const auto elapsed = std::chrono::duration_cast<Ms>(ctx.clock.steady_now() - stage_start);

@@ -15,20 +15,6 @@ std::optional<bool> flag(const nlohmann::json& j, const char* key) {
     return it->get<bool>();
 }
 
-std::string first_line(const std::string& s) {
-    std::string line = s.substr(0, s.find('\n'));
-    while (!line.empty() && (line.back() == ' ' || line.back() == '\r'))
-        line.pop_back();
-    return line;
-}
-
-std::vector<std::string> systemctl(Context& ctx, std::vector<std::string> args) {
-    std::vector<std::string> argv = {"systemctl"};
-    if (!ctx.systemd_running) argv.push_back("--root=" + ctx.fs.root());
-    argv.insert(argv.end(), args.begin(), args.end());
-    return argv;
-}
-
 // With systemd running: one `systemctl daemon-reload` when systemd reports a changed unit file or
 // drop-in (NeedDaemonReload) for any of units, so start/restart use the file on disk, not a stale copy.
 Status reload_if_needed(Context& ctx, const std::vector<std::string>& units) {

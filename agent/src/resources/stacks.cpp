@@ -1,8 +1,12 @@
 // stacks: docker-compose.yml and .env (0600) under /opt/nodeform/stacks/NAME/; brought up only when
-// the configuration hash changed or not every service has a running container.
+// the configuration hash changed or not every service has a running container (a one-shot service, restart: "no",
+// whose container exited with code 0 counts as converged). state: absent takes the stack down, keeping its files
+// unless remove_files.
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <set>
+#include <sstream>
 
 #include "../engine/context.hpp"
 #include "nodeform/agent/validate.hpp"
@@ -30,7 +34,12 @@ Result<ComposeTool> find_compose(Context& ctx) {
         "and docker-compose to the spec's packages");
 }
 
-Result<std::size_t> count_services(const std::string& compose) {
+struct ComposeServices {
+    std::size_t count = 0;
+    std::set<std::string> one_shot;  // services with restart: "no": exited with code 0 counts as converged
+};
+
+Result<ComposeServices> read_services(const std::string& compose) {
     auto loaded = load_yaml_bounded(compose, {compose.size()});
     if (!loaded) return make_error("the compose file: " + loaded.message());
     try {
@@ -38,10 +47,86 @@ Result<std::size_t> count_services(const std::string& compose) {
         if (!doc.IsMap() || !doc["services"] || !doc["services"].IsMap() || doc["services"].size() == 0) {
             return make_error("the compose file has no services");
         }
-        return doc["services"].size();
+        ComposeServices out;
+        out.count = doc["services"].size();
+        for (const auto& service : doc["services"]) {
+            const YAML::Node& body = service.second;
+            if (body.IsMap() && body["restart"] && body["restart"].IsScalar() && body["restart"].Scalar() == "no")
+                out.one_shot.insert(service.first.as<std::string>());
+        }
+        return out;
     } catch (const YAML::Exception& e) {
         return make_error("the compose file is not valid YAML: line " + std::to_string(e.mark.line + 1) + ": " + e.msg);
     }
+}
+
+// The IDs of every container of project name (running or not), through compose's project label.
+std::vector<std::string> project_containers(Context& ctx, const std::string& name) {
+    std::vector<std::string> ids;
+    auto res = ctx.run_raw({"docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=" + name},
+                           ctx.short_timeout());
+    if (!res || res->exit_code != 0) return ids;
+    std::size_t pos = 0;
+    while (pos < res->out.size()) {
+        std::size_t end = res->out.find('\n', pos);
+        if (end == std::string::npos) end = res->out.size();
+        if (end > pos) ids.push_back(res->out.substr(pos, end - pos));
+        pos = end + 1;
+    }
+    return ids;
+}
+
+// state: absent: `down` (or `docker rm -f` when the compose file is gone), then the files only with remove_files.
+std::string remove_stack(Context& ctx, const Item& item, ResourceResult& r, std::optional<Result<ComposeTool>>& tool) {
+    const std::string name = item.name;
+    const std::string dir = kStacksDir + "/" + name;
+    const std::string compose_path = dir + "/docker-compose.yml";
+    const bool remove_files = bool_field(item.spec, "remove_files");
+    auto compose_st = ctx.fs.stat(compose_path);
+    if (!compose_st) return compose_st.message();
+    const bool have_compose = compose_st->has_value();
+    if (!ctx.offline) {
+        auto ids = project_containers(ctx, name);
+        if (!ids.empty()) {
+            r.changes.push_back(ctx.change(item.pointer + "/state", "containers",
+                                           std::to_string(ids.size()) + " container(s)", "none"));
+            if (ctx.apply()) {
+                if (!tool) tool = find_compose(ctx);
+                std::vector<std::string> argv;
+                if (have_compose && *tool) {
+                    argv = tool->value().argv;
+                    argv.insert(argv.end(), {"-p", name, "-f", ctx.fs.host_path(compose_path)});
+                    auto env = ctx.fs.stat(dir + "/.env");
+                    if (env && env->has_value())
+                        argv.insert(argv.end(), {"--env-file", ctx.fs.host_path(dir + "/.env")});
+                    argv.insert(argv.end(), {"down", "--remove-orphans"});
+                } else {
+                    argv = {"docker", "rm", "-f"};
+                    argv.insert(argv.end(), ids.begin(), ids.end());
+                }
+                auto res = ctx.run(argv, ctx.long_timeout());
+                if (!res) return "cannot take stack " + name + " down: " + res.message();
+            }
+        }
+    }
+    auto dir_st = ctx.fs.stat(dir);
+    if (!dir_st) return dir_st.message();
+    if (remove_files && dir_st->has_value()) {
+        r.changes.push_back(ctx.change(item.pointer + "/remove_files", "files", "present", "absent"));
+        if (ctx.apply()) {
+            for (const char* f : {"docker-compose.yml", ".env", ".nodeform-config-hash"}) {
+                if (auto st = ctx.fs.remove(dir + "/" + f); !st) return st.message();
+            }
+            if (auto st = ctx.fs.remove(dir); !st)
+                return st.message() + " (nodeform removes only the files it wrote; the rest is yours)";
+        }
+    }
+    if (r.changes.empty())
+        r.message = dir_st->has_value() ? "down (files kept)" : "absent";
+    else
+        r.message = (ctx.apply() ? "taken down" : "would take down") +
+                    std::string(remove_files ? ", files removed" : ", files kept");
+    return {};
 }
 
 }  // namespace
@@ -54,6 +139,19 @@ std::vector<ResourceResult> converge_stacks(Context& ctx, const std::vector<Item
         auto r = make_result(item);
         std::string error;
         const std::string name = item.name;
+        const std::string state = string_field(item.spec, "state", "present");
+        if (state != "present") {
+            if (auto st = validate_stack_name(name); !st)
+                error = st.message();
+            else if (state != "absent")
+                error = "state must be \"present\" or \"absent\"";
+            else
+                error = remove_stack(ctx, item, r, tool);
+            finish_result(ctx, r, error);
+            r.duration = std::chrono::duration_cast<Ms>(ctx.clock.steady_now() - start);
+            results.push_back(r);
+            continue;
+        }
         std::string compose;
         std::string env_text;
         if (auto st = validate_stack_name(name); !st)
@@ -79,12 +177,15 @@ std::vector<ResourceResult> converge_stacks(Context& ctx, const std::vector<Item
             }
         }
         std::size_t services = 0;
+        std::set<std::string> one_shot;
         if (error.empty()) {
-            auto n = count_services(compose);
-            if (!n)
+            auto n = read_services(compose);
+            if (!n) {
                 error = n.message();
-            else
-                services = *n;
+            } else {
+                services = n->count;
+                one_shot = n->one_shot;
+            }
         }
         const std::string dir = kStacksDir + "/" + name;
         const std::string compose_path = dir + "/docker-compose.yml";
@@ -164,20 +265,26 @@ std::vector<ResourceResult> converge_stacks(Context& ctx, const std::vector<Item
                     }
                     std::sort(o.ids.begin(), o.ids.end());
                     if (o.ids.empty()) return o;
-                    std::vector<std::string> argv = {"docker", "inspect", "-f", "{{.State.Running}}"};
+                    std::vector<std::string> argv = {"docker", "inspect", "-f",
+                                                     "{{.State.Running}} {{.State.ExitCode}} {{index .Config.Labels "
+                                                     "\"com.docker.compose.service\"}}"};
                     argv.insert(argv.end(), o.ids.begin(), o.ids.end());
                     auto states = ctx.run_raw(argv, ctx.short_timeout());
                     if (states && states->exit_code == 0) {
-                        std::size_t p = 0;
-                        while ((p = states->out.find("true", p)) != std::string::npos) {
-                            ++o.running;
-                            p += 4;
+                        std::istringstream lines(states->out);
+                        std::string running, code, service;
+                        while (lines >> running >> code) {
+                            std::getline(lines, service);
+                            if (!service.empty() && service.front() == ' ') service.erase(0, 1);
+                            // Up, or a one-shot service (restart: "no") that finished with exit code 0.
+                            if (running == "true" || (code == "0" && one_shot.count(service))) ++o.running;
                         }
                     }
                     return o;
                 };
                 auto summary = [&](const Observed& o) {
-                    return std::to_string(o.running) + "/" + std::to_string(services) + " running";
+                    return std::to_string(o.running) + "/" + std::to_string(services) +
+                           (one_shot.empty() ? " running" : " running or completed");
                 };
                 const bool files_changed = !r.changes.empty();
                 // Nothing to compare against when the files change anyway (up runs and the stack changed).
@@ -186,8 +293,7 @@ std::vector<ResourceResult> converge_stacks(Context& ctx, const std::vector<Item
                 if (need_up) {
                     if (!config_changed) {
                         r.changes.push_back(
-                            ctx.change(item.pointer, "containers", summary(before),
-                                       std::to_string(services) + "/" + std::to_string(services) + " running"));
+                            ctx.change(item.pointer, "containers", summary(before), summary(Observed{{}, services})));
                     } else if (!files_changed && !ctx.apply()) {
                         // Same files, but never brought up with them (a failed up, or the hash file is gone).
                         r.changes.push_back(ctx.change(item.pointer, "configuration", "not applied", "applied"));
@@ -213,7 +319,7 @@ std::vector<ResourceResult> converge_stacks(Context& ctx, const std::vector<Item
                     else
                         r.message = ctx.apply() ? "brought up with " + t.name : "would bring up with " + t.name;
                 } else {
-                    r.message = std::to_string(services) + " service(s) running";
+                    r.message = summary(before);
                 }
             }
         }

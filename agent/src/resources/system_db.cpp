@@ -103,6 +103,17 @@ std::vector<PasswdEntry> parse_passwd(std::string_view text) {
     return entries;
 }
 
+std::vector<ShadowEntry> parse_shadow(std::string_view text) {
+    std::vector<ShadowEntry> entries;
+    for_each_line(text, [&](std::string_view line) {
+        if (line.empty() || line.front() == '#') return;
+        auto f = split(line, ':');
+        if (f.size() != 9 || f[0].empty()) return;
+        entries.push_back({std::string(f[0]), std::string(f[1]), std::string(f[7])});
+    });
+    return entries;
+}
+
 std::vector<GroupEntry> parse_group(std::string_view text) {
     std::vector<GroupEntry> entries;
     for_each_line(text, [&](std::string_view line) {

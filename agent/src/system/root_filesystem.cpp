@@ -228,6 +228,33 @@ class RootFilesystem final : public Filesystem {
         return info;
     }
 
+    Result<std::string> read_link(const std::string& path) override {
+        auto parent = require_parent(path);
+        if (!parent) return parent.error();
+        char buffer[4097];
+        ssize_t n = ::readlinkat(parent->dir.fd, parent->name.c_str(), buffer, sizeof buffer - 1);
+        if (n < 0) return make_error(errno_message("cannot read the link", host_path(path), errno));
+        if (static_cast<std::size_t>(n) >= sizeof buffer - 1) return make_error(host_path(path) + ": link too long");
+        return std::string(buffer, static_cast<std::size_t>(n));
+    }
+
+    Status symlink(const std::string& target, const std::string& path) override {
+        auto parent = require_parent(path);
+        if (!parent) return parent.error();
+        std::random_device rd;
+        std::string tmp = "." + parent->name + ".nodeform-" + std::to_string(rd());
+        if (::symlinkat(target.c_str(), parent->dir.fd, tmp.c_str()) != 0) {
+            return make_error(errno_message("cannot create a symlink next to", host_path(path), errno));
+        }
+        if (::renameat(parent->dir.fd, tmp.c_str(), parent->dir.fd, parent->name.c_str()) != 0) {
+            int err = errno;
+            ::unlinkat(parent->dir.fd, tmp.c_str(), 0);
+            return make_error(errno_message("cannot rename the symlink into place at", host_path(path), err));
+        }
+        ::fsync(parent->dir.fd);
+        return Ok{};
+    }
+
     const std::string& root() const override { return root_; }
 
     std::string host_path(const std::string& path) const override {

@@ -6,6 +6,7 @@
 #include "context.hpp"
 #include "names.hpp"
 #include "nodeform/duration.hpp"
+#include "nodeform/template.hpp"
 
 namespace nodeform::site::detail {
 namespace {
@@ -82,6 +83,13 @@ void check_packages(const Document& doc, std::vector<Diagnostic>& out, const std
         if (name == nullptr || !name->is_string()) continue;
         expect(doc, out, p, name, [](const std::string& s) { return check_package_name(s); });
         names.add(doc, out, name->get<std::string>(), p, "package");
+        if (item.is_object()) {
+            const std::string ip = pointer_join(pointer, i);
+            expect(doc, out, ip + "/version", member(item, "version"),
+                   [](const std::string& s) { return check_package_version(s); });
+            if (string_at(item, "state", "present") == "absent" && (member(item, "version") || member(item, "hold")))
+                out.push_back(doc.diag(ip, "version and hold have no effect with state absent; remove them"));
+        }
     }
 }
 
@@ -326,6 +334,178 @@ void check_health(Context& c, const Document& doc, const Json* health) {
     }
 }
 
+// platform.directories, symlinks, sysctl and kernel_modules.
+void check_paths_and_kernel(const Document& doc, std::vector<Diagnostic>& out, const Json& platform) {
+    auto absolute = [](const std::string& x) { return check_absolute_path(x); };
+    auto unix_name = [](const std::string& x) { return check_unix_name(x); };
+    if (const Json* sources = member(platform, "apt_sources"); sources != nullptr && sources->is_array()) {
+        UniqueNames names;
+        for (std::size_t i = 0; i < sources->size(); ++i) {
+            const Json& a = (*sources)[i];
+            if (!a.is_object()) continue;
+            std::string p = pointer_join("/platform/apt_sources", i);
+            expect(doc, out, p + "/name", member(a, "name"), [](const std::string& x) {
+                std::string why = check_object_name(x);
+                if (why.empty() && x.find('.') != std::string::npos) why = "must not contain '.'";
+                return why;
+            });
+            if (!string_at(a, "name").empty()) names.add(doc, out, string_at(a, "name"), p + "/name", "apt source");
+            if (string_at(a, "state", "present") != "present") continue;
+            for (const char* key : {"uris", "suites", "key"}) {
+                if (!a.contains(key))
+                    out.push_back(doc.diag(p, std::string("an apt source with state present needs '") + key + "'"));
+            }
+            if (const Json* uris = member(a, "uris"); uris != nullptr && uris->is_array()) {
+                for (std::size_t k = 0; k < uris->size(); ++k) {
+                    expect(doc, out, pointer_join(p + "/uris", k), &(*uris)[k],
+                           [](const std::string& x) { return check_url(x, false); });
+                }
+            }
+            const Json* suites = member(a, "suites");
+            bool flat = suites != nullptr && suites->is_array() && suites->size() == 1 && (*suites)[0].is_string() &&
+                        !(*suites)[0].get<std::string>().empty() && (*suites)[0].get<std::string>().back() == '/';
+            if (!flat && suites != nullptr && !a.contains("components"))
+                out.push_back(doc.diag(p, "an apt source needs 'components' (unless its one suite ends in '/')"));
+            expect(doc, out, p + "/key", member(a, "key"), [](const std::string& x) -> std::string {
+                std::string t = x;
+                while (!t.empty() && (t.back() == '\n' || t.back() == ' '))
+                    t.pop_back();
+                const std::string begin = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
+                const std::string end = "-----END PGP PUBLIC KEY BLOCK-----";
+                if (t.rfind(begin, 0) != 0 || t.size() < end.size() ||
+                    t.compare(t.size() - end.size(), end.size(), end) != 0)
+                    return "is not an ASCII-armored OpenPGP public key (gpg --export --armor KEYID)";
+                return {};
+            });
+        }
+    }
+    if (const Json* mounts = member(platform, "mounts"); mounts != nullptr && mounts->is_array()) {
+        UniqueNames paths;
+        UniqueNames devices;
+        for (std::size_t i = 0; i < mounts->size(); ++i) {
+            const Json& m = (*mounts)[i];
+            if (!m.is_object()) continue;
+            std::string p = pointer_join("/platform/mounts", i);
+            expect(doc, out, p + "/path", member(m, "path"), absolute);
+            if (string_at(m, "path") == "/")
+                out.push_back(doc.diag(p + "/path", "the root filesystem cannot be managed"));
+            if (!string_at(m, "path").empty()) paths.add(doc, out, string_at(m, "path"), p + "/path", "mount point");
+            expect(doc, out, p + "/device", member(m, "device"), [](const std::string& x) -> std::string {
+                std::string why = check_absolute_path(x);
+                if (why.empty() && x.rfind("/dev/", 0) != 0) why = "must be a block device under /dev";
+                return why;
+            });
+            if (!string_at(m, "device").empty()) devices.add(doc, out, string_at(m, "device"), p + "/device", "device");
+            expect(doc, out, p + "/options", member(m, "options"), [](const std::string& x) -> std::string {
+                for (char ch : x) {
+                    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                              std::string_view(",=_-.").find(ch) != std::string_view::npos;
+                    if (!ok) return "must be mount(8) options (letters, digits, ',', '=', '_', '-', '.')";
+                }
+                return {};
+            });
+        }
+    }
+    if (const Json* dirs = member(platform, "directories"); dirs != nullptr && dirs->is_array()) {
+        UniqueNames paths;
+        for (std::size_t i = 0; i < dirs->size(); ++i) {
+            const Json& d = (*dirs)[i];
+            if (!d.is_object()) continue;
+            std::string p = pointer_join("/platform/directories", i);
+            expect(doc, out, p + "/path", member(d, "path"), absolute);
+            if (string_at(d, "path") == "/")
+                out.push_back(doc.diag(p + "/path", "the root directory cannot be managed"));
+            if (!string_at(d, "path").empty()) paths.add(doc, out, string_at(d, "path"), p + "/path", "directory");
+            expect(doc, out, p + "/mode", member(d, "mode"), [](const std::string& x) { return check_mode(x); });
+            expect(doc, out, p + "/owner", member(d, "owner"), unix_name);
+            expect(doc, out, p + "/group", member(d, "group"), unix_name);
+        }
+    }
+    if (const Json* links = member(platform, "symlinks"); links != nullptr && links->is_array()) {
+        UniqueNames paths;
+        for (std::size_t i = 0; i < links->size(); ++i) {
+            const Json& l = (*links)[i];
+            if (!l.is_object()) continue;
+            std::string p = pointer_join("/platform/symlinks", i);
+            expect(doc, out, p + "/path", member(l, "path"), absolute);
+            if (!string_at(l, "path").empty()) paths.add(doc, out, string_at(l, "path"), p + "/path", "symlink");
+            bool present = string_at(l, "state", "present") == "present";
+            if (present && !l.contains("target"))
+                out.push_back(doc.diag(p, "a symlink with state present needs 'target'"));
+            expect(doc, out, p + "/target", member(l, "target"), [](const std::string& x) -> std::string {
+                for (unsigned char ch : x) {
+                    if (ch < 0x20 || ch == 0x7f) return "contains a control character";
+                }
+                return {};
+            });
+        }
+    }
+    if (const Json* sysctl = member(platform, "sysctl"); sysctl != nullptr && sysctl->is_object()) {
+        for (auto it = sysctl->begin(); it != sysctl->end(); ++it) {
+            std::string p = pointer_join("/platform/sysctl", it.key());
+            std::string why = check_sysctl_name(it.key());
+            if (!why.empty()) out.push_back(doc.diag(p, quote_for_message(it.key()) + " " + why, true));
+            expect(doc, out, p, &*it, [](const std::string& x) -> std::string {
+                for (unsigned char ch : x) {
+                    if (ch < 0x20 && ch != '\t') return "must be one line without control characters";
+                }
+                return {};
+            });
+        }
+    }
+    if (const Json* modules = member(platform, "kernel_modules"); modules != nullptr && modules->is_array()) {
+        UniqueNames names;
+        for (std::size_t i = 0; i < modules->size(); ++i) {
+            std::string p = pointer_join("/platform/kernel_modules", i);
+            expect(doc, out, p, &(*modules)[i], [](const std::string& x) { return check_module_name(x); });
+            if ((*modules)[i].is_string()) names.add(doc, out, (*modules)[i].get<std::string>(), p, "kernel module");
+        }
+    }
+}
+
+void check_timers(const Document& doc, std::vector<Diagnostic>& out, const Json* timers) {
+    if (timers == nullptr || !timers->is_array()) return;
+    UniqueNames names;
+    for (std::size_t i = 0; i < timers->size(); ++i) {
+        const Json& t = (*timers)[i];
+        if (!t.is_object()) continue;
+        std::string p = pointer_join("/platform/timers", i);
+        expect(doc, out, p + "/name", member(t, "name"), [](const std::string& x) {
+            std::string why = check_object_name(x);
+            if (why.empty() && x.find('.') != std::string::npos) why = "must not contain '.'";
+            return why;
+        });
+        if (!string_at(t, "name").empty()) names.add(doc, out, string_at(t, "name"), p + "/name", "timer");
+        if (string_at(t, "state", "present") == "present") {
+            if (!t.contains("on_calendar")) out.push_back(doc.diag(p, "a timer needs 'on_calendar'"));
+            if (!t.contains("command")) out.push_back(doc.diag(p, "a timer needs 'command'"));
+        }
+        expect(doc, out, p + "/on_calendar", member(t, "on_calendar"), [](const std::string& x) -> std::string {
+            for (char ch : x) {
+                bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                          std::string_view(" *:,./~+-_").find(ch) != std::string_view::npos;
+                if (!ok) return "is not a systemd calendar expression (e.g. 'daily', 'Mon *-*-* 03:00')";
+            }
+            return {};
+        });
+        expect(doc, out, p + "/user", member(t, "user"), [](const std::string& x) { return check_unix_name(x); });
+        if (const Json* argv = member(t, "command"); argv != nullptr && argv->is_array() && !argv->empty()) {
+            expect(doc, out, p + "/command/0", &(*argv)[0], [](const std::string& x) {
+                std::string why = check_absolute_path(x);
+                return why.empty() ? why : why + " (commands run without a shell: give the program's full path)";
+            });
+            for (std::size_t k = 0; k < argv->size(); ++k) {
+                expect(doc, out, pointer_join(p + "/command", k), &(*argv)[k], [](const std::string& x) -> std::string {
+                    for (unsigned char ch : x) {
+                        if (ch < 0x20 || ch == 0x7f) return "contains a control character";
+                    }
+                    return {};
+                });
+            }
+        }
+    }
+}
+
 void check_spec(Context& c, const std::string& name, const Document& doc) {
     auto& out = c.diagnostics;
     const Json& j = doc.json;
@@ -389,6 +569,18 @@ void check_spec(Context& c, const std::string& name, const Document& doc) {
                             out.push_back(doc.diag(gp, "group " + quote_for_message(g) +
                                                            " is declared with state absent in access.groups"));
                         }
+                    }
+                }
+                if (const Json* pw = member(u, "password"); pw != nullptr && pw->is_string()) {
+                    bool missing = false;
+                    auto hash = lookup_secret(c, "passwords", pw->get<std::string>(), &missing);
+                    if (missing) {
+                        out.push_back(
+                            doc.diag(p + "/password", "password " + quote_for_message(pw->get<std::string>()) +
+                                                          " is not defined under 'passwords' in secrets.yaml"));
+                    } else if (hash && !check_password_hash(*hash).empty()) {
+                        out.push_back(doc.diag(p + "/password", "secrets.yaml passwords." + pw->get<std::string>() +
+                                                                    " " + check_password_hash(*hash)));
                     }
                 }
                 if (const Json* keys = member(u, "ssh_keys"); keys != nullptr && keys->is_array()) {
@@ -474,6 +666,12 @@ void check_spec(Context& c, const std::string& name, const Document& doc) {
                 if (state == "absent" && f.contains("content")) {
                     out.push_back(doc.diag(p + "/content", "content has no effect with state absent; remove it", true));
                 }
+                if (bool_at(f, "template", false)) {
+                    if (const Json* content = member(f, "content"); content != nullptr && content->is_string()) {
+                        auto used = template_facts_used(content->get<std::string>());
+                        if (!used) out.push_back(doc.diag(p + "/content", "template " + used.message()));
+                    }
+                }
                 if (const Json* restart = member(f, "restart"); restart != nullptr && restart->is_array()) {
                     for (std::size_t k = 0; k < restart->size(); ++k) {
                         const Json& r = (*restart)[k];
@@ -491,6 +689,8 @@ void check_spec(Context& c, const std::string& name, const Document& doc) {
                 }
             }
         }
+        check_paths_and_kernel(doc, out, *platform);
+        check_timers(doc, out, member(*platform, "timers"));
         if (const Json* stacks = member(*platform, "stacks"); stacks != nullptr && stacks->is_array()) {
             UniqueNames names;
             for (std::size_t i = 0; i < stacks->size(); ++i) {
@@ -504,6 +704,15 @@ void check_spec(Context& c, const std::string& name, const Document& doc) {
                 });
                 if (!string_at(s, "name").empty()) names.add(doc, out, string_at(s, "name"), p + "/name", "stack");
                 const Json* compose = member(s, "compose");
+                if (string_at(s, "state", "present") == "present" && compose == nullptr) {
+                    out.push_back(doc.diag(p, "a stack with state present needs 'compose'"));
+                }
+                if (string_at(s, "state", "present") == "absent" && compose != nullptr) {
+                    out.push_back(doc.diag(p + "/compose", "compose has no effect with state absent; remove it", true));
+                }
+                if (member(s, "remove_files") && string_at(s, "state", "present") != "absent") {
+                    out.push_back(doc.diag(p + "/remove_files", "remove_files applies only with state absent", true));
+                }
                 if (compose != nullptr && compose->is_string() &&
                     compose->get<std::string>().find_first_not_of(" \t\r\n") == std::string::npos) {
                     out.push_back(doc.diag(p + "/compose", "the compose document is empty"));

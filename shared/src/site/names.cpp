@@ -279,6 +279,54 @@ std::string check_mode(std::string_view mode) {
     return {};
 }
 
+std::string check_package_version(std::string_view v) {
+    const char* rule =
+        "is not a Debian version: letters, digits and '.+~:-', starting with a digit, optionally "
+        "ending in '*' for a prefix ('2.10*')";
+    std::string_view body = !v.empty() && v.back() == '*' ? v.substr(0, v.size() - 1) : v;
+    if (body.empty() || body.size() > 127 || !is_digit(body.front())) return rule;
+    for (char c : body) {
+        if (!is_lower(c) && !is_upper(c) && !is_digit(c) && std::string_view(".+~:-").find(c) == std::string_view::npos)
+            return rule;
+    }
+    return {};
+}
+
+std::string check_sysctl_name(std::string_view name) {
+    const char* rule =
+        "is not a kernel parameter: dot-separated parts of letters, digits, '_' and '-' "
+        "(e.g. net.ipv4.ip_forward)";
+    if (name.empty() || name.size() > 255 || name.front() == '.' || name.back() == '.' ||
+        name.find("..") != std::string_view::npos)
+        return rule;
+    for (char c : name) {
+        if (!is_lower(c) && !is_upper(c) && !is_digit(c) && c != '_' && c != '-' && c != '.') return rule;
+    }
+    return {};
+}
+
+std::string check_module_name(std::string_view name) {
+    const char* rule = "is not a kernel module name: 1-64 letters, digits, '_' and '-', not starting with '-'";
+    if (name.empty() || name.size() > 64 || name.front() == '-') return rule;
+    for (char c : name) {
+        if (!is_lower(c) && !is_upper(c) && !is_digit(c) && c != '_' && c != '-') return rule;
+    }
+    return {};
+}
+
+std::string check_password_hash(std::string_view hash) {
+    const char* rule =
+        "is not a crypt(3) hash such as $y$… or $6$… (make one with mkpasswd or openssl passwd -6; "
+        "the value is not shown)";
+    if (hash.size() < 3 || hash.size() > 1024 || hash.front() != '$') return rule;
+    for (char c : hash) {
+        if (!is_lower(c) && !is_upper(c) && !is_digit(c) &&
+            std::string_view("./$=,+-").find(c) == std::string_view::npos)
+            return rule;
+    }
+    return {};
+}
+
 }  // namespace nodeform::site::detail
 
 namespace nodeform::site {

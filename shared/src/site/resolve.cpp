@@ -61,7 +61,10 @@ Json package_list(const Json* list) {
         if (item.is_string()) {
             out.push_back({{"name", item.get<std::string>()}, {"state", "present"}});
         } else {
-            out.push_back({{"name", string_at(item, "name")}, {"state", string_at(item, "state", "present")}});
+            Json package = {{"name", string_at(item, "name")}, {"state", string_at(item, "state", "present")}};
+            if (member(item, "version")) package["version"] = string_at(item, "version");
+            if (const Json* hold = member(item, "hold"); hold != nullptr && hold->is_boolean()) package["hold"] = *hold;
+            out.push_back(std::move(package));
         }
     }
     return out;
@@ -250,6 +253,11 @@ void resolve_site(Context& c, Site& site) {
                     }
                 }
                 out["ssh_keys"] = keys;
+                out["locked"] = bool_at(u, "locked", false);
+                if (const Json* pw = member(u, "password"); pw != nullptr && pw->is_string()) {
+                    secret_paths.push_back("/users/" + std::to_string(i) + "/password");
+                    out["password"] = lookup_secret(c, "passwords", pw->get<std::string>()).value_or("");
+                }
                 for (const auto& g : out["groups"]) {
                     std::string gname = g.get<std::string>();
                     if (group_names.insert(gname).second) groups.push_back({{"name", gname}, {"state", "present"}});
@@ -280,13 +288,15 @@ void resolve_site(Context& c, Site& site) {
                     for (const auto& unit : *rs)
                         restart.push_back(normalize_unit(unit.get<std::string>()));
                 }
-                files.push_back({{"path", string_at(f, "path")},
-                                 {"content", string_at(f, "content")},
-                                 {"mode", mode4(string_at(f, "mode", "0644"))},
-                                 {"owner", string_at(f, "owner", "root")},
-                                 {"group", string_at(f, "group", "root")},
-                                 {"state", string_at(f, "state", "present")},
-                                 {"restart", restart}});
+                Json file = {{"path", string_at(f, "path")},
+                             {"content", string_at(f, "content")},
+                             {"mode", mode4(string_at(f, "mode", "0644"))},
+                             {"owner", string_at(f, "owner", "root")},
+                             {"group", string_at(f, "group", "root")},
+                             {"state", string_at(f, "state", "present")},
+                             {"restart", restart}};
+                if (bool_at(f, "template", false)) file["template"] = true;
+                files.push_back(std::move(file));
             }
         }
         if (const Json* ssh = member(posture, "ssh")) {
@@ -299,6 +309,81 @@ void resolve_site(Context& c, Site& site) {
                              {"restart", Json::array({"ssh.service"})}});
         }
         r["files"] = files;
+
+        Json apt_sources = Json::array();
+        if (const Json* as = member(*platform, "apt_sources")) {
+            for (const auto& a : *as) {
+                Json source = {{"name", string_at(a, "name")}, {"state", string_at(a, "state", "present")}};
+                if (string_at(a, "state", "present") == "present") {
+                    for (const char* key : {"uris", "suites", "components", "architectures"})
+                        source[key] = member(a, key) ? *member(a, key) : Json::array();
+                    source["key"] = string_at(a, "key");
+                }
+                apt_sources.push_back(std::move(source));
+            }
+        }
+        r["apt_sources"] = apt_sources;
+        Json mounts = Json::array();
+        if (const Json* ms = member(*platform, "mounts")) {
+            for (const auto& m : *ms) {
+                mounts.push_back({{"path", string_at(m, "path")},
+                                  {"device", string_at(m, "device")},
+                                  {"fstype", string_at(m, "fstype", "ext4")},
+                                  {"options", string_at(m, "options", "defaults")},
+                                  {"format", bool_at(m, "format", true)}});
+            }
+        }
+        r["mounts"] = mounts;
+        Json directories = Json::array();
+        if (const Json* ds = member(*platform, "directories")) {
+            for (const auto& d : *ds) {
+                directories.push_back({{"path", string_at(d, "path")},
+                                       {"mode", mode4(string_at(d, "mode", "0755"))},
+                                       {"owner", string_at(d, "owner", "root")},
+                                       {"group", string_at(d, "group", "root")},
+                                       {"recursive", bool_at(d, "recursive", false)}});
+            }
+        }
+        r["directories"] = directories;
+        Json symlinks = Json::array();
+        if (const Json* ls = member(*platform, "symlinks")) {
+            for (const auto& l : *ls) {
+                Json link = {{"path", string_at(l, "path")}, {"state", string_at(l, "state", "present")}};
+                if (member(l, "target")) link["target"] = string_at(l, "target");
+                symlinks.push_back(std::move(link));
+            }
+        }
+        r["symlinks"] = symlinks;
+        Json sysctl = Json::array();
+        if (const Json* sc = member(*platform, "sysctl")) {
+            for (auto it = sc->begin(); it != sc->end(); ++it) {  // keys in sorted order
+                std::string value = it->is_string() ? it->get<std::string>() : std::to_string(it->get<std::int64_t>());
+                sysctl.push_back({{"name", it.key()}, {"value", value}});
+            }
+        }
+        r["sysctl"] = sysctl;
+        Json modules = Json::array();
+        if (const Json* ms = member(*platform, "kernel_modules")) {
+            for (const auto& m : *ms)
+                modules.push_back({{"name", m.get<std::string>()}});
+        }
+        r["kernel_modules"] = modules;
+        Json timers = Json::array();
+        if (const Json* ts = member(*platform, "timers")) {
+            for (const auto& t : *ts) {
+                std::string tname = string_at(t, "name");
+                Json timer = {{"name", tname}, {"state", string_at(t, "state", "present")}};
+                if (string_at(t, "state", "present") == "present") {
+                    timer["on_calendar"] = string_at(t, "on_calendar");
+                    timer["command"] = member(t, "command") ? *member(t, "command") : Json::array();
+                    timer["user"] = string_at(t, "user", "root");
+                    timer["description"] = string_at(t, "description", "nodeform timer " + tname);
+                    timer["persistent"] = bool_at(t, "persistent", true);
+                }
+                timers.push_back(std::move(timer));
+            }
+        }
+        r["timers"] = timers;
 
         Json services = Json::array();
         if (const Json* svc = member(*platform, "services")) {
@@ -332,6 +417,12 @@ void resolve_site(Context& c, Site& site) {
         if (const Json* ss = member(*platform, "stacks")) {
             for (std::size_t i = 0; i < ss->size(); ++i) {
                 const Json& s = (*ss)[i];
+                if (string_at(s, "state", "present") == "absent") {
+                    stacks.push_back({{"name", string_at(s, "name")},
+                                      {"state", "absent"},
+                                      {"remove_files", bool_at(s, "remove_files", false)}});
+                    continue;
+                }
                 Json env = Json::object();
                 if (const Json* e = member(s, "env")) {
                     for (auto it = e->begin(); it != e->end(); ++it) {
@@ -347,8 +438,10 @@ void resolve_site(Context& c, Site& site) {
                         }
                     }
                 }
-                stacks.push_back(
-                    {{"name", string_at(s, "name")}, {"compose", compose_text(*member(s, "compose"))}, {"env", env}});
+                stacks.push_back({{"name", string_at(s, "name")},
+                                  {"compose", compose_text(*member(s, "compose"))},
+                                  {"env", env},
+                                  {"state", "present"}});
             }
         }
         r["stacks"] = stacks;

@@ -9,12 +9,14 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "nodeform/atomic_file.hpp"
 #include "nodeform/posix_process_runner.hpp"
+#include "real_systems.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::agent {
@@ -331,6 +333,310 @@ TEST_F(RootTest, FullDiskIsAFileFailureAndLeavesNoDebris) {
     std::string listing = file("/srv/listing");
     EXPECT_EQ(listing.find("nodeform"), std::string::npos) << listing;
     EXPECT_EQ(listing.find("big.bin"), std::string::npos) << listing;
+}
+
+// The kinds of issue 16 in a real root: timezone against the root's zoneinfo, directories, symlinks, a password
+// hash set with the root's chpasswd and an account locked with its usermod, a template, sysctl and modules-load.d
+// drop-ins and a timer enabled with systemctl --root. Converge, second run 0 changed, damage, plan names it, repair.
+constexpr const char* kHash =
+    "$6$rootTestSalt$CJ1O5SPPaxy8/mMrj5nYCj/akDj5aOeMBBaMI045gfJVoINjk.ABjIO00F/2ngScIj5LzKEVD3uAxk6bxTRmA.";
+
+nlohmann::json kinds_spec() {
+    auto spec = nlohmann::json::parse(R"({
+      "schema_version": 1, "identity": "app-01", "site": "lab",
+      "hostname": {"hostname": "app-01", "domain": "lab.example.net", "fqdn": "app-01.lab.example.net"},
+      "network": {"mode": "static", "address": "10.20.0.41/24"},
+      "timezone": "Europe/Berlin",
+      "groups": [{"name": "ops", "gid": 2100, "state": "present"}],
+      "users": [
+        {"name": "alice", "uid": 1200, "shell": "/bin/bash", "home": "/home/alice", "groups": ["ops"], "sudo": false,
+         "ssh_keys": [], "locked": false, "state": "present"},
+        {"name": "bob", "uid": 1201, "shell": "/bin/bash", "home": "/home/bob", "groups": [], "sudo": false,
+         "ssh_keys": [], "locked": true, "state": "present"}],
+      "directories": [
+        {"path": "/srv/app", "mode": "0750", "owner": "alice", "group": "ops", "recursive": false},
+        {"path": "/srv/app/cache", "mode": "0770", "owner": "alice", "group": "ops", "recursive": true}],
+      "files": [
+        {"path": "/etc/app/node.conf", "template": true, "mode": "0644", "owner": "root", "group": "root",
+         "state": "present", "restart": [],
+         "content": "node={{ node }} fqdn={{ fqdn }} ip={{ primary_ip }} site={{ site }} \\{{ literal }}\n"}],
+      "symlinks": [{"path": "/etc/app/current.conf", "target": "node.conf", "state": "present"}],
+      "kernel_modules": [{"name": "overlay"}],
+      "sysctl": [{"name": "vm.swappiness", "value": "10"}],
+      "timers": [{"name": "app-cleanup", "on_calendar": "daily", "command": ["/usr/bin/find", "/srv/app/cache",
+                  "-type", "f", "-mtime", "+7", "-delete"], "user": "alice", "description": "Cleanup 100%",
+                  "persistent": true, "state": "present"}],
+      "secret_paths": ["/users/0/password"]
+    })");
+    spec["users"][0]["password"] = kHash;
+    return spec;
+}
+
+TEST_F(RootTest, NewKindsConvergeAreIdempotentAndDamageIsNamedAndRepaired) {
+    const std::string spec = write_spec(kinds_spec());
+    ASSERT_TRUE(fs::create_directories(root_ + "/srv/app/cache/old"));
+    std::ofstream(root_ + "/srv/app/cache/old/entry") << "x";
+    auto first = agent({"apply", "--spec", spec, "--root", root_, "--json"});
+    auto report = first.json();
+    ASSERT_EQ(first.exit_code, 0) << first.err << report.dump(2);
+    EXPECT_EQ(report["counts"]["failed"], 0);
+    EXPECT_EQ(first.out.find("rootTestSalt"), std::string::npos);  // the hash is a secret
+    EXPECT_EQ(file("/var/lib/nodeform/last-run.json").find("rootTestSalt"), std::string::npos);
+
+    EXPECT_EQ(fs::read_symlink(root_ + "/etc/localtime"), "/usr/share/zoneinfo/Europe/Berlin");
+    EXPECT_EQ(file("/etc/timezone"), "Europe/Berlin\n");
+    EXPECT_EQ(in_root({"date", "+%Z"}).out.substr(0, 2) == "CE", true);  // CET or CEST, read by glibc in the root
+    EXPECT_EQ(in_root({"getent", "shadow", "alice"}).out.substr(0, 6 + std::string(kHash).size() + 1),
+              std::string("alice:") + kHash + ":");
+    auto bob = in_root({"passwd", "-S", "bob"}).out;
+    EXPECT_EQ(bob.substr(0, 6), "bob L ") << bob;
+    EXPECT_NE(in_root({"chage", "-l", "bob"}).out.find("Jan 02, 1970"), std::string::npos);
+    struct stat st {};
+    ASSERT_EQ(::stat((root_ + "/srv/app").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0750u);
+    EXPECT_EQ(st.st_uid, 1200u);
+    EXPECT_EQ(st.st_gid, 2100u);
+    ASSERT_EQ(::stat((root_ + "/srv/app/cache/old/entry").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 1200u);  // recursive
+    EXPECT_EQ(file("/etc/app/node.conf"),
+              "node=app-01 fqdn=app-01.lab.example.net ip=10.20.0.41 site=lab {{ literal }}\n");
+    EXPECT_EQ(fs::read_symlink(root_ + "/etc/app/current.conf"), "node.conf");
+    EXPECT_EQ(file("/etc/modules-load.d/nodeform-overlay.conf"),
+              "# Managed by nodeform: changes here are overwritten.\noverlay\n");
+    EXPECT_EQ(file("/etc/sysctl.d/90-nodeform-vm.swappiness.conf"),
+              "# Managed by nodeform: changes here are overwritten.\nvm.swappiness = 10\n");
+    EXPECT_NE(file("/etc/systemd/system/app-cleanup.service")
+                  .find("User=alice\nExecStart=/usr/bin/find /srv/app/cache -type f -mtime +7 -delete\n"),
+              std::string::npos);
+    EXPECT_NE(file("/etc/systemd/system/app-cleanup.service").find("Description=Cleanup 100%%\n"), std::string::npos);
+    EXPECT_EQ(in_root({"systemctl", "is-enabled", "app-cleanup.timer"}).out, "enabled\n");
+    // systemd's own parser accepts both units.
+    auto verify = in_root({"systemd-analyze", "verify", "--man=no", "/etc/systemd/system/app-cleanup.timer"});
+    EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+
+    auto second = agent({"apply", "--spec", spec, "--root", root_, "--json"});
+    ASSERT_EQ(second.exit_code, 0) << second.err;
+    EXPECT_EQ(second.json()["counts"]["changed"], 0) << second.out;
+    EXPECT_EQ(agent({"plan", "--spec", spec, "--root", root_}).exit_code, 0);
+
+    // Damage every kind by hand, with the root's own tools where there is one.
+    fs::remove(root_ + "/etc/localtime");
+    fs::create_symlink("/usr/share/zoneinfo/Etc/UTC", root_ + "/etc/localtime");
+    fs::permissions(root_ + "/srv/app", fs::perms(0777));
+    fs::remove(root_ + "/etc/app/current.conf");
+    ASSERT_EQ(in_root({"usermod", "-e", "", "bob"}).exit_code, 0);
+    auto chpasswd = sh({"alice:$6$otherSalt$x"}, "echo \"$1\" | chroot \"$0\" chpasswd -e");
+    ASSERT_EQ(chpasswd.exit_code, 0) << chpasswd.err;
+    fs::remove(root_ + "/etc/sysctl.d/90-nodeform-vm.swappiness.conf");
+    fs::remove(root_ + "/etc/systemd/system/timers.target.wants/app-cleanup.timer");
+    std::ofstream(root_ + "/etc/app/node.conf") << "edited\n";
+
+    auto damaged = agent({"plan", "--spec", spec, "--root", root_, "--json"});
+    EXPECT_EQ(damaged.exit_code, 2) << damaged.err;
+    const std::set<std::string> expected = {
+        "timezone:Europe/Berlin", "directory:/srv/app", "symlink:/etc/app/current.conf", "user:alice", "user:bob",
+        "sysctl:vm.swappiness",   "timer:app-cleanup",  "file:/etc/app/node.conf"};
+    EXPECT_EQ(ids_with(damaged.json(), "drifted"), expected) << damaged.out;
+    EXPECT_EQ(damaged.out.find("otherSalt"), std::string::npos);
+    auto repair = agent({"apply", "--spec", spec, "--root", root_, "--json"});
+    EXPECT_EQ(repair.exit_code, 0) << repair.err << repair.out;
+    EXPECT_EQ(ids_with(repair.json(), "changed"), expected) << repair.out;
+    EXPECT_EQ(in_root({"passwd", "-S", "bob"}).out.substr(0, 6), "bob L ");
+    EXPECT_NE(in_root({"chage", "-l", "bob"}).out.find("Jan 02, 1970"), std::string::npos);
+    EXPECT_EQ(agent({"plan", "--spec", spec, "--root", root_}).exit_code, 0);
+}
+
+TEST_F(RootTest, AZoneTheRootDoesNotHaveFailsAloneAndTouchesNothing) {
+    auto spec = nlohmann::json::parse(R"({
+      "schema_version": 1, "identity": "app-02", "timezone": "Europe/Atlantis",
+      "files": [{"path": "/etc/motd", "content": "ok\n", "mode": "0644", "owner": "root", "group": "root",
+                 "state": "present", "restart": []}],
+      "secret_paths": []
+    })");
+    const auto before = fs::read_symlink(root_ + "/etc/localtime");
+    auto run = agent({"apply", "--spec", write_spec(spec), "--root", root_, "--json"});
+    EXPECT_EQ(run.exit_code, 1);
+    EXPECT_NE(status_of(run.json(), "timezone:Europe/Atlantis").find("is not in /usr/share/zoneinfo"),
+              std::string::npos)
+        << run.out;
+    EXPECT_EQ(status_of(run.json(), "file:/etc/motd").rfind("changed", 0), 0u);
+    EXPECT_EQ(fs::read_symlink(root_ + "/etc/localtime"), before);
+}
+
+TEST_F(RootTest, PackageVersionPrefixAndHoldWithTheRootsOwnApt) {
+    auto spec = nlohmann::json::parse(R"({
+      "schema_version": 1, "identity": "app-03",
+      "packages": [{"name": "hello", "state": "present", "version": "2.10*", "hold": true},
+                   {"name": "less", "state": "present", "version": "9.9*"}],
+      "secret_paths": []
+    })");
+    const std::string path = write_spec(spec);
+    auto first = agent({"apply", "--spec", path, "--root", root_, "--json"});
+    EXPECT_EQ(first.exit_code, 1) << first.out << first.err;  // less 9.9* does not exist
+    EXPECT_NE(status_of(first.json(), "package:less").find("no version of less matching 9.9*"), std::string::npos)
+        << first.out;
+    EXPECT_EQ(status_of(first.json(), "package:hello").rfind("changed", 0), 0u) << first.out;
+    EXPECT_EQ(in_root({"dpkg-query", "-W", "-f=${Version}", "hello"}).out.rfind("2.10", 0), 0u);
+    EXPECT_EQ(in_root({"apt-mark", "showhold"}).out, "hello\n");
+
+    spec["packages"].erase(1);
+    const std::string good = write_spec(spec);
+    auto second = agent({"apply", "--spec", good, "--root", root_, "--json"});
+    ASSERT_EQ(second.exit_code, 0) << second.out;
+    EXPECT_EQ(second.json()["counts"]["changed"], 0) << second.out;
+
+    ASSERT_EQ(in_root({"apt-mark", "unhold", "hello"}).exit_code, 0);
+    auto plan = agent({"plan", "--spec", good, "--root", root_, "--json"});
+    EXPECT_EQ(plan.exit_code, 2);
+    EXPECT_EQ(ids_with(plan.json(), "drifted"), (std::set<std::string>{"package:hello"})) << plan.out;
+    auto repair = agent({"apply", "--spec", good, "--root", root_, "--json"});
+    EXPECT_EQ(ids_with(repair.json(), "changed"), (std::set<std::string>{"package:hello"})) << repair.out;
+    EXPECT_EQ(in_root({"apt-mark", "showhold"}).out, "hello\n");
+}
+
+// The repository the apt sources test serves: a package, a Packages index and a Release signed (InRelease) with a
+// key made here; wrong.asc is another key, which must not verify it. $1 is the work directory.
+// clang-format off
+constexpr const char* kBuildRepository = R"SH(set -e; w="$1"; mkdir -p "$w/gnupg" "$w/repo" "$w/pkg/DEBIAN" "$w/pkg/usr/share/nodeform-test"
+chmod 700 "$w/gnupg"; export GNUPGHOME="$w/gnupg"
+gpg -q --batch --passphrase '' --quick-gen-key 'nodeform test repo <repo@example.invalid>' ed25519 sign never
+gpg -q --batch --passphrase '' --quick-gen-key 'someone else <else@example.invalid>' ed25519 sign never
+gpg -q --armor --export repo@example.invalid > "$w/key.asc"
+gpg -q --armor --export else@example.invalid > "$w/wrong.asc"
+printf 'Package: nodeform-test-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.invalid>\nDescription: test\n' > "$w/pkg/DEBIAN/control"
+echo hello from the loopback repository > "$w/pkg/usr/share/nodeform-test/hello.txt"
+dpkg-deb --root-owner-group -Zgzip --build "$w/pkg" "$w/repo/nodeform-test-hello_1.0_all.deb" >/dev/null
+cd "$w/repo"; dpkg-scanpackages -m . /dev/null > Packages 2>/dev/null
+sum=$(sha256sum Packages | cut -d' ' -f1); size=$(stat -c%s Packages)
+printf 'Origin: nodeform-test\nLabel: nodeform-test\nSuite: ./\nDate: %s\nSHA256:\n %s %s Packages\n' "$(date -Ru)" "$sum" "$size" > Release
+gpg -q --batch --local-user repo@example.invalid --clearsign -o InRelease Release
+)SH";
+// clang-format on
+
+// apt sources against a repository the test builds, signs (gpg, a key made here) and serves on loopback: deb822 with
+// Signed-By, one apt-get update, the package installed from it; a wrong key fails the source with apt's reason.
+TEST_F(RootTest, AptSourceWithSignedByFromTheSiteInstallsFromALoopbackRepository) {
+    for (const char* tool : {"gpg", "dpkg-scanpackages", "dpkg-deb", "python3"}) {
+        if (sh({tool}, "command -v \"$1\" >/dev/null").exit_code != 0)
+            GTEST_SKIP() << tool << " missing: scripts/install-deps.sh test (gnupg, dpkg-dev)";
+    }
+    const std::string work = tmp_.path() + "/repo-work";
+    auto built = sh({work}, kBuildRepository);
+    ASSERT_EQ(built.exit_code, 0) << built.err;
+    test::real::BackgroundProcess server(
+        {"python3", "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", work + "/repo"},
+        work + "/http.log");
+    std::string port;
+    for (int i = 0; i < 100 && port.empty(); ++i) {
+        std::string log = test::real::slurp(work + "/http.log");
+        auto at = log.find(" port ");
+        if (at != std::string::npos) port = log.substr(at + 6, log.find(' ', at + 6) - at - 6);
+        if (port.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ASSERT_FALSE(port.empty()) << test::real::slurp(work + "/http.log");
+    auto spec = nlohmann::json::parse(R"({
+      "schema_version": 1, "identity": "app-04",
+      "apt_sources": [{"name": "nftest", "suites": ["./"], "components": [], "architectures": [], "state": "present"}],
+      "packages": [{"name": "nodeform-test-hello", "state": "present"}],
+      "secret_paths": []
+    })");
+    spec["apt_sources"][0]["uris"] = {"http://127.0.0.1:" + port + "/"};
+    spec["apt_sources"][0]["key"] = test::real::slurp(work + "/wrong.asc");
+    auto wrong = agent({"apply", "--spec", write_spec(spec), "--root", root_, "--json"});
+    EXPECT_EQ(wrong.exit_code, 1) << wrong.out;
+    EXPECT_NE(status_of(wrong.json(), "apt_source:nftest").find("apt-get update failed"), std::string::npos)
+        << wrong.out;
+    EXPECT_EQ(status_of(wrong.json(), "package:nodeform-test-hello").rfind("failed", 0), 0u);
+
+    spec["apt_sources"][0]["key"] = test::real::slurp(work + "/key.asc");
+    const std::string path = write_spec(spec);
+    auto first = agent({"apply", "--spec", path, "--root", root_, "--json"});
+    ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+    EXPECT_EQ(ids_with(first.json(), "changed"),
+              (std::set<std::string>{"apt_source:nftest", "package:nodeform-test-hello"}));
+    EXPECT_EQ(file("/usr/share/nodeform-test/hello.txt"), "hello from the loopback repository\n");
+    EXPECT_EQ(file("/etc/apt/sources.list.d/nodeform-nftest.sources"),
+              "# Managed by nodeform: changes here are overwritten.\nTypes: deb\nURIs: http://127.0.0.1:" + port +
+                  "/\nSuites: ./\nSigned-By: /etc/apt/keyrings/nodeform-nftest.asc\n");
+    auto second = agent({"apply", "--spec", path, "--root", root_, "--json"});
+    EXPECT_EQ(second.json()["counts"]["changed"], 0) << second.out;
+
+    fs::remove(root_ + "/etc/apt/sources.list.d/nodeform-nftest.sources");
+    auto plan = agent({"plan", "--spec", path, "--root", root_, "--json"});
+    EXPECT_EQ(ids_with(plan.json(), "drifted"), (std::set<std::string>{"apt_source:nftest"})) << plan.out;
+    auto repair = agent({"apply", "--spec", path, "--root", root_, "--json"});
+    EXPECT_EQ(ids_with(repair.json(), "changed"), (std::set<std::string>{"apt_source:nftest"})) << repair.out;
+    EXPECT_NE(status_of(repair.json(), "apt_source:nftest").find("apt-get update done"), std::string::npos);
+}
+
+// mounts against loop devices the test creates: formatted once (the second run keeps the UUID), fstab by UUID,
+// mounted; unmounted by hand → drift → mounted again; a device with another signature (swap) is refused untouched.
+// All runs share one private mount namespace (the agent's mounts must outlive each run).
+TEST_F(RootTest, MountFormatsOnlyAnEmptyDeviceWritesFstabByUuidAndNeverReformats) {
+    const std::string work = tmp_.path() + "/mounts";
+    fs::create_directories(work);
+    auto loops = sh({work},
+                    "truncate -s 64M \"$1/a.img\" \"$1/b.img\" && losetup -f --show \"$1/a.img\" > \"$1/a\" && "
+                    "losetup -f --show \"$1/b.img\" > \"$1/b\" && mkswap -q \"$(cat \"$1/b\")\"");
+    const std::string a = test::real::slurp(work + "/a").substr(0, test::real::slurp(work + "/a").find('\n'));
+    const std::string b = test::real::slurp(work + "/b").substr(0, test::real::slurp(work + "/b").find('\n'));
+    struct Detach {
+        std::vector<std::string> devices;
+        ~Detach() {
+            for (const auto& d : devices)
+                if (!d.empty()) test::real::run({"losetup", "-d", d});
+        }
+    } detach{{a, b}};
+    if (loops.exit_code != 0 || a.empty() || b.empty()) GTEST_SKIP() << "no loop devices here: " << loops.err;
+    auto spec = nlohmann::json::parse(R"({"schema_version": 1, "identity": "app-05", "secret_paths": [],
+      "directories": [{"path": "/srv/data/app", "mode": "0750", "owner": "root", "group": "root", "recursive": false}]})");
+    spec["mounts"] = {
+        {{"path", "/srv/data"}, {"device", a}, {"fstype", "ext4"}, {"options", "defaults"}, {"format", true}},
+        {{"path", "/srv/swapdisk"}, {"device", b}, {"fstype", "ext4"}, {"options", "defaults"}, {"format", true}}};
+    const std::string path = write_spec(spec);
+    auto session = sh(
+        {test::binary_dir() + "/agent/nodeform-agent", path, work},
+        "unshare --mount --fork -- sh -c '"
+        "set +e; R=\"$0\"; A=\"$1\"; S=\"$2\"; O=\"$3\"; mount -t proc proc \"$R/proc\"; mount --bind /dev \"$R/dev\"; "
+        "\"$A\" apply --spec \"$S\" --root \"$R\" --json > \"$O/1.json\"; echo $? > \"$O/1.rc\"; "
+        "\"$A\" apply --spec \"$S\" --root \"$R\" --json > \"$O/2.json\"; "
+        "findmnt -n -o FSTYPE \"$R/srv/data\" > \"$O/findmnt\"; "
+        "umount \"$R/srv/data\"; "
+        "\"$A\" plan --spec \"$S\" --root \"$R\" --json > \"$O/3.json\"; "
+        "\"$A\" apply --spec \"$S\" --root \"$R\" --json > \"$O/4.json\"; "
+        "findmnt -n -o FSTYPE \"$R/srv/data\" > \"$O/findmnt2\"; umount \"$R/srv/data\"; exit 0' "
+        "\"$0\" \"$@\"");
+    ASSERT_EQ(session.exit_code, 0) << session.err;
+    auto report = [&](int n) {
+        return nlohmann::json::parse(test::real::slurp(work + "/" + std::to_string(n) + ".json"), nullptr, false);
+    };
+    auto first = report(1);
+    ASSERT_FALSE(first.is_discarded()) << session.err;
+    EXPECT_EQ(test::real::slurp(work + "/1.rc"), "1\n");  // the swap device fails
+    EXPECT_EQ(status_of(first, "mount:/srv/data").rfind("changed", 0), 0u) << first.dump(2);
+    EXPECT_EQ(status_of(first, "directory:/srv/data/app").rfind("changed", 0), 0u);
+    EXPECT_NE(status_of(first, "mount:/srv/swapdisk").find("holds swap"), std::string::npos) << first.dump(2);
+    EXPECT_NE(status_of(first, "mount:/srv/swapdisk").find("never reformats"), std::string::npos);
+    EXPECT_EQ(test::real::run({"blkid", "-p", "-o", "value", "-s", "TYPE", b}).out, "swap\n");  // untouched
+    EXPECT_EQ(test::real::slurp(work + "/findmnt"), "ext4\n");
+    const std::string uuid = test::real::run({"blkid", "-p", "-o", "value", "-s", "UUID", a}).out;
+    ASSERT_FALSE(uuid.empty());
+    EXPECT_NE(file("/etc/fstab").find("UUID=" + uuid.substr(0, uuid.size() - 1) + " /srv/data ext4 defaults 0 2\n"),
+              std::string::npos)
+        << file("/etc/fstab");
+    // Second run: formatted once only (same UUID), nothing changed but the refused device.
+    auto second = report(2);
+    EXPECT_EQ(status_of(second, "mount:/srv/data").rfind("unchanged", 0), 0u) << second.dump(2);
+    EXPECT_EQ(second["counts"]["changed"], 0);
+    // Unmounted by hand: plan names it, apply mounts it again, still without formatting.
+    auto plan = report(3);
+    // (the directory on it is hidden while it is unmounted: drift too, and back once mounted)
+    EXPECT_EQ(ids_with(plan, "drifted"), (std::set<std::string>{"mount:/srv/data", "directory:/srv/data/app"}))
+        << plan.dump(2);
+    auto repair = report(4);
+    EXPECT_EQ(ids_with(repair, "changed"), (std::set<std::string>{"mount:/srv/data"})) << repair.dump(2);
+    EXPECT_EQ(test::real::slurp(work + "/findmnt2"), "ext4\n");
+    EXPECT_EQ(test::real::run({"blkid", "-p", "-o", "value", "-s", "UUID", a}).out, uuid);
 }
 
 }  // namespace

@@ -335,5 +335,58 @@ TEST_F(ServicesNspawnTest, AgentDaemonRepairsAStoppedServiceAndAnEditedFileBetwe
     EXPECT_EQ(in_container({"systemctl", "stop", "nf-watch-agent.service"}).exit_code, 0);
 }
 
+// A timer against the container's systemd: written, enabled and started; its service runs the argv exactly (a '%'
+// and a '$' reach the shell unexpanded); a changed command is reloaded; a stopped timer is drift; absent removes it.
+TEST_F(ServicesNspawnTest, TimerIsEnabledStartedRunsItsCommandVerbatimAndIsRepaired) {
+    auto timer_spec = [](const std::string& word) {
+        nlohmann::json spec = {
+            {"schema_version", 1}, {"identity", "svc-02"}, {"secret_paths", nlohmann::json::array()}};
+        spec["timers"] = {{{"name", "nf-tick"},
+                           {"on_calendar", "*-*-* 04:00:00"},
+                           {"command", {"/bin/sh", "-c", "echo \"100% " + word + " $0\" > /run/nf-tick"}},
+                           {"user", "root"},
+                           {"description", "nodeform test: tick"},
+                           {"persistent", false},
+                           {"state", "present"}}};
+        return spec;
+    };
+    const std::string spec = write_spec(timer_spec("first"));
+    auto first = agent({"apply", "--spec", spec, "--json"});
+    ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+    EXPECT_EQ(ids_with(first.json(), "changed"), (std::set<std::string>{"timer:nf-tick"}));
+    EXPECT_EQ(systemctl("is-enabled", "nf-tick.timer"), "enabled\n");
+    EXPECT_EQ(systemctl("is-active", "nf-tick.timer"), "active\n");
+    ASSERT_EQ(in_container({"systemctl", "start", "nf-tick.service"}).exit_code, 0);
+    EXPECT_EQ(in_container({"cat", "/run/nf-tick"}).out, "100% first /bin/sh\n");
+    auto second = agent({"apply", "--spec", spec, "--json"});
+    EXPECT_EQ(second.json()["counts"]["changed"], 0) << second.out;
+
+    // A new command: one daemon-reload, so the service runs the new one.
+    auto changed = agent({"apply", "--spec", write_spec(timer_spec("second")), "--json"});
+    ASSERT_EQ(changed.exit_code, 0) << changed.out;
+    EXPECT_EQ(ids_with(changed.json(), "changed"), (std::set<std::string>{"timer:nf-tick"}));
+    EXPECT_EQ(in_container({"systemctl", "show", "-P", "NeedDaemonReload", "nf-tick.service"}).out, "no\n");
+    ASSERT_EQ(in_container({"systemctl", "start", "nf-tick.service"}).exit_code, 0);
+    EXPECT_EQ(in_container({"cat", "/run/nf-tick"}).out, "100% second /bin/sh\n");
+
+    // Damage: the timer stopped by hand.
+    ASSERT_EQ(in_container({"systemctl", "stop", "nf-tick.timer"}).exit_code, 0);
+    const std::string latest = write_spec(timer_spec("second"));
+    auto plan = agent({"plan", "--spec", latest, "--json"});
+    EXPECT_EQ(plan.exit_code, 2) << plan.out;
+    EXPECT_EQ(ids_with(plan.json(), "drifted"), (std::set<std::string>{"timer:nf-tick"}));
+    auto repair = agent({"apply", "--spec", latest, "--json"});
+    EXPECT_EQ(ids_with(repair.json(), "changed"), (std::set<std::string>{"timer:nf-tick"})) << repair.out;
+    EXPECT_EQ(systemctl("is-active", "nf-tick.timer"), "active\n");
+
+    nlohmann::json absent = {{"schema_version", 1}, {"identity", "svc-02"}, {"secret_paths", nlohmann::json::array()}};
+    absent["timers"] = {{{"name", "nf-tick"}, {"state", "absent"}}};
+    auto removed = agent({"apply", "--spec", write_spec(absent), "--json"});
+    ASSERT_EQ(removed.exit_code, 0) << removed.out;
+    EXPECT_EQ(systemctl("is-active", "nf-tick.timer"), "inactive\n");
+    EXPECT_FALSE(fs::exists(root_ + "/etc/systemd/system/nf-tick.timer"));
+    EXPECT_FALSE(fs::exists(root_ + "/etc/systemd/system/nf-tick.service"));
+}
+
 }  // namespace
 }  // namespace nodeform::agent

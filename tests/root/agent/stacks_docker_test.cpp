@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <set>
 
+#include <thread>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -265,6 +267,58 @@ TEST_F(StacksDockerTest, AFailedUpIsRetriedAndAMissingHashIsNoFalseChange) {
     EXPECT_EQ(container_of("app"), app);
     EXPECT_TRUE(fs::exists(host("/opt/nodeform/stacks/web/.nodeform-config-hash")));
     EXPECT_EQ(agent({"plan", "--spec", path}).exit_code, 0);
+}
+
+TEST_F(StacksDockerTest, AOneShotThatExitedZeroIsConvergedAndAbsentTakesTheStackDown) {
+    auto spec = nlohmann::json::parse(R"({
+      "schema_version": 1, "identity": "docker-03",
+      "stacks": [{"name": "web", "env": {}, "state": "present",
+                  "compose": "services:\n  app:\n    image: nodeform-test/base:1\n    command: [\"sleep\", \"infinity\"]\n  migrate:\n    image: nodeform-test/base:1\n    command: [\"sleep\", \"0\"]\n    restart: \"no\"\n"}],
+      "secret_paths": []
+    })");
+    const std::string path = write_spec(spec);
+    auto first = agent({"apply", "--spec", path, "--json"});
+    ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+    EXPECT_EQ(status_of(first.json(), "stack:web"), "changed") << first.out;
+    const std::string migrate = container_of("migrate");
+    ASSERT_FALSE(migrate.empty());
+    bool exited = false;
+    for (int i = 0; i < 100 && !exited; ++i) {
+        exited = inspect(migrate, "{{.State.Status}} {{.State.ExitCode}}") == "exited 0\n";
+        if (!exited) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ASSERT_TRUE(exited) << inspect(migrate, "{{.State.Status}}");
+    // The one-shot finished with 0: nothing to bring up, nothing drifted, the container is not re-run.
+    auto second = agent({"apply", "--spec", path, "--json"});
+    ASSERT_EQ(second.exit_code, 0) << second.out;
+    EXPECT_EQ(status_of(second.json(), "stack:web"), "unchanged") << second.out;
+    EXPECT_EQ(inspect(migrate, "{{.State.Status}} {{.State.StartedAt}}"),
+              inspect(container_of("migrate"), "{{.State.Status}} {{.State.StartedAt}}"));
+    EXPECT_EQ(agent({"plan", "--spec", path}).exit_code, 0);
+
+    // Retired: state absent takes it down and keeps the files; once down it stays quiet.
+    auto absent = nlohmann::json::parse(R"({
+      "schema_version": 1, "identity": "docker-03",
+      "stacks": [{"name": "web", "state": "absent", "remove_files": false}], "secret_paths": []
+    })");
+    const std::string down_path = write_spec(absent);
+    auto plan = agent({"plan", "--spec", down_path, "--json"});
+    EXPECT_EQ(plan.exit_code, 2) << plan.out;
+    EXPECT_EQ(status_of(plan.json(), "stack:web"), "drifted");
+    EXPECT_FALSE(container_of("app").empty());  // plan changed nothing
+    auto down = agent({"apply", "--spec", down_path, "--json"});
+    ASSERT_EQ(down.exit_code, 0) << down.out << down.err;
+    EXPECT_EQ(status_of(down.json(), "stack:web"), "changed") << down.out;
+    EXPECT_TRUE(container_of("app").empty()) << docker({"ps", "-a"}).out;
+    EXPECT_TRUE(container_of("migrate").empty());
+    EXPECT_TRUE(fs::exists(host("/opt/nodeform/stacks/web/docker-compose.yml")));
+    auto again = agent({"apply", "--spec", down_path, "--json"});
+    EXPECT_EQ(status_of(again.json(), "stack:web"), "unchanged") << again.out;
+
+    absent["stacks"][0]["remove_files"] = true;
+    auto removed = agent({"apply", "--spec", write_spec(absent), "--json"});
+    EXPECT_EQ(status_of(removed.json(), "stack:web"), "changed") << removed.out;
+    EXPECT_FALSE(fs::exists(host("/opt/nodeform/stacks/web")));
 }
 
 }  // namespace

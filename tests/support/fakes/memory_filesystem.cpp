@@ -13,7 +13,7 @@ std::string parent_of(const std::string& norm) {
 }  // namespace
 
 MemoryFilesystem::MemoryFilesystem() {
-    nodes["/"] = Node{FileType::directory, "", {0755, 0, 0}};
+    nodes["/"] = Node{FileType::directory, "", {0755, 0, 0}, ""};
 }
 
 void MemoryFilesystem::put_dir(const std::string& path, FileAttrs attrs) {
@@ -22,7 +22,7 @@ void MemoryFilesystem::put_dir(const std::string& path, FileAttrs attrs) {
     if (*norm != "/") put_dir(parent_of(*norm));
     auto it = nodes.find(*norm);
     if (it == nodes.end())
-        nodes[*norm] = Node{FileType::directory, "", attrs};
+        nodes[*norm] = Node{FileType::directory, "", attrs, ""};
     else if (attrs.mode != 0755 || attrs.uid != 0 || attrs.gid != 0)
         it->second.attrs = attrs;
 }
@@ -31,7 +31,7 @@ void MemoryFilesystem::put_file(const std::string& path, const std::string& cont
     auto norm = normalize_path(path);
     if (!norm) return;
     put_dir(parent_of(*norm));
-    nodes[*norm] = Node{FileType::regular, content, attrs};
+    nodes[*norm] = Node{FileType::regular, content, attrs, ""};
 }
 
 Result<std::optional<FileInfo>> MemoryFilesystem::stat(const std::string& path) {
@@ -81,7 +81,7 @@ Status MemoryFilesystem::write_atomic(const std::string& path, const std::string
     auto it = nodes.find(*norm);
     if (it != nodes.end() && it->second.type == FileType::directory)
         return make_error("cannot write " + *norm + ": Is a directory");
-    nodes[*norm] = Node{FileType::regular, content, attrs};
+    nodes[*norm] = Node{FileType::regular, content, attrs, ""};
     return Ok{};
 }
 
@@ -113,7 +113,7 @@ Status MemoryFilesystem::mkdir(const std::string& path, mode_t mode) {
         return make_error("cannot create directory " + *norm + ": File exists");
     }
     if (nodes.count(parent_of(*norm)) == 0) return make_error("the directory of " + *norm + " does not exist");
-    nodes[*norm] = Node{FileType::directory, "", {mode, 0, 0}};
+    nodes[*norm] = Node{FileType::directory, "", {mode, 0, 0}, ""};
     return Ok{};
 }
 
@@ -161,6 +161,26 @@ Result<std::vector<std::string>> MemoryFilesystem::list(const std::string& dir) 
     }
     std::sort(names.begin(), names.end());
     return names;
+}
+
+Result<std::string> MemoryFilesystem::read_link(const std::string& path) {
+    auto norm = normalize_path(path);
+    if (!norm) return norm.error();
+    auto it = nodes.find(*norm);
+    if (it == nodes.end() || it->second.type != FileType::symlink)
+        return make_error("cannot read the link " + *norm + ": Invalid argument");
+    return it->second.target;
+}
+
+Status MemoryFilesystem::symlink(const std::string& target, const std::string& path) {
+    auto norm = normalize_path(path);
+    if (!norm) return norm.error();
+    if (nodes.count(parent_of(*norm)) == 0) return make_error("the directory of " + *norm + " does not exist");
+    auto it = nodes.find(*norm);
+    if (it != nodes.end() && it->second.type == FileType::directory)
+        return make_error("cannot rename the symlink into place at " + *norm + ": Is a directory");
+    nodes[*norm] = Node{FileType::symlink, "", {0777, 0, 0}, target};
+    return Ok{};
 }
 
 }  // namespace nodeform::agent

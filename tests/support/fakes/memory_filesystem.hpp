@@ -8,13 +8,14 @@
 
 namespace nodeform::agent {
 
-// In-memory filesystem for unit tests. Symlinks are not modelled.
+// In-memory filesystem for unit tests. Symlinks are stored (read_link) but never followed.
 class MemoryFilesystem final : public Filesystem {
   public:
     struct Node {
         FileType type = FileType::regular;
         std::string content;
         FileAttrs attrs;
+        std::string target;  // symlinks
     };
     MemoryFilesystem();
     // Test setup: creates parent directories (0755 root:root) as needed.
@@ -36,6 +37,8 @@ class MemoryFilesystem final : public Filesystem {
     Status rename(const std::string& from, const std::string& to) override;
     Result<std::vector<std::string>> list(const std::string& dir) override;
     Result<SpaceInfo> space(const std::string& path) override;
+    Result<std::string> read_link(const std::string& path) override;
+    Status symlink(const std::string& target, const std::string& path) override;
     const std::string& root() const override { return root_; }
     std::string host_path(const std::string& path) const override { return path; }
     Result<std::string> pin_directory(const std::string& path) override;

@@ -9,6 +9,7 @@
 #include "fakes/memory_filesystem.hpp"
 #include "fakes/memory_logger.hpp"
 #include "nodeform/agent/converge.hpp"
+#include "nodeform/agent/resources/system_db.hpp"
 
 namespace nodeform::agent::test {
 
@@ -82,11 +83,16 @@ struct FakeSystem {
             fs.put_dir(arg_after(argv, "-d"),
                        {0700, static_cast<uid_t>(std::stoi(uid)), static_cast<gid_t>(std::stoi(uid))});
             set_groups(name, arg_after(argv, "-G"));
+            if (fs.exists("/etc/shadow")) append("/etc/shadow", name + ":!:20000:0:99999:7:::\n");
         } else if (cmd == "usermod") {
             std::string name = argv.back();
             for (std::size_t i = 0; i + 1 < argv.size(); ++i) {
                 if (argv[i] == "-G") set_groups(name, argv[i + 1]);
+                if (argv[i] == "-e") set_shadow(name, 7, argv[i + 1]);
             }
+        } else if (cmd == "chpasswd") {
+            std::string line = r.stdin_data.substr(0, r.stdin_data.find('\n'));
+            set_shadow(line.substr(0, line.find(':')), 1, line.substr(line.find(':') + 1));
         } else if (cmd == "apt-cache") {
             std::string out;
             for (std::size_t i = 2; i < argv.size(); ++i) {
@@ -95,8 +101,16 @@ struct FakeSystem {
             return ProcessResult{0, false, out, ""};
         } else if (cmd == "apt-get" && argv.size() > 1 && argv[1] == "install") {
             for (const auto& a : argv) {
-                if (apt_known.count(a)) append("/var/lib/dpkg/status", "\n" + dpkg_stanza(a));
+                auto eq = a.find('=');  // NAME=VERSION installs that version
+                std::string name = a.substr(0, eq);
+                if (apt_known.count(name))
+                    set_package(name, "install", eq == std::string::npos ? "1.0" : a.substr(eq + 1));
             }
+        } else if (cmd == "apt-mark" && argv.size() > 2) {
+            auto status = parse_dpkg_status(fs.read("/var/lib/dpkg/status", 1 << 20).value());
+            for (std::size_t i = 2; i < argv.size(); ++i)
+                set_package(argv[i], argv[1] == "hold" ? "hold" : "install",
+                            status.count(argv[i]) ? status[argv[i]].version : "1.0");
         } else if (cmd == "systemctl") {
             std::string verb;
             std::string unit = argv.back();
@@ -121,6 +135,46 @@ struct FakeSystem {
             if (verb == "stop") active_units.erase(unit);
         }
         return ProcessResult{0, false, "", ""};
+    }
+
+    // dpkg's status with name's stanza replaced: installed, selection want (install | hold), version.
+    void set_package(const std::string& name, const std::string& want, const std::string& version) {
+        std::string text = fs.read("/var/lib/dpkg/status", 1 << 20).value();
+        std::string out;
+        std::size_t pos = 0;
+        while (pos < text.size()) {
+            std::size_t end = text.find("\n\n", pos);
+            std::string stanza = text.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+            pos = end == std::string::npos ? text.size() : end + 2;
+            if (stanza.empty() || stanza.rfind("Package: " + name + "\n", 0) == 0) continue;
+            out += stanza + "\n\n";
+        }
+        out += "Package: " + name + "\nStatus: " + want + " ok installed\nArchitecture: amd64\nVersion: " + version +
+               "\n\n";
+        fs.put_file("/var/lib/dpkg/status", out);
+    }
+
+    // Field index of user's /etc/shadow line set to value.
+    void set_shadow(const std::string& user, std::size_t index, const std::string& value) {
+        auto text = fs.read("/etc/shadow", 1 << 20).value();
+        std::stringstream in(text);
+        std::string line, out;
+        while (std::getline(in, line)) {
+            if (line.substr(0, line.find(':')) == user) {
+                std::vector<std::string> f;
+                std::stringstream fields(line + ":");
+                std::string field;
+                while (std::getline(fields, field, ':'))
+                    f.push_back(field);
+                f.resize(9);
+                f[index] = value;
+                line.clear();
+                for (std::size_t i = 0; i < f.size(); ++i)
+                    line += (i ? ":" : "") + f[i];
+            }
+            out += line + "\n";
+        }
+        fs.put_file("/etc/shadow", out, {0640, 0, 42});
     }
 
     void set_groups(const std::string& user, const std::string& list) {

@@ -1,5 +1,6 @@
 // load_site(): the example site, resolution rules, secrets and their redaction, reporting of every error.
 #include <gtest/gtest.h>
+#include <algorithm>
 
 #include <filesystem>
 #include <fstream>
@@ -114,6 +115,45 @@ TEST(Resolve, EveryResolvedSpecMatchesTheResolvedSpecSchema) {
                                         "spec.json");
     ASSERT_EQ(wrong.size(), 1u);
     EXPECT_EQ(wrong[0].field, "files");
+}
+
+// The kinds of issue 16 as the example site resolves them: defaults written out, the password a secret.
+TEST(Resolve, NewResourceKindsGetTheirDefaultsAndThePasswordIsASecret) {
+    auto result = load_site(example_dir());
+    ASSERT_TRUE(result.ok()) << joined(result);
+    const json& demo = result.site->nodes.at("demo-01").resolved;
+    EXPECT_EQ(demo["timezone"], "Europe/Berlin");
+    EXPECT_EQ(demo["users"][0]["password"].get<std::string>().rfind("$6$fakesalt$", 0), 0u);
+    EXPECT_NE(std::find(demo["secret_paths"].begin(), demo["secret_paths"].end(), "/users/0/password"),
+              demo["secret_paths"].end());
+    EXPECT_EQ(demo["users"][1].contains("password"), false);
+    EXPECT_EQ(demo["users"][1]["locked"], false);
+    EXPECT_EQ(demo["users"][2]["locked"], true);
+    EXPECT_EQ(
+        demo["directories"][0],
+        json({{"path", "/srv/demo"}, {"mode", "2770"}, {"owner", "alice"}, {"group", "demo"}, {"recursive", false}}));
+    EXPECT_EQ(demo["symlinks"][0],
+              json({{"path", "/etc/demo/current.conf"}, {"target", "app.conf"}, {"state", "present"}}));
+    EXPECT_EQ(demo["sysctl"], json::parse(R"([{"name":"net.ipv4.ip_forward","value":"0"},
+                                              {"name":"vm.swappiness","value":"10"}])"));
+    EXPECT_EQ(demo["kernel_modules"], json::parse(R"([{"name":"overlay"}])"));
+    const json& timer = demo["timers"][0];
+    EXPECT_EQ(timer["persistent"], true);
+    EXPECT_EQ(timer["user"], "alice");
+    EXPECT_EQ(timer["command"][0], "/usr/bin/find");
+    bool templated = false;
+    for (const auto& f : demo["files"])
+        if (f["path"] == "/etc/demo/node.conf") templated = f["template"] == true;
+    EXPECT_TRUE(templated);
+    for (const auto& f : demo["files"])
+        if (f["path"] == "/etc/motd") {
+            EXPECT_FALSE(f.contains("template"));
+        }
+    const json& db = result.site->nodes.at("db-01").resolved;
+    const json& stacks = db["stacks"];
+    ASSERT_EQ(stacks.size(), 3u);
+    EXPECT_EQ(stacks[0]["state"], "present");
+    EXPECT_EQ(stacks[2], json({{"name", "legacy-exporter"}, {"state", "absent"}, {"remove_files", false}}));
 }
 
 TEST(Resolve, AppliesPostureDefaultsAndShorthands) {

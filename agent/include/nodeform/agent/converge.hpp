@@ -37,7 +37,8 @@ struct FieldChange {
 
 struct ResourceResult {
     std::string id;    // TYPE:NAME, e.g. "user:alice", "file:/etc/motd"
-    std::string type;  // hostname, package, group, user, file, service, stack
+    std::string type;  // hostname, timezone, package, group, user, directory, file, symlink, kernel_module, sysctl,
+                       // service, timer, stack
     std::string name;
     ResourceStatus status = ResourceStatus::unchanged;
     std::string message;  // one line for a person; never contains a secret
@@ -106,9 +107,10 @@ class ConvergeEngine {
     // random: the run's report_id.
     ConvergeEngine(ProcessRunner& runner, Filesystem& fs, Clock& clock, Logger& logger, Random& random,
                    ConvergeOptions options);
-    // One run in resource order hostname → packages → groups → users → files → services → stacks.
-    // Never throws for bad input: an unusable spec gives a report with error set and no resources.
-    // In apply mode with write_state, writes last-run.json and (first fully successful run) platform-ready.
+    // One run in resource order hostname → timezone → apt_sources → packages → groups → users → mounts →
+    // directories → files → symlinks → kernel_modules → sysctl → services → timers → stacks. Never throws for bad
+    // input: an unusable spec gives a report with error set and no resources. In apply mode with write_state, writes
+    // last-run.json and (first fully successful run) platform-ready.
     RunReport run(const nlohmann::json& resolved_spec, RunMode mode);
     // Thread-safe and permanent: the run in progress finishes the stage in hand (one apt transaction, the users,
     // the files...) and reports every later resource `skipped` ("the agent is stopping"); later runs do the same.

@@ -33,6 +33,12 @@ Status validate_abs_path(const std::string& path, const std::string& what = "pat
 Status validate_passwd_path(const std::string& path, const std::string& what);
 // Environment variable name for a stack's .env: [A-Za-z_][A-Za-z0-9_]*.
 Status validate_env_name(const std::string& name);
+// IANA time zone name: letters, digits, '_', '-', '+' and '/', no empty, '.' or '..' parts; ≤ 128.
+Status validate_timezone_name(const std::string& zone);
+// A sysctl key: dot-separated parts of [a-z0-9_-] (as under /proc/sys), ≤ 255.
+Status validate_sysctl_name(const std::string& name);
+// A kernel module name: [A-Za-z0-9_-], ≤ 64.
+Status validate_module_name(const std::string& name);
 // A 3- or 4-digit octal mode string ("0644"); out receives the value.
 Status parse_mode(const std::string& text, unsigned& out);
 // A received spec against the resolved-spec schema (the controller's own contract, shared/defs/): unknown or

@@ -1,6 +1,6 @@
 #pragma once
 // Parsers for the system databases the agent reads directly instead of running a process per item:
-// dpkg's status file, /etc/passwd and /etc/group. Malformed lines are skipped, never fatal.
+// dpkg's status file, /etc/passwd, /etc/shadow and /etc/group. Malformed lines are skipped, never fatal.
 #include <sys/types.h>
 
 #include <map>
@@ -43,7 +43,16 @@ struct GroupEntry {
     std::vector<std::string> members;
 };
 
+// One line of /etc/shadow: the password field ("!" first = locked) and the account expiry (days since 1970, "" none).
+struct ShadowEntry {
+    std::string name;
+    std::string password;
+    std::string expire;
+};
+
 std::vector<PasswdEntry> parse_passwd(std::string_view text);
+// Lines with other than 9 fields are skipped.
+std::vector<ShadowEntry> parse_shadow(std::string_view text);
 std::vector<GroupEntry> parse_group(std::string_view text);
 
 struct AccountsDb {

@@ -60,6 +60,11 @@ class Filesystem {
     virtual Result<std::vector<std::string>> list(const std::string& dir) = 0;  // entry names, sorted, no . and ..
     // statvfs of the filesystem that holds path (resolved in the root, following symlinks only within it).
     virtual Result<SpaceInfo> space(const std::string& path) = 0;
+    // The target of the symlink at path, as stored (never resolved); Err when path is not a symlink.
+    virtual Result<std::string> read_link(const std::string& path) = 0;
+    // Makes path a symlink to target (stored as given, never followed): a new link renamed over whatever non-directory
+    // is at path, so the change is atomic. The parent directory must exist.
+    virtual Status symlink(const std::string& target, const std::string& path) = 0;
     // The directory at path in the root (made with its parents, 0755, when missing) as a host path that names that
     // very directory for as long as this Filesystem lives (/proc/self/fd/N on the real one): for code that works
     // with host paths (the run lock, the spool, the daemon's state file), so no symlink on the way leaves the root.
