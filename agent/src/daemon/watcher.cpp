@@ -22,6 +22,11 @@ constexpr const char* kAccountFiles[] = {"/etc/passwd", "/etc/group", "/etc/shad
 constexpr const char* kSudoersDir = "/etc/sudoers.d";
 constexpr const char* kDpkgStatus = "/var/lib/dpkg/status";
 constexpr const char* kStacksDir = "/opt/nodeform/stacks";
+constexpr const char* kSysctlDir = "/etc/sysctl.d";
+constexpr const char* kModulesDir = "/etc/modules-load.d";
+constexpr const char* kAptSourcesDir = "/etc/apt/sources.list.d";
+constexpr const char* kAptKeyringsDir = "/etc/apt/keyrings";
+constexpr const char* kUnitDir = "/etc/systemd/system";
 
 // Directory events that can mean "a watched entry changed"; the directory's own removal re-arms.
 constexpr std::uint32_t kMask = IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB | IN_CREATE | IN_DELETE | IN_MOVED_FROM |
@@ -176,6 +181,16 @@ std::vector<std::string> watched_paths(const Json& spec) {
     for (const auto& s : array_at(spec, "stacks"))
         if (auto name = string_of(s, "name"); !name.empty() && name.find('/') == std::string::npos)
             out.insert(std::string(kStacksDir) + "/" + name);
+    if (spec.is_object() && spec.contains("timezone")) out.insert({"/etc/localtime", "/etc/timezone"});
+    // The kinds that write drop-ins are watched by their directory (any entry's change is examined).
+    if (!array_at(spec, "sysctl").empty()) out.insert(kSysctlDir);
+    if (!array_at(spec, "kernel_modules").empty()) out.insert(kModulesDir);
+    if (!array_at(spec, "apt_sources").empty()) out.insert({kAptSourcesDir, kAptKeyringsDir});
+    if (!array_at(spec, "mounts").empty()) out.insert("/etc/fstab");
+    for (const auto& t : array_at(spec, "timers"))
+        if (auto name = string_of(t, "name"); !name.empty() && name.find('/') == std::string::npos)
+            out.insert(
+                {std::string(kUnitDir) + "/" + name + ".service", std::string(kUnitDir) + "/" + name + ".timer"});
     return {out.begin(), out.end()};
 }
 
@@ -193,6 +208,14 @@ bool written_by(const std::string& id, const std::string& path) {
     }
     if (type == "package") return path == kDpkgStatus;
     if (type == "stack") return under(path, std::string(kStacksDir) + "/" + name);
+    if (type == "timezone") return path == "/etc/localtime" || path == "/etc/timezone";
+    if (type == "sysctl") return under(path, kSysctlDir);
+    if (type == "kernel_module") return under(path, kModulesDir);
+    if (type == "apt_source") return under(path, kAptSourcesDir) || under(path, kAptKeyringsDir);
+    if (type == "mount") return path == "/etc/fstab";
+    if (type == "timer")
+        return path == std::string(kUnitDir) + "/" + name + ".service" ||
+               path == std::string(kUnitDir) + "/" + name + ".timer";
     return false;
 }
 

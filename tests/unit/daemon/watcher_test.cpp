@@ -116,6 +116,28 @@ TEST(WatchedPaths, NameWhatTheSpecManages) {
     EXPECT_TRUE(watched_paths(Json{{"files", "nonsense"}}).empty());
 }
 
+// The kinds of issue 16 that write outside files[]: their files, or the drop-in directory they write into.
+TEST(WatchedPaths, TheSystemKindsAreWatchedAndTheirOwnWritesRecognized) {
+    Json spec = {{"timezone", "Europe/Berlin"},
+                 {"sysctl", {{{"name", "vm.swappiness"}}}},
+                 {"kernel_modules", {{{"name", "br_netfilter"}}}},
+                 {"apt_sources", {{{"name", "docker"}}}},
+                 {"mounts", {{{"path", "/srv/data"}, {"device", "/dev/vdb"}}}},
+                 {"timers", {{{"name", "backup"}}, {{"name", "../x"}}}}};
+    EXPECT_EQ(watched_paths(spec),
+              (std::vector<std::string>{"/etc/apt/keyrings", "/etc/apt/sources.list.d", "/etc/fstab", "/etc/localtime",
+                                        "/etc/modules-load.d", "/etc/sysctl.d", "/etc/systemd/system/backup.service",
+                                        "/etc/systemd/system/backup.timer", "/etc/timezone"}));
+    EXPECT_TRUE(written_by("timezone:Europe/Berlin", "/etc/localtime"));
+    EXPECT_TRUE(written_by("sysctl:vm.swappiness", "/etc/sysctl.d"));
+    EXPECT_TRUE(written_by("kernel_module:br_netfilter", "/etc/modules-load.d"));
+    EXPECT_TRUE(written_by("apt_source:docker", "/etc/apt/keyrings"));
+    EXPECT_TRUE(written_by("mount:/srv/data", "/etc/fstab"));
+    EXPECT_TRUE(written_by("timer:backup", "/etc/systemd/system/backup.timer"));
+    EXPECT_FALSE(written_by("timer:backup", "/etc/systemd/system/other.timer"));
+    EXPECT_FALSE(written_by("sysctl:vm.swappiness", "/etc/fstab"));
+}
+
 TEST(WatchedPaths, WhatARunThatChangedAResourceWroteItself) {
     EXPECT_TRUE(written_by("file:/etc/motd", "/etc/motd"));
     EXPECT_FALSE(written_by("file:/etc/motd", "/etc/group"));
