@@ -14,10 +14,12 @@
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/controller/lifecycle/store_adapters.hpp"
 #include "nodeform/controller/providers/proxmox.hpp"
+#include "nodeform/controller/providers/qemu.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/controller/store/store.hpp"
 #include "nodeform/duration.hpp"
 #include "nodeform/http.hpp"
+#include "nodeform/posix_process_runner.hpp"
 #include "nodeform/site/site.hpp"
 #include "nodeform/tls.hpp"
 
@@ -47,7 +49,7 @@ Exit 0 when every gate passes, 1 when one refuses.
 
 constexpr const char* kCreateUsage = R"(usage: nodeform-controller node create NAME... --site DIR --state DIR [OPTIONS]
 
-Provisions nodes on Proxmox VE: gates, clone, configure (sizing, cloud-init, seed in smbios1), resize, start,
+Provisions nodes on Proxmox VE (or as local QEMU VMs: provider qemu): gates, clone, configure (sizing, cloud-init, seed in smbios1), resize, start,
 then waits for the guest agent and the node's platform-ready report. Re-running resumes where it stopped,
 reading Proxmox's real state (never a second clone).
 
@@ -90,6 +92,7 @@ struct Env {
     std::unique_ptr<lc::EnrollmentIssuer> issuer;
     std::unique_ptr<lc::NodeReportSource> reports;
     SystemClock clock;
+    PosixProcessRunner runner;  // the qemu provider's qemu-img, cloud-localds and qemu-system-x86_64
     std::unique_ptr<Random> random = make_system_random();
     std::unique_ptr<Logger> logger;
     std::mutex out_mutex;
@@ -211,6 +214,13 @@ int setup(const ParsedArgs& args, CliIo io, const char* usage, Env& env, bool ne
         o.token_id = e.token_id;
         o.token_secret = e.token_secret;
         return providers::make_proxmox_provider(std::move(*transport), o);
+    };
+    deps.qemu_providers = [&env](const site::Node& n) -> Result<std::unique_ptr<providers::Provider>> {
+        providers::QemuOptions o;
+        o.template_image = n.placement.qemu.template_image;
+        o.state_dir = n.placement.qemu.state_dir;
+        o.accel = n.placement.qemu.accel;
+        return providers::make_qemu_provider(std::move(o), env.runner, env.clock);
     };
     // Test hook (never set in production): exit abruptly at a lifecycle point, like a SIGKILL.
     if (const char* crash = std::getenv("NODEFORM_TEST_CRASH_AT"); crash != nullptr && *crash != '\0') {

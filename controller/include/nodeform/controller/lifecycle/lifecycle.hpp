@@ -125,6 +125,8 @@ class NodeReportSource {
 
 using ProviderFactory =
     std::function<Result<std::unique_ptr<providers::Provider>>(const site::ProxmoxEndpoint& endpoint)>;
+// The provider of a node whose placement says provider: qemu (site::NodePlacement::qemu).
+using LocalProviderFactory = std::function<Result<std::unique_ptr<providers::Provider>>(const site::Node& node)>;
 
 struct ProgressEvent {
     std::string identity;
@@ -151,6 +153,7 @@ struct LifecycleOptions {
 struct LifecycleDeps {
     LifecycleStore* store = nullptr;
     ProviderFactory providers;
+    LocalProviderFactory qemu_providers;  // optional: without it, qemu nodes are refused
     EnrollmentIssuer* issuer = nullptr;
     NodeReportSource* reports = nullptr;
     const Clock* clock = nullptr;  // every timestamp, deadline and wait (sleep_for) goes through it
@@ -209,6 +212,8 @@ class Lifecycle {
 
   private:
     Result<std::unique_ptr<Run>> prepare(const site::Site& site, const std::string& identity);
+    Result<std::unique_ptr<Run>> prepare_local(std::unique_ptr<Run> run);
+    Result<std::unique_ptr<Run>> finish_prepare(std::unique_ptr<Run> run);
     RunResult create_reserved(const site::Site& site, const std::string& identity);
     void reserve_batch(const site::Site& site, const std::vector<std::string>& identities);
 
