@@ -13,11 +13,12 @@ build_pkgs=(
 # Real systems the tests converge and talk to (see docs/testing.md).
 # docker.io + docker-compose (v1): the stacks root test starts its own dockerd in private namespaces.
 # lintian, qemu-utils: the packaging tests (lintian on the .debs; the baked template's qcow2 image).
+# qemu-system-x86, cloud-image-utils: the e2e tests and the demo boot real VMs (provider qemu, cloud-localds).
 # chromium: the status page browser test (headless); prometheus: promtool checks the alert rules.
 test_pkgs=(
   clang libclang-rt-14-dev debootstrap systemd-container iproute2 util-linux
   passwd sudo sqlite3 curl openssl e2fsprogs docker.io docker-compose
-  lintian qemu-utils python3 chromium prometheus
+  lintian qemu-utils qemu-system-x86 cloud-image-utils python3 chromium prometheus
 )
 
 # The demo converges a debootstrapped root from a controller on loopback.
