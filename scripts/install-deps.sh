@@ -21,8 +21,9 @@ test_pkgs=(
   lintian qemu-utils qemu-system-x86 cloud-image-utils python3 chromium prometheus
 )
 
-# The demo converges a debootstrapped root from a controller on loopback.
-demo_pkgs=(debootstrap util-linux passwd curl openssl)
+# The demo boots a VM from the baked template (qemu, cloud-localds, mkfs.ext4; python3 talks to its guest agent);
+# `demo.sh --quick` converges a debootstrapped root from a controller on loopback.
+demo_pkgs=(debootstrap util-linux passwd curl openssl qemu-utils qemu-system-x86 cloud-image-utils e2fsprogs python3)
 # Peers and load tools for bench/ (not needed by the tests).
 bench_pkgs=(wrk nginx hyperfine puppet cfengine3 ansible-core python3 time openssh-client)
 
