@@ -296,7 +296,11 @@ int cmd_node_plan(const std::vector<std::string>& args, CliIo io) {
         io.out << "  " << (g.pass ? "pass  " : "REFUSE") << " " << std::left << std::setw(10) << g.name << " "
                << g.detail << "\n";
     }
-    io.out << "API calls 'node create " << name << "' would make (under /api2/json):\n";
+    if (plan->provider == "qemu") {
+        io.out << "what 'node create " << name << "' would do (provider qemu, on this host):\n";
+    } else {
+        io.out << "API calls 'node create " << name << "' would make (under /api2/json):\n";
+    }
     for (const auto& c : plan->calls) {
         io.out << "  " << std::left << std::setw(6) << c.method << " " << c.path
                << (c.params.empty() ? "" : "\n         ") << c.params << "\n";

@@ -342,26 +342,7 @@ class QemuProvider final : public Provider {
         record(api("QGA", "vm-" + std::to_string(vmid) + " guest-network-get-interfaces", r ? 200 : 500,
                    r ? "" : redact(r.message())));
         if (!r) return Outcome<std::vector<NetInterface>>::failure(FailureKind::agent_not_running, redact(r.message()));
-        std::vector<NetInterface> out;
-        if (r->is_array()) {
-            for (const auto& item : *r) {
-                if (!item.is_object()) continue;
-                NetInterface nic;
-                nic.name = item.value("name", "");
-                nic.mac = item.value("hardware-address", "");
-                if (item.contains("ip-addresses") && item["ip-addresses"].is_array()) {
-                    for (const auto& a : item["ip-addresses"]) {
-                        if (!a.is_object() || !a.contains("ip-address") || !a["ip-address"].is_string()) continue;
-                        std::string addr = a["ip-address"].get<std::string>();
-                        if (a.contains("prefix") && a["prefix"].is_number_integer())
-                            addr += "/" + std::to_string(a["prefix"].get<int>());
-                        nic.addresses.push_back(addr);
-                    }
-                }
-                out.push_back(std::move(nic));
-            }
-        }
-        return Outcome<std::vector<NetInterface>>::success(std::move(out));
+        return Outcome<std::vector<NetInterface>>::success(parse_guest_interfaces(*r));
     }
 
   private:

@@ -9,6 +9,8 @@
 
 #include "fake_provider.hpp"
 #include "fakes/fake_process_runner.hpp"
+#include "fakes/memory_logger.hpp"
+#include "lifecycle_fakes.hpp"
 #include "nodeform/base64.hpp"
 #include "nodeform/controller/providers/proxmox.hpp"
 #include "nodeform/controller/providers/qemu.hpp"
@@ -231,6 +233,15 @@ struct ProviderRig {
     }
 };
 
+// VM 100 ('vm-01') cloned, configured with sample_vm()'s settings and started.
+bool started(pv::Provider& p) {
+    pv::CloneRequest req;
+    req.newid = 100;
+    req.name = "vm-01";
+    return p.clone(req, {}).ok() && p.configure("local", 100, sample_vm().config, "").ok() &&
+           p.start("local", 100).ok();
+}
+
 TEST(QemuProvider, CloneMakesAnOverlayOnTheTemplateAndStartTracksQemuByPid) {
     ProviderRig rig;
     auto p = rig.provider();
@@ -275,12 +286,7 @@ TEST(QemuProvider, CloneMakesAnOverlayOnTheTemplateAndStartTracksQemuByPid) {
 TEST(QemuProvider, APidThatIsNoLongerOurQemuIsReportedStopped) {
     ProviderRig rig;
     auto p = rig.provider();
-    pv::CloneRequest req;
-    req.newid = 100;
-    req.name = "vm-01";
-    ASSERT_TRUE(p->clone(req, {}).ok());
-    ASSERT_TRUE(p->configure("local", 100, sample_vm().config, "").ok());
-    ASSERT_TRUE(p->start("local", 100).ok());
+    ASSERT_TRUE(started(*p));
     rig.table[4242] = std::string("/usr/sbin/sshd\0-D", 17);  // the PID was reused by another program
     EXPECT_EQ(p->vm_state("local", 100).value->status, "stopped");
     EXPECT_EQ(p->agent_ping("local", 100).error.kind, pv::FailureKind::vm_not_running);
@@ -293,12 +299,7 @@ TEST(QemuProvider, APidThatIsNoLongerOurQemuIsReportedStopped) {
 TEST(QemuProvider, AnExitingQemuThatRemovedItsPidfileIsStillFoundByThePidInVmJson) {
     ProviderRig rig;
     auto p = rig.provider();
-    pv::CloneRequest req;
-    req.newid = 100;
-    req.name = "vm-01";
-    ASSERT_TRUE(p->clone(req, {}).ok());
-    ASSERT_TRUE(p->configure("local", 100, sample_vm().config, "").ok());
-    ASSERT_TRUE(p->start("local", 100).ok());
+    ASSERT_TRUE(started(*p));
     std::filesystem::remove(pv::qemu_paths(rig.o.state_dir, 100).pidfile);
     EXPECT_EQ(rig.provider()->vm_state("local", 100).value->status, "running");
     rig.table.erase(4242);
@@ -308,12 +309,7 @@ TEST(QemuProvider, AnExitingQemuThatRemovedItsPidfileIsStillFoundByThePidInVmJso
 TEST(QemuProvider, DestroyStopsQemuAndRemovesEveryFile) {
     ProviderRig rig;
     auto p = rig.provider();
-    pv::CloneRequest req;
-    req.newid = 100;
-    req.name = "vm-01";
-    ASSERT_TRUE(p->clone(req, {}).ok());
-    ASSERT_TRUE(p->configure("local", 100, sample_vm().config, "").ok());
-    ASSERT_TRUE(p->start("local", 100).ok());
+    ASSERT_TRUE(started(*p));
     auto d = p->destroy("local", 100);
     ASSERT_TRUE(d.ok()) << d.error.message;
     EXPECT_EQ(d.value->exitstatus, "OK");
@@ -353,6 +349,73 @@ TEST(QemuProvider, AWaitedCloneIsDoneOnlyWhenItsVmIsComplete) {
     ASSERT_TRUE(p->clone(req, [&](const std::string& u) { upid = u; }).ok());
     EXPECT_EQ(p->wait_task(upid, milliseconds(1)).value->exitstatus, "OK");
     EXPECT_FALSE(p->wait_task("UPID:pve1:0", milliseconds(1)).ok());
+}
+
+// The lifecycle's one code path over the qemu provider: a provider-qemu node's plan shows the commands, create
+// runs the same steps as on Proxmox, and a guest agent that never answers fails agent_ready on the clock.
+TEST(QemuLifecycle, CreateRunsTheProxmoxStepsThroughTheQemuProvider) {
+    ProviderRig rig;
+    site::Site site = make_site("https://pve.invalid:8006", "root@pam!nodeform", "secret", 0);
+    site::Node node = make_node("vm-01");
+    node.placement = {};
+    node.placement.provider = "qemu";
+    node.placement.qemu = {rig.temp.path() + "/img/nodeform-template.qcow2", rig.o.state_dir, "tcg"};
+    node.placement.pve_node = "local";
+    node.placement.site = "local";
+    node.placement.storage = rig.o.state_dir;
+    node.placement.bridge = "user";
+    site.nodes["vm-01"] = node;
+    for (const char* f : {"nodeform-template.qcow2", "vmlinuz", "initrd.img"})
+        write_text(rig.temp.path() + "/img/" + f, "x");
+    auto store = lc::LifecycleStore::open(rig.temp.path() + "/nodeform.db");
+    ASSERT_TRUE(store) << store.message();
+    FakeIssuer issuer;
+    FakeReports reports;
+    MemoryLogger logger;
+    lc::LifecycleDeps deps;
+    deps.store = store->get();
+    deps.issuer = &issuer;
+    deps.reports = &reports;
+    deps.clock = &rig.clock;
+    deps.logger = &logger;
+    deps.qemu_providers = [&](const site::Node& n) -> Result<std::unique_ptr<pv::Provider>> {
+        pv::QemuOptions o = rig.o;
+        o.template_image = n.placement.qemu.template_image;
+        return pv::make_qemu_provider(o, rig.runner, rig.clock,
+                                      std::make_unique<FakeProcesses>(rig.table, rig.signals));
+    };
+    lc::LifecycleOptions options;
+    options.agent_timeout = std::chrono::minutes(2);
+    options.ca_fingerprint = std::string(64, 'a');
+    lc::Lifecycle lifecycle(deps, options);
+
+    auto plan = lifecycle.plan(site, "vm-01");
+    ASSERT_TRUE(plan) << plan.message();
+    EXPECT_TRUE(plan->ok()) << lc::to_json(*plan).dump();
+    EXPECT_EQ(plan->provider, "qemu");
+    EXPECT_EQ(plan->vmid, 100);
+    ASSERT_FALSE(plan->calls.empty());
+    EXPECT_EQ(plan->calls[0].path, "qemu-img create -f qcow2 -b " + node.placement.qemu.template_image + " -F qcow2 " +
+                                       rig.o.state_dir + "/vm-100/overlay.qcow2");
+    EXPECT_TRUE(rig.runner.requests.size() <= 1u) << "plan must not change anything";  // qemu-img info at most
+
+    auto r = lifecycle.create(site, "vm-01");
+    EXPECT_FALSE(r.ok);
+    ASSERT_NE(r.message.find("agent_ready failed"), std::string::npos) << r.message;
+    auto rec = (*store)->get("vm-01");
+    ASSERT_TRUE(rec && *rec);
+    EXPECT_EQ((*rec)->vmid, 100);
+    EXPECT_EQ((*rec)->step, "registered");
+    EXPECT_EQ(rig.provider()->vm_state("local", 100).value->status, "running");
+    // The seed reached QEMU's -smbios decoded, and nothing of it is in a receipt.
+    std::string smbios;
+    for (const auto& req : rig.runner.requests)
+        if (req.argv[0] == "qemu-system-x86_64") smbios = after(req.argv, "-smbios").at(0);
+    EXPECT_NE(smbios.find(",serial=nf1:"), std::string::npos) << smbios;
+    auto receipts = (*store)->receipts("vm-01");
+    ASSERT_TRUE(receipts);
+    for (const auto& rc : *receipts)
+        EXPECT_EQ(lc::to_json(rc).dump().find("nf1:"), std::string::npos) << rc.step;
 }
 
 }  // namespace

@@ -181,7 +181,8 @@ struct Plan {
     std::string current_state;  // "none" when never provisioned
     std::int64_t vmid = 0;
     std::vector<GateVerdict> gates;
-    std::vector<PlannedCall> calls;
+    std::vector<PlannedCall> calls;  // Proxmox API calls; for provider qemu, the commands and files instead
+    std::string provider = "proxmox";
     bool ok() const;
 };
 nlohmann::json to_json(const Plan& plan);
