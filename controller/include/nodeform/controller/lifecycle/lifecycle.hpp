@@ -213,8 +213,8 @@ class Lifecycle {
 
   private:
     Result<std::unique_ptr<Run>> prepare(const site::Site& site, const std::string& identity);
-    Result<std::unique_ptr<Run>> prepare_local(std::unique_ptr<Run> run);
-    Result<std::unique_ptr<Run>> finish_prepare(std::unique_ptr<Run> run);
+    Result<std::unique_ptr<Run>> prepare_local(std::unique_ptr<Run> run, const std::string& identity);
+    Result<std::unique_ptr<Run>> finish_prepare(std::unique_ptr<Run> run, const std::string& identity);
     RunResult create_reserved(const site::Site& site, const std::string& identity);
     void reserve_batch(const site::Site& site, const std::vector<std::string>& identities);
 
