@@ -69,10 +69,8 @@ struct QemuPlacement {
 // For provider qemu the Proxmox fields are fixed: pve_node and site "local", storage = qemu.state_dir,
 // bridge "user" (QEMU user-mode networking), template_vmid 0 (the template image).
 struct NodePlacement {
-    std::string provider = "proxmox";  // proxmox | qemu
-    QemuPlacement qemu;                // provider qemu only
-    std::string site;                  // placement site name (found from pve_node)
-    std::string endpoint;              // ProxmoxEndpoint.name
+    std::string site;      // placement site name (found from pve_node)
+    std::string endpoint;  // ProxmoxEndpoint.name
     std::string pve_node;
     std::int64_t template_vmid = 0;
     std::string storage;
@@ -80,6 +78,8 @@ struct NodePlacement {
     std::string pool;  // may be empty
     std::vector<std::string> tags;
     std::optional<std::int64_t> vmid;  // fixed VMID, else allocated from the site's range
+    std::string provider = "proxmox";  // proxmox | qemu (last: positional initializers stay valid)
+    QemuPlacement qemu;                // provider qemu only
 };
 
 enum class AuthMethod { network, site_token, node_token };
