@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# The main job, end to end on this machine:
+# The main job, end to end on this machine, on a real VM:
+#   install and build → bake the VM template (cached) → start the controller on loopback → `node create` a
+#   local QEMU VM (provider qemu) from the example site → it boots, reads its seed from SMBIOS, enrolls, pulls
+#   its spec, converges and reports platform-ready with nobody logging in → `node list` shows it `ready` →
+#   drift made inside the VM through the guest agent is repaired by the next turn → `node destroy`.
+# Usage: scripts/demo.sh [WORKDIR]           (default /tmp/nodeform-demo; needs root and the Debian mirror;
+#                                             software emulation: about 5-10 minutes after the first bake)
+#        scripts/demo.sh --quick [WORKDIR]   the agent converges a debootstrapped root instead of a VM (~1 min):
 #   install and build → validate and render the example site → start the controller on loopback
 #   (TLS with a generated site CA) → the agent enrolls with its seed, pulls its spec and converges a
 #   real Debian root filesystem → the controller shows the node `ready` → a second run changes nothing
 #   → drift by hand is found by `plan` and repaired by `apply`.
-# Usage: scripts/demo.sh [WORKDIR]   (default /tmp/nodeform-demo; needs root, debootstrap and the Debian mirror)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
+quick=0
+if [ "${1:-}" = --quick ]; then quick=1; shift; fi
 work=${1:-/tmp/nodeform-demo}
 port=${NODEFORM_DEMO_PORT:-18443}
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+if [ "$quick" = 0 ]; then exec bash scripts/demo-vm.sh "$work"; fi
 
 say "1. install and build"
 build=${NODEFORM_DEMO_BUILD:-}   # an existing build tree to use instead of building build/

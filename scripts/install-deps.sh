@@ -13,17 +13,19 @@ build_pkgs=(
 # Real systems the tests converge and talk to (see docs/testing.md).
 # docker.io + docker-compose (v1): the stacks root test starts its own dockerd in private namespaces.
 # lintian, qemu-utils: the packaging tests (lintian on the .debs; the baked template's qcow2 image).
+# qemu-system-x86, cloud-image-utils: the e2e tests and the demo boot real VMs (provider qemu, cloud-localds).
 # chromium: the status page browser test (headless); prometheus: promtool checks the alert rules.
 # postgresql-15: the PostgreSQL store tests start a throwaway cluster (scripts/test-postgres.sh; no service).
 # gnupg, dpkg-dev: the apt sources root test signs a repository it builds (dpkg-scanpackages) and serves on loopback.
 test_pkgs=(
   clang libclang-rt-14-dev debootstrap systemd-container iproute2 util-linux
   passwd sudo sqlite3 curl openssl e2fsprogs docker.io docker-compose
-  lintian qemu-utils python3 chromium prometheus postgresql-15 gnupg dpkg-dev
+  lintian qemu-utils qemu-system-x86 cloud-image-utils python3 chromium prometheus postgresql-15 gnupg dpkg-dev
 )
 
-# The demo converges a debootstrapped root from a controller on loopback.
-demo_pkgs=(debootstrap util-linux passwd curl openssl)
+# The demo boots a VM from the baked template (qemu, cloud-localds, mkfs.ext4; python3 talks to its guest agent);
+# `demo.sh --quick` converges a debootstrapped root from a controller on loopback.
+demo_pkgs=(debootstrap util-linux passwd curl openssl qemu-utils qemu-system-x86 cloud-image-utils e2fsprogs python3)
 # Peers and load tools for bench/ (not needed by the tests).
 bench_pkgs=(wrk nginx hyperfine puppet cfengine3 ansible-core python3 time openssh-client)
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need, builds with ASan/UBSan (and the two programs as shipped), prepares the real systems the tests use
-# (a cached debootstrapped Debian root), runs every test (labels unit, integration, root, slow, packaging),
+# (a cached debootstrapped Debian root and the baked VM template), runs every test (labels unit, integration,
+# root, slow, packaging, e2e),
 # then runs each fuzz harness for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,12 @@ scripts/test-setup.sh >/dev/null
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export NODEFORM_DEB_DIR=$PWD/build-release  # the packages the packaging tests install (check-packages.sh built them)
+# The e2e tests boot VMs from the template baked with this agent package: cached by a key of its inputs, so
+# only a changed agent re-bakes (30-100 s; a fresh machine also builds the package layer once, a few minutes).
+agent_deb=$(ls build-release/nodeform-agent_*.deb | head -n 1)
+packaging/bake-template.sh --base-root "$(cat /var/cache/nodeform-test/agent-rootfs.path)" \
+  --cache /var/cache/nodeform-test/bake "$agent_deb" /var/cache/nodeform-test/e2e-template >/dev/null
+export NODEFORM_E2E_TEMPLATE=/var/cache/nodeform-test/e2e-template/nodeform-template.qcow2
 (cd build-test && ctest --output-on-failure --timeout 900 -j2 | tee ctest.log)
 # Here (root, everything installed) no test may skip: a skipped test would pass without testing anything.
 if [ "${NODEFORM_ALLOW_SKIPS:-0}" != 1 ] && grep -q '(Skipped)' build-test/ctest.log; then

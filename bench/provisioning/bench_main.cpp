@@ -43,7 +43,7 @@ nodeform::site::Site make_site(const nodeform::test::PveStandin& pve, int count)
         nodeform::site::Node n;
         n.name = name;
         n.sizing = {2, 2048, 20, 0};
-        n.placement = {"lab", "pve", "pve1", 9000, "local-lvm", "vmbr0", "", {}, std::nullopt};
+        n.placement = {"lab", "pve", "pve1", 9000, "local-lvm", "vmbr0", "", {}, std::nullopt, "proxmox", {}};
         n.decommission = nodeform::site::DecommissionPolicy::allow_immediate_destroy;
         n.resolved = {{"network", {{"mode", "dhcp"}}},
                       {"users",

@@ -1,6 +1,9 @@
 #include "controller_process.hpp"
 
+#include <algorithm>
+
 #include <signal.h>
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,8 +12,8 @@
 
 namespace nodeform::test {
 
-ControllerProcess::ControllerProcess(const std::string& site, const std::string& state,
-                                     std::vector<std::string> extra) {
+ControllerProcess::ControllerProcess(const std::string& site, const std::string& state, std::vector<std::string> extra,
+                                     bool tls) {
     std::string binary = binary_dir() + "/controller/nodeform-controller";
     int out[2];
     if (::pipe(out) != 0) return;
@@ -18,6 +21,7 @@ ControllerProcess::ControllerProcess(const std::string& site, const std::string&
         binary,        "serve",        "--site",   site,        "--state",      state,   "--listen",
         "127.0.0.1:0", "--plain-http", "--config", "/dev/null", "--access-log", "false", "--reload-interval",
         "200ms"};
+    if (tls) args.erase(std::find(args.begin(), args.end(), "--plain-http"));
     args.insert(args.end(), extra.begin(), extra.end());
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -32,15 +36,16 @@ ControllerProcess::ControllerProcess(const std::string& site, const std::string&
         ::_exit(127);
     }
     ::close(out[1]);
-    // Read stdout until "listening on http://127.0.0.1:PORT".
+    // Read stdout until "listening on http(s)://127.0.0.1:PORT".
+    const std::string listening = tls ? "listening on https://127.0.0.1:" : "listening on http://127.0.0.1:";
     std::string text;
     char buf[256];
     ssize_t n;
     while ((n = ::read(out[0], buf, sizeof(buf))) > 0) {
         text.append(buf, static_cast<std::size_t>(n));
-        auto pos = text.find("listening on http://127.0.0.1:");
+        auto pos = text.find(listening);
         if (pos != std::string::npos && text.find('\n', pos) != std::string::npos) {
-            port_ = std::stoi(text.substr(pos + 30));
+            port_ = std::stoi(text.substr(pos + listening.size()));
             break;
         }
     }

@@ -11,8 +11,9 @@ namespace nodeform::test {
 class ControllerProcess {
   public:
     // `nodeform-controller serve --site SITE --state STATE --listen 127.0.0.1:0 --plain-http ...extra`; port() is 0
-    // when it did not come up.
-    ControllerProcess(const std::string& site, const std::string& state, std::vector<std::string> extra = {});
+    // when it did not come up. With tls, HTTPS with the generated site CA (STATE/tls/ca.pem) instead.
+    ControllerProcess(const std::string& site, const std::string& state, std::vector<std::string> extra = {},
+                      bool tls = false);
     ~ControllerProcess();
     ControllerProcess(const ControllerProcess&) = delete;
     ControllerProcess& operator=(const ControllerProcess&) = delete;

@@ -14,10 +14,12 @@
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/controller/lifecycle/store_adapters.hpp"
 #include "nodeform/controller/providers/proxmox.hpp"
+#include "nodeform/controller/providers/qemu.hpp"
 #include "nodeform/controller/store/store.hpp"
 #include "nodeform/controller/store/store_location.hpp"
 #include "nodeform/duration.hpp"
 #include "nodeform/http.hpp"
+#include "nodeform/posix_process_runner.hpp"
 #include "nodeform/site/site.hpp"
 #include "nodeform/tls.hpp"
 
@@ -49,7 +51,7 @@ Exit 0 when every gate passes, 1 when one refuses.
 
 constexpr const char* kCreateUsage = R"(usage: nodeform-controller node create NAME... --site DIR --state DIR [OPTIONS]
 
-Provisions nodes on Proxmox VE: gates, clone, configure (sizing, cloud-init, seed in smbios1), resize, start,
+Provisions nodes on Proxmox VE (or as local QEMU VMs: provider qemu): gates, clone, configure (sizing, cloud-init, seed in smbios1), resize, start,
 then waits for the guest agent and the node's platform-ready report. Re-running resumes where it stopped,
 reading Proxmox's real state (never a second clone).
 
@@ -93,6 +95,7 @@ struct Env {
     std::unique_ptr<lc::EnrollmentIssuer> issuer;
     std::unique_ptr<lc::NodeReportSource> reports;
     SystemClock clock;
+    PosixProcessRunner runner;  // the qemu provider's qemu-img, cloud-localds and qemu-system-x86_64
     std::unique_ptr<Random> random = make_system_random();
     std::unique_ptr<Logger> logger;
     std::mutex out_mutex;
@@ -226,6 +229,13 @@ int setup(const ParsedArgs& args, CliIo io, const char* usage, Env& env, bool ne
         o.token_secret = e.token_secret;
         return providers::make_proxmox_provider(std::move(*transport), o);
     };
+    deps.qemu_providers = [&env](const site::Node& n) -> Result<std::unique_ptr<providers::Provider>> {
+        providers::QemuOptions o;
+        o.template_image = n.placement.qemu.template_image;
+        o.state_dir = n.placement.qemu.state_dir;
+        o.accel = n.placement.qemu.accel;
+        return providers::make_qemu_provider(std::move(o), env.runner, env.clock);
+    };
     // Test hook (never set in production): exit abruptly at a lifecycle point, like a SIGKILL.
     if (const char* crash = std::getenv("NODEFORM_TEST_CRASH_AT"); crash != nullptr && *crash != '\0') {
         std::string point = crash;
@@ -300,7 +310,11 @@ int cmd_node_plan(const std::vector<std::string>& args, CliIo io) {
         io.out << "  " << (g.pass ? "pass  " : "REFUSE") << " " << std::left << std::setw(10) << g.name << " "
                << g.detail << "\n";
     }
-    io.out << "API calls 'node create " << name << "' would make (under /api2/json):\n";
+    if (plan->provider == "qemu") {
+        io.out << "what 'node create " << name << "' would do (provider qemu, on this host):\n";
+    } else {
+        io.out << "API calls 'node create " << name << "' would make (under /api2/json):\n";
+    }
     for (const auto& c : plan->calls) {
         io.out << "  " << std::left << std::setw(6) << c.method << " " << c.path
                << (c.params.empty() ? "" : "\n         ") << c.params << "\n";

@@ -203,6 +203,7 @@ void Lifecycle::reserve_batch(const site::Site& site, const std::vector<std::str
     for (const auto& id : identities) {
         auto it = site.nodes.find(id);
         if (it == site.nodes.end() || it->second.type != "vm" || it->second.placement.vmid) continue;
+        if (it->second.placement.provider == "qemu") continue;  // its gate allocates from the state directory
         if (wanting.count(id)) continue;
         Want w;
         w.node = &it->second;

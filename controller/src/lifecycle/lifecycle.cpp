@@ -219,6 +219,7 @@ Result<std::unique_ptr<Run>> Lifecycle::prepare(const site::Site& site, const st
     if (run->node->type != "vm") {
         return make_error("node '" + identity + "' has type '" + run->node->type + "': only type vm is provisioned");
     }
+    if (run->node->placement.provider == "qemu") return prepare_local(std::move(run), identity);
     for (const auto& e : site.info.proxmox) {
         if (e.name == run->node->placement.endpoint) run->endpoint = &e;
     }
@@ -230,14 +231,32 @@ Result<std::unique_ptr<Run>> Lifecycle::prepare(const site::Site& site, const st
         if (p.name == run->node->placement.site) run->placement = &p;
     }
     if (!run->endpoint->token_secret.empty()) run->secrets.push_back(run->endpoint->token_secret);
+    auto provider = deps_.providers(*run->endpoint);
+    if (!provider) return make_error("Proxmox endpoint '" + run->endpoint->name + "': " + provider.message());
+    run->provider = std::move(*provider);
+    return finish_prepare(std::move(run), identity);
+}
+
+// provider qemu: one host ("local") with the VMIDs 100-999999, the provider from qemu_providers.
+Result<std::unique_ptr<Run>> Lifecycle::prepare_local(std::unique_ptr<Run> run, const std::string& identity) {
+    run->local_placement = site::Placement{"local", 100, 999999, {"local"}};
+    run->placement = &run->local_placement;
+    if (!deps_.qemu_providers) {
+        return make_error("node '" + identity + "' has provider qemu, which this controller does not run");
+    }
+    auto provider = deps_.qemu_providers(*run->node);
+    if (!provider) return make_error("node '" + identity + "': qemu provider: " + provider.message());
+    run->provider = std::move(*provider);
+    return finish_prepare(std::move(run), identity);
+}
+
+// The secrets the run redacts (handed to the provider too) and the stored record.
+Result<std::unique_ptr<Run>> Lifecycle::finish_prepare(std::unique_ptr<Run> run, const std::string& identity) {
     if (!run->posture_token().empty()) {  // the site token and the seeds that carry it
         const std::string compact = encode_seed_compact(run->planned_seed());
         for (const auto& secret : {run->posture_token(), compact, base64_encode(compact)})
             run->secrets.push_back(secret);
     }
-    auto provider = deps_.providers(*run->endpoint);
-    if (!provider) return make_error("Proxmox endpoint '" + run->endpoint->name + "': " + provider.message());
-    run->provider = std::move(*provider);
     for (const auto& secret : run->secrets)
         run->provider->add_secret(secret);
     auto rec = deps_.store->get(identity);

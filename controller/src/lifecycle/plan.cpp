@@ -4,6 +4,41 @@
 
 namespace nodeform::controller::lifecycle {
 
+namespace {
+
+// provider qemu: the Proxmox calls above as what the qemu provider runs instead (docs/provisioning.md).
+std::vector<PlannedCall> local_calls(const std::string& state_dir, const std::string& image, std::int64_t vmid,
+                                     const std::vector<PlannedCall>& proxmox) {
+    const std::string dir = state_dir + "/vm-" + std::to_string(vmid);
+    std::vector<PlannedCall> out;
+    for (const auto& c : proxmox) {
+        auto ends = [&](const std::string& tail) {
+            return c.path.size() >= tail.size() && c.path.compare(c.path.size() - tail.size(), tail.size(), tail) == 0;
+        };
+        if (ends("/clone")) {
+            out.push_back({"EXEC", "qemu-img create -f qcow2 -b " + image + " -F qcow2 " + dir + "/overlay.qcow2", ""});
+        } else if (ends("/config")) {
+            out.push_back({"WRITE", dir + "/vm.json", c.params});
+        } else if (ends("/resize")) {
+            out.push_back({"EXEC", "qemu-img resize " + dir + "/overlay.qcow2", c.params});
+        } else if (ends("/status/start")) {
+            out.push_back({"EXEC", "cloud-localds " + dir + "/seed.img (user-data, meta-data, network-config)", ""});
+            out.push_back({"EXEC",
+                           "qemu-system-x86_64 -kernel/-initrd beside the template, overlay, seed, -smbios, "
+                           "-netdev user, guest agent " +
+                               dir + "/qga.sock, console " + dir + "/console.log, -daemonize",
+                           "accelerator: the node's qemu.accel (auto: KVM when a probe boot succeeds, else tcg)"});
+        } else if (ends("/agent/ping")) {
+            out.push_back({"QGA", dir + "/qga.sock guest-ping", c.params});
+        } else if (ends("/agent/network-get-interfaces")) {
+            out.push_back({"QGA", dir + "/qga.sock guest-network-get-interfaces", ""});
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
 Result<Plan> Lifecycle::plan(const site::Site& site, const std::string& identity) {
     auto prepared = prepare(site, identity);
     if (!prepared) return prepared.error();
@@ -67,6 +102,9 @@ Result<Plan> Lifecycle::plan(const site::Site& site, const std::string& identity
         plan.calls.push_back({"POST", vm + "/agent/ping", "until the guest agent answers"});
         plan.calls.push_back({"GET", vm + "/agent/network-get-interfaces", ""});
     }
+    if (pl.provider == "qemu")
+        plan.calls = local_calls(pl.qemu.state_dir, pl.qemu.template_image, plan.vmid, plan.calls);
+    plan.provider = pl.provider;
     (void)run.provider->take_calls();
     return plan;
 }

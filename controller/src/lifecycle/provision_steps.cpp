@@ -232,6 +232,11 @@ StepOut await_agent(Run& run) {
         ++pings;
         return !ping.ok() || *ping.value;
     });
+    if (!ping.ok() && ping.error.kind == FailureKind::vm_not_running && run.node->placement.provider == "qemu") {
+        return StepOut::fail(vm_text(vmid) + " stopped while waiting for its guest agent (" + ping.error.message +
+                             "): it crashed or was shut down from inside; look at its serial console " +
+                             run.node->placement.qemu.state_dir + "/vm-" + std::to_string(vmid) + "/console.log");
+    }
     if (!ping.ok() && ping.error.kind == FailureKind::vm_not_running) {
         return StepOut::fail(vm_text(vmid) + " stopped while waiting for its guest agent (" + ping.error.message +
                              "): it crashed or was shut down from inside; look at its console and at the task "

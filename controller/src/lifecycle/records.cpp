@@ -69,7 +69,7 @@ json to_json(const Plan& p) {
     json calls = json::array();
     for (const auto& c : p.calls)
         calls.push_back({{"method", c.method}, {"path", c.path}, {"params", c.params}});
-    return {{"identity", p.identity}, {"state", p.current_state}, {"vmid", p.vmid},
+    return {{"identity", p.identity}, {"state", p.current_state}, {"vmid", p.vmid}, {"provider", p.provider},
             {"ok", p.ok()},           {"gates", gates},           {"calls", calls}};
 }
 

@@ -28,6 +28,7 @@ struct Lifecycle::Run {
     const site::Node* node = nullptr;
     const site::ProxmoxEndpoint* endpoint = nullptr;
     const site::Placement* placement = nullptr;
+    site::Placement local_placement;  // provider qemu: the one host "local", VMIDs 100-999999
     std::unique_ptr<providers::Provider> provider;
     NodeRecord rec;
     std::chrono::steady_clock::time_point t0;

@@ -204,6 +204,29 @@ Result<std::string> build_smbios1(const std::string& existing, const std::string
     return out;
 }
 
+std::vector<NetInterface> parse_guest_interfaces(const nlohmann::json& list) {
+    std::vector<NetInterface> out;
+    if (!list.is_array()) return out;
+    for (const auto& item : list) {
+        if (!item.is_object()) continue;
+        NetInterface nic;
+        nic.name = item.value("name", "");
+        nic.mac = item.value("hardware-address", "");
+        if (item.contains("ip-addresses") && item["ip-addresses"].is_array()) {
+            for (const auto& a : item["ip-addresses"]) {
+                if (!a.is_object() || !a.contains("ip-address") || !a["ip-address"].is_string()) continue;
+                std::string addr = a["ip-address"].get<std::string>();
+                if (a.contains("prefix") && a["prefix"].is_number_integer()) {
+                    addr += "/" + std::to_string(a["prefix"].get<int>());
+                }
+                nic.addresses.push_back(addr);
+            }
+        }
+        out.push_back(std::move(nic));
+    }
+    return out;
+}
+
 std::optional<std::uint64_t> parse_size(const std::string& text) {
     if (text.empty() || text.size() > 24) return std::nullopt;
     std::size_t i = 0;

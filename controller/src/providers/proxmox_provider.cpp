@@ -267,29 +267,9 @@ class ProxmoxProvider final : public Provider {
     Outcome<std::vector<NetInterface>> agent_interfaces(const std::string& node, std::int64_t vmid) override {
         auto r = call("GET", vm_path(node, vmid) + "/agent/network-get-interfaces", {}, true);
         if (!r.ok()) return fail<std::vector<NetInterface>>(r, "reading the guest's network interfaces");
-        std::vector<NetInterface> out;
-        const json* list = nullptr;
-        if (r.data.is_object() && r.data.contains("result") && r.data["result"].is_array()) list = &r.data["result"];
-        if (list != nullptr) {
-            for (const auto& item : *list) {
-                if (!item.is_object()) continue;
-                NetInterface nic;
-                nic.name = item.value("name", "");
-                nic.mac = item.value("hardware-address", "");
-                if (item.contains("ip-addresses") && item["ip-addresses"].is_array()) {
-                    for (const auto& a : item["ip-addresses"]) {
-                        if (!a.is_object() || !a.contains("ip-address") || !a["ip-address"].is_string()) continue;
-                        std::string addr = a["ip-address"].get<std::string>();
-                        if (a.contains("prefix") && a["prefix"].is_number_integer()) {
-                            addr += "/" + std::to_string(a["prefix"].get<int>());
-                        }
-                        nic.addresses.push_back(addr);
-                    }
-                }
-                out.push_back(nic);
-            }
-        }
-        return Outcome<std::vector<NetInterface>>::success(out);
+        const json none = json::array();
+        const bool listed = r.data.is_object() && r.data.contains("result");
+        return Outcome<std::vector<NetInterface>>::success(parse_guest_interfaces(listed ? r.data["result"] : none));
     }
 
   private:

@@ -34,6 +34,21 @@ std::string proxmox_name(const std::string& text) {
     return text.empty() ? "must not be empty" : "";
 }
 
+// A path on the controller's host that reaches QEMU's option syntax: absolute, normalized, printable, no comma.
+std::string local_path(const std::string& text) {
+    if (text.empty() || text[0] != '/') return "is not an absolute path";
+    if (text == "/") return "is the root directory";
+    for (unsigned char c : text) {
+        if (c < 0x20 || c == 0x7f) return "contains a control character";
+        if (c == ',') return "contains a comma (QEMU's option syntax would split it)";
+    }
+    if ((text + "/").find("/../") != std::string::npos || (text + "/").find("/./") != std::string::npos ||
+        text.find("//") != std::string::npos) {
+        return "is not a normalized path (no '.', '..' or '//')";
+    }
+    return {};
+}
+
 std::string proxmox_tag(const std::string& text) {
     for (char c : text) {
         bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '+' || c == '.';
@@ -861,6 +876,21 @@ void check_nodes(Context& c) {
             }
         }
 
+        const Json* qm = member(j, "qemu");
+        if (string_at(j, "provider") == "qemu") {
+            if (qm == nullptr) {
+                out.push_back(doc.diag("/provider", "provider 'qemu' needs a qemu section (template, state_dir)"));
+            }
+            if (member(j, "proxmox") != nullptr) {
+                out.push_back(doc.diag("/proxmox", "a node with provider 'qemu' has no Proxmox placement: remove it"));
+            }
+            if (qm != nullptr && qm->is_object()) {
+                expect(doc, out, "/qemu/template", member(*qm, "template"), local_path);
+                expect(doc, out, "/qemu/state_dir", member(*qm, "state_dir"), local_path);
+            }
+            continue;
+        }
+        if (qm != nullptr) out.push_back(doc.diag("/qemu", "qemu settings need 'provider: qemu' in the same file"));
         const Json* px = member(j, "proxmox");
         if (px == nullptr || !px->is_object()) continue;
         std::string endpoint = string_at(*px, "endpoint");

@@ -150,7 +150,17 @@ void resolve_site(Context& c, Site& site) {
         node.sizing = sizing_for(c, nj);
         node.decommission = parse_decommission_policy(string_at(nj, "decommission"))
                                 .value_or(DecommissionPolicy::requires_final_backup);
-        if (const Json* px = member(nj, "proxmox")) {
+        if (const Json* qm = member(nj, "qemu"); qm && string_at(nj, "provider") == "qemu") {
+            NodePlacement& p = node.placement;
+            p.provider = "qemu";
+            p.qemu.template_image = string_at(*qm, "template");
+            p.qemu.state_dir = string_at(*qm, "state_dir");
+            p.qemu.accel = string_at(*qm, "accel", "auto");
+            p.pve_node = "local";
+            p.site = "local";
+            p.storage = p.qemu.state_dir;
+            p.bridge = "user";
+        } else if (const Json* px = member(nj, "proxmox")) {
             NodePlacement& p = node.placement;
             p.endpoint = string_at(*px, "endpoint");
             p.pve_node = string_at(*px, "node");

@@ -497,5 +497,52 @@ TEST(Load, StricterNamingPolicyAppliesToHostnames) {
         << joined(result);
 }
 
+TEST(QemuProvider, ANodeWithProviderQemuGetsTheLocalPlacement) {
+    SiteCopy site;
+    site.put("nodes/node-02.yaml",
+             "spec: base\nprovider: qemu\nqemu:\n  template: /images/nodeform-template.qcow2\n"
+             "  state_dir: /var/lib/nodeform/qemu\n  accel: tcg\n");
+    auto result = load_site(site.dir(), no_env());
+    ASSERT_TRUE(result.ok()) << joined(result);
+    const NodePlacement& p = result.site->nodes.at("node-02").placement;
+    EXPECT_EQ(p.provider, "qemu");
+    EXPECT_EQ(p.qemu.template_image, "/images/nodeform-template.qcow2");
+    EXPECT_EQ(p.qemu.state_dir, "/var/lib/nodeform/qemu");
+    EXPECT_EQ(p.qemu.accel, "tcg");
+    EXPECT_EQ(p.pve_node, "local");
+    EXPECT_EQ(p.storage, "/var/lib/nodeform/qemu");
+    EXPECT_EQ(p.bridge, "user");
+    EXPECT_EQ(result.site->nodes.at("node-01").placement.provider, "proxmox");
+}
+
+TEST(QemuProvider, BadQemuSettingsAreReportedAtTheirPosition) {
+    SiteCopy site;
+    site.put("nodes/node-02.yaml",
+             "spec: base\nprovider: qemu\nqemu:\n  template: images/t.qcow2\n  state_dir: /var/lib/../q,x\n");
+    auto result = load_site(site.dir(), no_env());
+    ASSERT_FALSE(result.ok());
+    std::string all = joined(result);
+    EXPECT_NE(all.find("nodes/node-02.yaml:4:13: qemu.template: 'images/t.qcow2' is not an absolute path"),
+              std::string::npos)
+        << all;
+    EXPECT_NE(all.find("nodes/node-02.yaml:5:14: qemu.state_dir: '/var/lib/../q,x' contains a comma"),
+              std::string::npos)
+        << all;
+
+    site.put("nodes/node-02.yaml", "spec: base\nprovider: qemu\n");
+    all = joined(load_site(site.dir(), no_env()));
+    EXPECT_NE(all.find("nodes/node-02.yaml:2:11: provider: provider 'qemu' needs a qemu section"), std::string::npos)
+        << all;
+
+    site.put("nodes/node-02.yaml", "spec: base\nqemu:\n  template: /t.qcow2\n  state_dir: /q\n");
+    all = joined(load_site(site.dir(), no_env()));
+    EXPECT_NE(all.find("nodes/node-02.yaml:3:3: qemu: qemu settings need 'provider: qemu'"), std::string::npos) << all;
+
+    site.put("nodes/node-02.yaml", "spec: base\nprovider: qemu\nqemu:\n  template: /t.qcow2\n  state_dir: /q\n"
+                                   "  accel: hvf\n");
+    all = joined(load_site(site.dir(), no_env()));
+    EXPECT_NE(all.find("nodes/node-02.yaml:6:10: qemu.accel"), std::string::npos) << all;
+}
+
 }  // namespace
 }  // namespace nodeform::site

@@ -59,6 +59,15 @@ struct Sizing {  // preset + the node's overrides
     int balloon_mb = 0;  // 0 = ballooning off
 };
 
+// provider: qemu — a local QEMU VM on the controller's host (docs/provisioning.md).
+struct QemuPlacement {
+    std::string template_image;  // absolute path of the baked qcow2; vmlinuz and initrd.img beside it
+    std::string state_dir;       // absolute path; one vm-VMID directory per VM
+    std::string accel = "auto";  // auto | kvm | tcg
+};
+
+// For provider qemu the Proxmox fields are fixed: pve_node and site "local", storage = qemu.state_dir,
+// bridge "user" (QEMU user-mode networking), template_vmid 0 (the template image).
 struct NodePlacement {
     std::string site;      // placement site name (found from pve_node)
     std::string endpoint;  // ProxmoxEndpoint.name
@@ -69,6 +78,8 @@ struct NodePlacement {
     std::string pool;  // may be empty
     std::vector<std::string> tags;
     std::optional<std::int64_t> vmid;  // fixed VMID, else allocated from the site's range
+    std::string provider = "proxmox";  // proxmox | qemu (last: positional initializers stay valid)
+    QemuPlacement qemu;                // provider qemu only
 };
 
 enum class AuthMethod { network, site_token, node_token };

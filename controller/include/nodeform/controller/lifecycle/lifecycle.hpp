@@ -152,6 +152,8 @@ class NodeReportSource {
 
 using ProviderFactory =
     std::function<Result<std::unique_ptr<providers::Provider>>(const site::ProxmoxEndpoint& endpoint)>;
+// The provider of a node whose placement says provider: qemu (site::NodePlacement::qemu).
+using LocalProviderFactory = std::function<Result<std::unique_ptr<providers::Provider>>(const site::Node& node)>;
 
 struct ProgressEvent {
     std::string identity;
@@ -178,6 +180,7 @@ struct LifecycleOptions {
 struct LifecycleDeps {
     LifecycleStore* store = nullptr;
     ProviderFactory providers;
+    LocalProviderFactory qemu_providers;  // optional: without it, qemu nodes are refused
     EnrollmentIssuer* issuer = nullptr;
     NodeReportSource* reports = nullptr;
     const Clock* clock = nullptr;  // every timestamp, deadline and wait (sleep_for) goes through it
@@ -205,7 +208,8 @@ struct Plan {
     std::string current_state;  // "none" when never provisioned
     std::int64_t vmid = 0;
     std::vector<GateVerdict> gates;
-    std::vector<PlannedCall> calls;
+    std::vector<PlannedCall> calls;  // Proxmox API calls; for provider qemu, the commands and files instead
+    std::string provider = "proxmox";
     bool ok() const;
 };
 nlohmann::json to_json(const Plan& plan);
@@ -236,6 +240,8 @@ class Lifecycle {
 
   private:
     Result<std::unique_ptr<Run>> prepare(const site::Site& site, const std::string& identity);
+    Result<std::unique_ptr<Run>> prepare_local(std::unique_ptr<Run> run, const std::string& identity);
+    Result<std::unique_ptr<Run>> finish_prepare(std::unique_ptr<Run> run, const std::string& identity);
     RunResult create_reserved(const site::Site& site, const std::string& identity);
     void reserve_batch(const site::Site& site, const std::vector<std::string>& identities);
 

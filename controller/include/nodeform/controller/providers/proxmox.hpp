@@ -65,6 +65,9 @@ std::string format_upid(const Upid& upid);
 Result<std::string> build_smbios1(const std::string& existing, const std::string& serial);
 // key=value,... option strings (e.g. smbios1, net0, scsi0); the first bare item gets key "" (e.g. "virtio=MAC").
 std::vector<std::pair<std::string, std::string>> split_option_string(const std::string& value);
+// The guest agent's guest-network-get-interfaces answer (a list; anything else: none) as interfaces with
+// "ADDRESS/PREFIX" addresses.
+std::vector<NetInterface> parse_guest_interfaces(const nlohmann::json& list);
 // Size in bytes of a "size=10G" style value; nullopt when unparsable.
 std::optional<std::uint64_t> parse_size(const std::string& text);
 
