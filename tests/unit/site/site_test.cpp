@@ -538,8 +538,9 @@ TEST(QemuProvider, BadQemuSettingsAreReportedAtTheirPosition) {
     all = joined(load_site(site.dir(), no_env()));
     EXPECT_NE(all.find("nodes/node-02.yaml:3:3: qemu: qemu settings need 'provider: qemu'"), std::string::npos) << all;
 
-    site.put("nodes/node-02.yaml", "spec: base\nprovider: qemu\nqemu:\n  template: /t.qcow2\n  state_dir: /q\n"
-                                   "  accel: hvf\n");
+    site.put("nodes/node-02.yaml",
+             "spec: base\nprovider: qemu\nqemu:\n  template: /t.qcow2\n  state_dir: /q\n"
+             "  accel: hvf\n");
     all = joined(load_site(site.dir(), no_env()));
     EXPECT_NE(all.find("nodes/node-02.yaml:6:10: qemu.accel"), std::string::npos) << all;
 }
