@@ -2,20 +2,16 @@
 #include <iterator>
 #include <mutex>
 
+#include "lifecycle_rows.hpp"
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
-#include "nodeform/json_limits.hpp"
 
 namespace nodeform::controller::lifecycle {
 namespace {
 
 using json = nlohmann::json;
-
-// A JSON column as stored, or null when it is not JSON within the document limits.
-json stored_json(const std::string& text) {
-    auto j = parse_json_bounded(text, {text.size()});
-    return j ? std::move(*j) : json();
-}
+using rows::kNodeColumns;
+using rows::to_ms;
 
 // Every row s yields, each read by read; a step's error as it came.
 template <typename T, typename Read>
@@ -61,13 +57,6 @@ const char* const kMigrations[] = {
          holder TEXT NOT NULL,
          expires_at INTEGER NOT NULL);)",
 };
-
-std::int64_t to_ms(TimePoint t) {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-}
-
-constexpr const char* kNodeColumns =
-    "identity,state,step,endpoint,pve_node,vmid,pending_upid,failed_step,reason,ips,token_expires_at,updated_at";
 
 class SqliteLifecycleStore final : public LifecycleStore {
   public:
@@ -138,40 +127,23 @@ class SqliteLifecycleStore final : public LifecycleStore {
             "INSERT INTO lifecycle_receipts(identity,step,outcome,state_after,started_at,finished_at,body) "
             "VALUES(?1,?2,?3,?4,?5,?6,?7)");
         if (!s) return failed("saving a receipt", s.error());
-        json body = {{"inputs", r.inputs}, {"calls", r.calls}, {"outputs", r.outputs}, {"error", r.error}};
         s->bind(1, r.identity).bind(2, r.step).bind(3, r.outcome).bind(4, r.state_after);
-        s->bind(5, r.started_at).bind(6, r.finished_at).bind(7, body.dump());
+        s->bind(5, r.started_at).bind(6, r.finished_at).bind(7, rows::receipt_body(r));
         if (auto st = s->run(); !st) return failed("saving a receipt of " + r.identity, st.error());
         return Ok{};
     }
 
     Result<std::vector<Receipt>> receipts(const std::string& identity) override {
         std::lock_guard<std::mutex> lock(mutex_);
-        auto s = db_.prepare(
-            "SELECT id,identity,step,outcome,state_after,started_at,finished_at,body FROM lifecycle_receipts "
-            "WHERE identity=?1 ORDER BY id");
+        auto s = db_.prepare(std::string("SELECT ") + rows::kReceiptColumns +
+                             " FROM lifecycle_receipts WHERE identity=?1 ORDER BY id");
         if (!s) return failed("reading receipts", s.error());
         s->bind(1, identity);
-        auto rows = read_rows<Receipt>(*s, [](sqlite::Statement& row) {
-            Receipt r;
-            r.id = row.integer(0);
-            r.identity = row.text(1);
-            r.step = row.text(2);
-            r.outcome = row.text(3);
-            r.state_after = row.text(4);
-            r.started_at = row.text(5);
-            r.finished_at = row.text(6);
-            json body = stored_json(row.text(7));
-            if (body.is_object()) {
-                r.inputs = body.value("inputs", json::object());
-                r.calls = body.value("calls", json::array());
-                r.outputs = body.value("outputs", json::object());
-                r.error = body.value("error", "");
-            }
-            return r;
+        auto read = read_rows<Receipt>(*s, [](sqlite::Statement& row) {
+            return rows::receipt_from([&row](int i) { return row.text(i); }, [&row](int i) { return row.integer(i); });
         });
-        if (!rows) return failed("reading receipts", rows.error());
-        return rows;
+        if (!read) return failed("reading receipts", read.error());
+        return read;
     }
 
     Result<std::vector<StepDurations>> step_durations(const std::vector<double>& bounds) override {
@@ -259,7 +231,7 @@ class SqliteLifecycleStore final : public LifecycleStore {
         if (!s) return failed("saving a lifecycle record", s.error());
         s->bind(1, r.identity).bind(2, std::string(to_string(r.state))).bind(3, r.step).bind(4, r.endpoint);
         s->bind(5, r.pve_node).bind(6, r.vmid).bind(7, r.pending_upid).bind(8, r.failed_step).bind(9, r.reason);
-        s->bind(10, json(r.ips).dump()).bind(11, r.token_expires_at).bind(12, r.updated_at);
+        s->bind(10, rows::ips_text(r)).bind(11, r.token_expires_at).bind(12, r.updated_at);
         if (auto st = s->run(); !st) return failed("saving the lifecycle record of " + r.identity, st.error());
         return Ok{};
     }
@@ -271,23 +243,7 @@ class SqliteLifecycleStore final : public LifecycleStore {
         if (!s) return s.error();
         if (identity != nullptr) s->bind(1, *identity);
         return read_rows<NodeRecord>(*s, [](sqlite::Statement& row) {
-            NodeRecord r;
-            r.identity = row.text(0);
-            r.state = parse_state(row.text(1)).value_or(State::failed);
-            r.step = row.text(2);
-            r.endpoint = row.text(3);
-            r.pve_node = row.text(4);
-            r.vmid = row.integer(5);
-            r.pending_upid = row.text(6);
-            r.failed_step = row.text(7);
-            r.reason = row.text(8);
-            json ips = stored_json(row.text(9));
-            for (const auto& ip : ips.is_array() ? ips : json::array()) {
-                if (ip.is_string()) r.ips.push_back(ip.get<std::string>());
-            }
-            r.token_expires_at = row.text(10);
-            r.updated_at = row.text(11);
-            return r;
+            return rows::node_from([&row](int i) { return row.text(i); }, [&row](int i) { return row.integer(i); });
         });
     }
 

@@ -2,20 +2,17 @@
 #include <iterator>
 #include <mutex>
 
+#include "lifecycle_rows.hpp"
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/controller/store/postgres.hpp"
-#include "nodeform/json_limits.hpp"
 
 namespace nodeform::controller::lifecycle {
 namespace {
 
 using json = nlohmann::json;
 using pg::param;
-
-json stored_json(const std::string& text) {
-    auto j = parse_json_bounded(text, {text.size()});
-    return j ? std::move(*j) : json();
-}
+using rows::kNodeColumns;
+using rows::to_ms;
 
 const std::vector<std::string> kMigrations = {
     R"(CREATE TABLE lifecycle_nodes (
@@ -47,13 +44,6 @@ const std::vector<std::string> kMigrations = {
          holder TEXT NOT NULL,
          expires_at BIGINT NOT NULL);)",
 };
-
-std::int64_t to_ms(TimePoint t) {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-}
-
-constexpr const char* kNodeColumns =
-    "identity,state,step,endpoint,pve_node,vmid,pending_upid,failed_step,reason,ips,token_expires_at,updated_at";
 
 // An RFC 3339 text column as a timestamp, NULL when it is not one (as SQLite's julianday gives NULL).
 std::string timestamp_of(const std::string& column) {
@@ -98,11 +88,10 @@ class PostgresLifecycleStore final : public LifecycleStore {
 
     Status add_receipt(const Receipt& r) override {
         std::lock_guard<std::mutex> lock(mutex_);
-        json body = {{"inputs", r.inputs}, {"calls", r.calls}, {"outputs", r.outputs}, {"error", r.error}};
-        if (auto st =
-                c_.exec("INSERT INTO lifecycle_receipts(identity,step,outcome,state_after,started_at,finished_at,body) "
-                        "VALUES($1,$2,$3,$4,$5,$6,$7)",
-                        {r.identity, r.step, r.outcome, r.state_after, r.started_at, r.finished_at, body.dump()});
+        if (auto st = c_.exec(
+                "INSERT INTO lifecycle_receipts(identity,step,outcome,state_after,started_at,finished_at,body) "
+                "VALUES($1,$2,$3,$4,$5,$6,$7)",
+                {r.identity, r.step, r.outcome, r.state_after, r.started_at, r.finished_at, rows::receipt_body(r)});
             !st)
             return failed("saving a receipt of " + r.identity, st.error());
         return Ok{};
@@ -111,29 +100,13 @@ class PostgresLifecycleStore final : public LifecycleStore {
     Result<std::vector<Receipt>> receipts(const std::string& identity) override {
         std::lock_guard<std::mutex> lock(mutex_);
         auto s = c_.query(
-            "SELECT id,identity,step,outcome,state_after,started_at,finished_at,body FROM lifecycle_receipts "
-            "WHERE identity = $1 ORDER BY id",
+            std::string("SELECT ") + rows::kReceiptColumns + " FROM lifecycle_receipts WHERE identity = $1 ORDER BY id",
             {identity});
         if (!s) return failed("reading receipts", s.error());
         std::vector<Receipt> out;
-        for (int i = 0; i < s->size(); ++i) {
-            Receipt r;
-            r.id = s->integer(i, 0);
-            r.identity = s->text(i, 1);
-            r.step = s->text(i, 2);
-            r.outcome = s->text(i, 3);
-            r.state_after = s->text(i, 4);
-            r.started_at = s->text(i, 5);
-            r.finished_at = s->text(i, 6);
-            json body = stored_json(s->text(i, 7));
-            if (body.is_object()) {
-                r.inputs = body.value("inputs", json::object());
-                r.calls = body.value("calls", json::array());
-                r.outputs = body.value("outputs", json::object());
-                r.error = body.value("error", "");
-            }
-            out.push_back(std::move(r));
-        }
+        for (int i = 0; i < s->size(); ++i)
+            out.push_back(
+                rows::receipt_from([&](int c) { return s->text(i, c); }, [&](int c) { return s->integer(i, c); }));
         return out;
     }
 
@@ -208,15 +181,15 @@ class PostgresLifecycleStore final : public LifecycleStore {
     }
 
     Status put_locked(const NodeRecord& r) {
-        if (auto st = c_.exec(
-                std::string("INSERT INTO lifecycle_nodes(") + kNodeColumns +
-                    ") VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) ON CONFLICT(identity) DO UPDATE "
-                    "SET state=excluded.state,step=excluded.step,endpoint=excluded.endpoint,"
-                    "pve_node=excluded.pve_node,vmid=excluded.vmid,pending_upid=excluded.pending_upid,"
-                    "failed_step=excluded.failed_step,reason=excluded.reason,ips=excluded.ips,"
-                    "token_expires_at=excluded.token_expires_at,updated_at=excluded.updated_at",
-                {r.identity, std::string(to_string(r.state)), r.step, r.endpoint, r.pve_node, param(r.vmid),
-                 r.pending_upid, r.failed_step, r.reason, json(r.ips).dump(), r.token_expires_at, r.updated_at});
+        if (auto st =
+                c_.exec(std::string("INSERT INTO lifecycle_nodes(") + kNodeColumns +
+                            ") VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) ON CONFLICT(identity) DO UPDATE "
+                            "SET state=excluded.state,step=excluded.step,endpoint=excluded.endpoint,"
+                            "pve_node=excluded.pve_node,vmid=excluded.vmid,pending_upid=excluded.pending_upid,"
+                            "failed_step=excluded.failed_step,reason=excluded.reason,ips=excluded.ips,"
+                            "token_expires_at=excluded.token_expires_at,updated_at=excluded.updated_at",
+                        {r.identity, std::string(to_string(r.state)), r.step, r.endpoint, r.pve_node, param(r.vmid),
+                         r.pending_upid, r.failed_step, r.reason, rows::ips_text(r), r.token_expires_at, r.updated_at});
             !st)
             return failed("saving the lifecycle record of " + r.identity, st.error());
         return Ok{};
@@ -226,24 +199,9 @@ class PostgresLifecycleStore final : public LifecycleStore {
         auto s = c_.query(std::string("SELECT ") + kNodeColumns + " FROM lifecycle_nodes" + where, params);
         if (!s) return s.error();
         std::vector<NodeRecord> out;
-        for (int i = 0; i < s->size(); ++i) {
-            NodeRecord r;
-            r.identity = s->text(i, 0);
-            r.state = parse_state(s->text(i, 1)).value_or(State::failed);
-            r.step = s->text(i, 2);
-            r.endpoint = s->text(i, 3);
-            r.pve_node = s->text(i, 4);
-            r.vmid = s->integer(i, 5);
-            r.pending_upid = s->text(i, 6);
-            r.failed_step = s->text(i, 7);
-            r.reason = s->text(i, 8);
-            json ips = stored_json(s->text(i, 9));
-            for (const auto& ip : ips.is_array() ? ips : json::array())
-                if (ip.is_string()) r.ips.push_back(ip.get<std::string>());
-            r.token_expires_at = s->text(i, 10);
-            r.updated_at = s->text(i, 11);
-            out.push_back(std::move(r));
-        }
+        for (int i = 0; i < s->size(); ++i)
+            out.push_back(
+                rows::node_from([&](int c) { return s->text(i, c); }, [&](int c) { return s->integer(i, c); }));
         return out;
     }
 
