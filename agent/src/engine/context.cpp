@@ -153,6 +153,23 @@ void finish_result(Context& ctx, ResourceResult& result, const std::string& erro
     }
 }
 
+bool word_chars(const std::string& s, const std::string& extra) {
+    if (s.empty() || s.size() > 256) return false;
+    for (char c : s) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  extra.find(c) != std::string::npos;
+        if (!ok) return false;
+    }
+    return true;
+}
+
+std::string updated_message(const Context& ctx, const ResourceResult& result) {
+    std::string fields;
+    for (const auto& c : result.changes)
+        fields += (fields.empty() ? "" : ", ") + c.field;
+    return (ctx.apply() ? "updated " : "would update ") + fields;
+}
+
 std::string first_line(const std::string& s) {
     std::string line = s.substr(0, s.find('\n'));
     while (!line.empty() && (line.back() == ' ' || line.back() == '\r'))

@@ -102,6 +102,8 @@ std::optional<std::string> primary_ipv4(const std::string& route, const std::str
 // After the files stage: try-restart every requested service once; returns per-service failures.
 std::map<std::string, std::string> restart_requested_services(Context& ctx);
 
+// 1-256 characters, each a letter, a digit or one of extra (a value that goes into a command or a config line).
+bool word_chars(const std::string& s, const std::string& extra);
 // The first line of s, trailing spaces and CR removed (systemctl's one-word answers).
 std::string first_line(const std::string& s);
 // "systemctl ARGS…", with --root=ROOT when systemd is not running (an offline root: enablement only).
@@ -128,6 +130,8 @@ Status ensure_file(Context& ctx, ResourceResult& r, const std::string& pointer, 
 
 // A result skeleton for item.
 ResourceResult make_result(const Item& item);
+// "updated F1, F2" (apply) or "would update F1, F2" (plan): the fields of result's changes.
+std::string updated_message(const Context& ctx, const ResourceResult& result);
 // Sets status from changes: failed when error is set, else changed/drifted when changes, else unchanged.
 void finish_result(Context& ctx, ResourceResult& result, const std::string& error = {});
 

@@ -21,16 +21,6 @@ std::vector<std::string> strings(const nlohmann::json& j, const char* key) {
     return out;
 }
 
-bool word_chars(const std::string& s, const std::string& extra) {
-    if (s.empty() || s.size() > 256) return false;
-    for (char c : s) {
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  extra.find(c) != std::string::npos;
-        if (!ok) return false;
-    }
-    return true;
-}
-
 std::string join(const std::vector<std::string>& v) {
     std::string out;
     for (const auto& s : v)

@@ -201,10 +201,7 @@ std::vector<ResourceResult> converge_files(Context& ctx, const std::vector<Item>
                 if (r.changes.empty()) {
                     r.message = "up to date";
                 } else {
-                    std::string fields;
-                    for (const auto& c : r.changes)
-                        fields += (fields.empty() ? "" : ", ") + c.field;
-                    r.message = (ctx.apply() ? "updated " : "would update ") + fields;
+                    r.message = updated_message(ctx, r);
                 }
             }
         }

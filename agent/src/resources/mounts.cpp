@@ -46,16 +46,6 @@ std::string unescape_mountinfo(const std::string& s) {
     return out;
 }
 
-bool word(const std::string& s, const std::string& extra) {
-    if (s.empty() || s.size() > 256) return false;
-    for (char c : s) {
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  extra.find(c) != std::string::npos;
-        if (!ok) return false;
-    }
-    return true;
-}
-
 }  // namespace
 
 std::vector<ResourceResult> converge_mounts(Context& ctx, const std::vector<Item>& items) {
@@ -72,7 +62,7 @@ std::vector<ResourceResult> converge_mounts(Context& ctx, const std::vector<Item
                    " must be a path under /dev (e.g. /dev/vdb, /dev/disk/by-id/…)";
         if (fstype != "ext4" && fstype != "xfs")
             return "fstype " + quote_for_message(fstype) + " is not supported (ext4 or xfs)";
-        if (!word(options, ",=_-.")) return "options " + quote_for_message(options) + " must be mount(8) options";
+        if (!word_chars(options, ",=_-.")) return "options " + quote_for_message(options) + " must be mount(8) options";
 
         auto sig = probe(ctx, device);
         if (!sig) return sig.message();
@@ -93,7 +83,7 @@ std::vector<ResourceResult> converge_mounts(Context& ctx, const std::vector<Item
                    fstype +
                    "; nodeform never reformats a device that has a signature: wipe it by hand "
                    "(wipefs) if its data is not needed, or set fstype to match";
-        if (!word(sig->uuid, "-")) return "blkid reports no usable UUID for " + device;
+        if (!word_chars(sig->uuid, "-")) return "blkid reports no usable UUID for " + device;
 
         // /etc/fstab: the line for this mount point, by UUID.
         const std::string line = "UUID=" + sig->uuid + " " + path + " " + fstype + " " + options + " 0 2";

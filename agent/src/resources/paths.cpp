@@ -105,10 +105,7 @@ std::vector<ResourceResult> converge_directories(Context& ctx, const std::vector
         } else if (!st->has_value()) {
             r.message = ctx.apply() ? "created" : "would create";
         } else {
-            std::string fields;
-            for (const auto& c : r.changes)
-                fields += (fields.empty() ? "" : ", ") + c.field;
-            r.message = (ctx.apply() ? "updated " : "would update ") + fields;
+            r.message = updated_message(ctx, r);
         }
         return {};
     });

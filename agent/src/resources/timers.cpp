@@ -157,10 +157,7 @@ std::vector<ResourceResult> converge_timers(Context& ctx, const std::vector<Item
         if (r.changes.empty()) {
             r.message = "enabled" + std::string(ctx.systemd_running ? " and active" : "") + ", " + calendar;
         } else {
-            std::string fields;
-            for (const auto& c : r.changes)
-                fields += (fields.empty() ? "" : ", ") + c.field;
-            r.message = (ctx.apply() ? "updated " : "would update ") + fields;
+            r.message = updated_message(ctx, r);
         }
         return {};
     });
