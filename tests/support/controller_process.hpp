@@ -6,7 +6,25 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace nodeform::test {
+
+// The smallest report the controller accepts for identity: one changed resource, id as its report_id.
+inline nlohmann::json minimal_report(const std::string& identity, const std::string& id) {
+    return nlohmann::json{{"report_id", id},
+                          {"identity", identity},
+                          {"agent_version", "0.1.0"},
+                          {"spec_digest", "sha256:abc"},
+                          {"phase", "converging"},
+                          {"trigger", "run"},
+                          {"mode", "apply"},
+                          {"started_at", "2026-11-23T19:40:00.123Z"},
+                          {"finished_at", "2026-11-23T19:40:01.456Z"},
+                          {"platform_ready", false},
+                          {"counts", {{"total", 1}, {"changed", 1}}},
+                          {"resources", nlohmann::json::array()}};
+}
 
 class ControllerProcess {
   public:

@@ -60,21 +60,6 @@ std::string loopback_node(const std::string& site_dir) {
     return "";
 }
 
-json report(const std::string& identity, const std::string& id) {
-    return json{{"report_id", id},
-                {"identity", identity},
-                {"agent_version", "0.1.0"},
-                {"spec_digest", "sha256:abc"},
-                {"phase", "converging"},
-                {"trigger", "run"},
-                {"mode", "apply"},
-                {"started_at", "2026-11-23T19:40:00.123Z"},
-                {"finished_at", "2026-11-23T19:40:01.456Z"},
-                {"platform_ready", false},
-                {"counts", {{"total", 1}, {"changed", 1}}},
-                {"resources", json::array()}};
-}
-
 // On either store: SQLite in STATE, or a fresh PostgreSQL database (the controller given --store URL).
 class Kill9Test : public ::testing::TestWithParam<bool> {};
 INSTANTIATE_TEST_SUITE_P(Stores, Kill9Test, ::testing::Values(false, true),
@@ -106,8 +91,8 @@ TEST_P(Kill9Test, Kill9WhilePostingLosesNoAcknowledgedReport) {
                 c.set_read_timeout(std::chrono::seconds(5));
                 for (int i = 0; !stop; ++i) {
                     std::string id = "t" + std::to_string(t) + "-" + std::to_string(i);
-                    auto res =
-                        c.Post("/v1/nodes/" + identity + "/reports", report(identity, id).dump(), "application/json");
+                    auto res = c.Post("/v1/nodes/" + identity + "/reports", test::minimal_report(identity, id).dump(),
+                                      "application/json");
                     if (!res) {
                         if (stop) break;
                         std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -141,7 +126,8 @@ TEST_P(Kill9Test, Kill9WhilePostingLosesNoAcknowledgedReport) {
         httplib::Client c("127.0.0.1", again.port());
         // A retried, already acknowledged report is recognized as stored (200), not stored twice.
         std::string sample = *acknowledged.begin();
-        auto res = c.Post("/v1/nodes/" + identity + "/reports", report(identity, sample).dump(), "application/json");
+        auto res = c.Post("/v1/nodes/" + identity + "/reports", test::minimal_report(identity, sample).dump(),
+                          "application/json");
         ASSERT_TRUE(res);
         EXPECT_EQ(res->status, 200);
         EXPECT_EQ(again.terminate(), 0);

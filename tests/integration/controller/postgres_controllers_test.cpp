@@ -29,21 +29,6 @@ std::string credential_node(const std::string& site_dir) {
     return "";
 }
 
-json report(const std::string& identity, const std::string& id) {
-    return json{{"report_id", id},
-                {"identity", identity},
-                {"agent_version", "0.1.0"},
-                {"spec_digest", "sha256:abc"},
-                {"phase", "converging"},
-                {"trigger", "run"},
-                {"mode", "apply"},
-                {"started_at", "2026-11-23T19:40:00.123Z"},
-                {"finished_at", "2026-11-23T19:40:01.456Z"},
-                {"platform_ready", false},
-                {"counts", {{"total", 1}, {"changed", 1}}},
-                {"resources", json::array()}};
-}
-
 class PostgresControllers : public ::testing::Test {
   protected:
     void SetUp() override {
@@ -108,13 +93,13 @@ TEST_F(PostgresControllers, TwoControllersServeOneFleet) {
     EXPECT_EQ(ca.Get("/v1/spec/" + identity_, bearer)->status, 200);
 
     // A report retried against the other controller is stored once.
-    const auto r1 = report(identity_, "r-1").dump();
+    const auto r1 = test::minimal_report(identity_, "r-1").dump();
     EXPECT_EQ(ca.Post("/v1/nodes/" + identity_ + "/reports", bearer, r1, "application/json")->status, 201);
     EXPECT_EQ(cb.Post("/v1/nodes/" + identity_ + "/reports", bearer, r1, "application/json")->status, 200);
-    EXPECT_EQ(
-        cb.Post("/v1/nodes/" + identity_ + "/reports", bearer, report(identity_, "r-2").dump(), "application/json")
-            ->status,
-        201);
+    EXPECT_EQ(cb.Post("/v1/nodes/" + identity_ + "/reports", bearer, test::minimal_report(identity_, "r-2").dump(),
+                      "application/json")
+                  ->status,
+              201);
 
     auto list = cli({"node", "list", "--json"});
     ASSERT_EQ(list.exit_code, 0) << list.err;
