@@ -127,7 +127,9 @@ TEST_F(PostgresStoreTest, ReportsWithTheSameIdThroughTwoControllersAreStoredOnce
     }
     EXPECT_EQ(*a->report_count(), 200);
     std::int64_t counted = 0;
-    for (const auto& n : *b->nodes())
+    auto listed = b->nodes();  // kept: a range-for over *b->nodes() would read a destroyed temporary
+    ASSERT_TRUE(listed.ok()) << listed.message();
+    for (const auto& n : *listed)
         counted += n.report_count;
     EXPECT_EQ(counted, 200);
     auto conflicting = report("r7", "web-99");
