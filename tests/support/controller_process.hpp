@@ -46,6 +46,9 @@ class ControllerProcess {
     int port_ = 0;
 };
 
+// In a forked child: runs args[0] with args (argv only, no shell); _exit(127) when it cannot. Never returns.
+[[noreturn]] void exec_argv(std::vector<std::string> args);
+
 struct CliResult {
     int exit_code = -1;
     std::string out;

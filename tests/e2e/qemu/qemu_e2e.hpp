@@ -130,12 +130,7 @@ class ServeOnPort {
             int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
             ::dup2(fd, STDOUT_FILENO);
             ::dup2(fd, STDERR_FILENO);
-            std::vector<char*> argv;
-            for (auto& a : args)
-                argv.push_back(a.data());
-            argv.push_back(nullptr);
-            ::execv(args[0].c_str(), argv.data());
-            ::_exit(127);
+            exec_argv(std::move(args));
         }
         up_ = wait_until([&] { return slurp(log_).find("listening on https://127.0.0.1:") != std::string::npos; },
                          seconds(30), milliseconds(100));
