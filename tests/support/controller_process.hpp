@@ -37,6 +37,7 @@ class ControllerProcess {
     ControllerProcess& operator=(const ControllerProcess&) = delete;
     int port() const { return port_; }
     void kill9();
+    void reload();    // SIGHUP: reload the site now
     int terminate();  // SIGTERM, then the exit status (-1 when killed by a signal)
 
   private:
