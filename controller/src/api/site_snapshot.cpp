@@ -195,7 +195,7 @@ Status SiteSnapshots::reload(bool initial) {
     logger_.notice(std::string(initial ? "site loaded" : "site reloaded") + ": " + std::to_string(count) +
                    " nodes, digest " + digest);
     publish(digest);
-    if (pends && !promote()) {
+    if (pends && !promote() && status().pending) {  // (another request may have promoted it meanwhile)
         auto st = status();
         std::string who;
         for (const auto& w : st.waiting_for)

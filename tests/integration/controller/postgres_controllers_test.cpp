@@ -247,7 +247,9 @@ TEST_F(PostgresControllers, AReloadIsServedOnlyOnceEveryControllerHasTheSite) {
             EXPECT_EQ(etag, old_etag) << "the new site was served before every controller had loaded it";
             ++old_before;
         }
-        if (served_new) EXPECT_EQ(etag, new_etag) << "new, then old again";
+        if (served_new) {
+            EXPECT_EQ(etag, new_etag) << "new, then old again";
+        }
         served_new = served_new || etag == new_etag;
     }
     EXPECT_GE(old_before, 60u);
@@ -263,7 +265,7 @@ TEST_F(PostgresControllers, AReloadIsServedOnlyOnceEveryControllerHasTheSite) {
 // acknowledged report is in the database exactly once, and nothing unacknowledged is.
 TEST_F(PostgresControllers, FiveHundredAgentsReportThroughThreeControllersWithNoneLostOrDoubled) {
     constexpr int kAgents = 500, kWorkers = 10;
-    // A site of 500 nodes enrolling by token: examples/site's with db-01 cloned (no fixed VMID).
+    // A site of 500 nodes enrolling by token: examples/site's with db-01 cloned (no fixed VMID, own address).
     const auto fleet = dir_.path() + "/fleet-site";
     fs::copy(site_, fleet, fs::copy_options::recursive);
     std::string node_yaml;
@@ -278,8 +280,10 @@ TEST_F(PostgresControllers, FiveHundredAgentsReportThroughThreeControllersWithNo
         std::snprintf(name, sizeof(name), "agent-%03d", i);
         return std::string(name);
     };
-    for (int i = 0; i < kAgents; ++i)
-        std::ofstream(fleet + "/nodes/" + agent(i) + ".yaml") << node_yaml;
+    for (int i = 0; i < kAgents; ++i)  // each its own address (the spec's is one node's)
+        std::ofstream(fleet + "/nodes/" + agent(i) + ".yaml")
+            << node_yaml << "network:\n  address: 10.30." << i / 250 << "." << i % 250 + 1
+            << "/16\n  gateway: 10.30.255.254\n";
 
     // Tokens straight into the shared database (the CLI would be 500 processes); enrollment goes through the API.
     std::vector<std::string> tokens;
@@ -295,13 +299,20 @@ TEST_F(PostgresControllers, FiveHundredAgentsReportThroughThreeControllersWithNo
                     .ok());
         }
     }
-    std::vector<std::unique_ptr<test::ControllerProcess>> ctl;
-    for (int i = 0; i < 3; ++i) {
-        ctl.push_back(std::make_unique<test::ControllerProcess>(
-            fleet, dir_.path() + "/fleet-state-" + std::to_string(i),
-            std::vector<std::string>{"--store", url_, "--access-log", "false"}));
-        ASSERT_GT(ctl.back()->port(), 0) << "controller " << i << " did not start";
+    std::vector<std::unique_ptr<test::ControllerProcess>> ctl(3);
+    {
+        std::vector<std::thread> starting;  // at once: each loads the 500-node site
+        for (int i = 0; i < 3; ++i)
+            starting.emplace_back([&, i] {
+                ctl[i] = std::make_unique<test::ControllerProcess>(
+                    fleet, dir_.path() + "/fleet-state-" + std::to_string(i),
+                    std::vector<std::string>{"--store", url_, "--access-log", "false"});
+            });
+        for (auto& t : starting)
+            t.join();
     }
+    for (int i = 0; i < 3; ++i)
+        ASSERT_GT(ctl[i]->port(), 0) << "controller " << i << " did not start";
 
     // Each worker drives every kWorkers-th agent over its own keep-alive connection to each controller.
     std::mutex acked_mutex;
