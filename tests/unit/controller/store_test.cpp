@@ -461,7 +461,8 @@ TEST(SqliteStore, DatabaseIsPrivateWalAndMigrationsAreVersioned) {
     std::vector<std::string> rows;
     while (*v->step())
         rows.push_back(v->text(0) + "=" + std::to_string(v->integer(1)));
-    EXPECT_EQ(rows, (std::vector<std::string>{"controller=1", "controller=2", "lifecycle-test=1"}));
+    EXPECT_EQ(rows, (std::vector<std::string>{"controller=1", "controller=2", "controller=3", "controller=4",
+                                              "lifecycle-test=1"}));
     // Reopening the store does not re-run migrations; a newer schema is refused.
     EXPECT_TRUE(open_sqlite_store(path).ok());
     ASSERT_TRUE(db->exec("INSERT INTO schema_migrations VALUES ('controller', 99, 'x')").ok());
