@@ -70,6 +70,10 @@ void ControllerProcess::kill9() {
     pid_ = -1;
 }
 
+void ControllerProcess::reload() {
+    if (pid_ > 0) ::kill(pid_, SIGHUP);
+}
+
 int ControllerProcess::terminate() {
     ::kill(pid_, SIGTERM);
     int status = 0;

@@ -38,6 +38,7 @@ class ControllerProcess {
     int port() const { return port_; }
     pid_t pid() const { return pid_; }  // e.g. for SIGHUP (reload the site now)
     void kill9();
+    void reload();    // SIGHUP: reload the site now
     int terminate();  // SIGTERM, then the exit status (-1 when killed by a signal)
 
   private:

@@ -62,6 +62,9 @@ std::string render_metrics(RequestMetrics& requests, const ServerGauges& g) {
         << "# HELP nodeform_site_last_reload_ok 1 when the newest site on disk is the one served.\n"
            "# TYPE nodeform_site_last_reload_ok gauge\n"
         << "nodeform_site_last_reload_ok " << (g.last_reload_ok ? 1 : 0) << "\n"
+        << "# HELP nodeform_site_reload_pending 1 while a loaded site waits for every live controller to load it.\n"
+           "# TYPE nodeform_site_reload_pending gauge\n"
+        << "nodeform_site_reload_pending " << (g.site_reload_pending ? 1 : 0) << "\n"
         << "# HELP nodeform_site_nodes Nodes in the served site.\n# TYPE nodeform_site_nodes gauge\n"
         << "nodeform_site_nodes " << g.site_nodes << "\n";
     return out.str();
