@@ -168,6 +168,26 @@ TEST_F(SharedSite, AControllerWhoseHeartbeatExpiredOrThatWithdrewHoldsNothingBac
     EXPECT_EQ(a.current()->site.digest, "sha256:two");
 }
 
+TEST_F(SharedSite, ASiteRevertedWhileItPendsIsDropped) {
+    FakeSource sa, sb;
+    sa.next = sb.next = good("sha256:one");
+    SiteSnapshots a(sa, clock_, logger_, board("a")), b(sb, clock_, logger_, board("b"));
+    ASSERT_TRUE(a.reload(true).ok());
+    ASSERT_TRUE(b.reload(true).ok());
+    sa.next = good("sha256:two");
+    ASSERT_TRUE(a.reload(false).ok());
+    EXPECT_TRUE(a.status().pending);
+    sa.next = good("sha256:one");  // the change is rolled back on a's copy
+    ASSERT_TRUE(a.reload(false).ok());
+    EXPECT_FALSE(a.status().pending);
+    EXPECT_EQ(a.current()->site.digest, "sha256:one");
+    // b now loads two: a published one again, so b waits for a.
+    sb.next = good("sha256:two");
+    ASSERT_TRUE(b.reload(false).ok());
+    EXPECT_EQ(b.current()->site.digest, "sha256:one");
+    EXPECT_EQ(b.status().waiting_for, std::vector<std::string>{"a (sha256:one)"});
+}
+
 TEST_F(SharedSite, ALoneControllerServesANewSiteAtOnce) {
     FakeSource sa;
     sa.next = good("sha256:one");
