@@ -526,7 +526,7 @@ class CappedQueue final : public httplib::TaskQueue {
             return;
         }
         counters_.open++;  // decremented when the connection closes (ConnectionHandler::close)
-        pool_.enqueue(std::move(fn));
+        submit(std::move(fn));
     }
     void shutdown() override {
         {
@@ -563,7 +563,17 @@ class CappedQueue final : public httplib::TaskQueue {
         handler_.close(c);
     }
 
+    // No connection waits for a worker: a worker may linger briefly for its connection's next request.
+    bool workers_idle() const { return waiting_.load() == 0; }
+
   private:
+    void submit(std::function<void()> fn) {
+        waiting_++;
+        pool_.enqueue([this, fn = std::move(fn)] {
+            waiting_--;
+            fn();
+        });
+    }
     void watch() {
         constexpr int kBatch = 256;
         epoll_event events[kBatch];
@@ -610,7 +620,7 @@ class CappedQueue final : public httplib::TaskQueue {
         {
             std::lock_guard<std::mutex> lock(mutex_);
             if (!shut_) {
-                pool_.enqueue([this, c] { handler_.serve(c); });
+                submit([this, c] { handler_.serve(c); });
                 return;
             }
         }
@@ -626,6 +636,7 @@ class CappedQueue final : public httplib::TaskQueue {
     std::unordered_set<Connection*> parked_;
     bool shut_ = false;
     std::thread parker_;
+    std::atomic<std::int64_t> waiting_{0};  // connections queued for a worker
 };
 
 class BacklogRaiser {
@@ -721,7 +732,7 @@ class Guarded final : public Base, public BacklogRaiser, public CertificateReloa
         }
         while (c->left > 0 && listening()) {
             bool first = c->awaiting_first;
-            if (!c->stream.buffered() && !readable_now(c->fd)) {
+            if (!c->stream.buffered() && !readable_soon(c->fd, first)) {
                 // The first request must start within read_timeout of the connection; later ones within the
                 // keep-alive timeout of the previous response.
                 c->deadline = first ? c->start + limits_.read_timeout : Clock::now() + limits_.keep_alive_timeout;
@@ -764,6 +775,13 @@ class Guarded final : public Base, public BacklogRaiser, public CertificateReloa
         while (::recv(sock, drain, sizeof(drain), MSG_DONTWAIT) > 0) {
         }
         ::close(sock);
+    }
+
+    // Readable within a short grace (a keep-alive client's next request is usually one round trip away) while no
+    // connection waits for a worker; at once otherwise. Saves parking and waking for back-to-back requests.
+    bool readable_soon(int sock, bool first) const {
+        pollfd p{sock, POLLIN, 0};
+        return ::poll(&p, 1, !first && queue_->workers_idle() ? 2 : 0) > 0;
     }
 
     static bool readable_now(int sock) {
