@@ -12,7 +12,7 @@
 # tree ../build-controller-rel when it exists, else build-release/, configured RelWithDebInfo) under the shared
 # build lock. Installs wrk, nginx and curl with apt-get when missing (needs root).
 # Environment: DURATION (default 10s), CONNS (default "1 64 512"), INGEST_CONNS (default "1 16 64 256"),
-# THREADS (controller workers, default 600), BENCH_TMP (work directory parent, default /var/tmp: the
+# THREADS (controller workers, default 32), BENCH_TMP (work directory parent, default /var/tmp: the
 # database must be on a real disk for the fsync figures to mean anything).
 set -euo pipefail
 started_at=$SECONDS
@@ -21,7 +21,7 @@ root="$(cd "$here/../.." && pwd)"
 duration="${DURATION:-10s}"
 conns="${CONNS:-1 64 512}"
 ingest_conns="${INGEST_CONNS:-1 16 64 256}"
-workers="${THREADS:-600}"
+workers="${THREADS:-32}"
 log() { echo "bench: $*" >&2; }
 
 missing=()
