@@ -320,6 +320,8 @@ class DeadlineStream final : public httplib::Stream {
     bool head_too_large() const { return head_too_large_; }
 
     bool is_readable() const override {
+        // Whatever was written goes out before waiting for the peer (cpp-httplib's interface is const here).
+        if (!out_.empty() && !const_cast<DeadlineStream*>(this)->flush()) return false;
         return buffered() ||
                wait_for(fd_, POLLIN, phase_ == Phase::reading ? deadline_ : Clock::now() + limits_.read_timeout);
     }
@@ -328,6 +330,7 @@ class DeadlineStream final : public httplib::Stream {
     }
 
     ssize_t read(char* ptr, std::size_t size) override {
+        if (!out_.empty() && !flush()) return -1;  // "100 Continue" goes out before the body is awaited
         if (phase_ != Phase::reading) {
             phase_ = Phase::reading;
             deadline_ = Clock::now() + limits_.read_timeout;
@@ -358,6 +361,8 @@ class DeadlineStream final : public httplib::Stream {
         return static_cast<ssize_t>(take);
     }
 
+    // Collects the response (cpp-httplib writes its head and its body separately) so that it leaves in one send
+    // (one TLS record) at flush(); beyond kOutputBytes it is sent as it comes.
     ssize_t write(const char* ptr, std::size_t size) override {
         if (phase_ != Phase::writing) {
             phase_ = Phase::writing;
@@ -365,16 +370,33 @@ class DeadlineStream final : public httplib::Stream {
             response_.start();
         }
         response_.feed(ptr, size);
-        std::size_t done = 0;
-        while (done < size) {
-            ssize_t n = write_some(ptr + done, size - done);
-            if (n < 0) return done > 0 ? static_cast<ssize_t>(done) : -1;
-            done += static_cast<std::size_t>(n);
-        }
-        return static_cast<ssize_t>(done);
+        out_.append(ptr, size);
+        if (out_.size() >= kOutputBytes && !flush()) return -1;
+        return static_cast<ssize_t>(size);
     }
 
-    void get_remote_ip_and_port(std::string& ip, int& port) const override { address_of(fd_, true, ip, port); }
+    // Sends what write() collected, within the response's write deadline; false when it could not.
+    bool flush() {
+        std::size_t done = 0;
+        while (done < out_.size()) {
+            ssize_t n = write_some(out_.data() + done, out_.size() - done);
+            if (n < 0) {
+                out_.clear();
+                return false;
+            }
+            done += static_cast<std::size_t>(n);
+        }
+        out_.clear();
+        if (out_.capacity() > kOutputBytes) out_.shrink_to_fit();
+        return true;
+    }
+
+    // The peer's address is the connection's: asked of the kernel once, not per request.
+    void get_remote_ip_and_port(std::string& ip, int& port) const override {
+        if (peer_port_ < 0) address_of(fd_, true, peer_ip_, peer_port_);
+        ip = peer_ip_;
+        port = peer_port_;
+    }
     void get_local_ip_and_port(std::string& ip, int& port) const override { address_of(fd_, false, ip, port); }
     socket_t socket() const override { return fd_; }
 
@@ -475,6 +497,10 @@ class DeadlineStream final : public httplib::Stream {
     static constexpr std::size_t kBufferBytes = 16384;
     std::unique_ptr<char[]> buf_;
     std::size_t pos_ = 0, len_ = 0;
+    static constexpr std::size_t kOutputBytes = 64 * 1024;
+    std::string out_;  // the response written but not yet sent
+    mutable std::string peer_ip_;
+    mutable int peer_port_ = -1;
 };
 
 // An open connection between requests: socket, TLS session and stream survive while it waits parked.
@@ -747,6 +773,7 @@ class Guarded final : public Base, public BacklogRaiser, public CertificateReloa
             bool ok = this->process_request(c->stream, c->left == 1, closed,
                                             [c](httplib::Request& req) { c->stream.expect_body(req.headers); });
             --c->left;
+            if (!c->stream.flush()) ok = false;
             if (c->stream.missed_deadline()) {  // cpp-httplib may have answered 400; either way the connection ends
                 counters_.deadline_closed++;
                 break;
