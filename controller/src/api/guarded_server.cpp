@@ -391,13 +391,17 @@ class DeadlineStream final : public httplib::Stream {
         return true;
     }
 
-    // The peer's address is the connection's: asked of the kernel once, not per request.
+    // Both addresses are the connection's: asked of the kernel once, not per request.
     void get_remote_ip_and_port(std::string& ip, int& port) const override {
         if (peer_port_ < 0) address_of(fd_, true, peer_ip_, peer_port_);
         ip = peer_ip_;
         port = peer_port_;
     }
-    void get_local_ip_and_port(std::string& ip, int& port) const override { address_of(fd_, false, ip, port); }
+    void get_local_ip_and_port(std::string& ip, int& port) const override {
+        if (local_port_ < 0) address_of(fd_, false, local_ip_, local_port_);
+        ip = local_ip_;
+        port = local_port_;
+    }
     socket_t socket() const override { return fd_; }
 
   private:
@@ -499,8 +503,8 @@ class DeadlineStream final : public httplib::Stream {
     std::size_t pos_ = 0, len_ = 0;
     static constexpr std::size_t kOutputBytes = 64 * 1024;
     std::string out_;  // the response written but not yet sent
-    mutable std::string peer_ip_;
-    mutable int peer_port_ = -1;
+    mutable std::string peer_ip_, local_ip_;
+    mutable int peer_port_ = -1, local_port_ = -1;
 };
 
 // An open connection between requests: socket, TLS session and stream survive while it waits parked.
