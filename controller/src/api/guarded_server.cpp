@@ -512,7 +512,8 @@ struct Connection {
     Connection(int fd, const ConnectionLimits& limits, Clock::time_point start)
         : fd(fd), stream(fd, nullptr, limits), start(start), left(limits.keep_alive_max_requests) {}
     int fd;
-    SSL* ssl = nullptr;  // HTTPS: set once the handshake starts
+    SSL* ssl = nullptr;    // HTTPS: set once the handshake starts
+    bool secured = false;  // HTTPS: the handshake completed
     DeadlineStream stream;
     Clock::time_point start;       // accepted
     std::size_t left;              // requests it may still make
@@ -752,12 +753,23 @@ class Guarded final : public Base, public BacklogRaiser, public CertificateReloa
     // Serves c's requests on this worker while they come back to back; parks it when it waits for the next one.
     void serve(Connection* c) override {
         if constexpr (kTls) {
-            if (!c->ssl) {
-                if (!readable_now(c->fd)) {  // nothing of the handshake yet: wait parked, not on a worker
+            if (!c->secured) {
+                // Until the handshake completes, every wait for the client's next flight is parked, not on a
+                // worker: a worker only runs the handshake's computations.
+                if (!c->ssl && !readable_now(c->fd)) {
                     c->deadline = c->start + limits_.read_timeout;
                     return queue_->park(c);
                 }
-                if (!handshake(c)) return close(c);
+                switch (handshake(c)) {
+                    case Handshake::done:
+                        c->secured = true;
+                        break;
+                    case Handshake::waiting:
+                        c->deadline = c->start + limits_.read_timeout;
+                        return queue_->park(c);
+                    case Handshake::failed:
+                        return close(c);
+                }
             }
         }
         while (c->left > 0 && listening()) {
@@ -820,26 +832,34 @@ class Guarded final : public Base, public BacklogRaiser, public CertificateReloa
         return ::poll(&p, 1, 0) > 0;
     }
 
-    // The TLS handshake, within read_timeout of the connection (it counts as reading the first request).
-    bool handshake(Connection* c) {
-        {
-            std::lock_guard<std::mutex> lock(ctx_mutex_);
-            c->ssl = SSL_new(this->ssl_context());
+    enum class Handshake { done, waiting, failed };
+
+    // Advances the TLS handshake as far as the bytes already received allow; it must complete within read_timeout
+    // of the connection (it counts as reading the first request). waiting: the client's next flight is awaited.
+    Handshake handshake(Connection* c) {
+        if (!c->ssl) {
+            {
+                std::lock_guard<std::mutex> lock(ctx_mutex_);
+                c->ssl = SSL_new(this->ssl_context());
+            }
+            if (!c->ssl) return Handshake::failed;
+            SSL_set_fd(c->ssl, c->fd);
+            c->stream.set_ssl(c->ssl);
         }
-        if (!c->ssl) return false;
-        SSL_set_fd(c->ssl, c->fd);
-        c->stream.set_ssl(c->ssl);
         auto deadline = c->start + limits_.read_timeout;
         while (true) {
             int r = SSL_accept(c->ssl);
-            if (r == 1) return true;
+            if (r == 1) return Handshake::done;
             int err = SSL_get_error(c->ssl, r);
-            short want = err == SSL_ERROR_WANT_READ ? POLLIN : err == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
-            if (want == 0 || !wait_for(c->fd, want, deadline)) {
-                if (want != 0) counters_.deadline_closed++;
-                ERR_clear_error();
-                return false;
+            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+                if (Clock::now() < deadline) {
+                    if (err == SSL_ERROR_WANT_READ) return Handshake::waiting;
+                    if (wait_for(c->fd, POLLOUT, deadline)) continue;
+                }
+                counters_.deadline_closed++;
             }
+            ERR_clear_error();
+            return Handshake::failed;
         }
     }
 
