@@ -622,8 +622,8 @@ Status ControllerServer::start() {
     limits.keep_alive_max_requests = 1000;
     limits.max_body_bytes = cfg.max_body_bytes;
     limits.workers = static_cast<std::size_t>(cfg.threads);
-    limits.max_connections = cfg.max_connections > 0 ? static_cast<std::size_t>(cfg.max_connections)
-                                                     : 4 * static_cast<std::size_t>(cfg.threads);
+    // Idle keep-alive connections wait parked, not on a worker: the cap is on sockets, not threads.
+    limits.max_connections = cfg.max_connections > 0 ? static_cast<std::size_t>(cfg.max_connections) : 8192;
     if (cfg.plain_http) {
         impl_->http = make_guarded_server(limits, impl_->connections);
     } else {
