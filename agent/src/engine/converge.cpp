@@ -265,6 +265,16 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
     }
     auto apt_sources = items_of(spec, "apt_sources", "apt_source", "name");
     auto packages = items_of(spec, "packages", "package", "name");
+    std::vector<Item> upgrade;
+    if (auto up = spec.find("upgrade"); up != spec.end() && up->is_object() && string_field(*up, "policy") != "none") {
+        Item item;
+        item.type = "upgrade";
+        item.spec = *up;
+        item.pointer = "/upgrade";
+        item.name = string_field(*up, "policy");
+        item.id = "upgrade:" + item.name;
+        upgrade.push_back(std::move(item));
+    }
     auto groups = items_of(spec, "groups", "group", "name");
     auto users = items_of(spec, "users", "user", "name");
     auto mounts = items_of(spec, "mounts", "mount", "path");
@@ -278,8 +288,8 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
     auto stacks = items_of(spec, "stacks", "stack", "name");
 
     std::set<std::string> ids;
-    for (auto* list : {&hostname, &timezone, &apt_sources, &packages, &groups, &users, &mounts, &directories, &files,
-                       &symlinks, &modules, &sysctl, &services, &timers, &stacks}) {
+    for (auto* list : {&hostname, &timezone, &apt_sources, &packages, &upgrade, &groups, &users, &mounts, &directories,
+                       &files, &symlinks, &modules, &sysctl, &services, &timers, &stacks}) {
         for (auto& item : *list)
             ids.insert(item.id);
     }
@@ -391,6 +401,7 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
     run_stage(timezone, converge_timezone);
     run_stage(apt_sources, converge_apt_sources);
     run_stage(packages, converge_packages);
+    run_stage(upgrade, converge_upgrade);
     run_stage(groups, converge_groups);
     run_stage(users, converge_users);
     run_stage(mounts, converge_mounts);

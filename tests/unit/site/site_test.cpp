@@ -75,6 +75,7 @@ TEST(ExampleSite, DemoNodeIsLoopbackFriendly) {
     EXPECT_EQ(demo.auth.method, AuthMethod::network);
     EXPECT_EQ(demo.auth.allowed_cidrs.front(), "127.0.0.0/8");
     EXPECT_TRUE(demo.resolved["stacks"].empty());
+    EXPECT_FALSE(demo.resolved.contains("upgrade"));  // no policy declared: none, and the spec stays as it was
     EXPECT_EQ(demo.resolved["network"], json({{"mode", "dhcp"}}));
     EXPECT_EQ(demo.fqdn, "demo-01.lab.example.net");
 }
@@ -90,6 +91,7 @@ TEST(ExampleSite, NodeSettingsComeFromPresetPlacementAndOverrides) {
     EXPECT_EQ(web2.placement.vmid, 1012);
     EXPECT_EQ(web2.decommission, DecommissionPolicy::requires_migration_first);
     EXPECT_EQ(web2.resolved["network"]["address"], "10.20.0.12/24");
+    EXPECT_EQ(web2.resolved["upgrade"], json({{"policy", "security"}, {"interval_s", 86400}}));
     const Node& mon = result.site->nodes.at("mon-01");
     EXPECT_FALSE(mon.placement.vmid.has_value());
     EXPECT_EQ(mon.auth.method, AuthMethod::site_token);
