@@ -92,6 +92,7 @@ std::vector<ResourceResult> converge_kernel_modules(Context& ctx, const std::vec
 std::vector<ResourceResult> converge_sysctl(Context& ctx, const std::vector<Item>& items);
 std::vector<ResourceResult> converge_timers(Context& ctx, const std::vector<Item>& items);
 std::vector<ResourceResult> converge_upgrade(Context& ctx, const std::vector<Item>& items);
+std::vector<ResourceResult> converge_locale(Context& ctx, const std::vector<Item>& items);
 // A timer's ExecStart= value: each argument as is when plain, else double-quoted with '\' and '"' escaped; '%' and
 // '$' doubled so systemd expands nothing.
 std::string exec_start_line(const std::vector<std::string>& argv);

@@ -263,6 +263,16 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
         item.id = "timezone:" + item.name;
         timezone.push_back(std::move(item));
     }
+    std::vector<Item> locale;
+    if (auto lc = spec.find("locale"); lc != spec.end() && lc->is_string()) {
+        Item item;
+        item.type = "locale";
+        item.spec = *lc;
+        item.pointer = "/locale";
+        item.name = lc->get<std::string>();
+        item.id = "locale:" + item.name;
+        locale.push_back(std::move(item));
+    }
     auto apt_sources = items_of(spec, "apt_sources", "apt_source", "name");
     auto packages = items_of(spec, "packages", "package", "name");
     std::vector<Item> upgrade;
@@ -288,8 +298,8 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
     auto stacks = items_of(spec, "stacks", "stack", "name");
 
     std::set<std::string> ids;
-    for (auto* list : {&hostname, &timezone, &apt_sources, &packages, &upgrade, &groups, &users, &mounts, &directories,
-                       &files, &symlinks, &modules, &sysctl, &services, &timers, &stacks}) {
+    for (auto* list : {&hostname, &timezone, &apt_sources, &packages, &upgrade, &locale, &groups, &users, &mounts,
+                       &directories, &files, &symlinks, &modules, &sysctl, &services, &timers, &stacks}) {
         for (auto& item : *list)
             ids.insert(item.id);
     }
@@ -322,6 +332,9 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
                 if (s.is_string() && s.get<std::string>() == service.name) dep_if_declared(service, file.id);
             }
         }
+    }
+    for (auto& l : locale) {
+        dep_if_declared(l, "package:locales");
     }
     for (auto& stack : stacks) {
         for (const auto& p : packages) {
@@ -402,6 +415,7 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
     run_stage(apt_sources, converge_apt_sources);
     run_stage(packages, converge_packages);
     run_stage(upgrade, converge_upgrade);
+    run_stage(locale, converge_locale);
     run_stage(groups, converge_groups);
     run_stage(users, converge_users);
     run_stage(mounts, converge_mounts);

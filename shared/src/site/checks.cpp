@@ -193,6 +193,8 @@ void check_site_file(Context& c) {
                [](const std::string& s) { return check_domain(s); });
         expect(doc, out, "/defaults/timezone", member(*defaults, "timezone"),
                [](const std::string& s) { return check_timezone(s); });
+        expect(doc, out, "/defaults/locale", member(*defaults, "locale"),
+               [](const std::string& s) { return check_locale(s); });
     }
     if (const Json* controller = member(j, "controller")) {
         expect(doc, out, "/controller/url", member(*controller, "url"),

@@ -215,6 +215,7 @@ void resolve_site(Context& c, Site& site) {
         node.fqdn = hostname + "." + domain;
         r["hostname"] = {{"hostname", hostname}, {"domain", domain}, {"fqdn", node.fqdn}};
         r["timezone"] = info.timezone;
+        if (const Json* locale = member(*member(c.site->json, "defaults"), "locale")) r["locale"] = *locale;
 
         const Json* network = member(nj, "network");
         if (network == nullptr) network = member(spec, "network");

@@ -570,6 +570,31 @@ TEST_F(RootTest, AptSourceWithSignedByFromTheSiteInstallsFromALoopbackRepository
     EXPECT_NE(status_of(repair.json(), "apt_source:nftest").find("apt-get update done"), std::string::npos);
 }
 
+// locale with the root's own apt and glibc: the package locales installed in the same run, de_DE.UTF-8 enabled in
+// /etc/locale.gen and generated (localedef lists it), LANG in /etc/default/locale; the second run generates nothing;
+// a removed /etc/default/locale is drift naming the locale and repaired.
+TEST_F(RootTest, LocaleIsGeneratedOnceAndLangSet) {
+    auto spec = nlohmann::json::parse(R"({"schema_version": 1, "identity": "app-07", "secret_paths": [],
+      "packages": [{"name": "locales", "state": "present"}], "locale": "de_DE.UTF-8"})");
+    const std::string path = write_spec(spec);
+    auto first = agent({"apply", "--spec", path, "--root", root_, "--json"});
+    ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+    EXPECT_EQ(ids_with(first.json(), "changed"), (std::set<std::string>{"package:locales", "locale:de_DE.UTF-8"}));
+    EXPECT_EQ(file("/etc/default/locale"), "LANG=de_DE.UTF-8\n");
+    EXPECT_NE(file("/etc/locale.gen").find("\nde_DE.UTF-8 UTF-8\n"), std::string::npos);
+    EXPECT_NE(in_root({"localedef", "--list-archive"}).out.find("de_DE.utf8"), std::string::npos);
+    auto second = agent({"apply", "--spec", path, "--root", root_, "--json"});
+    EXPECT_EQ(second.json()["counts"]["changed"], 0) << second.out;
+    EXPECT_EQ(status_of(second.json(), "locale:de_DE.UTF-8"), "unchanged: LANG is de_DE.UTF-8");
+
+    fs::remove(root_ + "/etc/default/locale");
+    auto plan = agent({"plan", "--spec", path, "--root", root_, "--json"});
+    EXPECT_EQ(ids_with(plan.json(), "drifted"), (std::set<std::string>{"locale:de_DE.UTF-8"})) << plan.out;
+    auto repair = agent({"apply", "--spec", path, "--root", root_, "--json"});
+    EXPECT_EQ(ids_with(repair.json(), "changed"), (std::set<std::string>{"locale:de_DE.UTF-8"})) << repair.out;
+    EXPECT_EQ(file("/etc/default/locale"), "LANG=de_DE.UTF-8\n");
+}
+
 // Two flat repositories for the upgrade test under $1/repos: main (Label nodeform-test) with nftest-app and sec (Label
 // Debian-Security, as Debian's security archive is labelled) with nftest-lib, both at version $2 only, signed with
 // one key made on the first call.

@@ -572,7 +572,6 @@ TEST(Mounts, FormatsOnlyADeviceWithoutSignatureWritesFstabByUuidAndMounts) {
     EXPECT_EQ(mkfs, 1);
 }
 
-}  // namespace
 TEST(Upgrade, ReadsApsSimulationAndTellsSecurityReleasesApart) {
     auto pending = parse_simulated_upgrade(
         "NOTE: This is only a simulation!\n"
@@ -698,4 +697,34 @@ TEST(Upgrade, NoneRunsNothingAndAFailedUpgradeIsNotRecorded) {
     EXPECT_FALSE(sys.fs.exists("/var/lib/nodeform/upgrade.json"));  // the next run tries again
 }
 
+TEST(Locale, GeneratesOnlyAMissingLocaleEnablingItsLineAndSetsLang) {
+    FakeSystem sys;
+    auto spec = spec_with({{"locale", "en_US.UTF-8"}});
+    auto none = run(sys, spec);
+    EXPECT_NE(status(none, "locale:en_US.UTF-8").find("add the package locales"), std::string::npos)
+        << status(none, "locale:en_US.UTF-8");
+
+    sys.fs.put_file("/usr/share/i18n/SUPPORTED", "de_DE.UTF-8 UTF-8\nen_US.UTF-8 UTF-8\nen_US ISO-8859-1\n");
+    sys.fs.put_file("/etc/locale.gen", "# a comment\n# de_DE.UTF-8 UTF-8\n# en_US.UTF-8 UTF-8\n");
+    auto first = run(sys, spec);
+    EXPECT_EQ(status(first, "locale:en_US.UTF-8"), "changed: LANG set to en_US.UTF-8");
+    EXPECT_EQ(sys.fs.read("/etc/locale.gen", 4096).value(), "# a comment\n# de_DE.UTF-8 UTF-8\nen_US.UTF-8 UTF-8\n");
+    EXPECT_EQ(sys.fs.read("/etc/default/locale", 4096).value(), "LANG=en_US.UTF-8\n");
+    EXPECT_NE(sys.position("locale-gen"), -1);
+
+    sys.fs.put_dir("/usr/lib/locale/en_US.utf8");  // what locale-gen made
+    const auto before = sys.runner.requests.size();
+    auto again = run(sys, spec);
+    EXPECT_EQ(status(again, "locale:en_US.UTF-8"), "unchanged: LANG is en_US.UTF-8");
+    EXPECT_EQ(sys.runner.requests.size(), before) << "generated: no localedef, no locale-gen";
+
+    auto typo = run(sys, spec_with({{"locale", "en_XX.UTF-8"}}));
+    EXPECT_NE(status(typo, "locale:en_XX.UTF-8").find("not in /usr/share/i18n/SUPPORTED"), std::string::npos);
+    auto c = run(sys, spec_with({{"locale", "C.UTF-8"}}));
+    EXPECT_EQ(status(c, "locale:C.UTF-8"), "changed: LANG set to C.UTF-8");
+    auto bad = run(sys, spec_with({{"locale", "en_US.UTF-8;reboot"}}));
+    EXPECT_NE(status(bad, "locale:en_US.UTF-8;reboot").find("invalid locale"), std::string::npos);
+}
+
+}  // namespace
 }  // namespace nodeform::agent

@@ -99,6 +99,23 @@ TEST(ExampleSite, NodeSettingsComeFromPresetPlacementAndOverrides) {
     EXPECT_EQ(mon.hostname, "mon-01");
 }
 
+// defaults.locale reaches every node's resolved spec; without it the spec has no locale (left as the image has it).
+TEST(Resolve, SiteLocaleIsEveryNodesLocaleAndABadOneIsRefused) {
+    SiteCopy site;
+    EXPECT_FALSE(load_site(site.dir()).site->nodes.at("node-01").resolved.contains("locale"));
+    std::string text = test::slurp(site.dir() + "/site.yaml");
+    site.put("site.yaml", text.replace(text.find("  domain:"), 0, "  locale: de_DE.UTF-8\n"));
+    auto result = load_site(site.dir());
+    ASSERT_TRUE(result.ok()) << joined(result);
+    EXPECT_EQ(result.site->nodes.at("node-01").resolved["locale"], "de_DE.UTF-8");
+    text = test::slurp(site.dir() + "/site.yaml");
+    site.put("site.yaml", text.replace(text.find("de_DE.UTF-8"), 11, "de DE;x"));
+    auto bad = load_site(site.dir());
+    EXPECT_NE(joined(bad).find("site.yaml:4:11: defaults.locale: 'de DE;x' is not a locale name like en_US.UTF-8"),
+              std::string::npos)
+        << joined(bad);
+}
+
 // The resolver's output is what the agent's copy of the contract accepts: every resolved spec of the example
 // site and of the valid corpus matches shared/defs/resolved-spec.schema.json.
 TEST(Resolve, EveryResolvedSpecMatchesTheResolvedSpecSchema) {
