@@ -495,6 +495,26 @@ TEST_F(RootTest, PackageVersionPrefixAndHoldWithTheRootsOwnApt) {
     EXPECT_EQ(in_root({"apt-mark", "showhold"}).out, "hello\n");
 }
 
+// python3 -m http.server serving dir on 127.0.0.1 (a free port), for the apt repositories the tests build.
+class LoopbackHttp {
+  public:
+    LoopbackHttp(const std::string& dir, const std::string& log)
+        : server_({"python3", "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", dir}, log) {
+        for (int i = 0; i < 100 && port_.empty(); ++i) {
+            std::string text = test::real::slurp(log);
+            auto at = text.find(" port ");
+            if (at != std::string::npos) port_ = text.substr(at + 6, text.find(' ', at + 6) - at - 6);
+            if (port_.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+    }
+    // The port it listens on; empty when it did not start.
+    const std::string& port() const { return port_; }
+
+  private:
+    test::real::BackgroundProcess server_;
+    std::string port_;
+};
+
 // The repository the apt sources test serves: a package, a Packages index and a Release signed (InRelease) with a
 // key made here; wrong.asc is another key, which must not verify it. $1 is the work directory.
 // clang-format off
@@ -524,16 +544,8 @@ TEST_F(RootTest, AptSourceWithSignedByFromTheSiteInstallsFromALoopbackRepository
     const std::string work = tmp_.path() + "/repo-work";
     auto built = sh({work}, kBuildRepository);
     ASSERT_EQ(built.exit_code, 0) << built.err;
-    test::real::BackgroundProcess server(
-        {"python3", "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", work + "/repo"},
-        work + "/http.log");
-    std::string port;
-    for (int i = 0; i < 100 && port.empty(); ++i) {
-        std::string log = test::real::slurp(work + "/http.log");
-        auto at = log.find(" port ");
-        if (at != std::string::npos) port = log.substr(at + 6, log.find(' ', at + 6) - at - 6);
-        if (port.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
+    LoopbackHttp server(work + "/repo", work + "/http.log");
+    const std::string port = server.port();
     ASSERT_FALSE(port.empty()) << test::real::slurp(work + "/http.log");
     auto spec = nlohmann::json::parse(R"({
       "schema_version": 1, "identity": "app-04",
@@ -636,16 +648,8 @@ TEST_F(RootTest, UpgradePolicyUpgradesFromALoopbackRepositoryAtMostOncePerInterv
         ASSERT_EQ(built.exit_code, 0) << built.err;
     };
     publish("1.0");
-    test::real::BackgroundProcess server(
-        {"python3", "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", work + "/repos"},
-        work + "/http.log");
-    std::string port;
-    for (int i = 0; i < 100 && port.empty(); ++i) {
-        std::string log = test::real::slurp(work + "/http.log");
-        auto at = log.find(" port ");
-        if (at != std::string::npos) port = log.substr(at + 6, log.find(' ', at + 6) - at - 6);
-        if (port.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
+    LoopbackHttp server(work + "/repos", work + "/http.log");
+    const std::string port = server.port();
     ASSERT_FALSE(port.empty()) << test::real::slurp(work + "/http.log");
     ASSERT_EQ(sh({}, "rm -f \"$0/etc/apt/sources.list\" \"$0\"/etc/apt/sources.list.d/*").exit_code, 0);
 
