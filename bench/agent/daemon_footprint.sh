@@ -69,6 +69,11 @@ spec = {"schema_version": 1, "access": {"posture": "bench"}, "platform": {"files
 json.dump(spec, open(sys.argv[1], "w"), indent=1)  # JSON is YAML
 PY
     sed -e 's/^spec: demo/spec: bench/' "$site/nodes/demo-01.yaml" > "$site/nodes/bench-01.yaml"
+    # The site's time zone must exist in the root, or every run fails there and the node never becomes
+    # platform-ready (it would retry with backoff instead of turning at the interval).
+    tz=$(sed -n 's/^[[:space:]]*timezone:[[:space:]]*//p' "$site/site.yaml" | head -n 1)
+    mkdir -p "$root/usr/share/zoneinfo/$(dirname "${tz:-Etc/UTC}")"
+    printf 'TZif2 bench zone\n' > "$root/usr/share/zoneinfo/${tz:-Etc/UTC}"
     "$controller" validate --site "$site" >/dev/null
     "$controller" serve --site "$site" --state "$work/state" --listen "127.0.0.1:$port" --access-log false \
         > "$work/controller.log" 2>&1 &

@@ -163,6 +163,7 @@ Json to_json(const Report& r) {
               {"drift", std::move(drift)},
               {"health", std::move(health)}};
     if (!r.error.empty()) j["error"] = r.error;
+    if (!r.apply_request.empty()) j["apply_request"] = r.apply_request;
     if (r.spool_dropped) j["spool_dropped"] = *r.spool_dropped;
     return j;
 }
@@ -237,6 +238,11 @@ Result<Report> ReportParser::parse(const Json& body) const {
         r.health.push_back({str(h, "name"), str(h, "type"), enum_of(str(h, "status"), kHealth), str(h, "message"),
                             str(h, "checked_at")});
     r.error = str(body, "error");
+    r.apply_request = str(body, "apply_request");
+    if (!std::all_of(r.apply_request.begin(), r.apply_request.end(), [](char c) {
+            return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+        }))
+        return field_error("apply_request", "must be 1-128 of [A-Za-z0-9._-] (the id the controller sent)");
     if (body.contains("spool_dropped")) r.spool_dropped = integer(body, "spool_dropped");
     return r;
 }

@@ -440,6 +440,7 @@ struct Daemon::Impl {
               : (ready || outcome.platform_ready) ? protocol::Phase::sustain
                                                   : protocol::Phase::converging,
               "");
+        report.apply_request = r.apply_request;  // the controller clears its request when this report arrives
         const std::string id = report.report_id;
         log_run(report, r.mode);
         failed = static_cast<unsigned>(report.counts.failed + report.counts.skipped);

@@ -91,6 +91,8 @@ std::vector<ResourceResult> converge_symlinks(Context& ctx, const std::vector<It
 std::vector<ResourceResult> converge_kernel_modules(Context& ctx, const std::vector<Item>& items);
 std::vector<ResourceResult> converge_sysctl(Context& ctx, const std::vector<Item>& items);
 std::vector<ResourceResult> converge_timers(Context& ctx, const std::vector<Item>& items);
+std::vector<ResourceResult> converge_upgrade(Context& ctx, const std::vector<Item>& items);
+std::vector<ResourceResult> converge_locale(Context& ctx, const std::vector<Item>& items);
 // A timer's ExecStart= value: each argument as is when plain, else double-quoted with '\' and '"' escaped; '%' and
 // '$' doubled so systemd expands nothing.
 std::string exec_start_line(const std::vector<std::string>& argv);
@@ -101,6 +103,26 @@ std::map<std::string, std::string> node_facts(Filesystem& fs, const nlohmann::js
 std::optional<std::string> primary_ipv4(const std::string& route, const std::string& fib_trie);
 // After the files stage: try-restart every requested service once; returns per-service failures.
 std::map<std::string, std::string> restart_requested_services(Context& ctx);
+
+// apt and dpkg, shared by the packages and upgrade stages: dpkg's status database; the environment and -o options of
+// every apt-get run; an apt failure explained for a person (lock held, disk full).
+Result<std::map<std::string, DpkgPackage>> read_dpkg(Context& ctx);
+std::map<std::string, std::string> apt_env();
+std::vector<std::string> apt_options(const Context& ctx);
+std::string explain_apt_failure(const Context& ctx, const std::string& message);
+// While alive in an offline root: /usr/sbin/policy-rc.d exits 101, so maintainer scripts start no daemons (removed
+// again when nodeform placed it).
+class OfflineDaemonsBlocked {
+  public:
+    explicit OfflineDaemonsBlocked(Context& ctx);
+    ~OfflineDaemonsBlocked();
+    OfflineDaemonsBlocked(const OfflineDaemonsBlocked&) = delete;
+    OfflineDaemonsBlocked& operator=(const OfflineDaemonsBlocked&) = delete;
+
+  private:
+    Context& ctx_;
+    bool placed_ = false;
+};
 
 // 1-256 characters, each a letter, a digit or one of extra (a value that goes into a command or a config line).
 bool word_chars(const std::string& s, const std::string& extra);

@@ -32,6 +32,23 @@ std::vector<Item> items_of(const nlohmann::json& spec, const char* list, const c
     return items;
 }
 
+// The one resource at spec[key] (type key, pointer /key), named by name_of; none when absent or name_of gives "".
+template <typename NameOf>
+std::vector<Item> single_item(const nlohmann::json& spec, const char* key, NameOf name_of) {
+    std::vector<Item> items;
+    auto it = spec.find(key);
+    if (it == spec.end()) return items;
+    Item item;
+    item.type = key;
+    item.spec = *it;
+    item.pointer = std::string("/") + key;
+    item.name = name_of(*it);
+    if (item.name.empty()) return items;
+    item.id = std::string(key) + ":" + item.name;
+    items.push_back(std::move(item));
+    return items;
+}
+
 bool is_docker_package(const std::string& name) {
     static const std::set<std::string> names = {"docker.io", "docker-ce", "docker-compose", "docker-compose-plugin",
                                                 "moby-engine"};
@@ -242,29 +259,24 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
     Context ctx(runner_, fs_, clock_, logger_, options_, mode, spec);
 
     // Items, in the dependency order of the stages.
-    std::vector<Item> hostname;
-    if (auto h = spec.find("hostname"); h != spec.end() && h->is_object()) {
-        Item item;
-        item.type = "hostname";
-        item.spec = *h;
-        item.pointer = "/hostname";
-        item.name = string_field(*h, "hostname");
-        if (item.name.empty()) item.name = report.identity;
-        item.id = "hostname:" + item.name;
-        hostname.push_back(std::move(item));
-    }
-    std::vector<Item> timezone;
-    if (auto tz = spec.find("timezone"); tz != spec.end() && tz->is_string()) {
-        Item item;
-        item.type = "timezone";
-        item.spec = *tz;
-        item.pointer = "/timezone";
-        item.name = tz->get<std::string>();
-        item.id = "timezone:" + item.name;
-        timezone.push_back(std::move(item));
-    }
+    auto hostname = single_item(spec, "hostname", [&](const nlohmann::json& h) {
+        if (!h.is_object()) return std::string();
+        std::string name = string_field(h, "hostname");
+        return name.empty() ? report.identity : name;
+    });
+    auto timezone = single_item(spec, "timezone", [](const nlohmann::json& tz) {
+        return tz.is_string() ? tz.get<std::string>() : std::string();
+    });
+    auto locale = single_item(spec, "locale", [](const nlohmann::json& lc) {
+        return lc.is_string() ? lc.get<std::string>() : std::string();
+    });
     auto apt_sources = items_of(spec, "apt_sources", "apt_source", "name");
     auto packages = items_of(spec, "packages", "package", "name");
+    // policy none: no resource at all (nothing to check).
+    auto upgrade = single_item(spec, "upgrade", [](const nlohmann::json& up) {
+        std::string policy = up.is_object() ? string_field(up, "policy") : "";
+        return policy == "none" ? std::string() : policy;
+    });
     auto groups = items_of(spec, "groups", "group", "name");
     auto users = items_of(spec, "users", "user", "name");
     auto mounts = items_of(spec, "mounts", "mount", "path");
@@ -278,8 +290,8 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
     auto stacks = items_of(spec, "stacks", "stack", "name");
 
     std::set<std::string> ids;
-    for (auto* list : {&hostname, &timezone, &apt_sources, &packages, &groups, &users, &mounts, &directories, &files,
-                       &symlinks, &modules, &sysctl, &services, &timers, &stacks}) {
+    for (auto* list : {&hostname, &timezone, &apt_sources, &packages, &upgrade, &locale, &groups, &users, &mounts,
+                       &directories, &files, &symlinks, &modules, &sysctl, &services, &timers, &stacks}) {
         for (auto& item : *list)
             ids.insert(item.id);
     }
@@ -312,6 +324,9 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
                 if (s.is_string() && s.get<std::string>() == service.name) dep_if_declared(service, file.id);
             }
         }
+    }
+    for (auto& l : locale) {
+        dep_if_declared(l, "package:locales");
     }
     for (auto& stack : stacks) {
         for (const auto& p : packages) {
@@ -391,6 +406,8 @@ RunReport ConvergeEngine::run(const nlohmann::json& spec, RunMode mode) {
     run_stage(timezone, converge_timezone);
     run_stage(apt_sources, converge_apt_sources);
     run_stage(packages, converge_packages);
+    run_stage(upgrade, converge_upgrade);
+    run_stage(locale, converge_locale);
     run_stage(groups, converge_groups);
     run_stage(users, converge_users);
     run_stage(mounts, converge_mounts);

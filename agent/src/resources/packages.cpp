@@ -19,13 +19,6 @@ const DpkgPackage* find_package(const Result<std::map<std::string, DpkgPackage>>
     return it == db->end() ? nullptr : &it->second;
 }
 
-Result<std::map<std::string, DpkgPackage>> read_dpkg(Context& ctx) {
-    auto text = ctx.fs.read("/var/lib/dpkg/status", 256 * 1024 * 1024);
-    if (!text)
-        return make_error("cannot read dpkg's status database: " + text.message() + " (is this a Debian system?)");
-    return parse_dpkg_status(*text);
-}
-
 // Package lists present and younger than the bound?
 bool lists_fresh(Context& ctx) {
     auto names = ctx.fs.list("/var/lib/apt/lists");
@@ -122,7 +115,16 @@ Result<std::string> candidate_version(Context& ctx, const std::string& name, con
                       " is available from the configured apt sources (apt-cache madison " + name + ")");
 }
 
-std::string explain_apt_failure(Context& ctx, const std::string& message) {
+}  // namespace
+
+Result<std::map<std::string, DpkgPackage>> read_dpkg(Context& ctx) {
+    auto text = ctx.fs.read("/var/lib/dpkg/status", 256 * 1024 * 1024);
+    if (!text)
+        return make_error("cannot read dpkg's status database: " + text.message() + " (is this a Debian system?)");
+    return parse_dpkg_status(*text);
+}
+
+std::string explain_apt_failure(const Context& ctx, const std::string& message) {
     if (message.find("Could not get lock") != std::string::npos ||
         message.find("is held by process") != std::string::npos ||
         message.find("Unable to acquire the dpkg") != std::string::npos) {
@@ -136,7 +138,30 @@ std::string explain_apt_failure(Context& ctx, const std::string& message) {
     return message;
 }
 
-}  // namespace
+std::map<std::string, std::string> apt_env() {
+    return {{"DEBIAN_FRONTEND", "noninteractive"}, {"APT_LISTCHANGES_FRONTEND", "none"}};
+}
+
+std::vector<std::string> apt_options(const Context& ctx) {
+    return {"-o", "DPkg::Lock::Timeout=" + std::to_string(ctx.options.dpkg_lock_timeout.count()),
+            "-o", "Dpkg::Options::=--force-confdef",
+            "-o", "Dpkg::Options::=--force-confold"};
+}
+
+OfflineDaemonsBlocked::OfflineDaemonsBlocked(Context& ctx) : ctx_(ctx) {
+    if (!ctx.offline) return;
+    auto st = ctx.fs.stat("/usr/sbin/policy-rc.d");
+    if (st && !st->has_value()) {
+        placed_ =
+            ctx.fs
+                .write_atomic("/usr/sbin/policy-rc.d", "#!/bin/sh\n# nodeform: offline root\nexit 101\n", {0755, 0, 0})
+                .ok();
+    }
+}
+
+OfflineDaemonsBlocked::~OfflineDaemonsBlocked() {
+    if (placed_) (void)ctx_.fs.remove("/usr/sbin/policy-rc.d");
+}
 
 std::vector<ResourceResult> converge_packages(Context& ctx, const std::vector<Item>& items) {
     const auto stage_start = ctx.clock.steady_now();
@@ -193,29 +218,15 @@ std::vector<ResourceResult> converge_packages(Context& ctx, const std::vector<It
     }
 
     if (ctx.apply() && (!to_install.empty() || !to_purge.empty())) {
-        const std::map<std::string, std::string> env = {{"DEBIAN_FRONTEND", "noninteractive"},
-                                                        {"APT_LISTCHANGES_FRONTEND", "none"}};
-        const std::vector<std::string> apt_options = {
-            "-o", "DPkg::Lock::Timeout=" + std::to_string(ctx.options.dpkg_lock_timeout.count()),
-            "-o", "Dpkg::Options::=--force-confdef",
-            "-o", "Dpkg::Options::=--force-confold"};
-        // Offline root: keep maintainer scripts from starting daemons (policy-rc.d exit 101), then clean up.
-        bool placed_policy = false;
-        if (ctx.offline) {
-            auto st = ctx.fs.stat("/usr/sbin/policy-rc.d");
-            if (st && !st->has_value()) {
-                placed_policy = ctx.fs
-                                    .write_atomic("/usr/sbin/policy-rc.d",
-                                                  "#!/bin/sh\n# nodeform: offline root\nexit 101\n", {0755, 0, 0})
-                                    .ok();
-            }
-        }
+        const auto env = apt_env();
+        const auto options = apt_options(ctx);
+        std::optional<OfflineDaemonsBlocked> blocked(std::in_place, ctx);
         bool updated = false;
         std::vector<std::string> install_args(items.size());  // NAME=VERSION for a pinned version
         auto apt_update = [&]() -> Status {
             updated = true;
             std::vector<std::string> argv = {"apt-get", "update", "-q"};
-            argv.insert(argv.end(), apt_options.begin(), apt_options.end());
+            argv.insert(argv.end(), options.begin(), options.end());
             auto res = ctx.run(ctx.in_root(argv), ctx.long_timeout(), env);
             if (!res) return make_error("apt-get update failed: " + explain_apt_failure(ctx, res.message()));
             return Ok{};
@@ -224,7 +235,7 @@ std::vector<ResourceResult> converge_packages(Context& ctx, const std::vector<It
         auto apt_get = [&](std::vector<std::string> args, const std::vector<std::size_t>& which) {
             std::vector<std::string> argv = {"apt-get"};
             argv.insert(argv.end(), args.begin(), args.end());
-            argv.insert(argv.end(), apt_options.begin(), apt_options.end());
+            argv.insert(argv.end(), options.begin(), options.end());
             for (auto i : which)
                 argv.push_back(install_args[i].empty() ? names[i] : install_args[i]);
             auto res = ctx.run(ctx.in_root(argv), ctx.long_timeout(), env);
@@ -285,7 +296,7 @@ std::vector<ResourceResult> converge_packages(Context& ctx, const std::vector<It
             if (!installable.empty()) apt_get(install, installable);
         }
         if (!to_purge.empty()) apt_get({"purge", "-y", "-q"}, to_purge);
-        if (placed_policy) (void)ctx.fs.remove("/usr/sbin/policy-rc.d");
+        blocked.reset();
 
         // Verify against dpkg's own record, not apt's exit code alone.
         auto after = read_dpkg(ctx);

@@ -7,6 +7,7 @@ namespace nodeform::controller {
 ReportRecord report_record(const protocol::Report& report, TimePoint received_at) {
     ReportRecord rec;
     rec.report_id = report.report_id;
+    rec.apply_request = report.apply_request;
     rec.identity = report.identity;
     rec.received_at = received_at;
     rec.spec_digest = report.spec_digest;

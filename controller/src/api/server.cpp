@@ -185,6 +185,14 @@ struct ControllerServer::Impl {
         std::string etag = "\"" + node->digest + "\"";
         res.set_header("ETag", etag);
         res.set_header("Cache-Control", "no-cache");
+        // A pending `node apply` rides on every answer until the node's report acknowledges it; the agent takes
+        // each id once. A store error leaves it out this time (the request stays pending).
+        if (auto pending = store.pending_apply(identity); !pending) {
+            logger.warning("cannot read the node's converge request: " + pending.message(),
+                           {{"NODEFORM_IDENTITY", identity}});
+        } else if (pending->has_value()) {
+            res.set_header("Nodeform-Apply-Request", **pending);
+        }
         if (etag_matches(req.get_header_value("If-None-Match"), node->digest)) {
             res.status = 304;
             return;
@@ -282,6 +290,18 @@ struct ControllerServer::Impl {
         if (!outcome) {
             logger.error("storing a report failed: " + outcome.message(), {{"NODEFORM_IDENTITY", identity}});
             return send_error(res, 503, "store_unavailable", "the report was not stored; retry");
+        }
+        if (!rec.apply_request.empty() && *outcome != InsertOutcome::conflict) {
+            // The run that took the converge request is stored: the request is done. A store error answers 503,
+            // so the agent retries the report and the acknowledgement with it.
+            auto acked = store.acknowledge_apply(identity, rec.apply_request);
+            if (!acked) {
+                logger.error("clearing a converge request failed: " + acked.message(),
+                             {{"NODEFORM_IDENTITY", identity}});
+                return send_error(res, 503, "store_unavailable", "the converge request was not cleared; retry");
+            }
+            if (*acked)
+                logger.notice("node took converge request " + rec.apply_request, {{"NODEFORM_IDENTITY", identity}});
         }
         switch (*outcome) {
             case InsertOutcome::inserted:

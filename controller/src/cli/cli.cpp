@@ -17,7 +17,7 @@ Commands:
   validate --site DIR [--json]              check the site configuration; report every error
   render --site DIR IDENTITY                print a node's resolved spec (secrets redacted)
   serve --site DIR --state DIR [...]        serve specs, enrollment and reports over HTTPS
-  node list|show|plan|create|destroy|receipts ...
+  node list|show|apply|plan|create|destroy|receipts ...
                                             node status and Proxmox VE lifecycle
   token issue|revoke IDENTITY ...           enrollment tokens and node credentials
 
@@ -30,6 +30,7 @@ constexpr const char* kNodeUsage = R"(usage: nodeform-controller node SUBCOMMAND
 Subcommands:
   list [--json]                 every node with its status
   show IDENTITY [--json]        last report, drift, health, lifecycle
+  apply IDENTITY [--json]       ask the node to converge at its next spec fetch (apply.trigger: manual)
   plan NAME                     dry run of provisioning: gates and the API calls it would make
   create NAME...                provision nodes on Proxmox VE
   destroy NAME                  decommission a node by its policy
@@ -58,8 +59,9 @@ int run_cli(const std::vector<std::string>& args, CliIo io) {
         return exit_code::ok;
     }
     const std::map<std::string, Command> node_table = {
-        {"list", cmd_node_list},     {"show", cmd_node_show},       {"plan", cmd_node_plan},
-        {"create", cmd_node_create}, {"destroy", cmd_node_destroy}, {"receipts", cmd_node_receipts},
+        {"list", cmd_node_list},         {"show", cmd_node_show},     {"apply", cmd_node_apply},
+        {"plan", cmd_node_plan},         {"create", cmd_node_create}, {"destroy", cmd_node_destroy},
+        {"receipts", cmd_node_receipts},
     };
     const std::map<std::string, Command> table = {
         {"validate", cmd_validate},

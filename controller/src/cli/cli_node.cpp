@@ -13,6 +13,7 @@
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/controller/store/store.hpp"
 #include "nodeform/controller/store/store_location.hpp"
+#include "nodeform/random.hpp"
 #include "nodeform/site/site.hpp"
 
 namespace nodeform::controller {
@@ -30,6 +31,17 @@ constexpr const char* kShowUsage = R"(usage: nodeform-controller node show IDENT
 
 A node's status and its last report: per-resource results, drift and health; its provisioning lifecycle
 state, VMID, PVE node and addresses as 'node create' recorded them (Proxmox is not asked).
+)";
+
+constexpr const char* kApplyUsage =
+    R"(usage: nodeform-controller node apply IDENTITY [--state DIR] [--site DIR] [--config FILE] [--json]
+
+Ask a node to converge now, whatever its apply.trigger (manual) or apply.drift (report) says: a new request id
+is stored (durably, in the controller's store) and sent as Nodeform-Apply-Request on every answer to the node's
+spec fetch until the report of the run that took it arrives; the agent converges once per id. The node sees it
+at its next refetch (apply.interval, or at once after 'systemctl reload nodeform-agent' on the node). A second
+'node apply' before the first was taken replaces it (the node converges once). Prints the request id.
+The node must be in the site (--site) or known to the store (enrolled or reported).
 )";
 
 struct Loaded {
@@ -183,6 +195,48 @@ int cmd_node_list(const std::vector<std::string>& args, CliIo io) {
                << ips_text(lc) << "\n";
     }
     if (list.empty()) io.out << "(no nodes: pass --site DIR to list the site's nodes)\n";
+    return exit_code::ok;
+}
+
+int cmd_node_apply(const std::vector<std::string>& args, CliIo io) {
+    ParsedArgs parsed;
+    Loaded l;
+    if (int rc = load(args, io, "node apply", kApplyUsage, parsed, l); rc != 0) return rc < 0 ? exit_code::ok : rc;
+    if (parsed.positionals.size() != 1) {
+        io.err << kApplyUsage;
+        return exit_code::usage;
+    }
+    const std::string& id = parsed.positionals[0];
+    if (!valid_identity(id)) {
+        io.err << "nodeform-controller node apply: '" << id << "' is not a valid node identity\n";
+        return exit_code::usage;
+    }
+    auto rec = l.store->node(id);
+    if (!rec) {
+        io.err << "nodeform-controller node apply: " << rec.message() << "\n";
+        return exit_code::runtime;
+    }
+    if (!rec->has_value() && site_node(l, id) == nullptr) {
+        io.err << "nodeform-controller node apply: no node '" << id << "' in the store"
+               << (l.site ? " or the site" : " (pass --site DIR to include the site's nodes)") << "\n";
+        return exit_code::failure;
+    }
+    SystemClock clock;
+    auto random = make_system_random();
+    const std::string request =
+        "apply-" +
+        std::to_string(std::chrono::duration_cast<std::chrono::seconds>(clock.now().time_since_epoch()).count()) + "-" +
+        random_hex(*random, 4);
+    if (auto st = l.store->request_apply(id, request, clock.now()); !st) {
+        io.err << "nodeform-controller node apply: " << st.message() << "\n";
+        return exit_code::runtime;
+    }
+    if (parsed.has("json")) {
+        io.out << nlohmann::json{{"identity", id}, {"apply_request", request}}.dump() << "\n";
+    } else {
+        io.out << "converge requested for " << id << " (request " << request
+               << "): the node converges at its next spec fetch\n";
+    }
     return exit_code::ok;
 }
 

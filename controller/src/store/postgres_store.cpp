@@ -59,8 +59,11 @@ const std::vector<std::string> kMigrations = {
     "ALTER TABLE credentials ADD COLUMN previous_hash TEXT;"
     "ALTER TABLE credentials ADD COLUMN previous_until BIGINT;"
     "CREATE INDEX credentials_previous ON credentials (previous_hash);",
-    // v3: reserved for apply_requests (another branch); replace this placeholder when merging.
-    "SELECT 1;",
+    // v3: converge requests
+    "CREATE TABLE apply_requests ("
+    "  identity TEXT PRIMARY KEY,"
+    "  request_id TEXT NOT NULL,"
+    "  requested_at BIGINT NOT NULL);",
     // v4: each controller's loaded site digest and heartbeat (docs/controller.md "one site digest at a time").
     "CREATE TABLE controller_sites ("
     "  controller TEXT PRIMARY KEY,"
@@ -343,6 +346,32 @@ class PostgresStore final : public Store {
         });
         if (!st) return st.error();
         return removed;
+    }
+
+    Status request_apply(const std::string& identity, const std::string& request_id, TimePoint now) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = c_.query(
+            "INSERT INTO apply_requests (identity, request_id, requested_at) VALUES ($1, $2, $3) "
+            "ON CONFLICT (identity) DO UPDATE SET request_id = excluded.request_id, requested_at = "
+            "excluded.requested_at",
+            {identity, request_id, param(to_ms(now))});
+        if (!s) return s.error();
+        return Ok{};
+    }
+
+    Result<std::optional<std::string>> pending_apply(const std::string& identity) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = c_.query("SELECT request_id FROM apply_requests WHERE identity = $1", {identity});
+        if (!s) return s.error();
+        if (s->empty()) return std::optional<std::string>();
+        return std::optional<std::string>(s->text(0, 0));
+    }
+
+    Result<bool> acknowledge_apply(const std::string& identity, const std::string& request_id) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = c_.query("DELETE FROM apply_requests WHERE identity = $1 AND request_id = $2", {identity, request_id});
+        if (!s) return s.error();
+        return s->affected() > 0;
     }
 
     Status ping() override {

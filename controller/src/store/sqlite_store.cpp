@@ -55,8 +55,11 @@ const std::vector<std::string> kMigrations = {
     "ALTER TABLE credentials ADD COLUMN previous_hash TEXT;"
     "ALTER TABLE credentials ADD COLUMN previous_until INTEGER;"
     "CREATE INDEX credentials_previous ON credentials (previous_hash);",
-    // v3: reserved for apply_requests (another branch); replace this placeholder when merging.
-    "SELECT 1;",
+    // v3: converge requests (`node apply`, docs/protocol.md "Nodeform-Apply-Request"): one pending per node.
+    "CREATE TABLE apply_requests ("
+    "  identity TEXT PRIMARY KEY,"
+    "  request_id TEXT NOT NULL,"
+    "  requested_at INTEGER NOT NULL);",
     // v4: each controller's loaded site digest and heartbeat (docs/controller.md "one site digest at a time").
     "CREATE TABLE controller_sites ("
     "  controller TEXT PRIMARY KEY,"
@@ -316,6 +319,37 @@ class SqliteStore final : public Store {
         if (auto st = fix->run(); !st) return st.error();
         if (auto st = tx.commit(); !st) return st.error();
         return removed;
+    }
+
+    Status request_apply(const std::string& identity, const std::string& request_id, TimePoint now) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare(
+            "INSERT INTO apply_requests (identity, request_id, requested_at) VALUES (?1, ?2, ?3) "
+            "ON CONFLICT (identity) DO UPDATE SET request_id = excluded.request_id, requested_at = "
+            "excluded.requested_at");
+        if (!s) return s.error();
+        s->bind(1, identity).bind(2, request_id).bind(3, to_ms(now));
+        return s->run();
+    }
+
+    Result<std::optional<std::string>> pending_apply(const std::string& identity) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare("SELECT request_id FROM apply_requests WHERE identity = ?1");
+        if (!s) return s.error();
+        s->bind(1, identity);
+        auto row = s->step();
+        if (!row) return row.error();
+        if (!*row) return std::optional<std::string>();
+        return std::optional<std::string>(s->text(0));
+    }
+
+    Result<bool> acknowledge_apply(const std::string& identity, const std::string& request_id) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare("DELETE FROM apply_requests WHERE identity = ?1 AND request_id = ?2");
+        if (!s) return s.error();
+        s->bind(1, identity).bind(2, request_id);
+        if (auto st = s->run(); !st) return st.error();
+        return db_.changes() > 0;
     }
 
     Status ping() override {

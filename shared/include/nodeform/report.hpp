@@ -88,7 +88,8 @@ struct Report {
     std::vector<ResourceEntry> resources;
     std::vector<DriftEntry> drift;
     std::vector<HealthEntry> health;
-    std::string error;                          // run-level failure; empty: none (not sent)
+    std::string error;          // run-level failure; empty: none (not sent)
+    std::string apply_request;  // the controller's converge request this run took (Nodeform-Apply-Request); empty: none
     std::optional<std::int64_t> spool_dropped;  // set by the agent's spool; absent from one-shot apply reports
 
     std::int64_t health_failed() const;

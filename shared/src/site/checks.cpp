@@ -162,6 +162,26 @@ void check_duration(const Document& doc, std::vector<Diagnostic>& out, const std
     }
 }
 
+// platform.upgrade: a policy name or {policy, interval}; the interval at least an hour (apt is not a poll loop).
+void check_upgrade(const Document& doc, std::vector<Diagnostic>& out, const Json* upgrade) {
+    if (upgrade == nullptr) return;
+    if (upgrade->is_string()) {
+        const std::string& policy = upgrade->get_ref<const std::string&>();
+        if (policy != "none" && policy != "security" && policy != "all") {
+            out.push_back(doc.diag("/platform/upgrade",
+                                   "unknown policy " + quote_for_message(policy) + "; use none, security or all"));
+        }
+        return;
+    }
+    if (!upgrade->is_object()) return;
+    check_duration(doc, out, "/platform/upgrade/interval", member(*upgrade, "interval"));
+    auto interval = duration_at(*upgrade, "interval", 86400);
+    if (interval && *interval < 3600) {
+        out.push_back(doc.diag("/platform/upgrade/interval", "interval " + std::to_string(*interval) +
+                                                                 "s is shorter than 1h; upgrades run at most hourly"));
+    }
+}
+
 void check_site_file(Context& c) {
     if (!c.site) return;
     const Document& doc = *c.site;
@@ -173,6 +193,8 @@ void check_site_file(Context& c) {
                [](const std::string& s) { return check_domain(s); });
         expect(doc, out, "/defaults/timezone", member(*defaults, "timezone"),
                [](const std::string& s) { return check_timezone(s); });
+        expect(doc, out, "/defaults/locale", member(*defaults, "locale"),
+               [](const std::string& s) { return check_locale(s); });
     }
     if (const Json* controller = member(j, "controller")) {
         expect(doc, out, "/controller/url", member(*controller, "url"),
@@ -619,6 +641,7 @@ void check_spec(Context& c, const std::string& name, const Document& doc) {
     std::set<std::string> services;
     if (platform != nullptr && platform->is_object()) {
         check_packages(doc, out, "/platform/packages", member(*platform, "packages"));
+        check_upgrade(doc, out, member(*platform, "upgrade"));
         const Json* svc = member(*platform, "services");
         UniqueNames unit_names;
         auto add_unit = [&](const Json* value, const std::string& p) {

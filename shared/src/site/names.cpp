@@ -271,6 +271,17 @@ std::string check_timezone(std::string_view tz) {
     return {};
 }
 
+std::string check_locale(std::string_view locale) {
+    // LANGUAGE[_TERRITORY][.CODESET][@MODIFIER], or C / C.UTF-8 / POSIX.
+    const std::string rule = "is not a locale name like en_US.UTF-8, de_DE.UTF-8 or C.UTF-8";
+    if (locale.empty() || locale.size() > 64) return rule;
+    for (char c : locale) {
+        if (!is_lower(c) && !is_upper(c) && !is_digit(c) && c != '_' && c != '.' && c != '-' && c != '@') return rule;
+    }
+    if (!is_lower(locale.front()) && locale.front() != 'C' && locale != "POSIX") return rule;
+    return {};
+}
+
 std::string check_mode(std::string_view mode) {
     if (mode.size() < 3 || mode.size() > 4) return "must be 3 or 4 octal digits, e.g. '0644'";
     for (char c : mode) {

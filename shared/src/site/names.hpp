@@ -21,6 +21,7 @@ std::string check_env_name(std::string_view name);                      // [A-Za
 std::string check_url(std::string_view url, bool https_only);
 std::string check_fingerprint(std::string_view text);  // 32 hex bytes, colons optional
 std::string check_timezone(std::string_view tz);
+std::string check_locale(std::string_view locale);
 std::string check_mode(std::string_view mode);           // 3-4 octal digits
 std::string check_package_version(std::string_view v);   // Debian version chars, optional trailing '*'
 std::string check_sysctl_name(std::string_view name);    // dot-separated parts of [A-Za-z0-9_-]

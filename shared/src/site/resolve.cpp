@@ -215,6 +215,7 @@ void resolve_site(Context& c, Site& site) {
         node.fqdn = hostname + "." + domain;
         r["hostname"] = {{"hostname", hostname}, {"domain", domain}, {"fqdn", node.fqdn}};
         r["timezone"] = info.timezone;
+        if (const Json* locale = member(*member(c.site->json, "defaults"), "locale")) r["locale"] = *locale;
 
         const Json* network = member(nj, "network");
         if (network == nullptr) network = member(spec, "network");
@@ -378,6 +379,11 @@ void resolve_site(Context& c, Site& site) {
                 modules.push_back({{"name", m.get<std::string>()}});
         }
         r["kernel_modules"] = modules;
+        if (const Json* up = member(*platform, "upgrade")) {
+            r["upgrade"] = up->is_string() ? Json{{"policy", *up}, {"interval_s", 86400}}
+                                           : Json{{"policy", string_at(*up, "policy", "none")},
+                                                  {"interval_s", duration_or(*up, "interval", 86400)}};
+        }
         Json timers = Json::array();
         if (const Json* ts = member(*platform, "timers")) {
             for (const auto& t : *ts) {

@@ -704,6 +704,65 @@ TEST_F(RealControllerTest, RotationReplacesTheCredentialWithoutLosingAReport) {
     EXPECT_NE(none.exit_code, 0) << "a node without a credential cannot be rotated";
 }
 
+// apply.trigger: manual with the real controller: after platform-ready the node only checks (a damaged file stays
+// damaged over many turns); `node apply` stores a request that rides on the spec answers until the report of the run
+// that took it arrives; the node converges once, the request is cleared, and later damage stays again.
+TEST_F(RealControllerTest, ManualNodeConvergesOnlyWhenTheOperatorAsksThroughTheController) {
+    std::ofstream(site + "/specs/tiny.yaml")
+        << "schema_version: 1\naccess:\n  posture: token\nplatform:\n  files:\n    - path: /etc/motd\n"
+           "      content: \"managed by nodeform\\n\"\napply:\n  trigger: manual\n  interval: 2m\n  splay: 0s\n";
+    // The site's time zone (Europe/Berlin) must exist for the first run to succeed and reach platform-ready.
+    fs::create_directories(root + "/usr/share/zoneinfo/Europe");
+    std::ofstream(root + "/usr/share/zoneinfo/Europe/Berlin") << "TZif2 test zone\n";
+    start_controller();
+    write_seed(issue_token());
+    auto agent = start_agent({"--interval", "300ms"});
+    ASSERT_TRUE(eventually([&] {
+        return stored_reports() >= 1 && fs::exists(root + "/var/lib/nodeform/platform-ready");
+    })) << agent->log();
+    ASSERT_EQ(motd(), "managed by nodeform\n");
+    auto pending = [&]() -> std::string {
+        auto store = nodeform::controller::open_sqlite_store(nodeform::controller::sqlite::database_path(state));
+        if (!store) return "<store error>";
+        auto p = (*store)->pending_apply("cred-01");
+        return p && p->has_value() ? **p : "";
+    };
+    auto apply_header = [&]() -> std::string {
+        httplib::Client client("127.0.0.1", controller->port());
+        auto res = client.Get("/v1/spec/cred-01", {{"Authorization", "Bearer " + credential()}});
+        return res ? res->get_header_value("Nodeform-Apply-Request") : "<no answer>";
+    };
+    EXPECT_EQ(apply_header(), "");
+
+    std::ofstream(root + "/etc/motd") << "tampered\n";
+    auto before = stored_reports();
+    ASSERT_TRUE(eventually([&] { return stored_reports() >= before + 4; })) << agent->log();
+    EXPECT_EQ(motd(), "tampered\n") << "manual: turns only check";
+
+    auto requested = nodeform::test::run_controller_cli(
+        {"node", "apply", "cred-01", "--json", "--state", state, "--site", site, "--config", "/dev/null"});
+    ASSERT_EQ(requested.exit_code, 0) << requested.err;
+    const std::string id = Json::parse(requested.out).value("apply_request", "");
+    ASSERT_FALSE(id.empty()) << requested.out;
+    EXPECT_EQ(pending(), id);
+    ASSERT_TRUE(eventually([&] { return motd() == "managed by nodeform\n"; })) << agent->log();
+    EXPECT_TRUE(eventually([&] { return pending().empty(); })) << "the report acknowledged the request";
+    EXPECT_EQ(apply_header(), "") << "a taken request is not sent again";
+    EXPECT_NE(agent->log().find("the controller asked for a converge (request " + id + ")"), std::string::npos);
+
+    std::ofstream(root + "/etc/motd") << "tampered again\n";
+    before = stored_reports();
+    ASSERT_TRUE(eventually([&] { return stored_reports() >= before + 4; })) << agent->log();
+    EXPECT_EQ(motd(), "tampered again\n") << "one request, one converge";
+
+    auto unknown = nodeform::test::run_controller_cli(
+        {"node", "apply", "nope-01", "--state", state, "--site", site, "--config", "/dev/null"});
+    EXPECT_EQ(unknown.exit_code, 1) << unknown.out;
+    EXPECT_NE(unknown.err.find("no node 'nope-01'"), std::string::npos) << unknown.err;
+    agent->signal(SIGTERM);
+    EXPECT_EQ(agent->wait_exit(20s), 0) << agent->log();
+}
+
 // Revoked: the agent says so, keeps converging the cached spec, keeps its reports, and enrolls again when a
 // new enrollment token arrives in a new seed (never retrying the used one) — without a restart.
 TEST_F(RealControllerTest, RevokedNodeConvergesFromCacheAndReEnrollsWithANewSeedToken) {

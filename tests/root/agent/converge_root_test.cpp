@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nodeform/atomic_file.hpp"
+#include "nodeform/clock.hpp"
 #include "nodeform/posix_process_runner.hpp"
 #include "real_systems.hpp"
 #include "test_paths.hpp"
@@ -494,6 +495,26 @@ TEST_F(RootTest, PackageVersionPrefixAndHoldWithTheRootsOwnApt) {
     EXPECT_EQ(in_root({"apt-mark", "showhold"}).out, "hello\n");
 }
 
+// python3 -m http.server serving dir on 127.0.0.1 (a free port), for the apt repositories the tests build.
+class LoopbackHttp {
+  public:
+    LoopbackHttp(const std::string& dir, const std::string& log)
+        : server_({"python3", "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", dir}, log) {
+        for (int i = 0; i < 100 && port_.empty(); ++i) {
+            std::string text = test::real::slurp(log);
+            auto at = text.find(" port ");
+            if (at != std::string::npos) port_ = text.substr(at + 6, text.find(' ', at + 6) - at - 6);
+            if (port_.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+    }
+    // The port it listens on; empty when it did not start.
+    const std::string& port() const { return port_; }
+
+  private:
+    test::real::BackgroundProcess server_;
+    std::string port_;
+};
+
 // The repository the apt sources test serves: a package, a Packages index and a Release signed (InRelease) with a
 // key made here; wrong.asc is another key, which must not verify it. $1 is the work directory.
 // clang-format off
@@ -523,16 +544,8 @@ TEST_F(RootTest, AptSourceWithSignedByFromTheSiteInstallsFromALoopbackRepository
     const std::string work = tmp_.path() + "/repo-work";
     auto built = sh({work}, kBuildRepository);
     ASSERT_EQ(built.exit_code, 0) << built.err;
-    test::real::BackgroundProcess server(
-        {"python3", "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", work + "/repo"},
-        work + "/http.log");
-    std::string port;
-    for (int i = 0; i < 100 && port.empty(); ++i) {
-        std::string log = test::real::slurp(work + "/http.log");
-        auto at = log.find(" port ");
-        if (at != std::string::npos) port = log.substr(at + 6, log.find(' ', at + 6) - at - 6);
-        if (port.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
+    LoopbackHttp server(work + "/repo", work + "/http.log");
+    const std::string port = server.port();
     ASSERT_FALSE(port.empty()) << test::real::slurp(work + "/http.log");
     auto spec = nlohmann::json::parse(R"({
       "schema_version": 1, "identity": "app-04",
@@ -567,6 +580,135 @@ TEST_F(RootTest, AptSourceWithSignedByFromTheSiteInstallsFromALoopbackRepository
     auto repair = agent({"apply", "--spec", path, "--root", root_, "--json"});
     EXPECT_EQ(ids_with(repair.json(), "changed"), (std::set<std::string>{"apt_source:nftest"})) << repair.out;
     EXPECT_NE(status_of(repair.json(), "apt_source:nftest").find("apt-get update done"), std::string::npos);
+}
+
+// locale with the root's own apt and glibc: the package locales installed in the same run, de_DE.UTF-8 enabled in
+// /etc/locale.gen and generated (localedef lists it), LANG in /etc/default/locale; the second run generates nothing;
+// a removed /etc/default/locale is drift naming the locale and repaired.
+TEST_F(RootTest, LocaleIsGeneratedOnceAndLangSet) {
+    auto spec = nlohmann::json::parse(R"({"schema_version": 1, "identity": "app-07", "secret_paths": [],
+      "packages": [{"name": "locales", "state": "present"}], "locale": "de_DE.UTF-8"})");
+    const std::string path = write_spec(spec);
+    auto first = agent({"apply", "--spec", path, "--root", root_, "--json"});
+    ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+    EXPECT_EQ(ids_with(first.json(), "changed"), (std::set<std::string>{"package:locales", "locale:de_DE.UTF-8"}));
+    EXPECT_EQ(file("/etc/default/locale"), "LANG=de_DE.UTF-8\n");
+    EXPECT_NE(file("/etc/locale.gen").find("\nde_DE.UTF-8 UTF-8\n"), std::string::npos);
+    EXPECT_NE(in_root({"localedef", "--list-archive"}).out.find("de_DE.utf8"), std::string::npos);
+    auto second = agent({"apply", "--spec", path, "--root", root_, "--json"});
+    EXPECT_EQ(second.json()["counts"]["changed"], 0) << second.out;
+    EXPECT_EQ(status_of(second.json(), "locale:de_DE.UTF-8"), "unchanged: LANG is de_DE.UTF-8");
+
+    fs::remove(root_ + "/etc/default/locale");
+    auto plan = agent({"plan", "--spec", path, "--root", root_, "--json"});
+    EXPECT_EQ(ids_with(plan.json(), "drifted"), (std::set<std::string>{"locale:de_DE.UTF-8"})) << plan.out;
+    auto repair = agent({"apply", "--spec", path, "--root", root_, "--json"});
+    EXPECT_EQ(ids_with(repair.json(), "changed"), (std::set<std::string>{"locale:de_DE.UTF-8"})) << repair.out;
+    EXPECT_EQ(file("/etc/default/locale"), "LANG=de_DE.UTF-8\n");
+}
+
+// Two flat repositories for the upgrade test under $1/repos: main (Label nodeform-test) with nftest-app and sec (Label
+// Debian-Security, as Debian's security archive is labelled) with nftest-lib, both at version $2 only, signed with
+// one key made on the first call.
+// clang-format off
+constexpr const char* kPublishUpgradeRepositories = R"SH(set -e; w="$1"; v="$2"; export GNUPGHOME="$w/gnupg"
+if [ ! -d "$GNUPGHOME" ]; then mkdir -p "$GNUPGHOME"; chmod 700 "$GNUPGHOME"
+  gpg -q --batch --passphrase '' --quick-gen-key 'nodeform upgrade repo <up@example.invalid>' ed25519 sign never
+  gpg -q --armor --export up@example.invalid > "$w/key.asc"; fi
+# Each publication's index dated 10 s after the last: the test runs within a second, and apt's If-Modified-Since
+# (whole seconds) would otherwise get 304 for the new index.
+n=$(cat "$w/count" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "$w/count"
+for r in main:nftest-app:nodeform-test sec:nftest-lib:Debian-Security; do
+  repo=${r%%:*}; rest=${r#*:}; pkg=${rest%%:*}; label=${rest#*:}
+  rm -rf "$w/repos/$repo" "$w/pkg"; mkdir -p "$w/repos/$repo" "$w/pkg/DEBIAN" "$w/pkg/usr/share/$pkg"
+  printf 'Package: %s\nVersion: %s\nArchitecture: all\nMaintainer: t <t@example.invalid>\nDescription: test\n' "$pkg" "$v" > "$w/pkg/DEBIAN/control"
+  echo "$v" > "$w/pkg/usr/share/$pkg/version"
+  dpkg-deb --root-owner-group -Zgzip --build "$w/pkg" "$w/repos/$repo/${pkg}_${v}_all.deb" >/dev/null
+  cd "$w/repos/$repo"; dpkg-scanpackages -m . /dev/null > Packages 2>/dev/null
+  sum=$(sha256sum Packages | cut -d' ' -f1); size=$(stat -c%s Packages)
+  printf 'Origin: nodeform-test\nLabel: %s\nSuite: ./\nDate: %s\nSHA256:\n %s %s Packages\n' "$label" "$(date -Ru)" "$sum" "$size" > Release
+  gpg -q --batch --local-user up@example.invalid --clearsign -o InRelease Release
+  touch -d "@$(( $(date +%s) + 10 * n ))" InRelease Release Packages; cd - >/dev/null
+done
+)SH";
+// clang-format on
+
+// The upgrade policy against two loopback repositories (the root's own Debian sources removed, so apt sees only
+// them): none leaves a newer version alone, security upgrades only the package of the Debian-Security repository,
+// all the rest; within the interval apt does not run at all (not even apt-get update: the lists keep the old index);
+// once the recorded run is older than the interval, the next run upgrades again.
+TEST_F(RootTest, UpgradePolicyUpgradesFromALoopbackRepositoryAtMostOncePerInterval) {
+    for (const char* tool : {"gpg", "dpkg-scanpackages", "dpkg-deb", "python3"}) {
+        if (sh({tool}, "command -v \"$1\" >/dev/null").exit_code != 0)
+            GTEST_SKIP() << tool << " missing: scripts/install-deps.sh test (gnupg, dpkg-dev)";
+    }
+    const std::string work = tmp_.path() + "/upgrade-work";
+    auto publish = [&](const std::string& version) {
+        auto built = sh({work, version}, kPublishUpgradeRepositories);
+        ASSERT_EQ(built.exit_code, 0) << built.err;
+    };
+    publish("1.0");
+    LoopbackHttp server(work + "/repos", work + "/http.log");
+    const std::string port = server.port();
+    ASSERT_FALSE(port.empty()) << test::real::slurp(work + "/http.log");
+    ASSERT_EQ(sh({}, "rm -f \"$0/etc/apt/sources.list\" \"$0\"/etc/apt/sources.list.d/*").exit_code, 0);
+
+    auto spec = nlohmann::json::parse(R"({"schema_version": 1, "identity": "app-06", "secret_paths": [],
+      "packages": [{"name": "nftest-app", "state": "present"}, {"name": "nftest-lib", "state": "present"}]})");
+    for (const char* repo : {"main", "sec"}) {
+        spec["apt_sources"].push_back({{"name", std::string("nf") + repo},
+                                       {"uris", {"http://127.0.0.1:" + port + "/" + repo + "/"}},
+                                       {"suites", {"./"}},
+                                       {"components", nlohmann::json::array()},
+                                       {"architectures", nlohmann::json::array()},
+                                       {"key", test::real::slurp(work + "/key.asc")},
+                                       {"state", "present"}});
+    }
+    auto with_policy = [&](const std::string& policy) {
+        auto s = spec;
+        s["upgrade"] = {{"policy", policy}, {"interval_s", 3600}};
+        return write_spec(s);
+    };
+    auto versions = [&] { return file("/usr/share/nftest-app/version") + file("/usr/share/nftest-lib/version"); };
+    auto installed = agent({"apply", "--spec", with_policy("none"), "--root", root_, "--json"});
+    ASSERT_EQ(installed.exit_code, 0) << installed.out << installed.err;
+    EXPECT_EQ(versions(), "1.0\n1.0\n");
+
+    publish("1.1");
+    auto none = agent({"apply", "--spec", with_policy("none"), "--root", root_, "--json"});
+    EXPECT_EQ(none.exit_code, 0) << none.out;
+    EXPECT_EQ(status_of(none.json(), "upgrade:none"), "<no result>");
+    EXPECT_EQ(versions(), "1.0\n1.0\n");  // a newer version is there; none leaves it
+
+    auto security = agent({"apply", "--spec", with_policy("security"), "--root", root_, "--json"});
+    ASSERT_EQ(security.exit_code, 0) << security.out << security.err;
+    EXPECT_EQ(status_of(security.json(), "upgrade:security"), "changed: upgraded 1 package(s) (security)")
+        << security.out;
+    EXPECT_EQ(versions(), "1.0\n1.1\n");  // only the package of the Debian-Security repository
+
+    auto all = agent({"apply", "--spec", with_policy("all"), "--root", root_, "--json"});
+    ASSERT_EQ(all.exit_code, 0) << all.out << all.err;
+    EXPECT_EQ(status_of(all.json(), "upgrade:all"), "changed: upgraded 1 package(s) (all)") << all.out;
+    EXPECT_EQ(versions(), "1.1\n1.1\n");
+    auto record = nlohmann::json::parse(file("/var/lib/nodeform/upgrade.json"), nullptr, false);
+    ASSERT_FALSE(record.is_discarded()) << file("/var/lib/nodeform/upgrade.json");
+    EXPECT_EQ(record["policy"], "all");
+
+    publish("1.2");
+    auto within = agent({"apply", "--spec", with_policy("all"), "--root", root_, "--json"});
+    EXPECT_EQ(within.exit_code, 0) << within.out;
+    EXPECT_EQ(status_of(within.json(), "upgrade:all").rfind("unchanged: last run ", 0), 0u) << within.out;
+    EXPECT_EQ(versions(), "1.1\n1.1\n");
+    auto lists = sh({}, "cat \"$0\"/var/lib/apt/lists/*_Packages");
+    EXPECT_EQ(lists.out.find("Version: 1.2"), std::string::npos) << "apt-get update ran within the interval";
+    EXPECT_NE(lists.out.find("Version: 1.1"), std::string::npos) << lists.out;
+
+    // The recorded run two hours back: the interval has passed, the next run upgrades.
+    record["last_run"] = format_rfc3339(std::chrono::system_clock::now() - std::chrono::hours(2));
+    ASSERT_TRUE(write_file_atomic(root_ + "/var/lib/nodeform/upgrade.json", record.dump(), {0644, false}).ok());
+    auto later = agent({"apply", "--spec", with_policy("all"), "--root", root_, "--json"});
+    EXPECT_EQ(status_of(later.json(), "upgrade:all"), "changed: upgraded 2 package(s) (all)") << later.out;
+    EXPECT_EQ(versions(), "1.2\n1.2\n");
 }
 
 // mounts against loop devices the test creates: formatted once (the second run keeps the UUID), fstab by UUID,

@@ -50,13 +50,22 @@ class ServicesNspawnTest : public ::testing::Test {
         fs::create_symlink("/etc/systemd/system/nf-legacy.service",
                            root_ + "/etc/systemd/system/multi-user.target.wants/nf-legacy.service");
 
+        prepare_root();
+        if (HasFatalFailure() || IsSkipped()) return;
         // No systemd and no D-Bus on the host: --register=no --keep-unit (docs/testing.md).
-        nspawn_ = std::make_unique<test::real::BackgroundProcess>(
-            std::vector<std::string>{"systemd-nspawn", "-D", root_, "--boot", "--console=passive", "--register=no",
-                                     "--keep-unit", "--machine=nf-svc-" + std::to_string(::getpid()),
-                                     "--bind-ro=/usr/lib/x86_64-linux-gnu:" + kHostLib,
-                                     "--bind-ro=" + test::binary_dir() + "/agent/nodeform-agent:" + kHostAgent},
-            tmp_.path() + "/nspawn.log");
+        std::vector<std::string> nspawn = {"systemd-nspawn",
+                                           "-D",
+                                           root_,
+                                           "--boot",
+                                           "--console=passive",
+                                           "--register=no",
+                                           "--keep-unit",
+                                           "--machine=nf-svc-" + std::to_string(::getpid()),
+                                           "--bind-ro=/usr/lib/x86_64-linux-gnu:" + kHostLib,
+                                           "--bind-ro=" + test::binary_dir() + "/agent/nodeform-agent:" + kHostAgent};
+        if (private_network_) nspawn.push_back("--private-network");
+        nspawn.insert(nspawn.end(), extra_nspawn_.begin(), extra_nspawn_.end());
+        nspawn_ = std::make_unique<test::real::BackgroundProcess>(nspawn, tmp_.path() + "/nspawn.log");
         ASSERT_NE(nspawn_->pid(), 0) << "cannot start systemd-nspawn";
         auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
         while (init_ == 0 && nspawn_->running() && std::chrono::steady_clock::now() < deadline) {
@@ -77,6 +86,9 @@ class ServicesNspawnTest : public ::testing::Test {
         }
         ASSERT_TRUE(booted.out == "running\n" || booted.out == "degraded\n") << booted.out << booted.err;
     }
+
+    // Runs on the copied root before the container boots (a fixture may install what it needs there).
+    virtual void prepare_root() {}
 
     void TearDown() override {
         // SIGTERM to systemd-nspawn is an orderly poweroff of the container; SIGKILL after the grace.
@@ -120,6 +132,8 @@ class ServicesNspawnTest : public ::testing::Test {
 
     test::TempDir tmp_;
     std::string root_;
+    bool private_network_ = false;  // --private-network: the container's own network namespace (its own net.*)
+    std::vector<std::string> extra_nspawn_;
     std::unique_ptr<test::real::BackgroundProcess> nspawn_;
     pid_t init_ = 0;
     int specs_ = 0;
@@ -386,6 +400,69 @@ TEST_F(ServicesNspawnTest, TimerIsEnabledStartedRunsItsCommandVerbatimAndIsRepai
     EXPECT_EQ(systemctl("is-active", "nf-tick.timer"), "inactive\n");
     EXPECT_FALSE(fs::exists(root_ + "/etc/systemd/system/nf-tick.timer"));
     EXPECT_FALSE(fs::exists(root_ + "/etc/systemd/system/nf-tick.service"));
+}
+
+// sysctl and kernel modules on a live machine: the container has its own network namespace (--private-network), so
+// net.* parameters are its own and writable. procps (sysctl) and kmod (modprobe) are installed into the copy before
+// it boots (the cached root is minbase), from the root's own apt. A net.* key is set live and in its drop-in, a second
+// run changes nothing, the running value damaged with sysctl -w is drift naming "running" and is repaired. Kernel
+// modules cannot be loaded from a container (no CAP_SYS_MODULE; the host's modules are not in its /lib/modules): an
+// already-loaded module (loop, from the host's /sys/module) gets its modules-load.d file and no modprobe; one that
+// is not loaded makes the agent run modprobe, whose failure is that resource's clear error, and nothing else fails.
+class KernelNspawnTest : public ServicesNspawnTest {
+  protected:
+    void SetUp() override {
+        private_network_ = true;
+        // With a private network nspawn's /sys has no module/: the host's, read-only, shows what is loaded.
+        extra_nspawn_ = {"--bind-ro=/sys/module:/sys/module"};
+        ServicesNspawnTest::SetUp();
+    }
+    void prepare_root() override {
+        auto installed = test::real::run({"unshare", "--mount", "--fork", "--", "sh", "-c",
+                                          "mount -t proc proc \"$0/proc\" && chroot \"$0\" apt-get install -y -q "
+                                          "--no-install-recommends procps kmod",
+                                          root_},
+                                         std::chrono::minutes(5));
+        if (installed.exit_code != 0) GTEST_SKIP() << "cannot install procps and kmod into the root: " << installed.err;
+    }
+};
+
+TEST_F(KernelNspawnTest, SysctlIsAppliedLiveInTheContainersNetworkNamespaceAndRepaired) {
+    if (!fs::exists("/sys/module/loop")) GTEST_SKIP() << "the host has no loop module loaded";
+    auto spec_json = nlohmann::json::parse(R"({"schema_version": 1, "identity": "svc-03", "secret_paths": [],
+      "sysctl": [{"name": "net.ipv4.ip_forward", "value": "1"}, {"name": "net.ipv4.tcp_keepalive_time", "value": "600"}],
+      "kernel_modules": [{"name": "loop"}]})");
+    auto running = [&](const std::string& key) { return in_container({"sysctl", "-n", key}).out; };
+    ASSERT_EQ(running("net.ipv4.ip_forward"), "0\n") << "a fresh network namespace forwards nothing";
+    const std::string spec = write_spec(spec_json);
+    auto first = agent({"apply", "--spec", spec, "--json"});
+    ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+    EXPECT_EQ(ids_with(first.json(), "changed"),
+              (std::set<std::string>{"sysctl:net.ipv4.ip_forward", "sysctl:net.ipv4.tcp_keepalive_time",
+                                     "kernel_module:loop"}));
+    EXPECT_EQ(running("net.ipv4.ip_forward"), "1\n");
+    EXPECT_EQ(running("net.ipv4.tcp_keepalive_time"), "600\n");
+    EXPECT_EQ(test::real::slurp(root_ + "/etc/sysctl.d/90-nodeform-net.ipv4.ip_forward.conf"),
+              "# Managed by nodeform: changes here are overwritten.\nnet.ipv4.ip_forward = 1\n");
+    EXPECT_EQ(test::real::slurp(root_ + "/etc/modules-load.d/nodeform-loop.conf"),
+              "# Managed by nodeform: changes here are overwritten.\nloop\n");
+    auto again = agent({"apply", "--spec", spec, "--json"});
+    EXPECT_EQ(again.json()["counts"]["changed"], 0) << again.out;
+
+    ASSERT_EQ(in_container({"sysctl", "-q", "-w", "net.ipv4.ip_forward=0"}).exit_code, 0);
+    auto plan = agent({"plan", "--spec", spec, "--json"});
+    EXPECT_EQ(ids_with(plan.json(), "drifted"), (std::set<std::string>{"sysctl:net.ipv4.ip_forward"})) << plan.out;
+    EXPECT_NE(plan.out.find("\"running\""), std::string::npos) << plan.out;
+    auto repair = agent({"apply", "--spec", spec, "--json"});
+    EXPECT_EQ(ids_with(repair.json(), "changed"), (std::set<std::string>{"sysctl:net.ipv4.ip_forward"})) << repair.out;
+    EXPECT_EQ(running("net.ipv4.ip_forward"), "1\n");
+
+    spec_json["kernel_modules"].push_back({{"name", "nf-no-such-module"}});
+    auto missing = agent({"apply", "--spec", write_spec(spec_json), "--json"});
+    EXPECT_EQ(missing.exit_code, 1) << missing.out;
+    EXPECT_EQ(ids_with(missing.json(), "failed"), (std::set<std::string>{"kernel_module:nf-no-such-module"}))
+        << missing.out;
+    EXPECT_NE(missing.out.find("cannot load kernel module nf-no-such-module"), std::string::npos) << missing.out;
 }
 
 }  // namespace

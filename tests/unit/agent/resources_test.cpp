@@ -4,6 +4,7 @@
 
 #include "../../../agent/src/engine/context.hpp"
 #include "fake_system.hpp"
+#include "nodeform/agent/resources/upgrade.hpp"
 
 namespace nodeform::agent {
 namespace {
@@ -569,6 +570,160 @@ TEST(Mounts, FormatsOnlyADeviceWithoutSignatureWritesFstabByUuidAndMounts) {
     for (const auto& c : sys.runner.commands())
         mkfs += c.rfind("mkfs", 0) == 0;
     EXPECT_EQ(mkfs, 1);
+}
+
+TEST(Upgrade, ReadsApsSimulationAndTellsSecurityReleasesApart) {
+    auto pending = parse_simulated_upgrade(
+        "NOTE: This is only a simulation!\n"
+        "Inst base-files [12.4+deb12u11] (12.4+deb12u15 Debian:12.15/oldstable [amd64])\n"
+        "Inst libgcrypt20 [1.10.1-3] (1.10.1-3+deb12u1 Debian:12.15/oldstable, Debian-Security:12/oldstable-security "
+        "[amd64]) []\n"
+        "Inst linux-image-6.1.0-40-amd64 (6.1.153-1 Debian-Security:12/oldstable-security [amd64])\n"
+        "Inst tool [1.0] (1.1 nodeform-test:/bookworm-security [all])\n"
+        "Conf base-files (12.4+deb12u15 Debian:12.15/oldstable [amd64])\n"
+        "Inst broken\n");
+    ASSERT_EQ(pending.size(), 4u);
+    EXPECT_EQ(pending[0].name, "base-files");
+    EXPECT_EQ(pending[0].installed, "12.4+deb12u11");
+    EXPECT_EQ(pending[0].version, "12.4+deb12u15");
+    EXPECT_FALSE(pending[0].security);
+    EXPECT_TRUE(pending[1].security);
+    EXPECT_EQ(pending[2].installed, "");  // a new package an upgrade pulls in
+    EXPECT_TRUE(pending[2].security);
+    EXPECT_TRUE(pending[3].security);  // an archive ending in -security, whatever its label
+}
+
+// A FakeSystem whose apt-get upgrade -s offers base-files (point release) and libgcrypt20 (security), and whose
+// apt-get upgrade / install --only-upgrade move dpkg's versions as apt would.
+struct UpgradeSystem : test::FakeSystem {
+    UpgradeSystem() {
+        fs.put_file("/var/lib/dpkg/status", test::dpkg_stanza("base-files", "installed", "12.4") +
+                                                test::dpkg_stanza("libgcrypt20", "installed", "1.10.1-3") +
+                                                test::dpkg_stanza("sudo"));
+        auto base = runner.handler;
+        runner.handler = [this, base](const ProcessRequest& r) -> Result<ProcessResult> {
+            std::vector<std::string> a(r.argv.begin() + 2, r.argv.end());  // without "chroot ROOT"
+            if (a.size() > 2 && a[0] == "apt-get" && a[1] == "upgrade" && a[2] == "-s") {
+                std::string out;
+                auto db = parse_dpkg_status(fs.read("/var/lib/dpkg/status", 1 << 20).value());
+                if (db["base-files"].version == "12.4")
+                    out += "Inst base-files [12.4] (12.4+deb12u1 Debian:12.15/oldstable [amd64])\n";
+                if (db["libgcrypt20"].version == "1.10.1-3")
+                    out +=
+                        "Inst libgcrypt20 [1.10.1-3] (1.10.1-3+deb12u1 Debian-Security:12/oldstable-security "
+                        "[amd64])\n";
+                return ProcessResult{0, false, out, ""};
+            }
+            bool all = a.size() > 1 && a[0] == "apt-get" && a[1] == "upgrade";
+            bool only = std::find(a.begin(), a.end(), "--only-upgrade") != a.end();
+            if (all || only) {
+                for (const auto& [name, version] : std::map<std::string, std::string>{
+                         {"base-files", "12.4+deb12u1"}, {"libgcrypt20", "1.10.1-3+deb12u1"}}) {
+                    if (all || std::find(a.begin(), a.end(), name) != a.end()) set_package(name, "install", version);
+                }
+                return ProcessResult{0, false, "", ""};
+            }
+            return base(r);
+        };
+    }
+    std::string version(const std::string& name) {
+        return parse_dpkg_status(fs.read("/var/lib/dpkg/status", 1 << 20).value())[name].version;
+    }
+    int count(const std::string& prefix) const {
+        int n = 0;
+        for (const auto& c : runner.commands())
+            n += c.find(prefix) != std::string::npos;
+        return n;
+    }
+};
+
+TEST(Upgrade, SecurityUpgradesOnlySecurityPackagesOncePerIntervalRememberedInTheStateDir) {
+    UpgradeSystem sys;
+    auto spec = spec_with({{"upgrade", {{"policy", "security"}, {"interval_s", 86400}}}});
+    auto plan = run(sys, spec, RunMode::check);
+    EXPECT_EQ(status(plan, "upgrade:security"), "drifted: would upgrade 1 package(s) (security)");
+    EXPECT_EQ(find_result(plan, "upgrade:security")->changes.at(0).field, "libgcrypt20");
+    EXPECT_EQ(sys.count("apt-get update"), 0);  // a plan changes nothing, apt's lists included
+
+    const auto planned = sys.runner.requests.size();
+    auto first = run(sys, spec);
+    EXPECT_EQ(status(first, "upgrade:security"), "changed: upgraded 1 package(s) (security)")
+        << to_report_json(first).dump(2);
+    EXPECT_NE(sys.position("apt-get install -y -q --only-upgrade --no-install-recommends libgcrypt20 -o"), -1);
+    EXPECT_EQ(sys.version("libgcrypt20"), "1.10.1-3+deb12u1");
+    EXPECT_EQ(sys.version("base-files"), "12.4");
+    EXPECT_NE(sys.runner.commands().at(planned).find("apt-get update"), std::string::npos);
+    auto record = nlohmann::json::parse(sys.fs.read("/var/lib/nodeform/upgrade.json", 4096).value());
+    EXPECT_EQ(record["policy"], "security");
+
+    // Within the interval: no apt at all.
+    const auto before = sys.runner.requests.size();
+    auto again = run(sys, spec);
+    EXPECT_EQ(sys.runner.requests.size(), before);
+    EXPECT_EQ(status(again, "upgrade:security").rfind("unchanged: last run ", 0), 0u)
+        << status(again, "upgrade:security");
+
+    // Another policy is due at once: all upgrades what security left.
+    auto all = run(sys, spec_with({{"upgrade", {{"policy", "all"}, {"interval_s", 86400}}}}));
+    EXPECT_EQ(status(all, "upgrade:all"), "changed: upgraded 1 package(s) (all)");
+    EXPECT_NE(sys.position("apt-get upgrade -y -q --with-new-pkgs -o"), -1);
+    EXPECT_EQ(sys.version("base-files"), "12.4+deb12u1");
+
+    // The interval passed (the record is a day old): due again, nothing left to upgrade, recorded again.
+    sys.fs.put_file(
+        "/var/lib/nodeform/upgrade.json",
+        R"({"policy":"all","last_run":")" + format_rfc3339(sys.clock.now() - std::chrono::hours(25)) + "\"}\n");
+    auto later = run(sys, spec_with({{"upgrade", {{"policy", "all"}, {"interval_s", 86400}}}}));
+    EXPECT_EQ(status(later, "upgrade:all"), "unchanged: nothing to upgrade (all)");
+    EXPECT_EQ(sys.count("apt-get update"), 3);
+    EXPECT_NE(sys.fs.read("/var/lib/nodeform/upgrade.json", 4096).value().find(format_rfc3339(sys.clock.now())),
+              std::string::npos);
+}
+
+TEST(Upgrade, NoneRunsNothingAndAFailedUpgradeIsNotRecorded) {
+    UpgradeSystem sys;
+    auto none = run(sys, spec_with({{"upgrade", {{"policy", "none"}, {"interval_s", 86400}}}}));
+    EXPECT_EQ(find_result(none, "upgrade:none"), nullptr);
+    EXPECT_EQ(sys.count("apt-get"), 0);
+
+    sys.runner.handler = [](const ProcessRequest& r) -> Result<ProcessResult> {
+        if (std::find(r.argv.begin(), r.argv.end(), "update") != r.argv.end())
+            return ProcessResult{100, false, "", "E: Could not get lock /var/lib/dpkg/lock-frontend"};
+        return ProcessResult{0, false, "", ""};
+    };
+    auto failed = run(sys, spec_with({{"upgrade", {{"policy", "all"}, {"interval_s", 86400}}}}));
+    EXPECT_EQ(status(failed, "upgrade:all").rfind("failed: apt-get update failed: the dpkg lock is held", 0), 0u)
+        << status(failed, "upgrade:all");
+    EXPECT_FALSE(sys.fs.exists("/var/lib/nodeform/upgrade.json"));  // the next run tries again
+}
+
+TEST(Locale, GeneratesOnlyAMissingLocaleEnablingItsLineAndSetsLang) {
+    FakeSystem sys;
+    auto spec = spec_with({{"locale", "en_US.UTF-8"}});
+    auto none = run(sys, spec);
+    EXPECT_NE(status(none, "locale:en_US.UTF-8").find("add the package locales"), std::string::npos)
+        << status(none, "locale:en_US.UTF-8");
+
+    sys.fs.put_file("/usr/share/i18n/SUPPORTED", "de_DE.UTF-8 UTF-8\nen_US.UTF-8 UTF-8\nen_US ISO-8859-1\n");
+    sys.fs.put_file("/etc/locale.gen", "# a comment\n# de_DE.UTF-8 UTF-8\n# en_US.UTF-8 UTF-8\n");
+    auto first = run(sys, spec);
+    EXPECT_EQ(status(first, "locale:en_US.UTF-8"), "changed: LANG set to en_US.UTF-8");
+    EXPECT_EQ(sys.fs.read("/etc/locale.gen", 4096).value(), "# a comment\n# de_DE.UTF-8 UTF-8\nen_US.UTF-8 UTF-8\n");
+    EXPECT_EQ(sys.fs.read("/etc/default/locale", 4096).value(), "LANG=en_US.UTF-8\n");
+    EXPECT_NE(sys.position("locale-gen"), -1);
+
+    sys.fs.put_dir("/usr/lib/locale/en_US.utf8");  // what locale-gen made
+    const auto before = sys.runner.requests.size();
+    auto again = run(sys, spec);
+    EXPECT_EQ(status(again, "locale:en_US.UTF-8"), "unchanged: LANG is en_US.UTF-8");
+    EXPECT_EQ(sys.runner.requests.size(), before) << "generated: no localedef, no locale-gen";
+
+    auto typo = run(sys, spec_with({{"locale", "en_XX.UTF-8"}}));
+    EXPECT_NE(status(typo, "locale:en_XX.UTF-8").find("not in /usr/share/i18n/SUPPORTED"), std::string::npos);
+    auto c = run(sys, spec_with({{"locale", "C.UTF-8"}}));
+    EXPECT_EQ(status(c, "locale:C.UTF-8"), "changed: LANG set to C.UTF-8");
+    auto bad = run(sys, spec_with({{"locale", "en_US.UTF-8;reboot"}}));
+    EXPECT_NE(status(bad, "locale:en_US.UTF-8;reboot").find("invalid locale"), std::string::npos);
 }
 
 }  // namespace

@@ -187,6 +187,13 @@ class GatedStore final : public Store {
         return inner_.rotate_credential(i, p, c, n, u);
     }
     Result<bool> revoke(const std::string& i, TimePoint n) override { return inner_.revoke(i, n); }
+    Status request_apply(const std::string& i, const std::string& r, TimePoint n) override {
+        return inner_.request_apply(i, r, n);
+    }
+    Result<std::optional<std::string>> pending_apply(const std::string& i) override { return inner_.pending_apply(i); }
+    Result<bool> acknowledge_apply(const std::string& i, const std::string& r) override {
+        return inner_.acknowledge_apply(i, r);
+    }
     Result<InsertOutcome> insert_report(const ReportRecord& r) override { return inner_.insert_report(r); }
     Result<std::optional<ReportRecord>> find_report(const std::string& id) override { return inner_.find_report(id); }
     Result<std::vector<ReportRecord>> recent_reports(const std::string& i, int l) override {
@@ -289,6 +296,23 @@ TEST_P(StoreTest, BatcherDuplicatesInOneBatchStoreOnceAndAFailingReportFailsAlon
     EXPECT_EQ(*f.store->report_count(), 5);  // old, first, x, y, z: each once
     EXPECT_FALSE(f.store->find_report("poison")->has_value());
     EXPECT_EQ(batcher.stats().batches, 6u);  // first + five single commits (the poisoned one rolled back)
+}
+
+// A converge request stays pending until a report acknowledges that very id; a newer request replaces it, and an
+// acknowledgement of the older id then clears nothing (the newer one is still to be taken).
+TEST_P(StoreTest, ApplyRequestIsPendingUntilItsOwnIdIsAcknowledged) {
+    StoreFixture f(GetParam());
+    EXPECT_FALSE(f.store->pending_apply("web-01")->has_value());
+    ASSERT_TRUE(f.store->request_apply("web-01", "req-1", at(1)).ok());
+    EXPECT_EQ(f.store->pending_apply("web-01")->value_or(""), "req-1");
+    EXPECT_FALSE(f.store->pending_apply("web-02")->has_value());
+    ASSERT_TRUE(f.store->request_apply("web-01", "req-2", at(2)).ok());
+    EXPECT_FALSE(*f.store->acknowledge_apply("web-01", "req-1"));
+    EXPECT_FALSE(*f.store->acknowledge_apply("web-02", "req-2"));
+    EXPECT_EQ(f.store->pending_apply("web-01")->value_or(""), "req-2");
+    EXPECT_TRUE(*f.store->acknowledge_apply("web-01", "req-2"));
+    EXPECT_FALSE(f.store->pending_apply("web-01")->has_value());
+    EXPECT_FALSE(*f.store->acknowledge_apply("web-01", "req-2"));  // a retried report: nothing left
 }
 
 TEST_P(StoreTest, TracksLastReportAndLastRunReport) {

@@ -24,7 +24,7 @@ Json valid() {
       "drift": [{"id": "file:/etc/motd", "changes": [{"field": "mode", "old": "0600", "new": "0644"}]}],
       "health": [{"name": "nginx", "type": "systemd_unit", "status": "fail", "message": "inactive",
                   "checked_at": "2026-11-23T19:40:01.400Z"}],
-      "spool_dropped": 3
+      "spool_dropped": 3, "apply_request": "apply-1796380000-9f1c02ab"
     })");
 }
 
@@ -48,6 +48,7 @@ TEST(ReportProtocol, TheDocumentedExampleParsesIntoTheTypedReport) {
     EXPECT_EQ(r->drift.at(0).id, "file:/etc/motd");
     EXPECT_EQ(r->health_failed(), 1);
     EXPECT_EQ(r->spool_dropped, 3);
+    EXPECT_EQ(r->apply_request, "apply-1796380000-9f1c02ab");
     EXPECT_EQ(to_json(*r), valid());  // the wire format round-trips
 }
 
@@ -57,6 +58,7 @@ TEST(ReportProtocol, OptionalPartsMayBeAbsentAndUnknownKeysAreIgnored) {
     body.erase("drift");
     body.erase("health");
     body.erase("spool_dropped");
+    body.erase("apply_request");
     body["counts"] = {{"total", 1}};
     body["future_field"] = {{"x", 1}};
     auto r = ReportParser().parse(body);
@@ -66,6 +68,7 @@ TEST(ReportProtocol, OptionalPartsMayBeAbsentAndUnknownKeysAreIgnored) {
     EXPECT_TRUE(r->resources.empty());
     EXPECT_FALSE(r->spool_dropped.has_value());
     EXPECT_FALSE(to_json(*r).contains("future_field"));
+    EXPECT_FALSE(to_json(*r).contains("apply_request"));
 }
 
 TEST(ReportProtocol, RefusalsNameTheField) {
@@ -82,6 +85,9 @@ TEST(ReportProtocol, RefusalsNameTheField) {
     EXPECT_NE(error_of(with("/health/0/status", "meh")).find("health[0].status"), std::string::npos);
     EXPECT_NE(error_of(with("/report_id", "a b")).find("report_id: must be 1-128"), std::string::npos);
     EXPECT_NE(error_of(with("/report_id", std::string(129, 'a'))).find("report_id"), std::string::npos);
+    EXPECT_NE(error_of(with("/apply_request", "x\r\nSet-Cookie: a")).find("apply_request: must be 1-128"),
+              std::string::npos);
+    EXPECT_NE(error_of(with("/apply_request", std::string(129, 'a'))).find("apply_request"), std::string::npos);
     EXPECT_NE(error_of(with("/started_at", "yesterday")).find("started_at: must be an RFC 3339"), std::string::npos);
     Json missing = valid();
     missing.erase("counts");

@@ -75,6 +75,7 @@ TEST(ExampleSite, DemoNodeIsLoopbackFriendly) {
     EXPECT_EQ(demo.auth.method, AuthMethod::network);
     EXPECT_EQ(demo.auth.allowed_cidrs.front(), "127.0.0.0/8");
     EXPECT_TRUE(demo.resolved["stacks"].empty());
+    EXPECT_FALSE(demo.resolved.contains("upgrade"));  // no policy declared: none, and the spec stays as it was
     EXPECT_EQ(demo.resolved["network"], json({{"mode", "dhcp"}}));
     EXPECT_EQ(demo.fqdn, "demo-01.lab.example.net");
 }
@@ -90,11 +91,29 @@ TEST(ExampleSite, NodeSettingsComeFromPresetPlacementAndOverrides) {
     EXPECT_EQ(web2.placement.vmid, 1012);
     EXPECT_EQ(web2.decommission, DecommissionPolicy::requires_migration_first);
     EXPECT_EQ(web2.resolved["network"]["address"], "10.20.0.12/24");
+    EXPECT_EQ(web2.resolved["upgrade"], json({{"policy", "security"}, {"interval_s", 86400}}));
     const Node& mon = result.site->nodes.at("mon-01");
     EXPECT_FALSE(mon.placement.vmid.has_value());
     EXPECT_EQ(mon.auth.method, AuthMethod::site_token);
     EXPECT_EQ(mon.auth.site_token, "fake-site-token-0123456789abcdef");
     EXPECT_EQ(mon.hostname, "mon-01");
+}
+
+// defaults.locale reaches every node's resolved spec; without it the spec has no locale (left as the image has it).
+TEST(Resolve, SiteLocaleIsEveryNodesLocaleAndABadOneIsRefused) {
+    SiteCopy site;
+    EXPECT_FALSE(load_site(site.dir()).site->nodes.at("node-01").resolved.contains("locale"));
+    std::string text = test::slurp(site.dir() + "/site.yaml");
+    site.put("site.yaml", text.replace(text.find("  domain:"), 0, "  locale: de_DE.UTF-8\n"));
+    auto result = load_site(site.dir());
+    ASSERT_TRUE(result.ok()) << joined(result);
+    EXPECT_EQ(result.site->nodes.at("node-01").resolved["locale"], "de_DE.UTF-8");
+    text = test::slurp(site.dir() + "/site.yaml");
+    site.put("site.yaml", text.replace(text.find("de_DE.UTF-8"), 11, "de DE;x"));
+    auto bad = load_site(site.dir());
+    EXPECT_NE(joined(bad).find("site.yaml:4:11: defaults.locale: 'de DE;x' is not a locale name like en_US.UTF-8"),
+              std::string::npos)
+        << joined(bad);
 }
 
 // The resolver's output is what the agent's copy of the contract accepts: every resolved spec of the example

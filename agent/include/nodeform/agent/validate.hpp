@@ -35,6 +35,7 @@ Status validate_passwd_path(const std::string& path, const std::string& what);
 Status validate_env_name(const std::string& name);
 // IANA time zone name: letters, digits, '_', '-', '+' and '/', no empty, '.' or '..' parts; ≤ 128.
 Status validate_timezone_name(const std::string& zone);
+Status validate_locale_name(const std::string& name);
 // A sysctl key: dot-separated parts of [a-z0-9_-] (as under /proc/sys), ≤ 255.
 Status validate_sysctl_name(const std::string& name);
 // A kernel module name: [A-Za-z0-9_-], ≤ 64.

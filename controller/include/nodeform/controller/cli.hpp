@@ -22,6 +22,7 @@ int cmd_serve(const std::vector<std::string>& args, CliIo io);          // cli_s
 int cmd_token(const std::vector<std::string>& args, CliIo io);          // cli_token.cpp
 int cmd_node_list(const std::vector<std::string>& args, CliIo io);      // cli_node.cpp
 int cmd_node_show(const std::vector<std::string>& args, CliIo io);      // cli_node.cpp
+int cmd_node_apply(const std::vector<std::string>& args, CliIo io);     // cli_node.cpp
 int cmd_node_plan(const std::vector<std::string>& args, CliIo io);      // cli_lifecycle.cpp
 int cmd_node_create(const std::vector<std::string>& args, CliIo io);    // cli_lifecycle.cpp
 int cmd_node_destroy(const std::vector<std::string>& args, CliIo io);   // cli_lifecycle.cpp

@@ -34,7 +34,8 @@ struct ReportRecord {
     std::int64_t failed = 0;
     std::int64_t drifted = 0;
     std::int64_t health_failed = 0;
-    std::string body;  // the report as received (canonical JSON)
+    std::string body;           // the report as received (canonical JSON)
+    std::string apply_request;  // the converge request the run took (in body; not a column); empty: none
 };
 
 enum class InsertOutcome { inserted, duplicate, conflict };  // conflict: same report_id, different content
@@ -111,6 +112,12 @@ class Store {
     virtual Result<std::int64_t> report_count() = 0;
     // Deletes reports older than policy.keep_newer_than that are not among a node's newest keep_last; returns how many.
     virtual Result<std::int64_t> apply_retention(const RetentionPolicy& policy, TimePoint now) = 0;
+    // Converge requests (`node apply`, sent as Nodeform-Apply-Request): at most one pending per node; a new one
+    // replaces it. Cleared only by acknowledge_apply with the same id (the agent's report of the run that took it).
+    virtual Status request_apply(const std::string& identity, const std::string& request_id, TimePoint now) = 0;
+    virtual Result<std::optional<std::string>> pending_apply(const std::string& identity) = 0;
+    // Ok(true) when identity's pending request was request_id and is now cleared; Ok(false) otherwise.
+    virtual Result<bool> acknowledge_apply(const std::string& identity, const std::string& request_id) = 0;
     // A cheap round trip to the database (for /readyz and the watchdog).
     virtual Status ping() = 0;
 
