@@ -36,6 +36,7 @@ class ControllerProcess {
     ControllerProcess(const ControllerProcess&) = delete;
     ControllerProcess& operator=(const ControllerProcess&) = delete;
     int port() const { return port_; }
+    pid_t pid() const { return pid_; }
     void kill9();
     int terminate();  // SIGTERM, then the exit status (-1 when killed by a signal)
 

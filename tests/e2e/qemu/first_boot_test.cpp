@@ -154,8 +154,8 @@ TEST_F(QemuE2e, ACreatedVmBootsEnrollsConvergesIsReadyRepairsDriftAndDestroyLeav
     // 1. node create: gates, overlay, seed in smbios1, boot; waits for the guest agent and platform-ready.
     const auto t0 = std::chrono::steady_clock::now();
     int code = -1;
-    std::string out = cli({"node", "create", "vm-01", "--site", site_, "--state", state_, "--controller-url", url,
-                           "--agent-timeout", "12m", "--report-timeout", "12m"},
+    std::string out = cli({"node", "create", "vm-01", "--here", "--site", site_, "--state", state_, "--controller-url",
+                           url, "--agent-timeout", "12m", "--report-timeout", "12m"},
                           code, minutes(25));
     const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::cout << out << "node create took " << took << " s\n";

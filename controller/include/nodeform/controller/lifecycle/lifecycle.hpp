@@ -235,6 +235,14 @@ class Lifecycle {
                                        int parallel);
     // Decommissions by the node's policy; abandon = forget the node without touching Proxmox.
     RunResult destroy(const site::Site& site, const std::string& identity, bool abandon = false);
+    // One pass of whatever the node's record asks for (the reconciler's unit of work): decommissioning, or a
+    // failure while decommissioning, resumes the decommission; anything else resumes provisioning.
+    RunResult advance(const site::Site& site, const std::string& identity);
+    // Queues work for a serving controller's reconciler (docs/controller.md): create stores a planned record
+    // (a decommissioned/abandoned node starts afresh, a failed one is stamped so its retries start again);
+    // destroy marks the record decommissioning. Nothing is done on Proxmox here.
+    Status queue_create(const std::string& identity);
+    Status queue_destroy(const std::string& identity);
 
     struct Run;  // one node's run (defined in controller/src/lifecycle/run.hpp)
 
