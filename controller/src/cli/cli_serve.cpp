@@ -144,8 +144,9 @@ int cmd_serve(const std::vector<std::string>& args, CliIo io) {
         lifecycle::LifecycleOptions lo;
         lo.ca_fingerprint = config->ca_fingerprint.empty() ? prepared->ca_fingerprint : config->ca_fingerprint;
         lo.report_timeout = std::chrono::milliseconds(0);  // validating: look once per pass, never block
-        lifecycle_runner = std::make_unique<lifecycle::Lifecycle>(
-            lifecycle_deps(**store, **lifecycle, clock, logger.get(), wiring), lo);
+        auto deps = lifecycle_deps(**store, **lifecycle, clock, logger.get(), wiring);
+        deps.may_continue = [&reconciler](const std::string& id) { return !reconciler || reconciler->holds(id); };
+        lifecycle_runner = std::make_unique<lifecycle::Lifecycle>(std::move(deps), lo);
         lifecycle::ReconcilerOptions ro;
         ro.holder = lifecycle::lease_holder_name(random_hex(*random, 4));
         ro.interval = config->lifecycle_interval;

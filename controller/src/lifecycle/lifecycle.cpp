@@ -190,6 +190,10 @@ bool run_step(Run& run, const Step& step, std::string& error, std::string* waiti
 
 RunResult drive(Run& run, const Operation& op) {
     for (std::size_t i = static_cast<std::size_t>(step_index(op, run.rec.step) + 1); i < op.steps.size(); ++i) {
+        if (run.deps.may_continue && !run.deps.may_continue(run.id())) {
+            return {run.id(), run.rec.state, false,
+                    run.id() + ": stopped before " + op.steps[i].name + ": another controller took the lease over"};
+        }
         std::string error;
         std::string waiting;
         if (run_step(run, op.steps[i], error, &waiting)) continue;

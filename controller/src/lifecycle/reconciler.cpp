@@ -91,6 +91,12 @@ Reconciler::~Reconciler() {
     stop();
 }
 
+bool Reconciler::holds(const std::string& identity) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = leases_.find(identity);
+    return it == leases_.end() || !it->second->lost();
+}
+
 void Reconciler::start() {
     stopping_ = false;
     loop_ = std::thread([this] {
@@ -174,11 +180,19 @@ void Reconciler::work(std::shared_ptr<const site::Site> site, const std::string&
     LeaseGuard lease(store_, clock_, options_.holder, identity, options_.lease_ttl, &logger_);
     auto held = lease.acquire();
     if (held && *held) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            leases_[identity] = &lease;
+        }
         RunResult result;
         try {
             result = lifecycle_.advance(*site, identity);
         } catch (const std::exception& e) {
             result = RunResult{identity, State::failed, false, std::string("internal error: ") + e.what()};
+        }
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            leases_.erase(identity);
         }
         lease.release();
         if (!result.ok && result.state == State::failed) {

@@ -188,6 +188,9 @@ struct LifecycleDeps {
     std::function<void(const ProgressEvent&)> progress;  // optional
     // Test hook: called at "before:STEP", "called:STEP" and "after:STEP" points; a test makes it throw or _exit.
     std::function<void(const std::string& point)> crash_point;  // optional
+    // Asked before each step: false stops the run there, nothing written (the node's lease was taken over by
+    // another controller, which carries on). Optional.
+    std::function<bool(const std::string& identity)> may_continue;
 };
 
 struct GateVerdict {

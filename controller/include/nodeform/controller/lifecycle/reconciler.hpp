@@ -71,6 +71,8 @@ class Reconciler {
     ~Reconciler();
     Reconciler(const Reconciler&) = delete;
     Reconciler& operator=(const Reconciler&) = delete;
+    // For LifecycleDeps::may_continue: false once this controller lost the node's lease.
+    bool holds(const std::string& identity);
     void start();  // the loop thread
     void stop();   // ends the loop, waits for the nodes being worked on
     // One scan: starts work on every node that can advance and is not being worked on here.
@@ -96,6 +98,7 @@ class Reconciler {
     std::thread loop_;
     std::mutex mutex_;
     std::set<std::string> busy_;
+    std::map<std::string, LeaseGuard*> leases_;  // the nodes being worked on here
     std::map<std::string, Retry> retries_;
     std::vector<std::pair<std::string, std::thread>> workers_;
     std::set<std::string> finished_;
