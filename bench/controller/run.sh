@@ -11,17 +11,19 @@
 # Without a binary argument it builds nodeform-controller (no sanitizers) in BUILD_DIR (default: the sibling
 # tree ../build-controller-rel when it exists, else build-release/, configured RelWithDebInfo) under the shared
 # build lock. Installs wrk, nginx and curl with apt-get when missing (needs root).
-# Environment: DURATION (default 10s), CONNS (default "1 64 512"), INGEST_CONNS (default "1 16 64 256"),
-# THREADS (controller workers, default 600), BENCH_TMP (work directory parent, default /var/tmp: the
-# database must be on a real disk for the fsync figures to mean anything).
+# Environment: DURATION (default 10s), CONNS (default "1 64 512"), INGEST_CONNS (default "1 16 64 256"; empty:
+# no ingest runs), THREADS (controller workers, default 32), REPEAT (runs of each spec-serving point, default 1;
+# with more, the median ratio of each point follows the table: the machine may be shared), BENCH_TMP (work
+# directory parent, default /var/tmp: the database must be on a real disk for the fsync figures to mean anything).
 set -euo pipefail
 started_at=$SECONDS
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 duration="${DURATION:-10s}"
 conns="${CONNS:-1 64 512}"
-ingest_conns="${INGEST_CONNS:-1 16 64 256}"
-workers="${THREADS:-600}"
+ingest_conns="${INGEST_CONNS-1 16 64 256}"
+workers="${THREADS:-32}"
+repeat="${REPEAT:-1}"
 log() { echo "bench: $*" >&2; }
 
 missing=()
@@ -150,16 +152,28 @@ echo "load before: $(uptime | sed 's/.*load average: //')"
 echo
 echo "| scheme | connections | nodeform req/s | nodeform p50 | nodeform p99 | nginx req/s | nginx p50 | nginx p99 | ratio | errors (nodeform / nginx) |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
+medians=()
 for scheme in http https; do
   for c in $conns; do
     if [ "$scheme" = http ]; then cu="http://127.0.0.1:18080"; nu="http://127.0.0.1:19080"; else cu="https://127.0.0.1:18443"; nu="https://127.0.0.1:19443"; fi
-    log "GET spec $scheme c=$c"
-    IFS='|' read -r crps cp50 cp99 cerr <<<"$(run_wrk "$cu" "$c" "$work/spec.lua")"
-    IFS='|' read -r nrps np50 np99 nerr <<<"$(run_wrk "$nu" "$c" "$work/spec.lua")"
-    ratio="$(awk -v a="$crps" -v b="$nrps" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
-    echo "| $scheme | $c | $crps | $cp50 | $cp99 | $nrps | $np50 | $np99 | $ratio | $cerr / $nerr |"
+    ratios=()
+    for run in $(seq 1 "$repeat"); do
+      log "GET spec $scheme c=$c (run $run of $repeat)"
+      IFS='|' read -r crps cp50 cp99 cerr <<<"$(run_wrk "$cu" "$c" "$work/spec.lua")"
+      IFS='|' read -r nrps np50 np99 nerr <<<"$(run_wrk "$nu" "$c" "$work/spec.lua")"
+      ratio="$(awk -v a="$crps" -v b="$nrps" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+      ratios+=("$ratio")
+      echo "| $scheme | $c | $crps | $cp50 | $cp99 | $nrps | $np50 | $np99 | $ratio | $cerr / $nerr |"
+    done
+    medians+=("| $scheme | $c | $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}') | ${ratios[*]} |")
   done
 done
+if [ "$repeat" -gt 1 ]; then
+  echo
+  echo "| scheme | connections | median ratio | ratios (run order) |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${medians[@]}"
+fi
 
 # 4. Durable report ingest: unique report ids, each answered 201 after its batch's COMMIT (synchronous=FULL).
 cat > "$work/report.lua" <<'LUA'
@@ -183,22 +197,24 @@ LUA
 metric() {  # BASE-URL NAME → value
   curl -sfk "$1/metrics" | awk -v n="$2" '$1 == n {printf "%.0f", $2}'
 }
-echo
-echo "Durable report ingest (database on $fs_type; each 201 follows the fsync of its batch):"
-echo
-echo "| scheme | connections | reports/s | p50 | p99 | reports per commit | errors |"
-echo "|---|---|---|---|---|---|---|"
-for scheme in http https; do
-  if [ "$scheme" = http ]; then cu="http://127.0.0.1:18080"; else cu="https://127.0.0.1:18443"; fi
-  for c in $ingest_conns; do
-    log "POST reports $scheme c=$c"
-    b0="$(metric "$cu" nodeform_report_commits_total)"; r0="$(metric "$cu" nodeform_report_commit_reports_total)"
-    IFS='|' read -r rps p50 p99 err <<<"$(run_wrk "$cu" "$c" "$work/report.lua" "$scheme$c")"
-    b1="$(metric "$cu" nodeform_report_commits_total)"; r1="$(metric "$cu" nodeform_report_commit_reports_total)"
-    per="$(awk -v b="$((b1 - b0))" -v r="$((r1 - r0))" 'BEGIN { if (b > 0) printf "%.1f", r / b; else print "-" }')"
-    echo "| $scheme | $c | $rps | $p50 | $p99 | $per | $err |"
+if [ -n "$ingest_conns" ]; then
+  echo
+  echo "Durable report ingest (database on $fs_type; each 201 follows the fsync of its batch):"
+  echo
+  echo "| scheme | connections | reports/s | p50 | p99 | reports per commit | errors |"
+  echo "|---|---|---|---|---|---|---|"
+  for scheme in http https; do
+    if [ "$scheme" = http ]; then cu="http://127.0.0.1:18080"; else cu="https://127.0.0.1:18443"; fi
+    for c in $ingest_conns; do
+      log "POST reports $scheme c=$c"
+      b0="$(metric "$cu" nodeform_report_commits_total)"; r0="$(metric "$cu" nodeform_report_commit_reports_total)"
+      IFS='|' read -r rps p50 p99 err <<<"$(run_wrk "$cu" "$c" "$work/report.lua" "$scheme$c")"
+      b1="$(metric "$cu" nodeform_report_commits_total)"; r1="$(metric "$cu" nodeform_report_commit_reports_total)"
+      per="$(awk -v b="$((b1 - b0))" -v r="$((r1 - r0))" 'BEGIN { if (b > 0) printf "%.1f", r / b; else print "-" }')"
+      echo "| $scheme | $c | $rps | $p50 | $p99 | $per | $err |"
+    done
   done
-done
+fi
 echo
 echo "load after: $(uptime | sed 's/.*load average: //')"
 echo "total run time: $((SECONDS - started_at)) s"

@@ -28,12 +28,7 @@ ControllerProcess::ControllerProcess(const std::string& site, const std::string&
         ::dup2(out[1], STDOUT_FILENO);
         ::close(out[0]);
         ::close(out[1]);
-        std::vector<char*> argv;
-        for (auto& a : args)
-            argv.push_back(a.data());
-        argv.push_back(nullptr);
-        ::execv(binary.c_str(), argv.data());
-        ::_exit(127);
+        exec_argv(std::move(args));
     }
     ::close(out[1]);
     // Read stdout until "listening on http(s)://127.0.0.1:PORT".
@@ -52,6 +47,15 @@ ControllerProcess::ControllerProcess(const std::string& site, const std::string&
     fd_ = out[0];
 }
 
+void exec_argv(std::vector<std::string> args) {
+    std::vector<char*> argv;
+    for (auto& a : args)
+        argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(args[0].c_str(), argv.data());
+    ::_exit(127);
+}
+
 ControllerProcess::~ControllerProcess() {
     if (pid_ > 0) {
         ::kill(pid_, SIGKILL);
@@ -64,6 +68,10 @@ void ControllerProcess::kill9() {
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, nullptr, 0);
     pid_ = -1;
+}
+
+void ControllerProcess::reload() {
+    if (pid_ > 0) ::kill(pid_, SIGHUP);
 }
 
 int ControllerProcess::terminate() {

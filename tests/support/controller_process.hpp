@@ -36,8 +36,9 @@ class ControllerProcess {
     ControllerProcess(const ControllerProcess&) = delete;
     ControllerProcess& operator=(const ControllerProcess&) = delete;
     int port() const { return port_; }
-    pid_t pid() const { return pid_; }
+    pid_t pid() const { return pid_; }  // e.g. for SIGHUP (reload the site now)
     void kill9();
+    void reload();    // SIGHUP: reload the site now
     int terminate();  // SIGTERM, then the exit status (-1 when killed by a signal)
 
   private:
@@ -45,6 +46,9 @@ class ControllerProcess {
     int fd_ = -1;
     int port_ = 0;
 };
+
+// In a forked child: runs args[0] with args (argv only, no shell); _exit(127) when it cannot. Never returns.
+[[noreturn]] void exec_argv(std::vector<std::string> args);
 
 struct CliResult {
     int exit_code = -1;

@@ -7,13 +7,18 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <random>
 #include <thread>
 
 #include "nodeform/base64.hpp"
 #include "nodeform/canonical_json.hpp"
+#include "nodeform/controller/providers/qemu.hpp"
+#include "nodeform/posix_process_runner.hpp"
 
 namespace nodeform::test {
 namespace {
@@ -126,6 +131,7 @@ struct Task {
     bool stopped = false;
     std::string exitstatus;
     std::function<std::string()> on_done;  // returns "" for OK, or the error
+    std::shared_future<std::string> work;  // QEMU-backed mode: the task ends when this is done ("" = OK)
     std::vector<std::string> log;
 };
 
@@ -171,6 +177,70 @@ struct PveStandin::Impl {
     std::uint32_t next_pid = 0x1a2b;
     std::mt19937 rng{42};
 
+    // QEMU-backed mode: the qemu provider launches and stops the real guests; qemu_mu serialises its calls,
+    // which run outside `mu` (a boot's seed and accelerator probe take seconds).
+    PosixProcessRunner runner;
+    SystemClock clock;
+    std::unique_ptr<controller::providers::Provider> qemu_provider;
+    std::mutex qemu_mu;
+
+    // Boots vmid as a real guest from the settings it received: overlay (once), sizing, smbios1, cloud-init.
+    std::string qemu_boot(std::int64_t vmid, const std::string& name, std::map<std::string, std::string> config) {
+        namespace pv = controller::providers;
+        std::lock_guard<std::mutex> lock(qemu_mu);
+        const auto paths = pv::qemu_paths(opt.qemu_state_dir, vmid);
+        std::error_code ec;
+        if (!std::filesystem::exists(paths.vm_json, ec)) {
+            pv::CloneRequest clone;
+            clone.newid = vmid;
+            clone.name = name;
+            auto c = qemu_provider->clone(clone, nullptr);
+            if (!c.ok()) return c.error.message;
+            if (!c.value->ok()) return c.value->exitstatus;
+        }
+        std::string disk_size;  // the boot disk's size= (Proxmox's resize wrote it)
+        std::map<std::string, std::string> settings;
+        for (const auto& [k, v] : config) {
+            const bool disk = k.rfind("scsi", 0) == 0 || k.rfind("virtio", 0) == 0 || k.rfind("sata", 0) == 0 ||
+                              k.rfind("ide", 0) == 0;
+            if (disk && k != "scsihw" && disk_size.empty() && v.find("media=cdrom") == std::string::npos) {
+                auto at = v.find("size=");
+                if (at != std::string::npos) disk_size = v.substr(at + 5, v.find(',', at) - at - 5);
+            }
+            if (disk || k == "lock" || k == "template" || k == "nodeform-clone-upid") continue;
+            settings[k] = v;
+        }
+        auto configured = qemu_provider->configure("", vmid, settings, "");
+        if (!configured.ok()) return configured.error.message;
+        // Grow the overlay to the disk size Proxmox was asked for (never shrink below the template's).
+        std::ifstream in(paths.vm_json);
+        json vm = json::parse(in, nullptr, false);
+        std::string have = vm.is_object() && vm.contains("config") && vm["config"].is_object()
+                               ? vm["config"].value("virtio0", "")
+                               : "";
+        auto have_at = have.find("size=");
+        const std::uint64_t have_bytes = have_at == std::string::npos ? 0 : std::stoull(have.substr(have_at + 5));
+        const std::uint64_t want_bytes = disk_size.empty() || !is_int(disk_size.substr(0, disk_size.size() - 1))
+                                             ? 0
+                                             : std::stoull(disk_size.substr(0, disk_size.size() - 1))
+                                                   << (disk_size.back() == 'G' ? 30 : 20);
+        if (want_bytes > have_bytes) {
+            auto r = qemu_provider->resize("", vmid, "virtio0", std::to_string(want_bytes));
+            if (!r.ok()) return r.error.message;
+            if (!r.value->ok()) return r.value->exitstatus;
+        }
+        auto started = qemu_provider->start("", vmid);
+        if (!started.ok()) return started.error.message;
+        return started.value->ok() ? std::string() : started.value->exitstatus;
+    }
+
+    std::string qemu_stop(std::int64_t vmid) {
+        std::lock_guard<std::mutex> lock(qemu_mu);
+        auto stopped = qemu_provider->stop("", vmid);
+        if (!stopped.ok()) return stopped.error.message;
+        return stopped.value->ok() ? std::string() : stopped.value->exitstatus;
+    }
+
     std::string digest_of(const Vm& vm) const {
         json j(vm.config);
         return sha256_hex(j.dump()).substr(0, 40);
@@ -208,8 +278,9 @@ struct PveStandin::Impl {
         }
         for (auto& t : tasks) {
             if (t.stopped || now < t.end) continue;
+            if (t.work.valid() && t.work.wait_for(std::chrono::seconds(0)) != std::future_status::ready) continue;
             t.stopped = true;
-            std::string error;
+            std::string error = t.work.valid() ? t.work.get() : std::string();
             auto f = task_failures.find(t.type);
             if (f != task_failures.end() && f->second.first > 0) {
                 --f->second.first;
@@ -224,7 +295,7 @@ struct PveStandin::Impl {
                         }
                     }
                 }
-            } else if (t.on_done) {
+            } else if (t.on_done && error.empty()) {
                 error = t.on_done();
             }
             t.exitstatus = error.empty() ? "OK" : error;
@@ -430,6 +501,12 @@ struct PveStandin::Impl {
             }
             vm.config["lock"] = "destroyed";
             return ok(start_task(node, "qmdestroy", sid, [this, vmid] {
+                if (qemu_provider) {
+                    std::lock_guard<std::mutex> lock(qemu_mu);
+                    auto d = qemu_provider->destroy("", vmid);  // the overlay, seed, sockets and vm.json
+                    if (!d.ok()) return d.error.message;
+                    if (!d.value->ok()) return d.value->exitstatus;
+                }
                 vms.erase(vmid);  // purge: disks, jobs, HA and pool membership go with it
                 return std::string();
             }));
@@ -499,7 +576,17 @@ struct PveStandin::Impl {
                 return fail(500, "got no worker upid - start worker failed");
             }
             std::string type = action == "start" ? "qmstart" : action == "stop" ? "qmstop" : "qmshutdown";
-            return ok(start_task(node, type, sid, [this, vmid, action] {
+            std::shared_future<std::string> work;
+            if (qemu_provider) {
+                const std::string name = vm.config.count("name") ? vm.config.at("name") : "";
+                work =
+                    action == "start"
+                        ? std::async(std::launch::async,
+                                     [this, vmid, name, config = vm.config] { return qemu_boot(vmid, name, config); })
+                              .share()
+                        : std::async(std::launch::async, [this, vmid] { return qemu_stop(vmid); }).share();
+            }
+            std::string upid = start_task(node, type, sid, [this, vmid, action] {
                 auto v = vms.find(vmid);
                 if (v == vms.end()) return std::string("VM " + std::to_string(vmid) + " does not exist");
                 v->second.running = action == "start";
@@ -509,7 +596,9 @@ struct PveStandin::Impl {
                     v->second.stops_during_boot = true;
                 }
                 return std::string();
-            }));
+            });
+            tasks.back().work = std::move(work);
+            return ok(upid);
         }
         if ((sub == "agent/ping" && method == "POST") || (sub == "agent/network-get-interfaces" && method == "GET")) {
             if (!exists) return missing();
@@ -518,6 +607,7 @@ struct PveStandin::Impl {
                 return fail(500, "No QEMU guest agent configured");
             }
             if (!vm.running) return fail(500, "VM " + sid + " is not running");
+            if (qemu_provider) return qemu_agent(vmid, sub);
             if (Clock::now() < vm.started_at + opt.boot_ms) return fail(500, "QEMU guest agent is not running");
             if (sub == "agent/ping") return ok({{"result", json::object()}});
             std::string hw;
@@ -541,6 +631,30 @@ struct PveStandin::Impl {
             return ok({{"result", result}});
         }
         return fail(501, "Method '" + method + " /nodes/" + node + "/qemu/" + sid + "/" + sub + "' not implemented");
+    }
+
+    // The real guest agent's answer in Proxmox's shape (QEMU-backed mode).
+    Reply qemu_agent(std::int64_t vmid, const std::string& sub) {
+        std::lock_guard<std::mutex> lock(qemu_mu);
+        if (sub == "agent/ping") {
+            auto r = qemu_provider->agent_ping("", vmid);
+            if (!r.ok() || !*r.value) return fail(500, "QEMU guest agent is not running");
+            return ok({{"result", json::object()}});
+        }
+        auto r = qemu_provider->agent_interfaces("", vmid);
+        if (!r.ok()) return fail(500, "QEMU guest agent is not running");
+        json result = json::array();
+        for (const auto& i : *r.value) {
+            json ips = json::array();
+            for (const auto& a : i.addresses) {  // "10.0.2.15/24"
+                const auto slash = a.find('/');
+                ips.push_back({{"ip-address", a.substr(0, slash)},
+                               {"ip-address-type", a.find(':') == std::string::npos ? "ipv4" : "ipv6"},
+                               {"prefix", slash == std::string::npos ? 0 : std::atoi(a.c_str() + slash + 1)}});
+            }
+            result.push_back({{"name", i.name}, {"hardware-address", i.mac}, {"ip-addresses", ips}});
+        }
+        return ok({{"result", result}});
     }
 
     Reply clone(const std::string& node, std::int64_t src, const Params& p) {
@@ -715,6 +829,14 @@ PveStandin::PveStandin(PveStandinOptions options) : impl_(std::make_unique<Impl>
         d->server_ptr = std::make_unique<httplib::SSLServer>(d->opt.tls_cert_file.c_str(), d->opt.tls_key_file.c_str());
     } else {
         d->server_ptr = std::make_unique<httplib::Server>();
+    }
+    if (!d->opt.qemu_template.empty()) {
+        controller::providers::QemuOptions q;
+        q.template_image = d->opt.qemu_template;
+        q.state_dir = d->opt.qemu_state_dir;
+        q.accel = d->opt.qemu_accel;
+        q.qga_timeout = std::chrono::seconds(2);
+        d->qemu_provider = controller::providers::make_qemu_provider(q, d->runner, d->clock);
     }
     httplib::Server& server = *d->server_ptr;
     server.new_task_queue = [] { return new httplib::ThreadPool(64); };

@@ -27,6 +27,13 @@ struct PveStandinOptions {
     std::string tls_key_file;
     std::string host = "127.0.0.1";
     int port = 0;  // 0 = any free port
+    // QEMU-backed mode (e2e): when qemu_template is set, a started VM boots a real guest through the qemu
+    // provider's launcher (an overlay of the template in qemu_state_dir), built from the smbios1, cloud-init
+    // (ciuser, sshkeys, ipconfig0, ...) and sizing (cores, memory, disk size) settings the VM received; the
+    // guest-agent calls go to its real guest agent. Empty (the default): simulated guests (boot_ms).
+    std::string qemu_template;
+    std::string qemu_state_dir;
+    std::string qemu_accel = "auto";  // auto | kvm | tcg
 };
 
 class PveStandin {

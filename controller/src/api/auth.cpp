@@ -73,11 +73,13 @@ std::vector<std::string> header_items(const std::string& value, char separator) 
 }
 
 bool AuthLimiter::blocked(const std::string& addr, std::chrono::steady_clock::time_point now) {
+    if (!any_.load(std::memory_order_acquire)) return false;  // no failures counted: nothing to look up
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = entries_.find(addr);
     if (it == entries_.end()) return false;
     if (now - it->second.window_start >= window_) {
         entries_.erase(it);
+        any_.store(!entries_.empty(), std::memory_order_release);
         return false;
     }
     return it->second.failures >= limit_;
@@ -96,6 +98,7 @@ void AuthLimiter::failure(const std::string& addr, std::chrono::steady_clock::ti
         e.failures = 0;
     }
     e.failures++;
+    any_.store(true, std::memory_order_release);
 }
 
 AuthOutcome authenticate_node(const site::Node& node, const std::string& addr, const std::string& authorization,

@@ -7,6 +7,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,9 +15,13 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <optional>
 #include <string_view>
+#include <thread>
 #include <type_traits>
+#include <unordered_set>
+#include <vector>
 
 namespace nodeform::controller {
 namespace {
@@ -305,11 +310,18 @@ class DeadlineStream final : public httplib::Stream {
     void expect_body(const httplib::Headers& headers) { body_.start(framing_of(headers), limits_.max_body_bytes); }
     // The request was read to its end and the response leaves the connection open: the next request may follow.
     bool reusable() const { return body_.complete() && !response_.closes(); }
+    void set_ssl(SSL* ssl) { ssl_ = ssl; }
     bool buffered() const { return pos_ < len_ || (ssl_ && SSL_pending(ssl_) > 0); }
     bool missed_deadline() const { return missed_; }
+    // Frees the read buffer while nothing is buffered (an idle keep-alive connection costs no buffer).
+    void release_buffer() {
+        if (!buffered()) buf_.reset();
+    }
     bool head_too_large() const { return head_too_large_; }
 
     bool is_readable() const override {
+        // Whatever was written goes out before waiting for the peer (cpp-httplib's interface is const here).
+        if (!out_.empty() && !const_cast<DeadlineStream*>(this)->flush()) return false;
         return buffered() ||
                wait_for(fd_, POLLIN, phase_ == Phase::reading ? deadline_ : Clock::now() + limits_.read_timeout);
     }
@@ -318,6 +330,7 @@ class DeadlineStream final : public httplib::Stream {
     }
 
     ssize_t read(char* ptr, std::size_t size) override {
+        if (!out_.empty() && !flush()) return -1;  // "100 Continue" goes out before the body is awaited
         if (phase_ != Phase::reading) {
             phase_ = Phase::reading;
             deadline_ = Clock::now() + limits_.read_timeout;
@@ -332,22 +345,24 @@ class DeadlineStream final : public httplib::Stream {
         }
         std::size_t take = std::min(size, len_ - pos_);
         if (in_head_) {
-            auto head = scan_head(buf_ + pos_, take);  // bytes up to the end of the head, no further
+            auto head = scan_head(buf_.get() + pos_, take);  // bytes up to the end of the head, no further
             if (!head) {
                 head_too_large_ = true;
                 return -1;
             }
             take = *head;
         } else {
-            ssize_t admitted = body_.admit(buf_ + pos_, take);
+            ssize_t admitted = body_.admit(buf_.get() + pos_, take);
             if (admitted <= 0) return admitted;
             take = static_cast<std::size_t>(admitted);
         }
-        std::memcpy(ptr, buf_ + pos_, take);
+        std::memcpy(ptr, buf_.get() + pos_, take);
         pos_ += take;
         return static_cast<ssize_t>(take);
     }
 
+    // Collects the response (cpp-httplib writes its head and its body separately) so that it leaves in one send
+    // (one TLS record) at flush(); beyond kOutputBytes it is sent as it comes.
     ssize_t write(const char* ptr, std::size_t size) override {
         if (phase_ != Phase::writing) {
             phase_ = Phase::writing;
@@ -355,17 +370,38 @@ class DeadlineStream final : public httplib::Stream {
             response_.start();
         }
         response_.feed(ptr, size);
-        std::size_t done = 0;
-        while (done < size) {
-            ssize_t n = write_some(ptr + done, size - done);
-            if (n < 0) return done > 0 ? static_cast<ssize_t>(done) : -1;
-            done += static_cast<std::size_t>(n);
-        }
-        return static_cast<ssize_t>(done);
+        out_.append(ptr, size);
+        if (out_.size() >= kOutputBytes && !flush()) return -1;
+        return static_cast<ssize_t>(size);
     }
 
-    void get_remote_ip_and_port(std::string& ip, int& port) const override { address_of(fd_, true, ip, port); }
-    void get_local_ip_and_port(std::string& ip, int& port) const override { address_of(fd_, false, ip, port); }
+    // Sends what write() collected, within the response's write deadline; false when it could not.
+    bool flush() {
+        std::size_t done = 0;
+        while (done < out_.size()) {
+            ssize_t n = write_some(out_.data() + done, out_.size() - done);
+            if (n < 0) {
+                out_.clear();
+                return false;
+            }
+            done += static_cast<std::size_t>(n);
+        }
+        out_.clear();
+        if (out_.capacity() > kOutputBytes) out_.shrink_to_fit();
+        return true;
+    }
+
+    // Both addresses are the connection's: asked of the kernel once, not per request.
+    void get_remote_ip_and_port(std::string& ip, int& port) const override {
+        if (peer_port_ < 0) address_of(fd_, true, peer_ip_, peer_port_);
+        ip = peer_ip_;
+        port = peer_port_;
+    }
+    void get_local_ip_and_port(std::string& ip, int& port) const override {
+        if (local_port_ < 0) address_of(fd_, false, local_ip_, local_port_);
+        ip = local_ip_;
+        port = local_port_;
+    }
     socket_t socket() const override { return fd_; }
 
   private:
@@ -390,11 +426,12 @@ class DeadlineStream final : public httplib::Stream {
     // Reads what is available into buf_, waiting until the deadline; bytes, 0 at end of stream, -1 on error/deadline.
     ssize_t fill() {
         pos_ = len_ = 0;
+        if (!buf_) buf_ = std::make_unique<char[]>(kBufferBytes);
         while (true) {
             ssize_t n;
             short want = POLLIN;
             if (ssl_) {
-                int r = SSL_read(ssl_, buf_, sizeof(buf_));
+                int r = SSL_read(ssl_, buf_.get(), static_cast<int>(kBufferBytes));
                 if (r > 0) {
                     len_ = static_cast<std::size_t>(r);
                     return r;
@@ -408,7 +445,7 @@ class DeadlineStream final : public httplib::Stream {
                     return -1;
                 }
             } else {
-                n = ::recv(fd_, buf_, sizeof(buf_), MSG_DONTWAIT);
+                n = ::recv(fd_, buf_.get(), kBufferBytes, MSG_DONTWAIT);
                 if (n > 0) {
                     len_ = static_cast<std::size_t>(n);
                     return n;
@@ -461,18 +498,56 @@ class DeadlineStream final : public httplib::Stream {
     std::size_t head_bytes_ = 0, line_length_ = 0;
     BodyReader body_;
     ResponseHead response_;
-    char buf_[16384];
+    static constexpr std::size_t kBufferBytes = 16384;
+    std::unique_ptr<char[]> buf_;
     std::size_t pos_ = 0, len_ = 0;
+    static constexpr std::size_t kOutputBytes = 64 * 1024;
+    std::string out_;  // the response written but not yet sent
+    mutable std::string peer_ip_, local_ip_;
+    mutable int peer_port_ = -1, local_port_ = -1;
 };
 
-// httplib's thread pool behind a cap on connections in service or queued; beyond it the connection is handed
-// to the server on the accepting thread with t_reject set (answered 503 and closed without blocking).
+// An open connection between requests: socket, TLS session and stream survive while it waits parked.
+struct Connection {
+    Connection(int fd, const ConnectionLimits& limits, Clock::time_point start)
+        : fd(fd), stream(fd, nullptr, limits), start(start), left(limits.keep_alive_max_requests) {}
+    int fd;
+    SSL* ssl = nullptr;    // HTTPS: set once the handshake starts
+    bool secured = false;  // HTTPS: the handshake completed
+    DeadlineStream stream;
+    Clock::time_point start;       // accepted
+    std::size_t left;              // requests it may still make
+    Clock::time_point deadline{};  // while parked: closed unless its next request starts by then
+    bool awaiting_first = true;    // no request served yet
+};
+
+// What the queue needs from the server: serve a connection on a worker, close one.
+class ConnectionHandler {
+  public:
+    virtual ~ConnectionHandler() = default;
+    virtual void serve(Connection* c) = 0;
+    virtual void close(Connection* c) = 0;
+};
+
+// httplib's thread pool behind a cap on open connections (in service, waiting for a worker, or parked idle);
+// beyond it the connection is handed to the server on the accepting thread with t_reject set (answered 503 and
+// closed without blocking). A connection waiting for its next request is parked: one thread watches every parked
+// socket with epoll and hands it back to a worker when bytes arrive, or closes it at its deadline, so an idle
+// keep-alive connection costs a socket and a small struct, not a thread.
 class CappedQueue final : public httplib::TaskQueue {
   public:
-    CappedQueue(const ConnectionLimits& limits, ConnectionCounters& counters)
+    CappedQueue(const ConnectionLimits& limits, ConnectionCounters& counters, ConnectionHandler& handler)
         : pool_(limits.workers),
           cap_(static_cast<std::int64_t>(std::max(limits.max_connections, limits.workers))),
-          counters_(counters) {}
+          counters_(counters),
+          handler_(handler),
+          epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
+        parker_ = std::thread([this] { watch(); });
+    }
+    ~CappedQueue() override {
+        shutdown();
+        if (epoll_ >= 0) ::close(epoll_);
+    }
     void enqueue(std::function<void()> fn) override {
         if (counters_.open.load() >= cap_) {
             counters_.rejected++;
@@ -481,18 +556,118 @@ class CappedQueue final : public httplib::TaskQueue {
             t_reject = false;
             return;
         }
-        counters_.open++;
-        pool_.enqueue([this, fn = std::move(fn)] {
-            fn();
-            counters_.open--;
-        });
+        counters_.open++;  // decremented when the connection closes (ConnectionHandler::close)
+        submit(std::move(fn));
     }
-    void shutdown() override { pool_.shutdown(); }
+    void shutdown() override {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (shut_) return;
+            shut_ = true;
+        }
+        if (parker_.joinable()) parker_.join();
+        std::vector<Connection*> parked;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            parked.assign(parked_.begin(), parked_.end());
+            parked_.clear();
+        }
+        for (Connection* c : parked) {
+            ::epoll_ctl(epoll_, EPOLL_CTL_DEL, c->fd, nullptr);
+            handler_.close(c);
+        }
+        pool_.shutdown();
+    }
+    // Waits without a worker until c's socket is readable (then serves it on a worker) or c->deadline (closes it).
+    void park(Connection* c) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!shut_ && epoll_ >= 0) {
+                epoll_event ev{};
+                ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
+                ev.data.ptr = c;
+                parked_.insert(c);
+                if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, c->fd, &ev) == 0) return;
+                parked_.erase(c);
+            }
+        }
+        handler_.close(c);
+    }
+
+    // No connection waits for a worker: a worker may linger briefly for its connection's next request.
+    bool workers_idle() const { return waiting_.load() == 0; }
 
   private:
+    void submit(std::function<void()> fn) {
+        waiting_++;
+        pool_.enqueue([this, fn = std::move(fn)] {
+            waiting_--;
+            fn();
+        });
+    }
+    void watch() {
+        constexpr int kBatch = 256;
+        epoll_event events[kBatch];
+        auto next_sweep = Clock::now();
+        while (true) {
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                if (shut_) return;
+            }
+            int n = epoll_ >= 0 ? ::epoll_wait(epoll_, events, kBatch, 50) : 0;
+            if (epoll_ < 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            for (int i = 0; i < n; ++i) {
+                auto* c = static_cast<Connection*>(events[i].data.ptr);
+                {
+                    std::lock_guard<std::mutex> lock(mutex_);
+                    parked_.erase(c);
+                }
+                ::epoll_ctl(epoll_, EPOLL_CTL_DEL, c->fd, nullptr);
+                resume(c);
+            }
+            auto now = Clock::now();
+            if (now < next_sweep) continue;
+            next_sweep = now + std::chrono::milliseconds(50);
+            std::vector<Connection*> expired;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                for (auto it = parked_.begin(); it != parked_.end();) {
+                    if ((*it)->deadline <= now) {
+                        expired.push_back(*it);
+                        it = parked_.erase(it);
+                    } else {
+                        ++it;
+                    }
+                }
+            }
+            for (Connection* c : expired) {
+                ::epoll_ctl(epoll_, EPOLL_CTL_DEL, c->fd, nullptr);
+                if (c->awaiting_first) counters_.deadline_closed++;  // a new connection that never sent a request
+                handler_.close(c);
+            }
+        }
+    }
+    void resume(Connection* c) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!shut_) {
+                submit([this, c] { handler_.serve(c); });
+                return;
+            }
+        }
+        handler_.close(c);
+    }
+
     httplib::ThreadPool pool_;
     std::int64_t cap_;
     ConnectionCounters& counters_;
+    ConnectionHandler& handler_;
+    int epoll_;
+    std::mutex mutex_;  // parked_, shut_, and epoll registration against shutdown
+    std::unordered_set<Connection*> parked_;
+    bool shut_ = false;
+    std::thread parker_;
+    std::atomic<std::int64_t> waiting_{0};  // connections queued for a worker
 };
 
 class BacklogRaiser {
@@ -518,12 +693,15 @@ class CertificateReloader {
 };
 
 template <typename Base>
-class Guarded final : public Base, public BacklogRaiser, public CertificateReloader {
+class Guarded final : public Base, public BacklogRaiser, public CertificateReloader, public ConnectionHandler {
   public:
     template <typename... Args>
     Guarded(const ConnectionLimits& limits, ConnectionCounters& counters, Args&&... args)
         : Base(std::forward<Args>(args)...), limits_(limits), counters_(counters) {
-        this->new_task_queue = [this] { return new CappedQueue(limits_, counters_); };
+        this->new_task_queue = [this] {
+            queue_ = new CappedQueue(limits_, counters_, *this);  // owned by listen(), which shuts it down
+            return queue_;
+        };
         // What "Keep-Alive: timeout=…, max=…" announces is what the loop below enforces.
         this->keep_alive_max_count_ = limits.keep_alive_max_requests;
         this->keep_alive_timeout_sec_ =
@@ -561,95 +739,136 @@ class Guarded final : public Base, public BacklogRaiser, public CertificateReloa
     std::mutex ctx_mutex_;  // SSL_new against a certificate reload
 
     bool process_and_close_socket(socket_t sock) override {
-        bool ok = false;
         if (t_reject) {
             if constexpr (!kTls) (void)!::send(sock, kBusy, sizeof(kBusy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-        } else {
-            ok = serve(sock);
+            close_socket(sock);
+            return false;
         }
+        int flags = ::fcntl(sock, F_GETFL, 0);
+        if (flags >= 0) ::fcntl(sock, F_SETFL, flags | O_NONBLOCK);
+        serve(new Connection(sock, limits_, Clock::now()));
+        return true;
+    }
+
+    // Serves c's requests on this worker while they come back to back; parks it when it waits for the next one.
+    void serve(Connection* c) override {
+        if constexpr (kTls) {
+            if (!c->secured) {
+                // Until the handshake completes, every wait for the client's next flight is parked, not on a
+                // worker: a worker only runs the handshake's computations.
+                if (!c->ssl && !readable_now(c->fd)) {
+                    c->deadline = c->start + limits_.read_timeout;
+                    return queue_->park(c);
+                }
+                switch (handshake(c)) {
+                    case Handshake::done:
+                        c->secured = true;
+                        break;
+                    case Handshake::waiting:
+                        c->deadline = c->start + limits_.read_timeout;
+                        return queue_->park(c);
+                    case Handshake::failed:
+                        return close(c);
+                }
+            }
+        }
+        while (c->left > 0 && listening()) {
+            bool first = c->awaiting_first;
+            if (!c->stream.buffered() && !readable_soon(c->fd, first)) {
+                // The first request must start within read_timeout of the connection; later ones within the
+                // keep-alive timeout of the previous response.
+                c->deadline = first ? c->start + limits_.read_timeout : Clock::now() + limits_.keep_alive_timeout;
+                c->stream.release_buffer();
+                return queue_->park(c);
+            }
+            c->awaiting_first = false;
+            // The first request (and the TLS handshake) must be read within read_timeout of the connection being
+            // taken up, a later one within read_timeout of its first byte.
+            c->stream.next_request(first ? c->start + limits_.read_timeout : Clock::now() + limits_.read_timeout);
+            bool closed = false;
+            bool ok = this->process_request(c->stream, c->left == 1, closed,
+                                            [c](httplib::Request& req) { c->stream.expect_body(req.headers); });
+            --c->left;
+            if (!c->stream.flush()) ok = false;
+            if (c->stream.missed_deadline()) {  // cpp-httplib may have answered 400; either way the connection ends
+                counters_.deadline_closed++;
+                break;
+            }
+            if (c->stream.head_too_large()) break;  // answered 400 by cpp-httplib; the rest of the head is unread
+            // A refused head, an unread or cut body, or a response that says close: nothing more is parsed.
+            if (!ok || closed || !c->stream.reusable()) break;
+        }
+        close(c);
+    }
+
+    void close(Connection* c) override {
+        if (c->ssl) {
+            SSL_shutdown(c->ssl);  // best effort close_notify; never waits (non-blocking socket)
+            ERR_clear_error();
+            SSL_free(c->ssl);
+        }
+        close_socket(c->fd);
+        delete c;
+        counters_.open--;
+    }
+
+    static void close_socket(int sock) {
         ::shutdown(sock, SHUT_WR);
         char drain[4096];  // unread request bytes would turn close() into a reset that can discard the 503
         while (::recv(sock, drain, sizeof(drain), MSG_DONTWAIT) > 0) {
         }
         ::close(sock);
-        return ok;
     }
 
-    bool serve(int sock) {
-        int flags = ::fcntl(sock, F_GETFL, 0);
-        if (flags >= 0) ::fcntl(sock, F_SETFL, flags | O_NONBLOCK);
-        SSL* ssl = nullptr;
-        auto start = Clock::now();
-        if constexpr (kTls) {
+    // Readable within a short grace (a keep-alive client's next request is usually one round trip away) while no
+    // connection waits for a worker; at once otherwise. Saves parking and waking for back-to-back requests.
+    bool readable_soon(int sock, bool first) const {
+        pollfd p{sock, POLLIN, 0};
+        return ::poll(&p, 1, !first && queue_->workers_idle() ? 2 : 0) > 0;
+    }
+
+    static bool readable_now(int sock) {
+        pollfd p{sock, POLLIN, 0};
+        return ::poll(&p, 1, 0) > 0;
+    }
+
+    enum class Handshake { done, waiting, failed };
+
+    // Advances the TLS handshake as far as the bytes already received allow; it must complete within read_timeout
+    // of the connection (it counts as reading the first request). waiting: the client's next flight is awaited.
+    Handshake handshake(Connection* c) {
+        if (!c->ssl) {
             {
                 std::lock_guard<std::mutex> lock(ctx_mutex_);
-                ssl = SSL_new(this->ssl_context());
+                c->ssl = SSL_new(this->ssl_context());
             }
-            if (!ssl) return false;
-            SSL_set_fd(ssl, sock);
-            auto deadline = start + limits_.read_timeout;  // the handshake counts as reading the first request
-            while (true) {
-                int r = SSL_accept(ssl);
-                if (r == 1) break;
-                int err = SSL_get_error(ssl, r);
-                short want = err == SSL_ERROR_WANT_READ ? POLLIN : err == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
-                if (want == 0 || !wait_for(sock, want, deadline)) {
-                    if (want != 0) counters_.deadline_closed++;
-                    ERR_clear_error();
-                    SSL_free(ssl);
-                    return false;
-                }
-            }
+            if (!c->ssl) return Handshake::failed;
+            SSL_set_fd(c->ssl, c->fd);
+            c->stream.set_ssl(c->ssl);
         }
-        DeadlineStream stream(sock, ssl, limits_);
-        bool ok = false;
-        for (std::size_t count = limits_.keep_alive_max_requests; count > 0 && listening(); --count) {
-            bool first = count == limits_.keep_alive_max_requests;
-            if (!stream.buffered()) {
-                // The first request must start within read_timeout of the connection; later ones within the
-                // keep-alive timeout of the previous response.
-                auto wait = first ? start + limits_.read_timeout : Clock::now() + limits_.keep_alive_timeout;
-                if (!wait_for_request(sock, wait)) {
-                    if (first && listening()) counters_.deadline_closed++;
-                    break;
+        auto deadline = c->start + limits_.read_timeout;
+        while (true) {
+            int r = SSL_accept(c->ssl);
+            if (r == 1) return Handshake::done;
+            int err = SSL_get_error(c->ssl, r);
+            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+                if (Clock::now() < deadline) {
+                    if (err == SSL_ERROR_WANT_READ) return Handshake::waiting;
+                    if (wait_for(c->fd, POLLOUT, deadline)) continue;
                 }
-            }
-            // The first request (and the TLS handshake) must be read within read_timeout of the connection being
-            // taken up, a later one within read_timeout of its first byte.
-            stream.next_request(first ? start + limits_.read_timeout : Clock::now() + limits_.read_timeout);
-            bool closed = false;
-            ok = this->process_request(stream, count == 1, closed,
-                                       [&stream](httplib::Request& req) { stream.expect_body(req.headers); });
-            if (stream.missed_deadline()) {  // cpp-httplib may have answered 400; either way the connection ends
                 counters_.deadline_closed++;
-                break;
             }
-            if (stream.head_too_large()) break;  // answered 400 by cpp-httplib; the rest of the head is unread
-            // A refused head, an unread or cut body, or a response that says close: nothing more is parsed.
-            if (!ok || closed || !stream.reusable()) break;
-        }
-        if (ssl) {
-            SSL_shutdown(ssl);  // best effort close_notify; never waits (non-blocking socket)
             ERR_clear_error();
-            SSL_free(ssl);
+            return Handshake::failed;
         }
-        return ok;
     }
 
     // False once stop() has closed the listening socket (is_running() stays true until the workers are joined).
     bool listening() const { return this->svr_sock_ != INVALID_SOCKET; }
 
-    // Waits for the first byte of the next request until deadline, returning early (false) on stop().
-    bool wait_for_request(int sock, Clock::time_point deadline) const {
-        while (listening()) {
-            if (wait_for(sock, POLLIN, std::min(deadline, Clock::now() + std::chrono::milliseconds(100)))) return true;
-            if (Clock::now() >= deadline) return false;
-        }
-        return false;
-    }
-
     ConnectionLimits limits_;
     ConnectionCounters& counters_;
+    CappedQueue* queue_ = nullptr;  // the running listen()'s
 };
 
 }  // namespace

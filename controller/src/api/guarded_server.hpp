@@ -3,8 +3,10 @@
 // request instead of per recv(): a request's line, headers and body must all arrive within read_timeout of its
 // first byte (a client dribbling bytes cannot hold a worker longer), a new connection must start its first
 // request within read_timeout, a response must be written within write_timeout, an idle keep-alive connection
-// closes after keep_alive_timeout, and beyond max_connections (in service + waiting for a worker) a new
-// connection is answered 503 at once over HTTP (closed over HTTPS) without taking a worker. The request line
+// closes after keep_alive_timeout, and beyond max_connections (open: in service, waiting for a worker, or parked)
+// a new connection is answered 503 at once over HTTP (closed over HTTPS) without taking a worker. A connection
+// waiting for a request (before its first byte or TLS handshake, or idle between requests) holds no worker: it
+// is parked on one epoll thread and handed back to a worker when bytes arrive, or closed at its deadline. The request line
 // and headers together are capped at max_head_bytes (cpp-httplib caps each line at 8 KiB, not their number).
 // The body is framed by the loop, not trusted to cpp-httplib: Content-Length or Transfer-Encoding: chunked (both,
 // or any other coding, is refused), at most max_body_bytes decoded on every framing (a chunked body is cut at the
@@ -32,13 +34,13 @@ struct ConnectionLimits {
     std::size_t keep_alive_max_requests = 1000;
     std::size_t max_head_bytes = 64 * 1024;    // request line + headers; beyond → 400 and close
     std::size_t max_body_bytes = 1024 * 1024;  // decoded request body on any framing; beyond → 413 and close
-    std::size_t workers = 32;
-    std::size_t max_connections = 128;  // ≥ workers
+    std::size_t workers = 32;             // requests handled at once
+    std::size_t max_connections = 8192;  // open connections, parked ones included; ≥ workers
 };
 
 // Shared by the server and /metrics.
 struct ConnectionCounters {
-    std::atomic<std::int64_t> open{0};              // in service or waiting for a worker
+    std::atomic<std::int64_t> open{0};              // in service, waiting for a worker, or parked
     std::atomic<std::uint64_t> rejected{0};         // refused beyond max_connections
     std::atomic<std::uint64_t> deadline_closed{0};  // cut because a request missed its read/write deadline
 };

@@ -42,7 +42,7 @@ std::string render_metrics(RequestMetrics& requests, const ServerGauges& g) {
         out << "nodeform_nodes{status=\"" << s << "\"} " << n << "\n";
     out << "# HELP nodeform_reports_stored Reports currently stored.\n# TYPE nodeform_reports_stored gauge\n"
         << "nodeform_reports_stored " << g.reports_stored << "\n";
-    out << "# HELP nodeform_http_connections_open Connections in service or waiting for a worker.\n"
+    out << "# HELP nodeform_http_connections_open Open connections: in service, waiting for a worker, or idle between requests.\n"
         << "# TYPE nodeform_http_connections_open gauge\nnodeform_http_connections_open " << g.connections_open << "\n"
         << "# HELP nodeform_http_connections_rejected_total Connections refused beyond max-connections.\n"
         << "# TYPE nodeform_http_connections_rejected_total counter\nnodeform_http_connections_rejected_total "
@@ -62,6 +62,9 @@ std::string render_metrics(RequestMetrics& requests, const ServerGauges& g) {
         << "# HELP nodeform_site_last_reload_ok 1 when the newest site on disk is the one served.\n"
            "# TYPE nodeform_site_last_reload_ok gauge\n"
         << "nodeform_site_last_reload_ok " << (g.last_reload_ok ? 1 : 0) << "\n"
+        << "# HELP nodeform_site_reload_pending 1 while a loaded site waits for every live controller to load it.\n"
+           "# TYPE nodeform_site_reload_pending gauge\n"
+        << "nodeform_site_reload_pending " << (g.site_reload_pending ? 1 : 0) << "\n"
         << "# HELP nodeform_site_nodes Nodes in the served site.\n# TYPE nodeform_site_nodes gauge\n"
         << "nodeform_site_nodes " << g.site_nodes << "\n";
     return out.str();

@@ -118,7 +118,7 @@ struct ControllerServer::Impl {
           lifecycle(lc),
           reports(s),
           limiter(config.auth_failure_limit, config.auth_failure_window),
-          site(src, clk, log) {
+          site(src, clk, log, SiteBoard{&s, controller_instance_id(rnd), site_beat_ttl(config.reload_interval)}) {
         pages = std::make_unique<StatusPages>(
             StatusPageDeps{store, lifecycle, clock, secrets.operator_token_hash,
                            [this]() -> std::shared_ptr<const site::Site> {
@@ -367,6 +367,9 @@ struct ControllerServer::Impl {
         bool store_ok = store.ping().ok();
         auto reloads = site.status();
         body["last_reload"] = {{"ok", reloads.last_ok}, {"error", reloads.last_error}};
+        // A loaded site waiting for the other controllers (no digests: see "site" below).
+        if (reloads.pending)
+            body["site_pending"] = {{"since", reloads.pending_since}, {"waiting_for", reloads.waiting_for.size()}};
         body["store"] = store_ok ? "ok" : "unavailable";
         // No digest: the site's covers its secrets, and this answer needs no authentication (docs/controller.md).
         body["site"] = snap ? json{{"name", snap->site.info.name},
@@ -399,6 +402,7 @@ struct ControllerServer::Impl {
         g.reloads_ok = reloads.reloads_ok;
         g.reloads_failed = reloads.reloads_failed;
         g.last_reload_ok = reloads.last_ok;
+        g.site_reload_pending = reloads.pending;
         g.site_nodes = snap ? snap->site.nodes.size() : 0;
         std::ostringstream fleet;  // lifecycle gauges and provisioning step histograms (status_page.hpp)
         render_fleet_metrics(fleet, lifecycle, snap && stored.ok());
@@ -618,8 +622,8 @@ Status ControllerServer::start() {
     limits.keep_alive_max_requests = 1000;
     limits.max_body_bytes = cfg.max_body_bytes;
     limits.workers = static_cast<std::size_t>(cfg.threads);
-    limits.max_connections = cfg.max_connections > 0 ? static_cast<std::size_t>(cfg.max_connections)
-                                                     : 4 * static_cast<std::size_t>(cfg.threads);
+    // Idle keep-alive connections wait parked, not on a worker: the cap is on sockets, not threads.
+    limits.max_connections = cfg.max_connections > 0 ? static_cast<std::size_t>(cfg.max_connections) : 8192;
     if (cfg.plain_http) {
         impl_->http = make_guarded_server(limits, impl_->connections);
     } else {
@@ -660,7 +664,9 @@ Status ControllerServer::run() {
     impl.background([&impl] {  // site hot reload: poll the files' stamp
         while (!impl.wait_stop(impl.config.reload_interval)) {
             if (impl.site.changed()) (void)impl.reload(false);
+            impl.site.heartbeat();  // this controller's loaded digest, for the others (site_snapshot.hpp)
         }
+        impl.site.withdraw();
     });
     impl.background([&impl] {  // report retention, at start and hourly
         do {

@@ -38,8 +38,8 @@ Options:
   --tls-cert FILE            certificate chain (PEM) to use instead of the generated one
   --tls-key FILE             its private key
   --tls-hosts A,B            extra names/addresses for the generated server certificate
-  --threads N                worker threads = connections served at once (default 32)
-  --max-connections N        connections served or waiting for a worker; beyond: 503 (default 4 x threads)
+  --threads N                worker threads = requests handled at once (default 32)
+  --max-connections N        open connections, idle ones included; beyond: 503 (default 8192)
   --max-body-bytes N         largest request body (default 1048576)
   --read-timeout D           a whole request must arrive within this (default 5s)
   --write-timeout D          a whole response must be written within this (default 5s)

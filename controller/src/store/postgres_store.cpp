@@ -59,6 +59,13 @@ const std::vector<std::string> kMigrations = {
     "ALTER TABLE credentials ADD COLUMN previous_hash TEXT;"
     "ALTER TABLE credentials ADD COLUMN previous_until BIGINT;"
     "CREATE INDEX credentials_previous ON credentials (previous_hash);",
+    // v3: reserved for apply_requests (another branch); replace this placeholder when merging.
+    "SELECT 1;",
+    // v4: each controller's loaded site digest and heartbeat (docs/controller.md "one site digest at a time").
+    "CREATE TABLE controller_sites ("
+    "  controller TEXT PRIMARY KEY,"
+    "  digest TEXT NOT NULL,"
+    "  heartbeat_at BIGINT NOT NULL);",
 };
 
 std::int64_t to_ms(TimePoint t) {
@@ -341,6 +348,29 @@ class PostgresStore final : public Store {
     Status ping() override {
         std::lock_guard<std::mutex> lock(mutex_);
         return c_.exec("SELECT 1");
+    }
+
+    Status publish_site_digest(const SiteBeat& beat) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return c_.exec(
+            "INSERT INTO controller_sites (controller, digest, heartbeat_at) VALUES ($1, $2, $3) "
+            "ON CONFLICT (controller) DO UPDATE SET digest = EXCLUDED.digest, heartbeat_at = EXCLUDED.heartbeat_at",
+            {param(beat.controller), param(beat.digest), param(to_ms(beat.heartbeat))});
+    }
+
+    Result<std::vector<SiteBeat>> site_digests() override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto rows = c_.query("SELECT controller, digest, heartbeat_at FROM controller_sites ORDER BY controller");
+        if (!rows) return rows.error();
+        std::vector<SiteBeat> out;
+        for (int i = 0; i < rows->size(); ++i)
+            out.push_back({rows->text(i, 0), rows->text(i, 1), from_ms(rows->integer(i, 2))});
+        return out;
+    }
+
+    Status withdraw_site_digest(const std::string& controller) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return c_.exec("DELETE FROM controller_sites WHERE controller = $1", {param(controller)});
     }
 
   private:

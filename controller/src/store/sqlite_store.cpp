@@ -55,6 +55,13 @@ const std::vector<std::string> kMigrations = {
     "ALTER TABLE credentials ADD COLUMN previous_hash TEXT;"
     "ALTER TABLE credentials ADD COLUMN previous_until INTEGER;"
     "CREATE INDEX credentials_previous ON credentials (previous_hash);",
+    // v3: reserved for apply_requests (another branch); replace this placeholder when merging.
+    "SELECT 1;",
+    // v4: each controller's loaded site digest and heartbeat (docs/controller.md "one site digest at a time").
+    "CREATE TABLE controller_sites ("
+    "  controller TEXT PRIMARY KEY,"
+    "  digest TEXT NOT NULL,"
+    "  heartbeat_at INTEGER NOT NULL);",
 };
 
 std::int64_t to_ms(TimePoint t) {
@@ -318,6 +325,38 @@ class SqliteStore final : public Store {
         auto row = s->step();
         if (!row) return row.error();
         return Ok{};
+    }
+
+    Status publish_site_digest(const SiteBeat& beat) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare(
+            "INSERT INTO controller_sites (controller, digest, heartbeat_at) VALUES (?1, ?2, ?3) "
+            "ON CONFLICT (controller) DO UPDATE SET digest = excluded.digest, heartbeat_at = excluded.heartbeat_at");
+        if (!s) return s.error();
+        s->bind(1, beat.controller).bind(2, beat.digest).bind(3, to_ms(beat.heartbeat));
+        return s->run();
+    }
+
+    Result<std::vector<SiteBeat>> site_digests() override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare("SELECT controller, digest, heartbeat_at FROM controller_sites ORDER BY controller");
+        if (!s) return s.error();
+        std::vector<SiteBeat> out;
+        for (;;) {
+            auto row = s->step();
+            if (!row) return row.error();
+            if (!*row) break;
+            out.push_back({s->text(0), s->text(1), from_ms(s->integer(2))});
+        }
+        return out;
+    }
+
+    Status withdraw_site_digest(const std::string& controller) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare("DELETE FROM controller_sites WHERE controller = ?1");
+        if (!s) return s.error();
+        s->bind(1, controller);
+        return s->run();
     }
 
   private:

@@ -703,7 +703,8 @@ TEST_F(ApiTest, RenewsTheServerCertificateAndServesItWithoutARestart) {
     EXPECT_EQ(res->status, 200);
 }
 
-// Beyond max-connections (in service + queued) a connection is answered 503 on the accepting thread at once.
+// Beyond max-connections (open: in service, queued or idle) a connection is answered 503 on the accepting thread
+// at once.
 TEST_F(ApiTest, ConnectionsBeyondTheCapAreAnswered503AtOnce) {
     stop();
     config_.max_connections = 4;
@@ -713,7 +714,7 @@ TEST_F(ApiTest, ConnectionsBeyondTheCapAreAnswered503AtOnce) {
     for (int i = 0; i < 500 && server_->open_connections() > 0; ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     ASSERT_EQ(server_->open_connections(), 0);
-    // Four silent connections: two in service, two waiting for a worker.
+    // Four silent connections, all waiting for their first request (parked, not on a worker).
     std::vector<std::unique_ptr<SlowLoris>> silent;
     for (int i = 0; i < 4; ++i)
         silent.push_back(std::make_unique<SlowLoris>(server_->port()));
@@ -740,6 +741,35 @@ TEST_F(ApiTest, ConnectionsBeyondTheCapAreAnswered503AtOnce) {
     auto m = client_->Get("/metrics");
     ASSERT_TRUE(m);
     EXPECT_EQ(m->body.find("nodeform_http_connections_rejected_total 0"), std::string::npos);
+}
+
+// An idle keep-alive connection holds no worker: with 2 workers, 64 connections kept open between requests are
+// all served again, and a new client is answered at once rather than after a keep-alive timeout (5 s).
+TEST_F(ApiTest, IdleKeepAliveConnectionsHoldNoWorker) {
+    stop();
+    start(2);
+    std::vector<std::unique_ptr<httplib::Client>> clients;
+    for (int i = 0; i < 64; ++i) {
+        clients.push_back(std::make_unique<httplib::Client>("127.0.0.1", server_->port()));
+        clients.back()->set_keep_alive(true);
+        clients.back()->set_read_timeout(std::chrono::seconds(2));
+        auto res = clients.back()->Get("/healthz");
+        ASSERT_TRUE(res) << "client " << i << ": " << httplib::to_string(res.error());
+        EXPECT_EQ(res->status, 200);
+    }
+    EXPECT_GE(server_->open_connections(), 64) << "the clients' connections were kept open";
+    for (std::size_t i = 0; i < clients.size(); ++i) {
+        auto res = clients[i]->Get("/healthz");
+        ASSERT_TRUE(res) << "client " << i << " again: " << httplib::to_string(res.error());
+        EXPECT_EQ(res->status, 200);
+    }
+    auto started = std::chrono::steady_clock::now();
+    httplib::Client fresh("127.0.0.1", server_->port());
+    fresh.set_read_timeout(std::chrono::seconds(2));
+    auto res = fresh.Get("/healthz");
+    ASSERT_TRUE(res) << httplib::to_string(res.error());
+    EXPECT_EQ(res->status, 200);
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
 }
 
 // max-body-bytes (64 KiB here) holds on every framing of a body, and nothing refused is stored.

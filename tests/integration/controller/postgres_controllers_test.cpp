@@ -4,12 +4,19 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <atomic>
 #include <barrier>
 #include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "controller_process.hpp"
+#include "eventually.hpp"
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
+#include "nodeform/controller/store/store.hpp"
 #include "nodeform/site/site.hpp"
 #include "postgres_cluster.hpp"
 #include "test_paths.hpp"
@@ -139,6 +146,242 @@ TEST_F(PostgresControllers, TwoControllersServeOneFleet) {
     EXPECT_EQ(cb.Get("/v1/spec/" + identity_, bearer)->status, 401);
     EXPECT_EQ(a.terminate(), 0);
     EXPECT_EQ(b.terminate(), 0);
+}
+
+// Rewrites the prod posture's SSH port (every node_token node of examples/site has it): a new spec digest.
+void edit_site(const std::string& site_dir) {
+    const auto path = site_dir + "/postures/prod.yaml";
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    auto yaml = text.str();
+    auto at = yaml.find("port: 22\n");
+    ASSERT_NE(at, std::string::npos) << path;
+    yaml.replace(at, 9, "port: 2222\n");
+    std::ofstream(path, std::ios::trunc) << yaml;
+}
+
+// Three controllers, each with its own copy of the site (as with a git checkout per machine). The site is edited
+// and reloaded (SIGHUP) on one controller after another while a client fetches the node's spec from all three
+// in turn: the new digest is served by none before the third has loaded it, and never new-then-old.
+TEST_F(PostgresControllers, AReloadIsServedOnlyOnceEveryControllerHasTheSite) {
+    std::vector<std::string> sites;
+    for (const char* name : {"a", "b", "c"}) {
+        sites.push_back(dir_.path() + "/site-" + name);
+        fs::copy(site_, sites.back(), fs::copy_options::recursive);
+    }
+    std::vector<std::unique_ptr<test::ControllerProcess>> ctl;
+    for (std::size_t i = 0; i < 3; ++i) {
+        ctl.push_back(std::make_unique<test::ControllerProcess>(sites[i], dir_.path() + "/state-" + std::to_string(i),
+                                                                std::vector<std::string>{"--store", url_}));
+        ASSERT_GT(ctl.back()->port(), 0) << "controller " << i << " did not start";
+    }
+    httplib::Client enroll("127.0.0.1", ctl[0]->port());
+    auto enrolled =
+        enroll.Post("/v1/enroll", json{{"identity", identity_}, {"token", issue_token()}}.dump(), "application/json");
+    ASSERT_TRUE(enrolled);
+    ASSERT_EQ(enrolled->status, 200) << enrolled->body;
+    const httplib::Headers bearer = {
+        {"Authorization", "Bearer " + json::parse(enrolled->body).value("credential", "")}};
+    auto etag_of = [&](int port) {
+        httplib::Client c("127.0.0.1", port);
+        auto res = c.Get("/v1/spec/" + identity_, bearer);
+        return res && res->status == 200 ? res->get_header_value("ETag") : std::string("error");
+    };
+    const std::string old_etag = etag_of(ctl[0]->port());
+    ASSERT_NE(old_etag, "error");
+    std::string new_etag;
+    {
+        auto edited = dir_.path() + "/site-edited";
+        fs::copy(site_, edited, fs::copy_options::recursive);
+        edit_site(edited);
+        auto loaded = site::load_site(edited);
+        ASSERT_TRUE(loaded.ok());
+        new_etag = "\"" + loaded.site->nodes.at(identity_).digest + "\"";
+        ASSERT_NE(new_etag, old_etag) << "the edit does not change the node's spec";
+    }
+    auto pending = [&](int port) {
+        httplib::Client c("127.0.0.1", port);
+        auto res = c.Get("/readyz");
+        return res && json::parse(res->body, nullptr, false).contains("site_pending");
+    };
+
+    // The client: round robin over the three, recording (all three reloaded yet?, ETag).
+    std::atomic<bool> all_reloaded{false}, stop{false};
+    std::mutex seen_mutex;
+    std::vector<std::pair<bool, std::string>> seen;
+    std::thread client([&] {
+        for (std::size_t i = 0; !stop; i = (i + 1) % 3) {
+            bool after = all_reloaded;  // read before the request: the request is certainly later
+            auto etag = etag_of(ctl[i]->port());
+            std::lock_guard<std::mutex> lock(seen_mutex);
+            seen.emplace_back(after, etag);
+        }
+    });
+    auto seen_count = [&] {
+        std::lock_guard<std::mutex> lock(seen_mutex);
+        return seen.size();
+    };
+    for (std::size_t i = 0; i < 2; ++i) {
+        edit_site(sites[i]);
+        ctl[i]->reload();
+        EXPECT_TRUE(test::eventually([&] { return pending(ctl[i]->port()); })) << "controller " << i;
+        auto before = seen_count();  // a few rounds of fetches while it pends
+        EXPECT_TRUE(test::eventually([&] { return seen_count() >= before + 30; }));
+    }
+    all_reloaded = true;
+    edit_site(sites[2]);
+    ctl[2]->reload();
+    for (auto& c : ctl)
+        EXPECT_TRUE(test::eventually([&] { return etag_of(c->port()) == new_etag; })) << "port " << c->port();
+    auto before = seen_count();
+    EXPECT_TRUE(test::eventually([&] { return seen_count() >= before + 30; }));
+    stop = true;
+    client.join();
+
+    bool served_new = false;
+    std::size_t old_before = 0;
+    for (const auto& [after, etag] : seen) {
+        ASSERT_TRUE(etag == old_etag || etag == new_etag) << etag;
+        if (!after) {
+            EXPECT_EQ(etag, old_etag) << "the new site was served before every controller had loaded it";
+            ++old_before;
+        }
+        if (served_new) {
+            EXPECT_EQ(etag, new_etag) << "new, then old again";
+        }
+        served_new = served_new || etag == new_etag;
+    }
+    EXPECT_GE(old_before, 60u);
+    EXPECT_EQ(seen.back().second, new_etag);
+    for (std::size_t i = 0; i < 3; ++i)
+        EXPECT_FALSE(pending(ctl[i]->port())) << "controller " << i;
+    for (auto& c : ctl)
+        EXPECT_EQ(c->terminate(), 0);
+}
+
+// 500 agents, each with its own credential enrolled through the API, report through three controllers on one
+// PostgreSQL: every report is sent to one controller and retried (same report id) against another; every
+// acknowledged report is in the database exactly once, and nothing unacknowledged is.
+TEST_F(PostgresControllers, FiveHundredAgentsReportThroughThreeControllersWithNoneLostOrDoubled) {
+    constexpr int kAgents = 500, kWorkers = 10;
+    // A site of 500 nodes enrolling by token: examples/site's with db-01 cloned (no fixed VMID, own address).
+    const auto fleet = dir_.path() + "/fleet-site";
+    fs::copy(site_, fleet, fs::copy_options::recursive);
+    std::string node_yaml;
+    {
+        std::ifstream in(fleet + "/nodes/db-01.yaml");
+        for (std::string line; std::getline(in, line);)
+            if (line.find("vmid: ") == std::string::npos || line.find("template_vmid") != std::string::npos)
+                node_yaml += line + "\n";
+    }
+    auto agent = [](int i) {
+        char name[16];
+        std::snprintf(name, sizeof(name), "agent-%03d", i);
+        return std::string(name);
+    };
+    for (int i = 0; i < kAgents; ++i)  // each its own address (the spec's is one node's)
+        std::ofstream(fleet + "/nodes/" + agent(i) + ".yaml")
+            << node_yaml << "network:\n  address: 10.30." << i / 250 << "." << i % 250 + 1
+            << "/16\n  gateway: 10.30.255.254\n";
+
+    // Tokens straight into the shared database (the CLI would be 500 processes); enrollment goes through the API.
+    std::vector<std::string> tokens;
+    {
+        auto store = open_postgres_store(url_, "");
+        ASSERT_TRUE(store.ok()) << store.message();
+        auto now = std::chrono::system_clock::now();
+        for (int i = 0; i < kAgents; ++i) {
+            tokens.push_back("nft_test_token_" + std::to_string(i) + "_0123456789abcdef");
+            ASSERT_TRUE(
+                (*store)
+                    ->add_enrollment_token(agent(i), hash_secret(tokens.back()), now + std::chrono::hours(1), now)
+                    .ok());
+        }
+    }
+    std::vector<std::unique_ptr<test::ControllerProcess>> ctl(3);
+    {
+        std::vector<std::thread> starting;  // at once: each loads the 500-node site
+        for (int i = 0; i < 3; ++i)
+            starting.emplace_back([&, i] {
+                ctl[i] = std::make_unique<test::ControllerProcess>(
+                    fleet, dir_.path() + "/fleet-state-" + std::to_string(i),
+                    std::vector<std::string>{"--store", url_, "--access-log", "false"});
+            });
+        for (auto& t : starting)
+            t.join();
+    }
+    for (int i = 0; i < 3; ++i)
+        ASSERT_GT(ctl[i]->port(), 0) << "controller " << i << " did not start";
+
+    // Each worker drives every kWorkers-th agent over its own keep-alive connection to each controller.
+    std::mutex acked_mutex;
+    std::set<std::string> acked;  // report ids some controller answered 2xx for
+    std::atomic<int> enrolled{0}, unexpected{0};
+    std::vector<std::thread> workers;
+    for (int w = 0; w < kWorkers; ++w) {
+        workers.emplace_back([&, w] {
+            std::vector<std::unique_ptr<httplib::Client>> clients;
+            for (auto& c : ctl)
+                clients.push_back(std::make_unique<httplib::Client>("127.0.0.1", c->port()));
+            for (int i = w; i < kAgents; i += kWorkers) {
+                auto& first = *clients[i % 3];
+                auto& other = *clients[(i + 1) % 3];
+                auto res = first.Post("/v1/enroll", json{{"identity", agent(i)}, {"token", tokens[i]}}.dump(),
+                                      "application/json");
+                if (!res || res->status != 200) {
+                    ++unexpected;
+                    continue;
+                }
+                ++enrolled;
+                const httplib::Headers bearer = {
+                    {"Authorization", "Bearer " + json::parse(res->body).value("credential", "")}};
+                const auto path = "/v1/nodes/" + agent(i) + "/reports";
+                for (int n = 0; n < 2; ++n) {
+                    const auto id = agent(i) + "-r" + std::to_string(n);
+                    const auto body = test::minimal_report(agent(i), id).dump();
+                    auto sent = (n == 0 ? first : other).Post(path, bearer, body, "application/json");
+                    auto retried = (n == 0 ? other : first).Post(path, bearer, body, "application/json");
+                    bool sent_ok = sent && sent->status == 201;
+                    bool retried_ok = retried && retried->status == (sent_ok ? 200 : 201);
+                    if (!sent_ok || !retried_ok) ++unexpected;
+                    if (sent_ok || (retried && retried->status / 100 == 2)) {
+                        std::lock_guard<std::mutex> lock(acked_mutex);
+                        acked.insert(id);
+                    }
+                }
+            }
+        });
+    }
+    for (auto& t : workers)
+        t.join();
+    EXPECT_EQ(enrolled, kAgents);
+    EXPECT_EQ(unexpected, 0);
+    EXPECT_EQ(acked.size(), static_cast<std::size_t>(2 * kAgents));
+
+    // Counted in PostgreSQL: one row per acknowledged report id, none other.
+    auto store = open_postgres_store(url_, "");
+    ASSERT_TRUE(store.ok()) << store.message();
+    auto count = (*store)->report_count();
+    ASSERT_TRUE(count.ok()) << count.message();
+    EXPECT_EQ(*count, static_cast<std::int64_t>(acked.size()));
+    auto nodes = (*store)->node_summaries();
+    ASSERT_TRUE(nodes.ok()) << nodes.message();
+    std::size_t agents_seen = 0;
+    for (const auto& n : *nodes) {
+        if (n.identity.rfind("agent-", 0) != 0) continue;
+        ++agents_seen;
+        EXPECT_EQ(n.report_count, 2) << n.identity;
+        EXPECT_TRUE(n.has_credential) << n.identity;
+    }
+    EXPECT_EQ(agents_seen, static_cast<std::size_t>(kAgents));
+    for (const auto& id : acked) {
+        auto found = (*store)->find_report(id);
+        ASSERT_TRUE(found.ok()) << found.message();
+        EXPECT_TRUE(found->has_value()) << id;
+    }
+    for (auto& c : ctl)
+        EXPECT_EQ(c->terminate(), 0);
 }
 
 // `serve` with a password in --store is refused before anything starts, without echoing the password.

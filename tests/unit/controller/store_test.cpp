@@ -200,6 +200,9 @@ class GatedStore final : public Store {
         return inner_.apply_retention(p, n);
     }
     Status ping() override { return inner_.ping(); }
+    Status publish_site_digest(const SiteBeat& b) override { return inner_.publish_site_digest(b); }
+    Result<std::vector<SiteBeat>> site_digests() override { return inner_.site_digests(); }
+    Status withdraw_site_digest(const std::string& c) override { return inner_.withdraw_site_digest(c); }
 
   private:
     Store& inner_;
@@ -300,6 +303,27 @@ TEST_P(StoreTest, TracksLastReportAndLastRunReport) {
     auto all = f.store->nodes();
     ASSERT_TRUE(all.ok());
     EXPECT_EQ(all->size(), 1u);
+}
+
+TEST_P(StoreTest, SiteDigestsAreOneRowPerControllerSeenByEveryConnection) {
+    StoreFixture f(GetParam());
+    auto other = f.open();  // another controller's connection
+    ASSERT_TRUE(other.ok()) << other.message();
+    ASSERT_TRUE(f.store->publish_site_digest({"a", "sha256:one", at(0)}).ok());
+    ASSERT_TRUE((*other)->publish_site_digest({"b", "sha256:one", at(1)}).ok());
+    ASSERT_TRUE(f.store->publish_site_digest({"a", "sha256:two", at(2)}).ok());  // replaces a's row
+    auto beats = (*other)->site_digests();
+    ASSERT_TRUE(beats.ok()) << beats.message();
+    ASSERT_EQ(beats->size(), 2u);
+    EXPECT_EQ((*beats)[0].controller, "a");
+    EXPECT_EQ((*beats)[0].digest, "sha256:two");
+    EXPECT_EQ((*beats)[0].heartbeat, at(2));
+    EXPECT_EQ((*beats)[1].controller, "b");
+    ASSERT_TRUE((*other)->withdraw_site_digest("b").ok());
+    beats = f.store->site_digests();
+    ASSERT_TRUE(beats.ok()) << beats.message();
+    ASSERT_EQ(beats->size(), 1u);
+    EXPECT_EQ((*beats)[0].controller, "a");
 }
 
 TEST_P(StoreTest, RetentionKeepsLastNAndRecent) {
@@ -437,7 +461,8 @@ TEST(SqliteStore, DatabaseIsPrivateWalAndMigrationsAreVersioned) {
     std::vector<std::string> rows;
     while (*v->step())
         rows.push_back(v->text(0) + "=" + std::to_string(v->integer(1)));
-    EXPECT_EQ(rows, (std::vector<std::string>{"controller=1", "controller=2", "lifecycle-test=1"}));
+    EXPECT_EQ(rows, (std::vector<std::string>{"controller=1", "controller=2", "controller=3", "controller=4",
+                                              "lifecycle-test=1"}));
     // Reopening the store does not re-run migrations; a newer schema is refused.
     EXPECT_TRUE(open_sqlite_store(path).ok());
     ASSERT_TRUE(db->exec("INSERT INTO schema_migrations VALUES ('controller', 99, 'x')").ok());

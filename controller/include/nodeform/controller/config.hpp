@@ -26,7 +26,7 @@ struct ControllerConfig {
     std::string tls_key;
     std::vector<std::string> tls_hosts;  // extra names/IPs for the generated server certificate
     int threads = 32;                    // worker threads = concurrent connections served
-    int max_connections = 0;             // in service + waiting for a worker; beyond → 503; 0 = 4 × threads
+    int max_connections = 0;             // open connections (idle ones included); beyond → 503; 0 = 8192
     std::size_t max_body_bytes = 1024 * 1024;
     std::chrono::seconds read_timeout{5};
     std::chrono::seconds write_timeout{5};

@@ -2,6 +2,7 @@
 // Who may call the controller: the node's posture (network: client address in allowed_cidrs; site_token; node_token:
 // the enrolled credential), the operator token, and a per-address limit on failed attempts. No HTTP in here: the
 // routes pass the client address and the Authorization header in and send the outcome back.
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -42,6 +43,7 @@ class AuthLimiter {
     std::chrono::seconds window_;
     std::mutex mutex_;
     std::map<std::string, Entry> entries_;
+    std::atomic<bool> any_{false};  // entries_ is not empty: blocked() takes no lock on the common path
 };
 
 // 200 = allowed; otherwise the HTTP status, error code and message to answer with (429 carries Retry-After =

@@ -43,6 +43,7 @@ struct ServerGauges {
     std::uint64_t reloads_ok = 0;
     std::uint64_t reloads_failed = 0;
     bool last_reload_ok = true;
+    bool site_reload_pending = false;  // a loaded site waits for the other controllers
     std::size_t site_nodes = 0;
 };
 

@@ -55,7 +55,7 @@ class ControllerServer {
 
     // For tests and /readyz.
     std::shared_ptr<const site::Site> current_site() const;
-    // Connections accepted and not yet closed (in service or waiting for a worker), as /metrics shows them.
+    // Connections accepted and not yet closed (in service, waiting for a worker, or idle), as /metrics shows them.
     std::int64_t open_connections() const;
 
     struct Impl;

@@ -64,6 +64,14 @@ struct CredentialMatch {
 
 enum class EnrollOutcome { enrolled, invalid_token };
 
+// One controller's heartbeat in the shared store: the digest of the site it has loaded (docs/controller.md
+// "Several controllers: one site digest at a time").
+struct SiteBeat {
+    std::string controller;  // the publishing controller's id (unique per process)
+    std::string digest;      // the digest of the site it has loaded (not necessarily the one it serves)
+    TimePoint heartbeat{};   // when it last published, by its clock
+};
+
 class Store {
   public:
     virtual ~Store() = default;
@@ -105,6 +113,12 @@ class Store {
     virtual Result<std::int64_t> apply_retention(const RetentionPolicy& policy, TimePoint now) = 0;
     // A cheap round trip to the database (for /readyz and the watchdog).
     virtual Status ping() = 0;
+
+    // Site digests of the controllers sharing the store: publish (insert or replace controller's row), every
+    // row (expired ones too: the reader decides), withdraw (a controller that stops deletes its row).
+    virtual Status publish_site_digest(const SiteBeat& beat) = 0;
+    virtual Result<std::vector<SiteBeat>> site_digests() = 0;
+    virtual Status withdraw_site_digest(const std::string& controller) = 0;
 };
 
 // Opens STATE/nodeform.db (see sqlite::database_path) and applies the "controller" migrations.
