@@ -11,6 +11,7 @@
 #include "nodeform/controller/store/postgres.hpp"
 #include "nodeform/duration.hpp"
 #include "nodeform/json_limits.hpp"
+#include "nodeform/tls.hpp"
 
 namespace nodeform::controller {
 namespace {
@@ -75,6 +76,17 @@ Setter seconds_setter(std::chrono::seconds ControllerConfig::*field, std::chrono
             return make_error("'" + v + "' is not a duration of at least " + std::to_string(min.count()) +
                               "s (e.g. 30s, 5m, 2h)");
         c.*field = std::chrono::duration_cast<std::chrono::seconds>(*d);
+        return Ok{};
+    };
+}
+
+Setter millis_setter(std::chrono::milliseconds ControllerConfig::*field, std::chrono::milliseconds min) {
+    return [=](ControllerConfig& c, const std::string& v) -> Status {
+        auto d = parse_duration(v);
+        if (!d || *d < min)
+            return make_error("'" + v + "' is not a duration of at least " + std::to_string(min.count()) +
+                              "ms (e.g. 500ms, 30s, 5m)");
+        c.*field = *d;
         return Ok{};
     };
 }
@@ -147,6 +159,27 @@ const std::map<std::string, Setter>& setters() {
              if (!d || *d < std::chrono::milliseconds(100))
                  return make_error("'" + v + "' is not a duration of at least 100ms");
              c.reload_interval = *d;
+             return Ok{};
+         }},
+        {"lifecycle", bool_setter(&ControllerConfig::lifecycle)},
+        {"lifecycle-interval", millis_setter(&ControllerConfig::lifecycle_interval, std::chrono::milliseconds(100))},
+        {"lease-ttl", millis_setter(&ControllerConfig::lease_ttl, std::chrono::milliseconds(1000))},
+        {"lifecycle-parallel", int_setter(&ControllerConfig::lifecycle_parallel, 1, 256)},
+        {"lifecycle-retries", int_setter(&ControllerConfig::lifecycle_retries, 0, 1000)},
+        {"lifecycle-retry-backoff",
+         millis_setter(&ControllerConfig::lifecycle_retry_backoff, std::chrono::milliseconds(100))},
+        {"ca-fingerprint",
+         [](ControllerConfig& c, const std::string& v) -> Status {
+             c.ca_fingerprint = tls::normalize_fingerprint(v);
+             if (c.ca_fingerprint.empty()) return make_error("not a SHA-256 fingerprint (64 hex digits)");
+             return Ok{};
+         }},
+        {"endpoint",
+         [](ControllerConfig& c, const std::string& v) -> Status {
+             auto eq = v.find('=');
+             if (eq == std::string::npos || eq == 0 || eq + 1 == v.size())
+                 return make_error("expected NAME=URL (NAME one of site.yaml proxmox.endpoints)");
+             c.endpoints.push_back(v);
              return Ok{};
          }},
         {"log-level",

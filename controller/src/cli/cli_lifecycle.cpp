@@ -1,25 +1,25 @@
 // node plan / create / destroy / receipts: the Proxmox VE lifecycle from the command line.
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <iomanip>
+#include <map>
 #include <mutex>
 #include <ostream>
 #include <sstream>
 
+#include "lifecycle_wiring.hpp"
 #include "nodeform/args.hpp"
 #include "nodeform/controller/cli.hpp"
 #include "nodeform/controller/config.hpp"
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
-#include "nodeform/controller/lifecycle/store_adapters.hpp"
-#include "nodeform/controller/providers/proxmox.hpp"
-#include "nodeform/controller/providers/qemu.hpp"
+#include "nodeform/controller/lifecycle/reconciler.hpp"
 #include "nodeform/controller/store/store.hpp"
 #include "nodeform/controller/store/store_location.hpp"
 #include "nodeform/duration.hpp"
-#include "nodeform/http.hpp"
-#include "nodeform/posix_process_runner.hpp"
 #include "nodeform/site/site.hpp"
 #include "nodeform/tls.hpp"
 
@@ -55,7 +55,13 @@ Provisions nodes on Proxmox VE (or as local QEMU VMs: provider qemu): gates, clo
 then waits for the guest agent and the node's platform-ready report. Re-running resumes where it stopped,
 reading Proxmox's real state (never a second clone).
 
+While a 'nodeform-controller serve' runs on the same state (its lifecycle reconciler is live), the work is
+queued for it and the command returns at once (exit 0); --wait follows it until the node is active or failed.
+With no controller serving, or with --here, this process does the work itself (the node's lease held).
+
 Options:
+  --wait                     queued: follow the controller's progress until active or failed
+  --here                     do the work in this process even when a controller serves
   --parallel N               nodes provisioned at the same time (default 4)
   --agent-timeout DURATION   wait for the QEMU guest agent (default 10m)
   --report-timeout DURATION  wait for the platform-ready report (default 30m; 0 = don't wait)
@@ -69,7 +75,11 @@ Decommissions a node by its decommission policy: requires_final_backup runs vzdu
 requires_migration_first refuses while stacks are assigned; allow_immediate_destroy stops and destroys
 with purge. Then revokes the node's credential.
 
+Queued for a serving controller like 'node create' (--wait, --here the same); --abandon always runs here.
+
 Options:
+  --wait                     queued: follow the controller's progress until decommissioned or failed
+  --here                     do the work in this process even when a controller serves
   --backup-storage NAME      vzdump target storage (default: local)
   --abandon                  forget the node without touching Proxmox (state: abandoned)
 )";
@@ -84,7 +94,7 @@ ArgSpec common_spec() {
     s.valued = {"site",           "state",          "endpoint",      "controller-url",
                 "ca-fingerprint", "parallel",       "agent-timeout", "report-timeout",
                 "token-ttl",      "backup-storage", "store",         "store-password-file"};
-    s.flags = {"json", "help", "keep-failed", "abandon"};
+    s.flags = {"json", "help", "keep-failed", "abandon", "wait", "here"};
     return s;
 }
 
@@ -92,11 +102,8 @@ struct Env {
     site::Site site;
     std::unique_ptr<Store> store;
     std::unique_ptr<lc::LifecycleStore> lifecycle_store;
-    std::unique_ptr<lc::EnrollmentIssuer> issuer;
-    std::unique_ptr<lc::NodeReportSource> reports;
     SystemClock clock;
-    PosixProcessRunner runner;  // the qemu provider's qemu-img, cloud-localds and qemu-system-x86_64
-    std::unique_ptr<Random> random = make_system_random();
+    LifecycleWiring wiring;
     std::unique_ptr<Logger> logger;
     std::mutex out_mutex;
     std::unique_ptr<lc::Lifecycle> lifecycle;
@@ -133,19 +140,8 @@ int setup(const ParsedArgs& args, CliIo io, const char* usage, Env& env, bool ne
         }
         env.site = std::move(*loaded.site);
         if (auto ep = args.get("endpoint")) {
-            auto eq = ep->find('=');
-            bool found = false;
-            if (eq != std::string::npos) {
-                for (auto& e : env.site.info.proxmox) {
-                    if (e.name == ep->substr(0, eq)) {
-                        e.url = ep->substr(eq + 1);
-                        found = true;
-                    }
-                }
-            }
-            if (!found) {
-                io.err
-                    << "nodeform-controller: --endpoint wants NAME=URL with NAME one of site.yaml proxmox.endpoints\n";
+            if (auto st = override_endpoints(env.site, {*ep}); !st) {
+                io.err << "nodeform-controller: " << st.message() << "\n";
                 return exit_code::usage;
             }
         }
@@ -167,8 +163,6 @@ int setup(const ParsedArgs& args, CliIo io, const char* usage, Env& env, bool ne
         return exit_code::runtime;
     }
     env.lifecycle_store = std::move(*ls);
-    env.issuer = lc::make_store_issuer(*env.store, env.clock, *env.random);
-    env.reports = lc::make_store_report_source(*env.store);
     env.logger = make_default_logger("nodeform-controller", LogLevel::warning);
 
     lc::LifecycleOptions opt;
@@ -210,39 +204,7 @@ int setup(const ParsedArgs& args, CliIo io, const char* usage, Env& env, bool ne
     opt.backup_storage = args.get_or("backup-storage", "local");
     opt.rollback_on_failure = !args.has("keep-failed");
 
-    lc::LifecycleDeps deps;
-    deps.store = env.lifecycle_store.get();
-    deps.issuer = env.issuer.get();
-    deps.reports = env.reports.get();
-    deps.clock = &env.clock;
-    deps.logger = env.logger.get();
-    deps.providers = [](const site::ProxmoxEndpoint& e) -> Result<std::unique_ptr<providers::Provider>> {
-        HttpClientOptions http;
-        http.base_url = e.url;
-        while (!http.base_url.empty() && http.base_url.back() == '/')
-            http.base_url.pop_back();
-        http.tls.pin_sha256 = e.fingerprint;
-        auto transport = make_http_transport(http);
-        if (!transport) return transport.error();
-        providers::ProxmoxOptions o;
-        o.token_id = e.token_id;
-        o.token_secret = e.token_secret;
-        return providers::make_proxmox_provider(std::move(*transport), o);
-    };
-    deps.qemu_providers = [&env](const site::Node& n) -> Result<std::unique_ptr<providers::Provider>> {
-        providers::QemuOptions o;
-        o.template_image = n.placement.qemu.template_image;
-        o.state_dir = n.placement.qemu.state_dir;
-        o.accel = n.placement.qemu.accel;
-        return providers::make_qemu_provider(std::move(o), env.runner, env.clock);
-    };
-    // Test hook (never set in production): exit abruptly at a lifecycle point, like a SIGKILL.
-    if (const char* crash = std::getenv("NODEFORM_TEST_CRASH_AT"); crash != nullptr && *crash != '\0') {
-        std::string point = crash;
-        deps.crash_point = [point](const std::string& p) {
-            if (p == point) _exit(137);
-        };
-    }
+    lc::LifecycleDeps deps = lifecycle_deps(*env.store, *env.lifecycle_store, env.clock, env.logger.get(), env.wiring);
     deps.progress = [&env, io](const lc::ProgressEvent& e) {
         std::lock_guard<std::mutex> lock(env.out_mutex);
         char elapsed[32];
@@ -281,6 +243,119 @@ std::optional<int> start(const std::vector<std::string>& args, CliIo io, const c
     }
     out = std::move(*parsed);
     return std::nullopt;
+}
+
+// A serving controller's reconciler (its holder in `holder`), unless --here.
+bool queue_for_controller(const ParsedArgs& args, Env& env, std::string& holder) {
+    if (args.has("here")) return false;
+    auto serving = lc::reconciler_serving(*env.lifecycle_store, env.clock, &holder);
+    return serving && *serving;
+}
+
+// Queues create (or destroy) of `names` for the serving controller; with --wait follows the records until each
+// is done (active / decommissioned) or failed, printing every state or step change.
+int queue_and_follow(const ParsedArgs& args, CliIo io, Env& env, const std::vector<std::string>& names, bool destroy,
+                     const std::string& holder) {
+    for (const auto& name : names) {
+        auto st = destroy ? env.lifecycle->queue_destroy(name) : env.lifecycle->queue_create(name);
+        if (!st) {
+            io.err << "nodeform-controller: " << st.message() << "\n";
+            return exit_code::failure;
+        }
+        if (!args.has("json")) {
+            io.out << "queued  " << name << ": the serving controller (" << holder << ") "
+                   << (destroy ? "decommissions" : "provisions") << " it; follow with 'nodeform-controller node show "
+                   << name << "' or --wait\n";
+        }
+    }
+    io.out.flush();
+    const lc::State goal = destroy ? lc::State::decommissioned : lc::State::active;
+    std::map<std::string, lc::NodeRecord> last;
+    const auto t0 = env.clock.steady_now();
+    for (;;) {
+        bool all_done = true;
+        for (const auto& name : names) {
+            auto rec = env.lifecycle_store->get(name);
+            if (!rec || !*rec) {
+                all_done = false;
+                continue;
+            }
+            const auto& r = **rec;
+            auto& seen = last[name];
+            if (args.has("wait") && !args.has("json") && (seen.state != r.state || seen.step != r.step)) {
+                char elapsed[32];
+                std::snprintf(elapsed, sizeof elapsed, "[%7.1fs]",
+                              std::chrono::duration<double>(env.clock.steady_now() - t0).count());
+                io.out << elapsed << " " << std::left << std::setw(16) << name << " " << std::setw(14)
+                       << (r.step.empty() ? "-" : r.step) << lc::to_string(r.state)
+                       << (r.state == lc::State::failed ? ": " + r.failed_step + ": " + r.reason : "") << "\n";
+                io.out.flush();
+            }
+            seen = r;
+            if (r.state != goal && r.state != lc::State::failed) all_done = false;
+        }
+        if (!args.has("wait") || all_done) break;
+        env.clock.sleep_for(std::chrono::milliseconds(500));
+    }
+    bool all_ok = true;
+    json out = json::array();
+    for (const auto& name : names) {
+        const auto& r = last[name];
+        bool ok = !args.has("wait") || r.state == goal;
+        all_ok = all_ok && ok;
+        out.push_back({{"identity", name},
+                       {"queued", true},
+                       {"state", lc::to_string(r.state)},
+                       {"ok", ok},
+                       {"controller", holder}});
+        if (args.has("wait") && !args.has("json")) {
+            io.out << (ok ? "ok      " : "NOT OK  ") << name << ": " << lc::to_string(r.state)
+                   << (ok ? "" : " (the controller retries failed steps; 'node show " + name + "')") << "\n";
+        }
+    }
+    if (args.has("json")) io.out << out.dump(2) << "\n";
+    return all_ok ? exit_code::ok : exit_code::failure;
+}
+
+// A lease left by a process of this host that is gone (a killed 'node create': HOST:PID:cli) is released, so
+// re-running resumes at once instead of waiting for its expiry. True when one was released.
+bool release_dead_local_lease(lc::LifecycleStore& store, const std::string& identity) {
+    auto lease = store.lease(identity);
+    if (!lease || !*lease) return false;
+    const std::string& holder = (*lease)->holder;
+    const std::string mine = lc::lease_holder_name("cli");
+    const std::string host = mine.substr(0, mine.find(':') + 1);
+    if (holder.rfind(host, 0) != 0 || holder.size() < 4 || holder.substr(holder.size() - 4) != ":cli") return false;
+    const std::string pid_text = holder.substr(host.size(), holder.size() - 4 - host.size());
+    char* end = nullptr;
+    long pid = std::strtol(pid_text.c_str(), &end, 10);
+    if (end == pid_text.c_str() || *end != '\0' || pid <= 1) return false;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) return false;
+    return store.release_lease(identity, holder).ok();
+}
+
+// In-process work holds each node's lease; the names another holder works on are left out (and reported).
+std::vector<std::unique_ptr<lc::LeaseGuard>> take_leases(Env& env, CliIo io, std::vector<std::string>& names) {
+    std::vector<std::unique_ptr<lc::LeaseGuard>> held;
+    std::vector<std::string> kept;
+    const std::string holder = lc::lease_holder_name("cli");
+    for (const auto& name : names) {
+        auto guard = std::make_unique<lc::LeaseGuard>(*env.lifecycle_store, env.clock, holder, name,
+                                                      std::chrono::seconds(60), env.logger.get());
+        auto got = guard->acquire();
+        if (got && !*got && release_dead_local_lease(*env.lifecycle_store, name)) got = guard->acquire();
+        if (got && *got) {
+            held.push_back(std::move(guard));
+            kept.push_back(name);
+        } else {
+            io.err << "nodeform-controller: " << name << ": "
+                   << (got ? "another controller is working on it right now; follow with 'node show " + name + "'"
+                           : "taking its lease failed: " + got.message())
+                   << "\n";
+        }
+    }
+    names = std::move(kept);
+    return held;
 }
 
 }  // namespace
@@ -344,8 +419,13 @@ int cmd_node_create(const std::vector<std::string>& args, CliIo io) {
             return exit_code::config;
         }
     }
-    auto results = env.lifecycle->create_many(env.site, parsed.positionals, parallel);
-    bool all_ok = true;
+    if (std::string holder; queue_for_controller(parsed, env, holder)) {
+        return queue_and_follow(parsed, io, env, parsed.positionals, false, holder);
+    }
+    std::vector<std::string> names = parsed.positionals;
+    auto leases = take_leases(env, io, names);
+    auto results = env.lifecycle->create_many(env.site, names, parallel);
+    bool all_ok = names.size() == parsed.positionals.size();
     json out = json::array();
     for (const auto& r : results) {
         all_ok = all_ok && r.ok;
@@ -365,6 +445,13 @@ int cmd_node_destroy(const std::vector<std::string>& args, CliIo io) {
     if (auto rc = start(args, io, kDestroyUsage, "node destroy takes exactly one NAME", true, parsed)) return *rc;
     Env env;
     if (int rc = setup(parsed, io, kDestroyUsage, env); rc != exit_code::ok) return rc;
+    std::string holder;
+    if (!parsed.has("abandon") && queue_for_controller(parsed, env, holder)) {
+        return queue_and_follow(parsed, io, env, parsed.positionals, true, holder);
+    }
+    std::vector<std::string> names = parsed.positionals;
+    auto leases = take_leases(env, io, names);
+    if (names.empty()) return exit_code::failure;
     auto r = env.lifecycle->destroy(env.site, parsed.positionals[0], parsed.has("abandon"));
     if (parsed.has("json")) {
         io.out << result_json(r).dump(2) << "\n";

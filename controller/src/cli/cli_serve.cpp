@@ -2,13 +2,17 @@
 #include <ostream>
 #include <thread>
 
+#include "lifecycle_wiring.hpp"
 #include "nodeform/args.hpp"
 #include "nodeform/controller/api/server.hpp"
 #include "nodeform/controller/cli.hpp"
 #include "nodeform/controller/config.hpp"
+#include "nodeform/controller/lifecycle/reconciler.hpp"
 #include "nodeform/controller/store/sqlite.hpp"
 #include "nodeform/controller/store/store.hpp"
 #include "nodeform/controller/store/store_location.hpp"
+#include "nodeform/random.hpp"
+#include "nodeform/site/site.hpp"
 #include "nodeform/tls.hpp"
 
 namespace nodeform::controller {
@@ -48,6 +52,16 @@ Options:
   --reload-interval D        how often the site files are checked for changes (default 1s)
   --access-log true|false    log every request (default true)
   --log-level LEVEL          debug, info, notice, warning, error (default info)
+
+Lifecycle reconciler (queued 'node create' / 'node destroy', docs/controller.md):
+  --lifecycle true|false     run it (default true)
+  --lifecycle-interval D     how often the node records are scanned for work (default 2s)
+  --lease-ttl D              a node's lease lasts this long without a heartbeat (default 60s)
+  --lifecycle-parallel N     nodes worked on at once by this controller (default 4)
+  --lifecycle-retries N      a failed node is retried at most N times (default 5)
+  --lifecycle-retry-backoff D  first retry after D, then doubling up to 10m (default 30s)
+  --ca-fingerprint HEX       the CA SHA-256 put into seeds (default: the generated STATE/tls/ca.pem's)
+  --endpoint NAME=URL        use URL for the site's Proxmox endpoint NAME (e.g. a test stand-in)
 )";
 
 }  // namespace
@@ -122,6 +136,40 @@ int cmd_serve(const std::vector<std::string>& args, CliIo io) {
         io.err << "nodeform-controller serve: " << st.message() << "\n";
         return st.message().rfind("the site is invalid", 0) == 0 ? exit_code::config : exit_code::runtime;
     }
+    // The lifecycle reconciler: its own Lifecycle over the same stores; the site read from disk when it has work.
+    LifecycleWiring wiring;
+    std::unique_ptr<lifecycle::Lifecycle> lifecycle_runner;
+    std::unique_ptr<lifecycle::Reconciler> reconciler;
+    if (config->lifecycle) {
+        lifecycle::LifecycleOptions lo;
+        lo.ca_fingerprint = config->ca_fingerprint.empty() ? prepared->ca_fingerprint : config->ca_fingerprint;
+        lo.report_timeout = std::chrono::milliseconds(0);  // validating: look once per pass, never block
+        auto deps = lifecycle_deps(**store, **lifecycle, clock, logger.get(), wiring);
+        deps.may_continue = [&reconciler](const std::string& id) { return !reconciler || reconciler->holds(id); };
+        lifecycle_runner = std::make_unique<lifecycle::Lifecycle>(std::move(deps), lo);
+        lifecycle::ReconcilerOptions ro;
+        ro.holder = lifecycle::lease_holder_name(random_hex(*random, 4));
+        ro.interval = config->lifecycle_interval;
+        ro.lease_ttl = config->lease_ttl;
+        ro.parallel = config->lifecycle_parallel;
+        ro.retries = config->lifecycle_retries;
+        ro.retry_backoff = config->lifecycle_retry_backoff;
+        auto load = [site_dir = config->site, endpoints = config->endpoints,
+                     &logger]() -> std::shared_ptr<const site::Site> {
+            auto loaded = site::load_site(site_dir);
+            if (!loaded.ok()) return nullptr;
+            auto site = std::make_shared<site::Site>(std::move(*loaded.site));
+            if (auto st = override_endpoints(*site, endpoints); !st) {
+                logger->error("lifecycle reconciler: " + st.message());
+                return nullptr;
+            }
+            return site;
+        };
+        logger->info("lifecycle reconciler: holder " + ro.holder);
+        reconciler = std::make_unique<lifecycle::Reconciler>(*lifecycle_runner, **lifecycle, clock, *logger,
+                                                             std::move(load), ro);
+        reconciler->start();
+    }
     io.out << "listening on " << (config->plain_http ? "http://" : "https://") << config->listen_host << ":"
            << server.port() << "\n";
     io.out.flush();
@@ -145,6 +193,7 @@ int cmd_serve(const std::vector<std::string>& args, CliIo io) {
     });
     auto st = server.run();
     done = true;
+    if (reconciler) reconciler->stop();
     signals.join();
     if (!st) {
         io.err << "nodeform-controller serve: " << st.message() << "\n";

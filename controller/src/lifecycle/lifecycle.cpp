@@ -190,6 +190,10 @@ bool run_step(Run& run, const Step& step, std::string& error, std::string* waiti
 
 RunResult drive(Run& run, const Operation& op) {
     for (std::size_t i = static_cast<std::size_t>(step_index(op, run.rec.step) + 1); i < op.steps.size(); ++i) {
+        if (run.deps.may_continue && !run.deps.may_continue(run.id())) {
+            return {run.id(), run.rec.state, false,
+                    run.id() + ": stopped before " + op.steps[i].name + ": another controller took the lease over"};
+        }
         std::string error;
         std::string waiting;
         if (run_step(run, op.steps[i], error, &waiting)) continue;
@@ -306,6 +310,49 @@ RunResult Lifecycle::destroy(const site::Site& site, const std::string& identity
     auto run = prepare(site, identity);
     if (!run) return RunResult{identity, State::failed, false, run.message()};
     return decommission(**run, abandon);
+}
+
+RunResult Lifecycle::advance(const site::Site& site, const std::string& identity) {
+    auto run = prepare(site, identity);
+    if (!run) return RunResult{identity, State::failed, false, run.message()};
+    const NodeRecord& rec = (*run)->rec;
+    bool decommissioning = rec.state == State::decommissioning ||
+                           (rec.state == State::failed && step_index(decommission_operation(), rec.failed_step) >= 0);
+    return decommissioning ? decommission(**run, false) : provision(**run);
+}
+
+Status Lifecycle::queue_create(const std::string& identity) {
+    auto rec = deps_.store->get(identity);
+    if (!rec) return rec.error();
+    NodeRecord r = *rec ? **rec : fresh_record(identity);
+    if (r.state == State::decommissioning) {
+        return make_error("node '" + identity + "' is being decommissioned: wait for 'node destroy' to finish");
+    }
+    if (r.state == State::active) return Ok{};
+    if (r.state == State::failed && step_index(decommission_operation(), r.failed_step) >= 0) {
+        return make_error("node '" + identity + "' failed at '" + r.failed_step +
+                          "' while decommissioning: 'node destroy " + identity + "' again");
+    }
+    if (r.state == State::decommissioned || r.state == State::abandoned) r = fresh_record(identity);
+    if (r.state == State::failed) r.state = State::planned;  // resumes after the last step done (r.step)
+    r.updated_at = format_rfc3339(deps_.clock->now());
+    return deps_.store->put(r);
+}
+
+Status Lifecycle::queue_destroy(const std::string& identity) {
+    auto rec = deps_.store->get(identity);
+    if (!rec) return rec.error();
+    if (!*rec || ((*rec)->state == State::planned && (*rec)->vmid == 0)) {
+        return make_error("node '" + identity + "' was never provisioned by this controller; nothing to destroy");
+    }
+    NodeRecord r = **rec;
+    if (r.state == State::decommissioned) return Ok{};
+    if (r.state != State::decommissioning) {
+        r.state = State::decommissioning;
+        r.step.clear();
+    }
+    r.updated_at = format_rfc3339(deps_.clock->now());
+    return deps_.store->put(r);
 }
 
 }  // namespace nodeform::controller::lifecycle

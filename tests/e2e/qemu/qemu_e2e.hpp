@@ -186,7 +186,7 @@ class QemuE2e : public ::testing::Test {
         if (site_.empty()) return;
         if (fs::exists(pv::qemu_paths(vms_, vmid_).console)) save_artifacts();
         if (fs::exists(vms_))
-            (void)run({controller_binary(), "node", "destroy", "vm-01", "--site", site_, "--state", state_},
+            (void)run({controller_binary(), "node", "destroy", "vm-01", "--here", "--site", site_, "--state", state_},
                       minutes(3));
         for (int pid : processes_mentioning(vms_))
             ::kill(pid, SIGKILL);
@@ -205,6 +205,7 @@ class QemuE2e : public ::testing::Test {
         const auto t0 = std::chrono::steady_clock::now();
         std::vector<std::string> args = {"node",
                                          "create",
+                                         "--here",
                                          "vm-01",
                                          "--site",
                                          site_,
@@ -303,7 +304,7 @@ class QemuE2e : public ::testing::Test {
         ASSERT_TRUE(fs::exists(paths.overlay));
         save_artifacts();
         int code = -1;
-        std::vector<std::string> args = {"node", "destroy", "vm-01", "--site", site_, "--state", state_};
+        std::vector<std::string> args = {"node", "destroy", "vm-01", "--here", "--site", site_, "--state", state_};
         args.insert(args.end(), provider_args_.begin(), provider_args_.end());
         std::string out = cli(args, code, minutes(3));
         ASSERT_EQ(code, 0) << out;

@@ -55,7 +55,8 @@ struct Driver {
         store = std::make_unique<FlakyStore>(*real);
     }
 
-    std::unique_ptr<lc::Lifecycle> make(std::function<void(const std::string&)> crash = {}) {
+    std::unique_ptr<lc::Lifecycle> make(std::function<void(const std::string&)> crash = {},
+                                        std::function<bool(const std::string&)> may_continue = {}) {
         lc::LifecycleDeps deps;
         deps.store = store.get();
         deps.providers = [this](const site::ProxmoxEndpoint&) -> Result<std::unique_ptr<pv::Provider>> {
@@ -66,6 +67,7 @@ struct Driver {
         deps.clock = &clock;
         deps.logger = &logger;
         deps.crash_point = std::move(crash);
+        deps.may_continue = std::move(may_continue);
         return std::make_unique<lc::Lifecycle>(deps, options);
     }
 
@@ -351,6 +353,35 @@ TEST(LifecycleDriver, ValidatingEndsTheRunWithoutAReceiptUntilTheReportArrives) 
     auto again = d.make()->create(d.site, "web-01");
     ASSERT_TRUE(again.ok) << again.message;
     EXPECT_EQ(d.receipts().back().step, "active");
+}
+
+// The reconciler's unit of work: a queued create advances from the record; a lost lease stops the run before
+// the next step with nothing written; a queued destroy decommissions.
+TEST(LifecycleDriver, QueuedWorkAdvancesAndALostLeaseStopsBeforeTheNextStep) {
+    Driver d;
+    ASSERT_TRUE(d.make()->queue_create("web-01").ok());
+    EXPECT_EQ(d.record().state, lc::State::planned);
+    EXPECT_FALSE(d.make()->queue_destroy("web-01").ok());  // never provisioned: nothing to destroy
+    int asked = 0;
+    auto stopped = d.make({}, [&](const std::string&) { return ++asked <= 2; })->advance(d.site, "web-01");
+    EXPECT_FALSE(stopped.ok);
+    EXPECT_EQ(stopped.message, "web-01: stopped before configured: another controller took the lease over");
+    EXPECT_EQ(d.receipt_steps(), (std::vector<std::string>{"vmid_reserved:ok", "cloned:ok"}));
+    EXPECT_EQ(d.record().step, "cloned");
+    auto resumed = d.make()->advance(d.site, "web-01");
+    ASSERT_TRUE(resumed.ok) << resumed.message;
+    EXPECT_EQ(d.record().state, lc::State::active);
+    EXPECT_EQ(d.cloud.calls["clone"], 1);
+
+    ASSERT_TRUE(d.make()->queue_destroy("web-01").ok());
+    EXPECT_EQ(d.record().state, lc::State::decommissioning);
+    EXPECT_FALSE(d.make()->queue_create("web-01").ok());  // being decommissioned
+    auto destroyed = d.make()->advance(d.site, "web-01");
+    ASSERT_TRUE(destroyed.ok) << destroyed.message;
+    EXPECT_EQ(d.record().state, lc::State::decommissioned);
+    ASSERT_TRUE(d.make()->queue_create("web-01").ok());  // provisioned again from scratch
+    EXPECT_EQ(d.record().state, lc::State::planned);
+    EXPECT_EQ(d.record().step, "");
 }
 
 TEST(LifecycleDriver, TheHostnameGateUsesTheSitesNamingPolicy) {

@@ -42,8 +42,17 @@ struct ControllerConfig {
     std::chrono::seconds cert_check_interval{12 * 3600};  // how often serve checks the certificate's expiry
     std::chrono::milliseconds reload_interval{1000};
     bool access_log = true;
-    std::string log_level = "info";  // debug|info|notice|warning|error
-    std::string config_file;         // the file that was read, if any
+    // The lifecycle reconciler (docs/controller.md "Lifecycle reconciler").
+    bool lifecycle = true;
+    std::chrono::milliseconds lifecycle_interval{2000};  // how often records are scanned for work
+    std::chrono::milliseconds lease_ttl{60000};          // a node's lease lasts this long without a heartbeat
+    int lifecycle_parallel = 4;
+    int lifecycle_retries = 5;
+    std::chrono::milliseconds lifecycle_retry_backoff{30000};  // first retry, then doubling up to 10m
+    std::string ca_fingerprint;          // the seeds' CA fingerprint; "" = the generated CA's (STATE/tls/ca.pem)
+    std::vector<std::string> endpoints;  // NAME=URL: a Proxmox endpoint's URL overridden
+    std::string log_level = "info";      // debug|info|notice|warning|error
+    std::string config_file;             // the file that was read, if any
 };
 
 // The options `serve` accepts (also valid keys of the config file, without "--").

@@ -188,6 +188,9 @@ struct LifecycleDeps {
     std::function<void(const ProgressEvent&)> progress;  // optional
     // Test hook: called at "before:STEP", "called:STEP" and "after:STEP" points; a test makes it throw or _exit.
     std::function<void(const std::string& point)> crash_point;  // optional
+    // Asked before each step: false stops the run there, nothing written (the node's lease was taken over by
+    // another controller, which carries on). Optional.
+    std::function<bool(const std::string& identity)> may_continue;
 };
 
 struct GateVerdict {
@@ -235,6 +238,14 @@ class Lifecycle {
                                        int parallel);
     // Decommissions by the node's policy; abandon = forget the node without touching Proxmox.
     RunResult destroy(const site::Site& site, const std::string& identity, bool abandon = false);
+    // One pass of whatever the node's record asks for (the reconciler's unit of work): decommissioning, or a
+    // failure while decommissioning, resumes the decommission; anything else resumes provisioning.
+    RunResult advance(const site::Site& site, const std::string& identity);
+    // Queues work for a serving controller's reconciler (docs/controller.md): create stores a planned record
+    // (a decommissioned/abandoned node starts afresh, a failed one is stamped so its retries start again);
+    // destroy marks the record decommissioning. Nothing is done on Proxmox here.
+    Status queue_create(const std::string& identity);
+    Status queue_destroy(const std::string& identity);
 
     struct Run;  // one node's run (defined in controller/src/lifecycle/run.hpp)
 
