@@ -12,6 +12,9 @@
 #                    get their seed per clone (SMBIOS serial or cloud-init)
 #   --in-place ROOT  only bake the agent into ROOT (e.g. a mounted cloud image) and clear its identity;
 #                    no image, no cache (AGENT_DEB is then the only positional argument)
+#   --with-docker    also docker.io, docker-compose and a local image nodeform/busybox:local (a busybox
+#                    root imported at boot by nodeform-local-image.service, before the agent starts): for
+#                    stacks without a registry (the e2e tests); give it its own --cache
 #
 # Layers: (1) the base root plus cloud-init, qemu-guest-agent, a kernel and what a VM boot needs,
 # keyed by the base and the package list; (2) the agent installed and enabled, the machine's identity
@@ -26,11 +29,11 @@ PACKAGES=(systemd-sysv udev cloud-init qemu-guest-agent linux-image-amd64 ifupdo
   openssh-server sudo locales apparmor ca-certificates curl)
 MIRROR=${NODEFORM_MIRROR:-http://deb.debian.org/debian}
 
-usage() { sed -n '2,23p' "$0" >&2; exit 2; }
+usage() { sed -n '2,26p' "$0" >&2; exit 2; }
 step() { echo "bake-template: $(date +%H:%M:%S) $*"; }
 fail() { echo "bake-template: $*" >&2; exit 1; }
 
-base="" cache=/var/cache/nodeform-bake size=3G seed="" inplace=""
+base="" cache=/var/cache/nodeform-bake size=3G seed="" inplace="" docker=""
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -39,12 +42,15 @@ while [ $# -gt 0 ]; do
     --size) size=$2; shift 2 ;;
     --seed-file) seed=$(realpath "$2"); shift 2 ;;
     --in-place) inplace=$(realpath "$2"); shift 2 ;;
+    --with-docker) docker=1; shift ;;
     -h|--help) usage ;;
     -*) echo "bake-template: unknown option $1" >&2; usage ;;
     *) args+=("$1"); shift ;;
   esac
 done
 if [ -n "$inplace" ]; then [ ${#args[@]} -eq 1 ] || usage; else [ ${#args[@]} -eq 2 ] || usage; fi
+[ -z "$docker" ] || [ -z "$inplace" ] || { echo "bake-template: --with-docker bakes an image, not --in-place" >&2; usage; }
+[ -z "$docker" ] || PACKAGES+=(docker.io docker-compose busybox-static)
 deb=$(realpath "${args[0]}")
 [ -f "$deb" ] || fail "$deb: no such file"
 [ "$(id -u)" = 0 ] || fail "must run as root (chroot, mkfs)"
@@ -58,6 +64,38 @@ inroot() {
 }
 # Blocks daemon starts from maintainer scripts while packages are installed into a root.
 no_daemons() { printf '#!/bin/sh\nexit 101\n' >"$1/usr/sbin/policy-rc.d"; chmod 755 "$1/usr/sbin/policy-rc.d"; }
+
+# The local image of --with-docker in ROOT: a busybox root as a tar, and a unit that imports it once (at the
+# first boot, after docker, before the agent) as nodeform/busybox:local; the guest needs no registry.
+bake_local_image() {
+  local root=$1 img
+  step "local image: busybox root, imported at boot by nodeform-local-image.service"
+  img=$(mktemp -d); mkdir "$img/bin"
+  cp "$root/bin/busybox" "$img/bin/busybox"
+  for applet in sh sleep true cat echo; do ln -s busybox "$img/bin/$applet"; done
+  mkdir -p "$root/usr/share/nodeform/local-image"
+  tar --owner=0 --group=0 -C "$img" -cf "$root/usr/share/nodeform/local-image/busybox.tar" .
+  rm -rf "$img"
+  cat >"$root/etc/systemd/system/nodeform-local-image.service" <<'UNIT'
+[Unit]
+Description=Import the baked local image nodeform/busybox:local (bake-template.sh --with-docker)
+Requires=docker.service
+After=docker.service
+Before=nodeform-agent.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'docker image inspect nodeform/busybox:local >/dev/null 2>&1 || exec docker import /usr/share/nodeform/local-image/busybox.tar nodeform/busybox:local'
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  inroot "$root" systemctl enable nodeform-local-image.service >/dev/null 2>&1 ||
+    fail "cannot enable nodeform-local-image.service"
+  [ -L "$root/etc/systemd/system/multi-user.target.wants/docker.service" ] ||
+    fail "docker.service is not enabled after the install of docker.io"
+}
 
 # Installs and enables the agent in ROOT and clears every per-machine identity.
 bake_agent() {
@@ -140,6 +178,7 @@ if [ ! -f "$image/done" ]; then
   step "layer 2: copying layer 1"
   cp -a "$layer1/rootfs" "$work"
   bake_agent "$work"
+  [ -z "$docker" ] || bake_local_image "$work"
   kernel=$(cd "$work/boot" && ls vmlinuz-* | sort -V | tail -n 1)
   cp "$work/boot/$kernel" "$image/vmlinuz"
   cp "$work/boot/initrd.img-${kernel#vmlinuz-}" "$image/initrd.img"

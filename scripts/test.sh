@@ -23,6 +23,11 @@ agent_deb=$(ls build-release/nodeform-agent_*.deb | head -n 1)
 packaging/bake-template.sh --base-root "$(cat /var/cache/nodeform-test/agent-rootfs.path)" \
   --cache /var/cache/nodeform-test/bake "$agent_deb" /var/cache/nodeform-test/e2e-template >/dev/null
 export NODEFORM_E2E_TEMPLATE=/var/cache/nodeform-test/e2e-template/nodeform-template.qcow2
+# The first-boot test's template also has docker, docker-compose and a local image for its Compose stack (its own
+# cache: another package layer, once ~5 min; then per agent .deb like the one above).
+packaging/bake-template.sh --with-docker --base-root "$(cat /var/cache/nodeform-test/agent-rootfs.path)" \
+  --cache /var/cache/nodeform-test/bake-docker "$agent_deb" /var/cache/nodeform-test/e2e-docker-template >/dev/null
+export NODEFORM_E2E_DOCKER_TEMPLATE=/var/cache/nodeform-test/e2e-docker-template/nodeform-template.qcow2
 (cd build-test && ctest --output-on-failure --timeout 900 -j2 | tee ctest.log)
 # Here (root, everything installed) no test may skip: a skipped test would pass without testing anything.
 if [ "${NODEFORM_ALLOW_SKIPS:-0}" != 1 ] && grep -q '(Skipped)' build-test/ctest.log; then

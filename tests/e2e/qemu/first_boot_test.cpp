@@ -2,7 +2,8 @@
 // loopback → the VM boots from an overlay of the baked template (QEMU, software emulation unless KVM boots) →
 // the agent reads its seed from SMBIOS, enrolls, pulls its spec, converges and reports platform-ready →
 // `ready` in `node list`; checked inside the guest through the guest agent (user, key, sudo, files, services,
-// platform-ready, the agent's structured journal fields); drift made inside the VM is repaired by the next
+// a Compose stack's containers running from the local image baked with --with-docker, platform-ready, the
+// agent's structured journal fields); drift made inside the VM is repaired by the next
 // turn; an edit of the site reaches the VM (reload → new digest converged); `node destroy` leaves no QEMU
 // process, overlay, socket or node credential. One VM for all of it.
 //
@@ -15,8 +16,31 @@ namespace {
 
 const std::string kGreeting = "greeting = hello from the e2e spec\n";
 const std::string kChangedGreeting = "greeting = hello from the edited site\n";
+// Added to the site's e2e spec: docker (baked, so the packages are unchanged) and a two-service stack from the
+// template's local image (no registry in the guest); no network, so compose creates none.
+const std::string kDockerPackages = "    - docker.io\n    - docker-compose\n";
+const std::string kStack = R"(  stacks:
+    - name: web
+      compose: |
+        services:
+          app:
+            image: nodeform/busybox:local
+            command: ["sleep", "99999999"]
+            network_mode: none
+          worker:
+            image: nodeform/busybox:local
+            command: ["sleep", "99999999"]
+            network_mode: none
+)";
 
-TEST_F(QemuE2e, ACreatedVmBootsEnrollsConvergesIsReadyRepairsDriftTakesASpecChangeAndDestroyLeavesNothing) {
+TEST_F(QemuDockerE2e, ACreatedVmBootsEnrollsConvergesIsReadyRepairsDriftTakesASpecChangeAndDestroyLeavesNothing) {
+    {
+        std::string spec = slurp(site_ + "/specs/e2e.yaml");
+        const auto packages = spec.find("  packages:\n    - sudo\n");
+        ASSERT_NE(packages, std::string::npos);
+        spec.insert(packages + std::string("  packages:\n    - sudo\n").size(), kDockerPackages + kStack);
+        write_text(site_ + "/specs/e2e.yaml", spec);
+    }
     ControllerProcess controller(site_, state_, {"--tls-hosts", "10.0.2.2"}, /*tls=*/true);
     ASSERT_GT(controller.port(), 0) << "the controller did not start";
 
@@ -39,6 +63,16 @@ TEST_F(QemuE2e, ACreatedVmBootsEnrollsConvergesIsReadyRepairsDriftTakesASpecChan
     EXPECT_EQ(guest({"/usr/bin/systemctl", "is-active", "ssh"}).out, "active\n");  // the spec's managed service
     EXPECT_EQ(guest({"/usr/bin/systemctl", "is-enabled", "ssh"}).out, "enabled\n");
     EXPECT_EQ(guest({"/usr/bin/systemctl", "is-active", "nodeform-agent"}).out, "active\n");
+    // The stack: both services have a running container (compose's project and service labels).
+    auto running = guest({"/usr/bin/docker", "ps", "--filter", "label=com.docker.compose.project=web", "--filter",
+                          "status=running", "--format", "{{.Label \"com.docker.compose.service\"}}"});
+    std::set<std::string> services;
+    for (std::size_t at = 0, nl; at < running.out.size(); at = nl + 1) {
+        nl = running.out.find('\n', at);
+        if (nl == std::string::npos) nl = running.out.size();
+        if (nl > at) services.insert(running.out.substr(at, nl - at));
+    }
+    EXPECT_EQ(services, (std::set<std::string>{"app", "worker"})) << running.out << running.err;
 
     // 4. The agent logs to journald with its structured fields (docs/daemon.md): the platform-ready entry with
     //    its run id, and one entry per changed resource of that run, tagged with the resource's id.
@@ -53,6 +87,7 @@ TEST_F(QemuE2e, ACreatedVmBootsEnrollsConvergesIsReadyRepairsDriftTakesASpecChan
         if (e.contains("NODEFORM_RESOURCE")) resources.insert(e.value("NODEFORM_RESOURCE", ""));
     EXPECT_TRUE(resources.count("user:alice")) << "resources logged for run " << run_id << ": " << resources.size();
     EXPECT_TRUE(resources.count("file:/etc/nodeform-e2e/app.conf")) << "run " << run_id;
+    EXPECT_TRUE(resources.count("stack:web")) << "run " << run_id;
 
     // The seed came from SMBIOS: the agent enrolled with it and holds a node credential.
     auto status_with_credential = credential_probe(controller.port());

@@ -4,7 +4,9 @@
 // destroyed VM left nothing behind. One VM per test; TearDown destroys it whatever happened.
 //
 // Inputs: qemu-system-x86_64, qemu-img and cloud-localds in PATH and NODEFORM_E2E_TEMPLATE naming a baked
-// template (packaging/bake-template.sh; scripts/test.sh bakes it, cached). Without them the tests skip.
+// template (packaging/bake-template.sh; scripts/test.sh bakes it, cached); QemuDockerE2e instead needs
+// NODEFORM_E2E_DOCKER_TEMPLATE, baked with --with-docker (docker, docker-compose, the local image
+// nodeform/busybox:local). Without them the tests skip.
 // NODEFORM_E2E_ARTIFACTS (optional): a directory that receives each test's console log, the guest's boot
 // timings and the lifecycle receipts (the inputs of docs/benchmarks.md's breakdown).
 #include <netinet/in.h>
@@ -161,14 +163,14 @@ class QemuE2e : public ::testing::Test {
         for (const char* tool : {"qemu-system-x86_64", "qemu-img", "cloud-localds"}) {
             if (!in_path(tool)) GTEST_SKIP() << tool << " is not installed: scripts/install-deps.sh test";
         }
-        const char* t = std::getenv("NODEFORM_E2E_TEMPLATE");
+        const char* t = std::getenv(template_variable_);
         if (t == nullptr || *t == '\0') {
-            GTEST_SKIP() << "NODEFORM_E2E_TEMPLATE is not set: bake a template with packaging/bake-template.sh "
-                            "(scripts/test.sh does, cached) and name its nodeform-template.qcow2";
+            GTEST_SKIP() << template_variable_ << " is not set: bake a template with packaging/bake-template.sh"
+                         << bake_options_ << " (scripts/test.sh does, cached) and name its nodeform-template.qcow2";
         }
         template_ = t;
         if (!fs::exists(template_) || !fs::exists(fs::path(template_).parent_path() / "vmlinuz")) {
-            GTEST_SKIP() << "NODEFORM_E2E_TEMPLATE=" << template_ << " is not a baked template (no image or vmlinuz)";
+            GTEST_SKIP() << template_variable_ << "=" << template_ << " is not a baked template (no image or vmlinuz)";
         }
         site_ = temp_.path() + "/site";
         state_ = temp_.path() + "/state";
@@ -334,10 +336,23 @@ class QemuE2e : public ::testing::Test {
         };
     }
 
+    // The environment variable naming the template (a fixture for another bake sets it in its constructor).
+    const char* template_variable_ = "NODEFORM_E2E_TEMPLATE";
+    const char* bake_options_ = "";
     TempDir temp_;
     std::string template_, site_, state_, vms_;
     std::int64_t vmid_ = 100;
     std::vector<std::string> provider_args_;  // added to node create/destroy (e.g. --endpoint NAME=URL)
+};
+
+// The e2e fixture on the template baked --with-docker (NODEFORM_E2E_DOCKER_TEMPLATE): stacks run in the guest
+// from the baked local image nodeform/busybox:local, no registry.
+class QemuDockerE2e : public QemuE2e {
+  protected:
+    QemuDockerE2e() {
+        template_variable_ = "NODEFORM_E2E_DOCKER_TEMPLATE";
+        bake_options_ = " --with-docker";
+    }
 };
 
 }  // namespace nodeform::test
