@@ -144,6 +144,10 @@ struct Daemon::Impl {
     std::set<std::string> changes;         // seen, not yet examined ("/etc/group", "unit:nginx.service")
     bool debounce_armed = false;
     bool unit_busy = false;
+    bool cgroup_seen = false;            // a managed unit's cgroup changed since the last unit check began
+    bool checking_cgroup_event = false;  // the unit check under way was started by such a change
+    // A cgroup appears/disappears a moment before systemd settles the unit's state: look shortly after.
+    static constexpr milliseconds kUnitEventDelay{100};
     std::vector<UnitExpectation> units;
     std::vector<std::string> unit_states;  // as last seen, parallel to units
     std::string last_apply_request;        // the controller's last converge request taken (daemon.json)
@@ -515,7 +519,12 @@ struct Daemon::Impl {
                                  });
     }
 
-    void note_changes(const std::vector<std::string>& paths) {
+    void note_changes(const std::vector<std::string>& all) {
+        std::vector<std::string> paths;
+        bool units_moved = false;  // a managed service's cgroup came or went: look at the unit states now
+        for (const auto& p : all)
+            (unit_of_cgroup(p).empty() ? paths.push_back(p) : void(units_moved = true));
+        if (units_moved) check_units_soon();
         if (paths.empty()) return;
         changes.insert(paths.begin(), paths.end());
         deps.logger.debug("changed: " + join_some(paths));
@@ -568,13 +577,25 @@ struct Daemon::Impl {
         }
     }
 
-    void arm_unit_poll() {
+    // The unit check at once (a cgroup event), not at the next poll; one already under way looks again after.
+    void check_units_soon() {
+        if (deps.unit_runner == nullptr || stopping) return;
+        cgroup_seen = true;
+        if (unit_busy) return;  // units_seen re-arms with the short delay
+        arm_unit_poll(kUnitEventDelay);
+    }
+
+    void arm_unit_poll() { arm_unit_poll(opt.unit_poll); }
+
+    void arm_unit_poll(milliseconds delay) {
         if (deps.unit_runner == nullptr || opt.unit_poll.count() <= 0 || stopping) return;
-        unit_timer.expires_after(opt.unit_poll);
+        unit_timer.expires_after(delay);
         unit_timer.async_wait([this](const boost::system::error_code& ec) {
             if (ec || stopping) return;
             if (!ready || running || unit_busy || units.empty()) return arm_unit_poll();
             unit_busy = true;
+            checking_cgroup_event = cgroup_seen;
+            cgroup_seen = false;
             ProcessRequest request;
             request.argv = {"systemctl", "is-active", "--"};
             for (const auto& u : units)
@@ -611,10 +632,12 @@ struct Daemon::Impl {
                 unit_states[i] = states[i];
             }
             if (!seen.empty()) {
-                deps.logger.info("unit state changed: " + join_some(seen));
+                deps.logger.info("unit state changed: " + join_some(seen) +
+                                 (checking_cgroup_event || cgroup_seen ? " (seen through its cgroup)" : ""));
                 note_changes(seen);
             }
         }
+        if (cgroup_seen) return arm_unit_poll(kUnitEventDelay);
         arm_unit_poll();
     }
 

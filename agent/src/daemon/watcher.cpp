@@ -27,6 +27,10 @@ constexpr const char* kModulesDir = "/etc/modules-load.d";
 constexpr const char* kAptSourcesDir = "/etc/apt/sources.list.d";
 constexpr const char* kAptKeyringsDir = "/etc/apt/keyrings";
 constexpr const char* kUnitDir = "/etc/systemd/system";
+// systemd makes a service's cgroup when it starts and removes it when it stops, in the default slice of its
+// hierarchy: unified (cgroup v2, Debian 12's default), hybrid, legacy. Only the one the system has is watched.
+constexpr const char* kServiceCgroups[] = {"/sys/fs/cgroup/system.slice", "/sys/fs/cgroup/unified/system.slice",
+                                           "/sys/fs/cgroup/systemd/system.slice"};
 
 // Directory events that can mean "a watched entry changed"; the directory's own removal re-arms.
 constexpr std::uint32_t kMask = IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB | IN_CREATE | IN_DELETE | IN_MOVED_FROM |
@@ -58,6 +62,7 @@ class InotifyWatcher final : public ChangeWatcher {
         for (const auto& p : paths) {
             if (p.empty() || p[0] != '/' || p == "/") continue;
             wanted[parent_of(p)].names[name_of(p)] = p;
+            if (!unit_of_cgroup(p).empty()) continue;  // a unit's cgroup: only its creation and removal count
             struct stat st {};
             if (::lstat(host(p).c_str(), &st) == 0 && S_ISDIR(st.st_mode)) wanted[p].whole = p;
         }
@@ -164,8 +169,23 @@ Result<std::unique_ptr<ChangeWatcher>> make_inotify_watcher(const std::string& r
     return std::unique_ptr<ChangeWatcher>(new InotifyWatcher(fd, r));
 }
 
+std::string unit_of_cgroup(const std::string& path) {
+    for (const char* base : kServiceCgroups) {
+        const std::string dir = std::string(base) + "/";
+        if (path.size() <= dir.size() || path.compare(0, dir.size(), dir) != 0) continue;
+        std::string unit = path.substr(dir.size());
+        return unit.find('/') == std::string::npos ? unit : "";
+    }
+    return "";
+}
+
 std::vector<std::string> watched_paths(const Json& spec) {
     std::set<std::string> out;
+    for (const auto& u : unit_expectations(spec)) {
+        if (u.unit.empty() || u.unit.find('/') != std::string::npos || u.unit[0] == '.') continue;
+        for (const char* base : kServiceCgroups)
+            out.insert(std::string(base) + "/" + u.unit + (u.unit.find('.') == std::string::npos ? ".service" : ""));
+    }
     for (const char* kind : {"files", "directories", "symlinks"})
         for (const auto& f : array_at(spec, kind))
             if (auto p = string_of(f, "path"); !p.empty()) out.insert(p);

@@ -168,5 +168,40 @@ TEST(WatchedPaths, UnitExpectations) {
     EXPECT_TRUE(unit_differs(units[1], "active"));
 }
 
+// A managed service's cgroup directory: its creation and removal (systemd starting or stopping the unit) are
+// changes; what happens inside it (cgroup.events, memory.events) is not watched.
+TEST(WatchedPaths, EachManagedServicesCgroupIsWatchedForItsComingAndGoing) {
+    Json spec = {{"services",
+                  {{{"name", "nginx.service"}, {"running", true}},
+                   {{"name", "ssh"}, {"running", true}},
+                   {{"name", "../escape.service"}, {"running", true}},
+                   {{"name", "odd.service"}}}}};
+    EXPECT_EQ(
+        watched_paths(spec),
+        (std::vector<std::string>{
+            "/sys/fs/cgroup/system.slice/nginx.service", "/sys/fs/cgroup/system.slice/ssh.service",
+            "/sys/fs/cgroup/systemd/system.slice/nginx.service", "/sys/fs/cgroup/systemd/system.slice/ssh.service",
+            "/sys/fs/cgroup/unified/system.slice/nginx.service", "/sys/fs/cgroup/unified/system.slice/ssh.service"}));
+    EXPECT_EQ(unit_of_cgroup("/sys/fs/cgroup/unified/system.slice/ssh.service"), "ssh.service");
+    EXPECT_EQ(unit_of_cgroup("/sys/fs/cgroup/system.slice/nginx.service"), "nginx.service");
+    EXPECT_EQ(unit_of_cgroup("/sys/fs/cgroup/system.slice/nginx.service/cgroup.events"), "");
+    EXPECT_EQ(unit_of_cgroup("/etc/motd"), "");
+
+    test::TempDir dir;
+    const std::string slice = dir.path() + "/sys/fs/cgroup/system.slice";
+    fs::create_directories(slice + "/nginx.service");
+    auto made = make_inotify_watcher(dir.path());
+    ASSERT_TRUE(made) << made.message();
+    auto& w = **made;
+    w.watch(watched_paths(spec));
+    put(slice + "/nginx.service/cgroup.events", "populated 0\n");  // inside the cgroup: not watched
+    fs::create_directory(slice + "/other.service");                // another unit: not ours
+    EXPECT_TRUE(quiet(w));
+    fs::remove_all(slice + "/nginx.service");  // the unit stopped
+    EXPECT_EQ(next_changes(w), std::vector<std::string>{"/sys/fs/cgroup/system.slice/nginx.service"});
+    fs::create_directory(slice + "/ssh.service");  // the unit started
+    EXPECT_EQ(next_changes(w), std::vector<std::string>{"/sys/fs/cgroup/system.slice/ssh.service"});
+}
+
 }  // namespace
 }  // namespace nodeform::agent::daemon

@@ -30,8 +30,14 @@ Result<std::unique_ptr<ChangeWatcher>> make_inotify_watcher(const std::string& r
 
 // What a spec manages on disk: its files, directories and symlinks, the account databases and
 // /etc/sudoers.d (users or groups), each user's authorized_keys, dpkg's status file (packages) and
-// each stack's directory. Sorted, unique.
+// each stack's directory, and the cgroup directory of each service the spec wants running or stopped
+// (/sys/fs/cgroup/[unified/|systemd/]system.slice/UNIT: systemd creates it when the unit starts, removes it
+// when it stops).
+// Sorted, unique.
 std::vector<std::string> watched_paths(const nlohmann::json& spec);
+
+// The unit whose cgroup directory `path` is ("nginx.service"), or "" when it is not one.
+std::string unit_of_cgroup(const std::string& path);
 
 // True when a run that changed the resource `id` ("file:/etc/motd", "user:alice", "package:nginx")
 // writes `path` itself: such a change seen after the run is the agent's own, not drift.
