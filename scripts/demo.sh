@@ -3,7 +3,7 @@
 #   install and build → bake the VM template (cached) → start the controller on loopback → `node create` a
 #   local QEMU VM (provider qemu) from the example site → it boots, reads its seed from SMBIOS, enrolls, pulls
 #   its spec, converges and reports platform-ready with nobody logging in → `node list` shows it `ready` →
-#   drift made inside the VM through the guest agent is repaired by the next turn → `node destroy`.
+#   drift made inside the VM through the guest agent is repaired at once by the agent's drift watcher → `node destroy`.
 # Usage: scripts/demo.sh [WORKDIR]           (default /tmp/nodeform-demo; needs root and the Debian mirror;
 #                                             software emulation: about 5-10 minutes after the first bake)
 #        scripts/demo.sh --quick [WORKDIR]   the agent converges a debootstrapped root instead of a VM (~1 min):
