@@ -6,7 +6,9 @@ Writes OUT_DIR/{nodeform-spec.json,site.pp,playbook.yml,policy.cf,state.json}. K
 benchNN.pub (one OpenSSH public key per user). The state: the packages listed in PACKAGES_FILE
 (already installed), group benchops (gid 2000), users bench01..bench10 (uid 2001..2010, shell
 /bin/bash, home /home/benchNN, supplementary group benchops, one SSH key each), the sudoers
-drop-in /etc/sudoers.d/benchops (0440) and 20 files /etc/bench/fileNN.conf.
+drop-in /etc/sudoers.d/benchops (0440), 20 files /etc/bench/fileNN.conf, 11 directories (/srv/bench
+and /srv/bench/dirNN, owners, groups and modes mixed) and 10 symlinks /etc/bench/linkNN.conf -> fileNN.conf
+(relative targets). Only kinds that all four tools have built in (docs/benchmarks.md says which are not).
 """
 import json
 import os
@@ -28,7 +30,18 @@ for i in range(1, 21):
     files.append({"path": f"/etc/bench/file{i:02d}.conf", "content": f"# bench file {i}\n" + body,
                   "mode": "0644" if odd else "0640", "owner": "root", "group": "root" if odd else GROUP})
 
-state = {"packages": packages, "group": GROUP, "gid": GID, "users": users, "files": files}
+# Directories: the parent first (Puppet and the peers' loops create in this order), then odd ones owned by
+# the user benchNN (0750), even ones root:benchops (0770).
+directories = [{"path": "/srv/bench", "mode": "0755", "owner": "root", "group": "root"}]
+for i in range(1, 11):
+    odd = i % 2 == 1
+    directories.append({"path": f"/srv/bench/dir{i:02d}", "mode": "0750" if odd else "0770",
+                        "owner": f"bench{i:02d}" if odd else "root", "group": GROUP})
+# Symlinks: relative targets, stored as given by every tool; links are root's (nobody sets their owner).
+symlinks = [{"path": f"/etc/bench/link{i:02d}.conf", "target": f"file{i:02d}.conf"} for i in range(1, 11)]
+
+state = {"packages": packages, "group": GROUP, "gid": GID, "users": users, "files": files,
+         "directories": directories, "symlinks": symlinks}
 json.dump(state, open(os.path.join(out, "state.json"), "w"), indent=1)
 
 # nodeform: a resolved spec (docs/resolved-spec.md), written the way the resolver writes it.
@@ -40,6 +53,8 @@ spec = {
                "sudo": False, "sudo_nopasswd": False, "ssh_keys": [u["key"]], "state": "present"} for u in users],
     "packages": [{"name": p, "state": "present"} for p in packages],
     "files": [dict(f, state="present", restart=[]) for f in files],
+    "directories": [dict(d, recursive=False) for d in directories],
+    "symlinks": [dict(s, state="present") for s in symlinks],
     "services": [], "stacks": [], "health": [],
     "apply": {"trigger": "schedule", "interval_s": 300, "splay_s": 0, "drift": "remediate"},
     "secret_paths": [],
@@ -66,6 +81,11 @@ for u in users:
 for f in files:
     m.append(f"file {{ {pp(f['path'])}: ensure => file, content => {pp(f['content'])}, owner => {pp(f['owner'])},"
              f" group => {pp(f['group'])}, mode => {pp(f['mode'])}, require => Group[{pp(GROUP)}] }}")
+for d in directories:
+    m.append(f"file {{ {pp(d['path'])}: ensure => directory, owner => {pp(d['owner'])}, group => {pp(d['group'])},"
+             f" mode => {pp(d['mode'])} }}")  # the owner's User and the Group are autorequired
+for s in symlinks:
+    m.append(f"file {{ {pp(s['path'])}: ensure => link, target => {pp(s['target'])} }}")
 open(os.path.join(out, "site.pp"), "w").write("\n".join(m) + "\n")
 
 # Ansible: one play, no fact gathering (nothing here needs facts), loops for users and files.
@@ -97,6 +117,13 @@ play = [
     "      ansible.builtin.copy: {dest: \"{{ item.path }}\", content: \"{{ item.content }}\", owner: \"{{ item.owner }}\","
     " group: \"{{ item.group }}\", mode: \"{{ item.mode }}\"}",
     f"      loop: {y(files)}",
+    "    - name: directories",
+    "      ansible.builtin.file: {path: \"{{ item.path }}\", state: directory, owner: \"{{ item.owner }}\","
+    " group: \"{{ item.group }}\", mode: \"{{ item.mode }}\"}",
+    f"      loop: {y(directories)}",
+    "    - name: symlinks",  # a relative src is relative to the link's directory, as with ln -s
+    "      ansible.builtin.file: {path: \"{{ item.path }}\", src: \"{{ item.target }}\", state: link}",
+    f"      loop: {y(symlinks)}",
 ]
 open(os.path.join(out, "playbook.yml"), "w").write("\n".join(play) + "\n")
 
@@ -116,6 +143,7 @@ c = ["body common control { bundlesequence => { \"bench_group\", \"bench\" }; }"
      "body perms mog(m, o, g) { rxdirs => \"false\"; mode => \"$(m)\"; owners => { \"$(o)\" }; groups => { \"$(g)\" }; }",
      "body perms og(o, g) { owners => { \"$(o)\" }; groups => { \"$(g)\" }; }",
      "body contain shell_false { useshell => \"noshell\"; }",
+     "body link_from ln_s(x) { link_type => \"symlink\"; source => \"$(x)\"; when_no_source => \"force\"; }",
      "bundle agent bench {",
      "packages:"]
 for p in packages:
@@ -135,6 +163,11 @@ for u in users:
 for f in files:
     c.append(f"  {cf(f['path'])} create => \"true\", content => {cf(f['content'])},"
              f" perms => mog({cf(f['mode'])}, {cf(f['owner'])}, {cf(f['group'])});")
+for d in directories:  # a trailing "/." makes the promise a directory
+    c.append(f"  {cf(d['path'] + '/.')} create => \"true\","
+             f" perms => mog({cf(d['mode'])}, {cf(d['owner'])}, {cf(d['group'])});")
+for s in symlinks:
+    c.append(f"  {cf(s['path'])} link_from => ln_s({cf(s['target'])});")
 c.append("}")
 # CFEngine 3.21 has no promise type for groups: a commands promise creates the group when getgid()
 # finds none, in its own bundle before the users.

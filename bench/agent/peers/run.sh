@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Issue 7's peer benchmark: one desired state (60 installed packages, 10 users in one group with SSH
-# keys, a sudoers drop-in, 20 files) converged by nodeform-agent, `puppet apply`,
+# keys, a sudoers drop-in, 20 files, 11 directories, 10 symlinks) converged by nodeform-agent, `puppet apply`,
 # `ansible-playbook -c local` and `cf-agent`, each in its own fresh copy of a debootstrapped
 # Debian 12 root: first run, then --noop-runs no-op runs; wall time and peak RSS by GNU time.
 # usage: sudo bench/agent/peers/run.sh --agent PATH [--out FILE] [--work DIR] [--rootfs DIR]
-#                                      [--noop-runs N] [--keep]
+#                                      [--noop-runs N] [--tools LIST] [--keep]
 #   --agent      nodeform-agent from a build without sanitizers (RelWithDebInfo)
 #   --out        also write the Markdown table to FILE
 #   --work       work directory (default /var/tmp/nodeform-bench-peers); nothing is written elsewhere
 #   --rootfs     source root (default: the test root named in /var/cache/nodeform-test/agent-rootfs.path)
 #   --noop-runs  no-op runs per tool, the median is reported (default 3)
+#   --tools      comma-separated subset of nodeform-chroot,nodeform-root,puppet,ansible,cfengine
+#                (default: all; the harness row always runs), e.g. for a quick check of one manifest
 #   --keep       keep the per-tool roots and logs of this run (default: remove the roots, keep logs)
 # The base root (source + puppet, ansible-core, cfengine3 from the apt mirror) is cached in
 # WORK/base-KEY and reused; every run copies it afresh for each tool. Every tool runs inside
@@ -22,6 +24,7 @@ out=
 work=/var/tmp/nodeform-bench-peers
 rootfs=
 noop_runs=3
+tools=nodeform-chroot,nodeform-root,puppet,ansible,cfengine
 keep=0
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -30,8 +33,9 @@ while [ $# -gt 0 ]; do
         --work) work=$2; shift 2 ;;
         --rootfs) rootfs=$2; shift 2 ;;
         --noop-runs) noop_runs=$2; shift 2 ;;
+        --tools) tools=$2; shift 2 ;;
         --keep) keep=1; shift ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -39,6 +43,11 @@ done
 agent=$(readlink -f "$agent")
 [ "$(id -u)" = 0 ] || { echo "run as root (chroot, unshare, useradd)" >&2; exit 2; }
 case "$noop_runs" in ''|*[!0-9]*|0) echo "--noop-runs: a positive integer" >&2; exit 2 ;; esac
+for t in ${tools//,/ }; do
+    case "$t" in nodeform-chroot|nodeform-root|puppet|ansible|cfengine) ;;
+        *) echo "--tools: unknown tool '$t' (nodeform-chroot, nodeform-root, puppet, ansible, cfengine)" >&2; exit 2 ;;
+    esac
+done
 for tool in /usr/bin/time ssh-keygen unshare python3 findmnt; do
     command -v "$tool" >/dev/null || { echo "missing $tool (Debian packages: time openssh-client util-linux python3)" >&2; exit 2; }
 done
@@ -133,6 +142,7 @@ noop_clean() {
 }
 bench_tool() {
     local tool=$1 version=$2; shift 2
+    [ "$tool" = baseline ] || [[ ",$tools," == *",$tool,"* ]] || return 0
     local r=$run/root-$tool
     echo "== $tool ($version)"
     cp -a "$base" "$r"

@@ -66,10 +66,22 @@ for u in st["users"]:
     check_path(u["home"] + "/.ssh", "0700", uid, gid, kind=stat.S_IFDIR)
     check_path(u["home"] + "/.ssh/authorized_keys", "0600", uid, gid, u["key"] + "\n")
 
+def ids(item):
+    return (int(passwd[item["owner"]][2]) if item["owner"] in passwd else -1,
+            int(group[item["group"]][2]) if item["group"] in group else -1)
+
+
 for f in st["files"]:
-    uid = int(passwd[f["owner"]][2]) if f["owner"] in passwd else -1
-    gid = int(group[f["group"]][2]) if f["group"] in group else -1
-    check_path(f["path"], f["mode"], uid, gid, f["content"])
+    check_path(f["path"], f["mode"], *ids(f), f["content"])
+
+for d in st.get("directories", []):
+    check_path(d["path"], d["mode"], *ids(d), kind=stat.S_IFDIR)
+
+for s in st.get("symlinks", []):
+    check_path(s["path"], None, 0, 0, kind=stat.S_IFLNK)  # links are root's; their mode means nothing
+    full = os.path.join(root, s["path"].lstrip("/"))
+    if os.path.islink(full) and os.readlink(full) != s["target"]:
+        problems.append(f"{s['path']} -> {os.readlink(full)} != {s['target']}")
 
 if problems:
     print("; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""))
