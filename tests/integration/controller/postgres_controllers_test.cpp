@@ -276,9 +276,8 @@ TEST_F(PostgresControllers, FiveHundredAgentsReportThroughThreeControllersWithNo
                 node_yaml += line + "\n";
     }
     auto agent = [](int i) {
-        char name[16];
-        std::snprintf(name, sizeof(name), "agent-%03d", i);
-        return std::string(name);
+        std::string n = std::to_string(i);
+        return "agent-" + std::string(n.size() < 3 ? 3 - n.size() : 0, '0') + n;
     };
     for (int i = 0; i < kAgents; ++i)  // each its own address (the spec's is one node's)
         std::ofstream(fleet + "/nodes/" + agent(i) + ".yaml")
