@@ -19,6 +19,7 @@
 #include "nodeform/canonical_json.hpp"
 #include "nodeform/controller/providers/qemu.hpp"
 #include "nodeform/posix_process_runner.hpp"
+#include "nodeform/seed.hpp"
 
 namespace nodeform::test {
 namespace {
@@ -1064,6 +1065,18 @@ class LoopbackTransport final : public HttpTransport {
 
 std::unique_ptr<HttpTransport> make_loopback_transport(const std::string& base_url) {
     return std::make_unique<LoopbackTransport>(base_url);
+}
+
+std::string seed_token_in_smbios1(const nlohmann::json& vm_config) {
+    std::string smbios = vm_config.value("smbios1", "");
+    auto at = smbios.find("serial=");
+    if (at == std::string::npos) return "";
+    std::string serial = smbios.substr(at + 7);
+    serial = serial.substr(0, serial.find(','));
+    auto decoded = base64_decode(serial);
+    if (!decoded) return "";
+    auto seed = decode_seed_compact(*decoded);
+    return seed ? seed->token : "";
 }
 
 }  // namespace nodeform::test

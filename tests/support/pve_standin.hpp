@@ -85,4 +85,7 @@ class PveStandin {
 // A plain-HTTP client transport for loopback tests (https with pinning comes from make_http_transport).
 std::unique_ptr<HttpTransport> make_loopback_transport(const std::string& base_url);
 
+// The enrollment token of the seed a VM's config carries in `smbios1` (serial=BASE64,...); "" when there is none.
+std::string seed_token_in_smbios1(const nlohmann::json& vm_config);
+
 }  // namespace nodeform::test

@@ -522,8 +522,12 @@ struct Daemon::Impl {
     void note_changes(const std::vector<std::string>& all) {
         std::vector<std::string> paths;
         bool units_moved = false;  // a managed service's cgroup came or went: look at the unit states now
-        for (const auto& p : all)
-            (unit_of_cgroup(p).empty() ? paths.push_back(p) : void(units_moved = true));
+        for (const auto& p : all) {
+            if (unit_of_cgroup(p).empty())
+                paths.push_back(p);
+            else
+                units_moved = true;
+        }
         if (units_moved) check_units_soon();
         if (paths.empty()) return;
         changes.insert(paths.begin(), paths.end());

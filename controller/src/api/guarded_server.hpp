@@ -6,14 +6,14 @@
 // closes after keep_alive_timeout, and beyond max_connections (open: in service, waiting for a worker, or parked)
 // a new connection is answered 503 at once over HTTP (closed over HTTPS) without taking a worker. A connection
 // waiting for a request (before its first byte or TLS handshake, or idle between requests) holds no worker: it
-// is parked on one epoll thread and handed back to a worker when bytes arrive, or closed at its deadline. The request line
-// and headers together are capped at max_head_bytes (cpp-httplib caps each line at 8 KiB, not their number).
-// The body is framed by the loop, not trusted to cpp-httplib: Content-Length or Transfer-Encoding: chunked (both,
-// or any other coding, is refused), at most max_body_bytes decoded on every framing (a chunked body is cut at the
-// first chunk that would pass it, so memory never grows beyond the limit), none at all without either header. A
-// connection closes after any response that says Connection: close, after a request whose head was refused, and
-// after a request whose body was not read to its end: bytes the server did not read are never parsed as a request.
-// The listening socket is bound without SO_REUSEPORT, so a second server on the same address fails to bind.
+// is parked on one epoll thread and handed back to a worker when bytes arrive, or closed at its deadline. The request
+// line and headers together are capped at max_head_bytes (cpp-httplib caps each line at 8 KiB, not their number). The
+// body is framed by the loop, not trusted to cpp-httplib: Content-Length or Transfer-Encoding: chunked (both, or any
+// other coding, is refused), at most max_body_bytes decoded on every framing (a chunked body is cut at the first chunk
+// that would pass it, so memory never grows beyond the limit), none at all without either header. A connection closes
+// after any response that says Connection: close, after a request whose head was refused, and after a request whose
+// body was not read to its end: bytes the server did not read are never parsed as a request. The listening socket is
+// bound without SO_REUSEPORT, so a second server on the same address fails to bind.
 #include <httplib.h>
 
 #include "nodeform/result.hpp"
@@ -34,8 +34,8 @@ struct ConnectionLimits {
     std::size_t keep_alive_max_requests = 1000;
     std::size_t max_head_bytes = 64 * 1024;    // request line + headers; beyond → 400 and close
     std::size_t max_body_bytes = 1024 * 1024;  // decoded request body on any framing; beyond → 413 and close
-    std::size_t workers = 32;             // requests handled at once
-    std::size_t max_connections = 8192;  // open connections, parked ones included; ≥ workers
+    std::size_t workers = 32;                  // requests handled at once
+    std::size_t max_connections = 8192;        // open connections, parked ones included; ≥ workers
 };
 
 // Shared by the server and /metrics.

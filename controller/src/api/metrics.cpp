@@ -42,7 +42,8 @@ std::string render_metrics(RequestMetrics& requests, const ServerGauges& g) {
         out << "nodeform_nodes{status=\"" << s << "\"} " << n << "\n";
     out << "# HELP nodeform_reports_stored Reports currently stored.\n# TYPE nodeform_reports_stored gauge\n"
         << "nodeform_reports_stored " << g.reports_stored << "\n";
-    out << "# HELP nodeform_http_connections_open Open connections: in service, waiting for a worker, or idle between requests.\n"
+    out << "# HELP nodeform_http_connections_open Open connections: in service, waiting for a worker, or idle between "
+           "requests.\n"
         << "# TYPE nodeform_http_connections_open gauge\nnodeform_http_connections_open " << g.connections_open << "\n"
         << "# HELP nodeform_http_connections_rejected_total Connections refused beyond max-connections.\n"
         << "# TYPE nodeform_http_connections_rejected_total counter\nnodeform_http_connections_rejected_total "

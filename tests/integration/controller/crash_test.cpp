@@ -32,12 +32,7 @@ namespace fs = std::filesystem;
     ::dup2(fds[1], target_fd);
     ::close(fds[0]);
     ::close(fds[1]);
-    std::vector<char*> argv;
-    for (auto& a : args)
-        argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(args[0].c_str(), argv.data());
-    ::_exit(127);
+    test::exec_argv(std::move(args));
 }
 
 using test::ControllerProcess;  // tests/support/controller_process.hpp

@@ -12,10 +12,8 @@
 
 #include "controller_process.hpp"
 #include "eventually.hpp"
-#include "nodeform/base64.hpp"
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/controller/lifecycle/reconciler.hpp"
-#include "nodeform/seed.hpp"
 #include "postgres_cluster.hpp"
 #include "pve_standin.hpp"
 #include "test_paths.hpp"
@@ -43,19 +41,6 @@ test::PveStandinOptions example_standin(milliseconds clone_ms) {
     return o;
 }
 
-// The enrollment token the seed in the VM's smbios1 carries.
-std::string seed_token(const json& config) {
-    std::string smbios = config.value("smbios1", "");
-    auto at = smbios.find("serial=");
-    if (at == std::string::npos) return "";
-    std::string serial = smbios.substr(at + 7);
-    serial = serial.substr(0, serial.find(','));
-    auto decoded = base64_decode(serial);
-    if (!decoded) return "";
-    auto seed = decode_seed_compact(*decoded);
-    return seed ? seed->token : "";
-}
-
 class Reconciler : public ::testing::Test {
   protected:
     void SetUp() override {
@@ -81,6 +66,21 @@ class Reconciler : public ::testing::Test {
         if (!store.empty()) extra.insert(extra.end(), {"--store", store});
         return std::make_unique<test::ControllerProcess>(site_, state, extra);
     }
+    // One controller per state directory on the database `url`, started, then waited for until one serves.
+    void serve_all(const std::string& url, std::initializer_list<const char*> states,
+                   std::vector<std::unique_ptr<test::ControllerProcess>>& controllers) {
+        for (const char* name : states) {
+            controllers.push_back(serve(dir_.path() + name, url));
+            ASSERT_GT(controllers.back()->port(), 0);
+        }
+        auto store = lifecycle::open_postgres_lifecycle_store(url, "");
+        ASSERT_TRUE(store.ok()) << store.message();
+        SystemClock clock;
+        ASSERT_TRUE(test::eventually([&] {
+            auto serving = lifecycle::reconciler_serving(**store, clock);
+            return serving && *serving;
+        }));
+    }
     test::CliResult node(std::vector<std::string> args, const std::string& state, const std::string& store = "") {
         args.insert(args.begin(), "node");
         args.insert(args.end(), {"--site", site_, "--state", state, "--ca-fingerprint", std::string(64, 'a'),
@@ -99,7 +99,7 @@ class Reconciler : public ::testing::Test {
     // Enrolls with the seed's token through `port` and sends a platform-ready report.
     void report_ready(int port, const std::string& identity) {
         httplib::Client c("127.0.0.1", port);
-        const std::string token = seed_token(pve_->vm_config(kVmid));
+        const std::string token = test::seed_token_in_smbios1(pve_->vm_config(kVmid));
         ASSERT_FALSE(token.empty()) << pve_->vm_config(kVmid).dump();
         auto enrolled = c.Post("/v1/enroll", json{{"identity", identity}, {"token", token}}.dump(), "application/json");
         ASSERT_TRUE(enrolled);
@@ -181,17 +181,9 @@ TEST_F(Reconciler, BTheLeaseOfAKilledControllerIsTakenOverAndExactlyOneVmExists)
     ASSERT_FALSE(url.empty()) << test::PostgresCluster::shared().error();
     start_standin(milliseconds(3000));
     std::vector<std::unique_ptr<test::ControllerProcess>> controllers;
-    for (const char* name : {"/state-a", "/state-b"}) {
-        controllers.push_back(serve(dir_.path() + name, url));
-        ASSERT_GT(controllers.back()->port(), 0);
-    }
+    ASSERT_NO_FATAL_FAILURE(serve_all(url, {"/state-a", "/state-b"}, controllers));
     auto store = lifecycle::open_postgres_lifecycle_store(url, "");
     ASSERT_TRUE(store.ok()) << store.message();
-    SystemClock clock;
-    ASSERT_TRUE(test::eventually([&] {
-        auto serving = lifecycle::reconciler_serving(**store, clock);
-        return serving && *serving;
-    }));
     auto queued = node({"create", "web-01"}, dir_.path() + "/state-a", url);
     ASSERT_EQ(queued.exit_code, 0) << queued.out << queued.err;
 
@@ -232,17 +224,9 @@ TEST_F(Reconciler, CThreeControllersNeverRunANodesStepTwice) {
     ASSERT_FALSE(url.empty()) << test::PostgresCluster::shared().error();
     start_standin(milliseconds(500));
     std::vector<std::unique_ptr<test::ControllerProcess>> controllers;
-    for (const char* name : {"/state-a", "/state-b", "/state-c"}) {
-        controllers.push_back(serve(dir_.path() + name, url));
-        ASSERT_GT(controllers.back()->port(), 0);
-    }
+    ASSERT_NO_FATAL_FAILURE(serve_all(url, {"/state-a", "/state-b", "/state-c"}, controllers));
     auto store = lifecycle::open_postgres_lifecycle_store(url, "");
     ASSERT_TRUE(store.ok()) << store.message();
-    SystemClock clock;
-    ASSERT_TRUE(test::eventually([&] {
-        auto serving = lifecycle::reconciler_serving(**store, clock);
-        return serving && *serving;
-    }));
     auto queued = node({"create", "web-01", "demo-01"}, dir_.path() + "/state-b", url);
     ASSERT_EQ(queued.exit_code, 0) << queued.out << queued.err;
     const std::string state = dir_.path() + "/state-c";

@@ -3,10 +3,8 @@
 #include <gtest/gtest.h>
 
 #include "nodeform/atomic_file.hpp"
-#include "nodeform/base64.hpp"
 #include "nodeform/controller/lifecycle/lifecycle.hpp"
 #include "nodeform/posix_process_runner.hpp"
-#include "nodeform/seed.hpp"
 #include "pve_standin.hpp"
 #include "test_paths.hpp"
 
@@ -71,18 +69,6 @@ struct Cli {
     }
 };
 
-std::string seed_token(const json& config) {
-    std::string smbios = config.value("smbios1", "");
-    auto at = smbios.find("serial=");
-    if (at == std::string::npos) return "";
-    std::string serial = smbios.substr(at + 7);
-    serial = serial.substr(0, serial.find(','));
-    auto decoded = base64_decode(serial);
-    if (!decoded) return "";
-    auto seed = decode_seed_compact(*decoded);
-    return seed ? seed->token : "";
-}
-
 TEST(ProxmoxCli, PlanCreateCrashResumeReceiptsDestroy) {
     PveStandin pve(example_standin());
     pve.add_template("pve1", 9000, "debian12-tmpl");
@@ -112,7 +98,7 @@ TEST(ProxmoxCli, PlanCreateCrashResumeReceiptsDestroy) {
     EXPECT_EQ(pve.vm_count(), 2);
     EXPECT_EQ(pve.vm_status(1011), "running");
     json cfg = pve.vm_config(1011);
-    const std::string token = seed_token(cfg);
+    const std::string token = seed_token_in_smbios1(cfg);
     EXPECT_EQ(token.rfind("nfe_", 0), 0u) << cfg.dump();
 
     auto receipts = cli.run({"receipts", "web-01", "--json"});
