@@ -312,6 +312,35 @@ class DeadlineStream final : public httplib::Stream {
     bool reusable() const { return body_.complete() && !response_.closes(); }
     void set_ssl(SSL* ssl) { ssl_ = ssl; }
     bool buffered() const { return pos_ < len_ || (ssl_ && SSL_pending(ssl_) > 0); }
+
+    // Loop threads: reads and writes return instead of waiting (would_block() tells it was that).
+    void set_nonblocking(bool on) {
+        nonblocking_ = on;
+        would_block_ = false;
+    }
+    bool would_block() const { return would_block_; }
+    // Part of a response is still to be sent (a loop could not send all of it without waiting).
+    bool output_pending() const { return sent_ < out_.size(); }
+
+    enum class Arrival { data, none, closed };
+    // Loop threads: reads what the socket has if nothing is buffered; never waits.
+    Arrival take_available() {
+        if (pos_ < len_) return Arrival::data;
+        set_nonblocking(true);
+        ssize_t n = fill();
+        bool blocked = would_block_;
+        set_nonblocking(false);
+        if (n > 0) return Arrival::data;
+        return n < 0 && blocked ? Arrival::none : Arrival::closed;
+    }
+    // The buffered bytes start with a whole request head ending in CRLF CRLF: its lines (each with its CRLF).
+    std::optional<std::string_view> complete_head() const {
+        if (pos_ >= len_) return std::nullopt;
+        std::string_view bytes(buf_.get() + pos_, len_ - pos_);
+        auto end = bytes.find("\r\n\r\n");
+        if (end == std::string_view::npos) return std::nullopt;
+        return bytes.substr(0, end + 2);
+    }
     bool missed_deadline() const { return missed_; }
     // Frees the read buffer while nothing is buffered (an idle keep-alive connection costs no buffer).
     void release_buffer() {
@@ -371,22 +400,26 @@ class DeadlineStream final : public httplib::Stream {
         }
         response_.feed(ptr, size);
         out_.append(ptr, size);
-        if (out_.size() >= kOutputBytes && !flush()) return -1;
+        if (!nonblocking_ && out_.size() >= kOutputBytes && !flush()) return -1;
         return static_cast<ssize_t>(size);
     }
 
-    // Sends what write() collected, within the response's write deadline; false when it could not.
+    // Sends what write() collected, within the response's write deadline; false when it could not. Non-blocking:
+    // false with would_block() when the socket is full; the rest stays for a later flush (the same bytes at the
+    // same address, as a TLS retry needs).
     bool flush() {
-        std::size_t done = 0;
-        while (done < out_.size()) {
-            ssize_t n = write_some(out_.data() + done, out_.size() - done);
+        while (sent_ < out_.size()) {
+            ssize_t n = write_some(out_.data() + sent_, out_.size() - sent_);
             if (n < 0) {
+                if (would_block_) return false;
                 out_.clear();
+                sent_ = 0;
                 return false;
             }
-            done += static_cast<std::size_t>(n);
+            sent_ += static_cast<std::size_t>(n);
         }
         out_.clear();
+        sent_ = 0;
         if (out_.capacity() > kOutputBytes) out_.shrink_to_fit();
         return true;
     }
@@ -454,6 +487,10 @@ class DeadlineStream final : public httplib::Stream {
                 if (errno == EINTR) continue;
                 if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
             }
+            if (nonblocking_) {
+                would_block_ = true;
+                return -1;
+            }
             if (!wait_for(fd_, want, deadline_)) {
                 missed_ = true;
                 return -1;
@@ -480,6 +517,10 @@ class DeadlineStream final : public httplib::Stream {
                 if (errno == EINTR) continue;
                 if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
             }
+            if (nonblocking_) {
+                would_block_ = true;
+                return -1;
+            }
             if (!wait_for(fd_, want, deadline_)) {
                 missed_ = true;
                 return -1;
@@ -493,6 +534,8 @@ class DeadlineStream final : public httplib::Stream {
     Phase phase_ = Phase::idle;
     Clock::time_point deadline_{};
     bool missed_ = false;
+    bool nonblocking_ = false;
+    bool would_block_ = false;
     bool head_too_large_ = false;
     bool in_head_ = true;
     std::size_t head_bytes_ = 0, line_length_ = 0;
@@ -502,7 +545,8 @@ class DeadlineStream final : public httplib::Stream {
     std::unique_ptr<char[]> buf_;
     std::size_t pos_ = 0, len_ = 0;
     static constexpr std::size_t kOutputBytes = 64 * 1024;
-    std::string out_;  // the response written but not yet sent
+    std::string out_;       // the response written but not yet sent
+    std::size_t sent_ = 0;  // of out_, sent already
     mutable std::string peer_ip_, local_ip_;
     mutable int peer_port_ = -1, local_port_ = -1;
 };
@@ -515,38 +559,51 @@ struct Connection {
     SSL* ssl = nullptr;    // HTTPS: set once the handshake starts
     bool secured = false;  // HTTPS: the handshake completed
     DeadlineStream stream;
-    Clock::time_point start;       // accepted
-    std::size_t left;              // requests it may still make
-    Clock::time_point deadline{};  // while parked: closed unless its next request starts by then
-    bool awaiting_first = true;    // no request served yet
+    Clock::time_point start;         // accepted
+    std::size_t left;                // requests it may still make
+    Clock::time_point deadline{};    // while parked: closed unless its next request starts by then
+    bool awaiting_first = true;      // no request served yet
+    int loop = -1;                   // the event loop it parks on (fixed once chosen)
+    bool registered = false;         // its socket is in that loop's epoll set (one-shot: re-armed at each park)
+    bool close_after_flush = false;  // a worker finishing a loop's response closes it afterwards
+    bool secured_or_plain(bool tls) const { return !tls || secured; }
 };
 
-// What the queue needs from the server: serve a connection on a worker, close one.
+// What the queue needs from the server: serve a connection on a worker, answer what arrived on a loop, close one.
 class ConnectionHandler {
   public:
     virtual ~ConnectionHandler() = default;
     virtual void serve(Connection* c) = 0;
+    virtual void ready(Connection* c) = 0;
     virtual void close(Connection* c) = 0;
 };
 
 // httplib's thread pool behind a cap on open connections (in service, waiting for a worker, or parked idle);
 // beyond it the connection is handed to the server on the accepting thread with t_reject set (answered 503 and
-// closed without blocking). A connection waiting for its next request is parked: one thread watches every parked
-// socket with epoll and hands it back to a worker when bytes arrive, or closes it at its deadline, so an idle
-// keep-alive connection costs a socket and a small struct, not a thread.
+// closed without blocking). A new connection, and one waiting for its next request, is parked on one of the
+// event loops (its own, chosen round-robin once): the loop watches its parked sockets with epoll, hands a readable one
+// to the server's ready() on the loop thread (which answers it there or hands it to a worker), and closes one at its
+// deadline. An idle keep-alive connection costs a socket and a small struct, not a thread.
 class CappedQueue final : public httplib::TaskQueue {
   public:
     CappedQueue(const ConnectionLimits& limits, ConnectionCounters& counters, ConnectionHandler& handler)
         : pool_(limits.workers),
           cap_(static_cast<std::int64_t>(std::max(limits.max_connections, limits.workers))),
           counters_(counters),
-          handler_(handler),
-          epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
-        parker_ = std::thread([this] { watch(); });
+          handler_(handler) {
+        std::size_t n = limits.event_loops;
+        if (n == 0) n = std::clamp<std::size_t>(std::thread::hardware_concurrency(), 1, 16);
+        for (std::size_t i = 0; i < n; ++i) {
+            loops_.push_back(std::make_unique<Loop>());
+            loops_.back()->epoll = ::epoll_create1(EPOLL_CLOEXEC);
+        }
+        for (auto& loop : loops_)
+            loop->thread = std::thread([this, l = loop.get()] { watch(*l); });
     }
     ~CappedQueue() override {
         shutdown();
-        if (epoll_ >= 0) ::close(epoll_);
+        for (auto& loop : loops_)
+            if (loop->epoll >= 0) ::close(loop->epoll);
     }
     void enqueue(std::function<void()> fn) override {
         if (counters_.open.load() >= cap_) {
@@ -557,117 +614,106 @@ class CappedQueue final : public httplib::TaskQueue {
             return;
         }
         counters_.open++;  // decremented when the connection closes (ConnectionHandler::close)
-        submit(std::move(fn));
+        fn();              // parks the new connection (Guarded::process_and_close_socket): its loop takes it up
     }
     void shutdown() override {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (shut_) return;
-            shut_ = true;
+        if (shut_.exchange(true)) return;
+        for (auto& loop : loops_) {
+            { std::lock_guard<std::mutex> lock(loop->mutex); }  // a park() in progress has finished or sees shut_
+            if (loop->thread.joinable()) loop->thread.join();
         }
-        if (parker_.joinable()) parker_.join();
-        std::vector<Connection*> parked;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            parked.assign(parked_.begin(), parked_.end());
-            parked_.clear();
-        }
-        for (Connection* c : parked) {
-            ::epoll_ctl(epoll_, EPOLL_CTL_DEL, c->fd, nullptr);
-            handler_.close(c);
+        for (auto& loop : loops_) {
+            std::vector<Connection*> parked;
+            {
+                std::lock_guard<std::mutex> lock(loop->mutex);
+                parked.assign(loop->parked.begin(), loop->parked.end());
+                loop->parked.clear();
+            }
+            for (Connection* c : parked)
+                handler_.close(c);
         }
         pool_.shutdown();
     }
-    // Waits without a worker until c's socket is readable (then serves it on a worker) or c->deadline (closes it).
+    // Waits without a worker until c's socket is readable (then ready() on its loop) or c->deadline (closes it).
     void park(Connection* c) {
+        if (c->loop < 0) c->loop = static_cast<int>(next_loop_++ % loops_.size());
+        Loop& loop = *loops_[static_cast<std::size_t>(c->loop)];
         {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (!shut_ && epoll_ >= 0) {
+            std::lock_guard<std::mutex> lock(loop.mutex);
+            if (!shut_ && loop.epoll >= 0) {
                 epoll_event ev{};
                 ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
                 ev.data.ptr = c;
-                parked_.insert(c);
-                if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, c->fd, &ev) == 0) return;
-                parked_.erase(c);
+                loop.parked.insert(c);
+                if (::epoll_ctl(loop.epoll, c->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev) == 0) {
+                    c->registered = true;
+                    return;
+                }
+                loop.parked.erase(c);
             }
         }
         handler_.close(c);
     }
-
-    // No connection waits for a worker: a worker may linger briefly for its connection's next request.
-    bool workers_idle() const { return waiting_.load() == 0; }
+    // Serves c on a worker (from a loop: what it cannot answer without waiting).
+    void hand_off(Connection* c) {
+        if (shut_) return handler_.close(c);
+        submit([this, c] { handler_.serve(c); });
+    }
 
   private:
-    void submit(std::function<void()> fn) {
-        waiting_++;
-        pool_.enqueue([this, fn = std::move(fn)] {
-            waiting_--;
-            fn();
-        });
-    }
-    void watch() {
+    struct Loop {
+        int epoll = -1;
+        std::mutex mutex;  // parked, and epoll registration against shutdown
+        std::unordered_set<Connection*> parked;
+        std::thread thread;
+    };
+
+    void submit(std::function<void()> fn) { pool_.enqueue(std::move(fn)); }
+
+    void watch(Loop& loop) {
         constexpr int kBatch = 256;
         epoll_event events[kBatch];
         auto next_sweep = Clock::now();
-        while (true) {
-            {
-                std::lock_guard<std::mutex> lock(mutex_);
-                if (shut_) return;
-            }
-            int n = epoll_ >= 0 ? ::epoll_wait(epoll_, events, kBatch, 50) : 0;
-            if (epoll_ < 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-            for (int i = 0; i < n; ++i) {
+        while (!shut_) {
+            int n = loop.epoll >= 0 ? ::epoll_wait(loop.epoll, events, kBatch, 50) : 0;
+            if (loop.epoll < 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            for (int i = 0; i < n && !shut_; ++i) {
                 auto* c = static_cast<Connection*>(events[i].data.ptr);
                 {
-                    std::lock_guard<std::mutex> lock(mutex_);
-                    parked_.erase(c);
+                    std::lock_guard<std::mutex> lock(loop.mutex);
+                    if (loop.parked.erase(c) == 0) continue;  // not parked (closed at shutdown)
                 }
-                ::epoll_ctl(epoll_, EPOLL_CTL_DEL, c->fd, nullptr);
-                resume(c);
+                handler_.ready(c);
             }
             auto now = Clock::now();
             if (now < next_sweep) continue;
             next_sweep = now + std::chrono::milliseconds(50);
             std::vector<Connection*> expired;
             {
-                std::lock_guard<std::mutex> lock(mutex_);
-                for (auto it = parked_.begin(); it != parked_.end();) {
+                std::lock_guard<std::mutex> lock(loop.mutex);
+                for (auto it = loop.parked.begin(); it != loop.parked.end();) {
                     if ((*it)->deadline <= now) {
                         expired.push_back(*it);
-                        it = parked_.erase(it);
+                        it = loop.parked.erase(it);
                     } else {
                         ++it;
                     }
                 }
             }
             for (Connection* c : expired) {
-                ::epoll_ctl(epoll_, EPOLL_CTL_DEL, c->fd, nullptr);
                 if (c->awaiting_first) counters_.deadline_closed++;  // a new connection that never sent a request
                 handler_.close(c);
             }
         }
-    }
-    void resume(Connection* c) {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (!shut_) {
-                submit([this, c] { handler_.serve(c); });
-                return;
-            }
-        }
-        handler_.close(c);
     }
 
     httplib::ThreadPool pool_;
     std::int64_t cap_;
     ConnectionCounters& counters_;
     ConnectionHandler& handler_;
-    int epoll_;
-    std::mutex mutex_;  // parked_, shut_, and epoll registration against shutdown
-    std::unordered_set<Connection*> parked_;
-    bool shut_ = false;
-    std::thread parker_;
-    std::atomic<std::int64_t> waiting_{0};  // connections queued for a worker
+    std::vector<std::unique_ptr<Loop>> loops_;
+    std::atomic<std::size_t> next_loop_{0};
+    std::atomic<bool> shut_{false};
 };
 
 class BacklogRaiser {
@@ -696,8 +742,8 @@ template <typename Base>
 class Guarded final : public Base, public BacklogRaiser, public CertificateReloader, public ConnectionHandler {
   public:
     template <typename... Args>
-    Guarded(const ConnectionLimits& limits, ConnectionCounters& counters, Args&&... args)
-        : Base(std::forward<Args>(args)...), limits_(limits), counters_(counters) {
+    Guarded(const ConnectionLimits& limits, ConnectionCounters& counters, LoopRoute loop_route, Args&&... args)
+        : Base(std::forward<Args>(args)...), limits_(limits), counters_(counters), loop_route_(std::move(loop_route)) {
         this->new_task_queue = [this] {
             queue_ = new CappedQueue(limits_, counters_, *this);  // owned by listen(), which shuts it down
             return queue_;
@@ -746,12 +792,17 @@ class Guarded final : public Base, public BacklogRaiser, public CertificateReloa
         }
         int flags = ::fcntl(sock, F_GETFL, 0);
         if (flags >= 0) ::fcntl(sock, F_SETFL, flags | O_NONBLOCK);
-        serve(new Connection(sock, limits_, Clock::now()));
+        park(new Connection(sock, limits_, Clock::now()));  // on the accepting thread: never waits
         return true;
     }
 
     // Serves c's requests on this worker while they come back to back; parks it when it waits for the next one.
     void serve(Connection* c) override {
+        if (c->stream.output_pending()) {  // a loop's response that could not leave without waiting
+            bool sent = c->stream.flush();
+            if (c->stream.missed_deadline()) counters_.deadline_closed++;
+            if (!sent || c->close_after_flush) return close(c);
+        }
         if constexpr (kTls) {
             if (!c->secured) {
                 // Until the handshake completes, every wait for the client's next flight is parked, not on a
@@ -773,32 +824,46 @@ class Guarded final : public Base, public BacklogRaiser, public CertificateReloa
             }
         }
         while (c->left > 0 && listening()) {
-            bool first = c->awaiting_first;
-            if (!c->stream.buffered() && !readable_soon(c->fd, first)) {
-                // The first request must start within read_timeout of the connection; later ones within the
-                // keep-alive timeout of the previous response.
-                c->deadline = first ? c->start + limits_.read_timeout : Clock::now() + limits_.keep_alive_timeout;
-                c->stream.release_buffer();
-                return queue_->park(c);
+            if (!c->stream.buffered() && !readable_soon(c->fd, c->awaiting_first)) return park(c);
+            switch (serve_one(c)) {
+                case Next::request:
+                    continue;
+                case Next::flush:  // only on a loop
+                case Next::close:
+                    break;
             }
-            c->awaiting_first = false;
-            // The first request (and the TLS handshake) must be read within read_timeout of the connection being
-            // taken up, a later one within read_timeout of its first byte.
-            c->stream.next_request(first ? c->start + limits_.read_timeout : Clock::now() + limits_.read_timeout);
-            bool closed = false;
-            bool ok = this->process_request(c->stream, c->left == 1, closed,
-                                            [c](httplib::Request& req) { c->stream.expect_body(req.headers); });
-            --c->left;
-            if (!c->stream.flush()) ok = false;
-            if (c->stream.missed_deadline()) {  // cpp-httplib may have answered 400; either way the connection ends
-                counters_.deadline_closed++;
-                break;
-            }
-            if (c->stream.head_too_large()) break;  // answered 400 by cpp-httplib; the rest of the head is unread
-            // A refused head, an unread or cut body, or a response that says close: nothing more is parsed.
-            if (!ok || closed || !c->stream.reusable()) break;
+            break;
         }
         close(c);
+    }
+
+    // On c's loop thread, bytes arrived: answers requests here while each is whole in the buffer, has no body and
+    // a handler the LoopRoute says never blocks; anything else goes to a worker. Never waits for the client.
+    void ready(Connection* c) override {
+        if (!loop_route_ || !c->secured_or_plain(kTls)) return queue_->hand_off(c);
+        for (int turn = 0; turn < kLoopTurns; ++turn) {
+            if (c->left == 0 || !listening()) return close(c);
+            switch (c->stream.take_available()) {
+                case DeadlineStream::Arrival::closed:
+                    return close(c);
+                case DeadlineStream::Arrival::none:
+                    if (turn > 0) return park(c);
+                    c->stream.release_buffer();  // woken without a byte to read (a partial TLS record): same deadline
+                    return queue_->park(c);
+                case DeadlineStream::Arrival::data:
+                    break;
+            }
+            auto head = c->stream.complete_head();
+            if (!head || !loop_may_answer(*head)) return queue_->hand_off(c);
+            c->stream.set_nonblocking(true);
+            Next next = serve_one(c);
+            c->stream.set_nonblocking(false);
+            counters_.served_on_loop++;
+            if (next == Next::flush) return queue_->hand_off(c);
+            if (next == Next::close) return close(c);
+        }
+        if (c->stream.buffered()) return queue_->hand_off(c);  // more to answer: not this loop's turn
+        park(c);
     }
 
     void close(Connection* c) override {
@@ -820,11 +885,68 @@ class Guarded final : public Base, public BacklogRaiser, public CertificateReloa
         ::close(sock);
     }
 
-    // Readable within a short grace (a keep-alive client's next request is usually one round trip away) while no
-    // connection waits for a worker; at once otherwise. Saves parking and waking for back-to-back requests.
+    enum class Next { request, flush, close };
+
+    // Reads, answers and sends one request (the first byte is buffered or readable). request: the connection may
+    // carry the next; flush: a non-blocking send stopped with the response partly sent (c->close_after_flush
+    // says what follows it); close: it ends.
+    Next serve_one(Connection* c) {
+        bool first = c->awaiting_first;
+        c->awaiting_first = false;
+        // The first request (and the TLS handshake) must be read within read_timeout of the connection being
+        // taken up, a later one within read_timeout of its first byte.
+        c->stream.next_request(first ? c->start + limits_.read_timeout : Clock::now() + limits_.read_timeout);
+        bool closed = false;
+        bool ok = this->process_request(c->stream, c->left == 1, closed,
+                                        [c](httplib::Request& req) { c->stream.expect_body(req.headers); });
+        --c->left;
+        if (c->stream.missed_deadline()) {  // cpp-httplib may have answered 400; either way the connection ends
+            counters_.deadline_closed++;
+            return Next::close;
+        }
+        // A refused head (answered 400 by cpp-httplib, its rest unread), an unread or cut body, or a response that
+        // says close: nothing more is parsed.
+        bool reusable = ok && !closed && !c->stream.head_too_large() && c->stream.reusable() && c->left > 0;
+        if (!c->stream.flush()) {
+            if (!c->stream.would_block()) return Next::close;
+            c->close_after_flush = !reusable;
+            return Next::flush;
+        }
+        return reusable ? Next::request : Next::close;
+    }
+
+    // Parks c until its next request: the first must start within read_timeout of the connection, later ones
+    // within the keep-alive timeout of the previous response.
+    void park(Connection* c) {
+        c->deadline = c->awaiting_first ? c->start + limits_.read_timeout : Clock::now() + limits_.keep_alive_timeout;
+        c->stream.release_buffer();
+        queue_->park(c);
+    }
+
+    // With loops answering (a LoopRoute), a worker parks a connection at once; without, it waits briefly for a
+    // keep-alive client's next request (usually one round trip away) to save a park and a wake-up.
     bool readable_soon(int sock, bool first) const {
         pollfd p{sock, POLLIN, 0};
-        return ::poll(&p, 1, !first && queue_->workers_idle() ? 2 : 0) > 0;
+        return ::poll(&p, 1, !first && !loop_route_ ? 2 : 0) > 0;
+    }
+
+    // The head (request line and header lines) asks for nothing a loop would wait for: no body, no interim answer.
+    bool loop_may_answer(std::string_view head) const {
+        auto line_end = head.find("\r\n");
+        std::string_view line = head.substr(0, line_end);
+        auto sp1 = line.find(' ');
+        if (sp1 == std::string_view::npos) return false;
+        auto sp2 = line.find(' ', sp1 + 1);
+        if (sp2 == std::string_view::npos) return false;
+        for (std::size_t pos = line_end + 2; pos < head.size();) {
+            auto next = head.find("\r\n", pos);
+            std::string_view field = head.substr(pos, next - pos);
+            auto name = trim(field.substr(0, field.find(':')));
+            if (iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding") || iequals(name, "Expect"))
+                return false;
+            pos = next + 2;
+        }
+        return loop_route_(line.substr(0, sp1), line.substr(sp1 + 1, sp2 - sp1 - 1));
     }
 
     static bool readable_now(int sock) {
@@ -866,21 +988,26 @@ class Guarded final : public Base, public BacklogRaiser, public CertificateReloa
     // False once stop() has closed the listening socket (is_running() stays true until the workers are joined).
     bool listening() const { return this->svr_sock_ != INVALID_SOCKET; }
 
+    static constexpr int kLoopTurns = 16;  // requests a loop answers on one connection before the others' turn
+
     ConnectionLimits limits_;
     ConnectionCounters& counters_;
+    LoopRoute loop_route_;
     CappedQueue* queue_ = nullptr;  // the running listen()'s
 };
 
 }  // namespace
 
-std::unique_ptr<httplib::Server> make_guarded_server(const ConnectionLimits& limits, ConnectionCounters& counters) {
-    return std::make_unique<Guarded<httplib::Server>>(limits, counters);
+std::unique_ptr<httplib::Server> make_guarded_server(const ConnectionLimits& limits, ConnectionCounters& counters,
+                                                     LoopRoute loop_route) {
+    return std::make_unique<Guarded<httplib::Server>>(limits, counters, std::move(loop_route));
 }
 
 std::unique_ptr<httplib::SSLServer> make_guarded_ssl_server(const ConnectionLimits& limits,
                                                             ConnectionCounters& counters, const std::string& cert,
-                                                            const std::string& key) {
-    return std::make_unique<Guarded<httplib::SSLServer>>(limits, counters, cert.c_str(), key.c_str());
+                                                            const std::string& key, LoopRoute loop_route) {
+    return std::make_unique<Guarded<httplib::SSLServer>>(limits, counters, std::move(loop_route), cert.c_str(),
+                                                         key.c_str());
 }
 
 bool request_body_too_large() {

@@ -50,7 +50,10 @@ std::string render_metrics(RequestMetrics& requests, const ServerGauges& g) {
         << g.connections_rejected << "\n"
         << "# HELP nodeform_http_deadline_closed_total Connections closed for missing a read/write deadline.\n"
         << "# TYPE nodeform_http_deadline_closed_total counter\nnodeform_http_deadline_closed_total "
-        << g.deadline_closed << "\n";
+        << g.deadline_closed << "\n"
+        << "# HELP nodeform_http_requests_on_loop_total Requests an event loop answered itself, without a worker.\n"
+        << "# TYPE nodeform_http_requests_on_loop_total counter\nnodeform_http_requests_on_loop_total "
+        << g.served_on_loop << "\n";
     out << "# HELP nodeform_report_commits_total Report transactions committed (group commit).\n"
         << "# TYPE nodeform_report_commits_total counter\nnodeform_report_commits_total " << g.report_commits
         << "\n# HELP nodeform_report_commit_reports_total Reports in those transactions.\n"

@@ -10,9 +10,13 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <map>
+#include <mutex>
+#include <optional>
+#include <string_view>
 
 #include "guarded_server.hpp"
 #include "nodeform/canonical_json.hpp"
@@ -77,6 +81,49 @@ struct RequestContext {
 };
 thread_local RequestContext t_request;
 
+// The pending converge requests (`node apply`) that spec answers carry, so that answering a spec never waits for
+// the store: read whole from the store every kApplyRefresh, and dropped here as soon as this controller stores the
+// report that took one (another controller's copy drops it at its next read; the agent takes each id once).
+class PendingApplies {
+  public:
+    std::optional<std::string> find(const std::string& identity) const {
+        if (!any_.load(std::memory_order_acquire)) return std::nullopt;
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto it = requests_.find(identity);
+        if (it == requests_.end()) return std::nullopt;
+        return it->second;
+    }
+    // Reads the store; a read that raced with an acknowledgement here is dropped (the next one is current).
+    Status refresh(Store& store) {
+        std::uint64_t before = generation();
+        auto all = store.pending_applies();
+        if (!all) return all.error();
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (generation_ != before) return Ok{};
+        requests_ = std::move(*all);
+        any_.store(!requests_.empty(), std::memory_order_release);
+        return Ok{};
+    }
+    void acknowledged(const std::string& identity, const std::string& request_id) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++generation_;
+        auto it = requests_.find(identity);
+        if (it != requests_.end() && it->second == request_id) requests_.erase(it);
+        any_.store(!requests_.empty(), std::memory_order_release);
+    }
+
+  private:
+    std::uint64_t generation() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return generation_;
+    }
+    mutable std::mutex mutex_;
+    std::map<std::string, std::string> requests_;  // identity → request id
+    std::uint64_t generation_ = 0;                 // acknowledgements so far
+    std::atomic<bool> any_{false};
+};
+constexpr std::chrono::seconds kApplyRefresh{1};
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -97,6 +144,7 @@ struct ControllerServer::Impl {
     std::unique_ptr<httplib::Server> http;
     RequestMetrics metrics;
     AuthLimiter limiter;
+    PendingApplies applies;
 
     SiteSnapshots site;  // the served site and its reloads
 
@@ -177,6 +225,21 @@ struct ControllerServer::Impl {
         return &it->second;
     }
 
+    // What an event loop may answer itself (guarded_server.hpp): /healthz, and the spec of a node that does not
+    // authenticate by a stored credential (its answer reads only memory). Everything else may wait on the store.
+    bool loop_answers(std::string_view method, std::string_view target) const {
+        if (method != "GET") return false;
+        if (target == "/healthz") return true;
+        constexpr std::string_view kSpec = "/v1/spec/";
+        if (target.substr(0, kSpec.size()) != kSpec) return false;
+        std::string identity(target.substr(kSpec.size(), target.find('?') - kSpec.size()));
+        if (!valid_identity(identity)) return false;  // percent-encoded or malformed: a worker decides
+        auto snap = current();
+        if (!snap) return false;
+        auto it = snap->site.nodes.find(identity);
+        return it != snap->site.nodes.end() && it->second.auth.method != site::AuthMethod::node_token;
+    }
+
     void get_spec(const httplib::Request& req, httplib::Response& res, const std::string& identity) {
         t_request.route = "/v1/spec/{identity}";
         std::shared_ptr<const Snapshot> snap;
@@ -186,13 +249,8 @@ struct ControllerServer::Impl {
         res.set_header("ETag", etag);
         res.set_header("Cache-Control", "no-cache");
         // A pending `node apply` rides on every answer until the node's report acknowledges it; the agent takes
-        // each id once. A store error leaves it out this time (the request stays pending).
-        if (auto pending = store.pending_apply(identity); !pending) {
-            logger.warning("cannot read the node's converge request: " + pending.message(),
-                           {{"NODEFORM_IDENTITY", identity}});
-        } else if (pending->has_value()) {
-            res.set_header("Nodeform-Apply-Request", **pending);
-        }
+        // each id once. From the cache (PendingApplies): a new request shows within kApplyRefresh.
+        if (auto pending = applies.find(identity)) res.set_header("Nodeform-Apply-Request", *pending);
         if (etag_matches(req.get_header_value("If-None-Match"), node->digest)) {
             res.status = 304;
             return;
@@ -300,6 +358,7 @@ struct ControllerServer::Impl {
                              {{"NODEFORM_IDENTITY", identity}});
                 return send_error(res, 503, "store_unavailable", "the converge request was not cleared; retry");
             }
+            applies.acknowledged(identity, rec.apply_request);
             if (*acked)
                 logger.notice("node took converge request " + rec.apply_request, {{"NODEFORM_IDENTITY", identity}});
         }
@@ -415,6 +474,7 @@ struct ControllerServer::Impl {
         g.connections_open = connections.open.load();
         g.connections_rejected = connections.rejected.load();
         g.deadline_closed = connections.deadline_closed.load();
+        g.served_on_loop = connections.served_on_loop.load();
         auto batches = reports.stats();
         g.report_commits = batches.batches;
         g.report_commit_reports = batches.reports;
@@ -644,12 +704,18 @@ Status ControllerServer::start() {
     limits.workers = static_cast<std::size_t>(cfg.threads);
     // Idle keep-alive connections wait parked, not on a worker: the cap is on sockets, not threads.
     limits.max_connections = cfg.max_connections > 0 ? static_cast<std::size_t>(cfg.max_connections) : 8192;
+    if (auto read = impl_->applies.refresh(impl_->store); !read)
+        impl_->logger.warning("cannot read the pending converge requests: " + read.message());
+    LoopRoute loop_route = [impl = impl_.get()](std::string_view method, std::string_view target) {
+        return impl->loop_answers(method, target);
+    };
     if (cfg.plain_http) {
-        impl_->http = make_guarded_server(limits, impl_->connections);
+        impl_->http = make_guarded_server(limits, impl_->connections, std::move(loop_route));
     } else {
         if (cfg.tls_cert.empty() || cfg.tls_key.empty())
             return make_error("TLS needs a certificate and key (run prepare_state first, or pass --plain-http)");
-        auto ssl = make_guarded_ssl_server(limits, impl_->connections, cfg.tls_cert, cfg.tls_key);
+        auto ssl =
+            make_guarded_ssl_server(limits, impl_->connections, cfg.tls_cert, cfg.tls_key, std::move(loop_route));
         if (!ssl->is_valid())
             return make_error("cannot use the TLS certificate " + cfg.tls_cert + " with key " + cfg.tls_key +
                               " (PEM certificate chain and matching private key)");
@@ -687,6 +753,14 @@ Status ControllerServer::run() {
             impl.site.heartbeat();  // this controller's loaded digest, for the others (site_snapshot.hpp)
         }
         impl.site.withdraw();
+    });
+    impl.background([&impl] {  // the pending converge requests spec answers carry (PendingApplies)
+        bool failing = false;
+        while (!impl.wait_stop(kApplyRefresh)) {
+            auto read = impl.applies.refresh(impl.store);
+            if (!read && !failing) impl.logger.warning("cannot read the pending converge requests: " + read.message());
+            failing = !read;
+        }
     });
     impl.background([&impl] {  // report retention, at start and hourly
         do {

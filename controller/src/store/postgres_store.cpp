@@ -367,6 +367,16 @@ class PostgresStore final : public Store {
         return std::optional<std::string>(s->text(0, 0));
     }
 
+    Result<std::map<std::string, std::string>> pending_applies() override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = c_.query("SELECT identity, request_id FROM apply_requests");
+        if (!s) return s.error();
+        std::map<std::string, std::string> out;
+        for (int row = 0; row < s->size(); ++row)
+            out.emplace(s->text(row, 0), s->text(row, 1));
+        return out;
+    }
+
     Result<bool> acknowledge_apply(const std::string& identity, const std::string& request_id) override {
         std::lock_guard<std::mutex> lock(mutex_);
         auto s = c_.query("DELETE FROM apply_requests WHERE identity = $1 AND request_id = $2", {identity, request_id});

@@ -343,6 +343,19 @@ class SqliteStore final : public Store {
         return std::optional<std::string>(s->text(0));
     }
 
+    Result<std::map<std::string, std::string>> pending_applies() override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare("SELECT identity, request_id FROM apply_requests");
+        if (!s) return s.error();
+        std::map<std::string, std::string> out;
+        while (true) {
+            auto row = s->step();
+            if (!row) return row.error();
+            if (!*row) return out;
+            out.emplace(s->text(0), s->text(1));
+        }
+    }
+
     Result<bool> acknowledge_apply(const std::string& identity, const std::string& request_id) override {
         std::lock_guard<std::mutex> lock(mutex_);
         auto s = db_.prepare("DELETE FROM apply_requests WHERE identity = ?1 AND request_id = ?2");

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "controller_fixture.hpp"
+#include "eventually.hpp"
 #include "fakes/memory_logger.hpp"
 #include "fakes/recording_notifier.hpp"
 #include "nodeform/canonical_json.hpp"
@@ -851,6 +852,133 @@ TEST_F(ApiTest, KeepAliveServesPipelinedRequestsAndAnnouncesItsLimits) {
     EXPECT_NE(answer.find("Keep-Alive: timeout=" + std::to_string(config_.keep_alive_timeout.count()) + ", max=1000"),
               std::string::npos)
         << answer;
+}
+
+// nodeform_http_requests_on_loop_total from /metrics (-1 when unreadable).
+long long requests_on_loop(httplib::Client& client) {
+    auto m = client.Get("/metrics");
+    if (!m || m->status != 200) return -1;
+    const std::string name = "\nnodeform_http_requests_on_loop_total ";
+    auto at = m->body.find(name);
+    if (at == std::string::npos) return -1;
+    return std::stoll(m->body.substr(at + name.size()));
+}
+
+// A spec answer that reads only memory (a node authenticated by its address or the site token) comes from an event
+// loop, headers and 304 included; one that looks up a stored credential, and every POST, comes from a worker.
+TEST_F(ApiTest, SpecAnswersThatReadOnlyMemoryComeFromAnEventLoop) {
+    httplib::Client metrics("127.0.0.1", server_->port());
+    const long long before = requests_on_loop(metrics);
+    ASSERT_GE(before, 0);
+    httplib::Client node("127.0.0.1", server_->port());
+    node.set_keep_alive(true);
+    const std::string etag = "\"" + server_->current_site()->nodes.at("dev-01").digest + "\"";
+    for (int i = 0; i < 10; ++i) {
+        auto res = node.Get("/v1/spec/dev-01");
+        ASSERT_TRUE(res);
+        EXPECT_EQ(res->status, 200);
+        EXPECT_EQ(res->get_header_value("ETag"), etag);
+        EXPECT_EQ(status_of(node.Get("/v1/spec/dev-01", {{"If-None-Match", etag}})), 304);
+        EXPECT_EQ(status_of(node.Get("/v1/spec/stage-01", bearer(kSiteToken))), 200);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the connection parks between turns
+    }
+    EXPECT_TRUE(test::eventually([&] { return requests_on_loop(metrics) >= before + 25; }, std::chrono::seconds(5)))
+        << "on the loop: " << requests_on_loop(metrics) - before << " of 30";
+
+    const std::string credential = enroll("web-01");
+    ASSERT_FALSE(credential.empty());
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const long long settled = requests_on_loop(metrics);
+    for (int i = 0; i < 10; ++i) {
+        EXPECT_EQ(status_of(node.Get("/v1/spec/web-01", bearer(credential))), 200);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    std::string report = report_for("dev-01", "from-a-worker").dump();
+    EXPECT_EQ(status_of(node.Post("/v1/nodes/dev-01/reports", report, "application/json")), 201);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_EQ(requests_on_loop(metrics), settled) << "a credential lookup or a body never runs on a loop";
+}
+
+// A converge request (`node apply`) rides on spec answers, the loop's too, within a second of being stored, and
+// leaves them as soon as the report that took it is stored here.
+TEST_F(ApiTest, AConvergeRequestRidesOnSpecAnswersUntilItsReportIsStored) {
+    httplib::Client node("127.0.0.1", server_->port());
+    node.set_keep_alive(true);
+    auto header = [&] {
+        auto res = node.Get("/v1/spec/dev-01");
+        return res ? res->get_header_value("Nodeform-Apply-Request") : std::string("<no answer>");
+    };
+    EXPECT_EQ(header(), "");
+    ASSERT_TRUE(store_->request_apply("dev-01", "req-7", clock_.now()).ok());
+    EXPECT_TRUE(test::eventually([&] { return header() == "req-7"; }, std::chrono::seconds(5)));
+    json report = report_for("dev-01", "took-req-7");
+    report["apply_request"] = "req-7";
+    EXPECT_EQ(status_of(node.Post("/v1/nodes/dev-01/reports", report.dump(), "application/json")), 201);
+    EXPECT_EQ(header(), "") << "acknowledged: not sent again";
+    EXPECT_FALSE(store_->pending_apply("dev-01")->has_value());
+}
+
+// A loop never waits for a client: one that pipelines spec requests and never reads its answers (64 KiB each)
+// fills its socket, is handed to a worker and cut at the write timeout, while other keep-alive clients are answered
+// throughout.
+TEST_F(ApiTest, AClientThatNeverReadsCannotStallTheLoops) {
+    auto big = make_node("big-01", site::AuthMethod::network, {"127.0.0.0/8"});
+    big.resolved["padding"] = std::string(64 * 1024, 'x');
+    big.digest = canonical_digest(big.resolved);
+    source_.set(make_site({make_node("dev-01", site::AuthMethod::network, {"127.0.0.0/8"}), big}));
+    ASSERT_TRUE(test::eventually([&] { return status_of(client_->Get("/v1/spec/big-01")) == 200; }));
+    auto deadline_closed = [&] {
+        auto m = client_->Get("/metrics");
+        const std::string name = "\nnodeform_http_deadline_closed_total ";
+        auto at = m ? m->body.find(name) : std::string::npos;
+        return at == std::string::npos ? -1LL : std::stoll(m->body.substr(at + name.size()));
+    };
+    const long long closed_before = deadline_closed();
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(server_->port()));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    std::string burst;
+    for (int i = 0; i < 8; ++i)
+        burst += "GET /v1/spec/big-01 HTTP/1.1\r\nHost: x\r\n\r\n";
+    std::atomic<bool> stop_sending{false};
+    std::atomic<bool> cut{false};
+    std::thread hostile([&] {
+        while (!stop_sending) {
+            if (::send(fd, burst.data(), burst.size(), MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN) {
+                cut = true;
+                return;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // its answers have filled both socket buffers
+    std::vector<std::unique_ptr<httplib::Client>> others;
+    for (int i = 0; i < 4; ++i) {
+        others.push_back(std::make_unique<httplib::Client>("127.0.0.1", server_->port()));
+        others.back()->set_keep_alive(true);
+        others.back()->set_read_timeout(std::chrono::seconds(2));
+    }
+    auto started = std::chrono::steady_clock::now();
+    for (int round = 0; round < 25; ++round) {
+        for (auto& c : others) {
+            auto res = c->Get("/v1/spec/dev-01");
+            ASSERT_TRUE(res) << "round " << round << ": " << httplib::to_string(res.error());
+            EXPECT_EQ(res->status, 200);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(3));
+    EXPECT_TRUE(test::eventually([&] { return cut.load(); }, std::chrono::seconds(config_.write_timeout.count() + 5)))
+        << "the client that never reads is cut at the write timeout";
+    EXPECT_GT(deadline_closed(), closed_before);
+    stop_sending = true;
+    hostile.join();
+    ::close(fd);
 }
 
 // Every JSON body the controller reads is bounded in depth at parse time: refused with 400, the server lives on.

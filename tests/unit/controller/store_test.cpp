@@ -191,6 +191,7 @@ class GatedStore final : public Store {
         return inner_.request_apply(i, r, n);
     }
     Result<std::optional<std::string>> pending_apply(const std::string& i) override { return inner_.pending_apply(i); }
+    Result<std::map<std::string, std::string>> pending_applies() override { return inner_.pending_applies(); }
     Result<bool> acknowledge_apply(const std::string& i, const std::string& r) override {
         return inner_.acknowledge_apply(i, r);
     }

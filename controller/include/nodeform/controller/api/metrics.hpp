@@ -38,6 +38,7 @@ struct ServerGauges {
     std::int64_t connections_open = 0;
     std::uint64_t connections_rejected = 0;
     std::uint64_t deadline_closed = 0;
+    std::uint64_t served_on_loop = 0;
     std::uint64_t report_commits = 0;
     std::uint64_t report_commit_reports = 0;
     std::uint64_t reloads_ok = 0;

@@ -5,6 +5,7 @@
 // successful write has been committed (fsynced) before the call returns.
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -116,6 +117,8 @@ class Store {
     // replaces it. Cleared only by acknowledge_apply with the same id (the agent's report of the run that took it).
     virtual Status request_apply(const std::string& identity, const std::string& request_id, TimePoint now) = 0;
     virtual Result<std::optional<std::string>> pending_apply(const std::string& identity) = 0;
+    // Every pending converge request: identity → request id (the server's cache of what rides on spec answers).
+    virtual Result<std::map<std::string, std::string>> pending_applies() = 0;
     // Ok(true) when identity's pending request was request_id and is now cleared; Ok(false) otherwise.
     virtual Result<bool> acknowledge_apply(const std::string& identity, const std::string& request_id) = 0;
     // A cheap round trip to the database (for /readyz and the watchdog).
