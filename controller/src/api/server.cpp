@@ -747,10 +747,22 @@ Status ControllerServer::start() {
 Status ControllerServer::run() {
     auto& impl = *impl_;
     if (!impl.http) return make_error("start() was not called or failed");
-    impl.background([&impl] {  // site hot reload: poll the files' stamp
-        while (!impl.wait_stop(impl.config.reload_interval)) {
-            if (impl.site.changed()) (void)impl.reload(false);
-            impl.site.heartbeat();  // this controller's loaded digest, for the others (site_snapshot.hpp)
+    impl.background([&impl] {  // site hot reload: poll the files' stamp every reload_interval
+        // The heartbeat (this controller's loaded digest, for the others: site_snapshot.hpp) at least every
+        // kSiteBeatEvery, so that a long reload_interval does not make this controller look dead to the others.
+        // Real time, as wait_stop's.
+        using steady = std::chrono::steady_clock;
+        const auto poll_every = impl.config.reload_interval;
+        const auto beat_every = std::min(poll_every, kSiteBeatEvery);
+        auto next_poll = steady::now() + poll_every;
+        for (;;) {
+            auto until_poll = std::chrono::duration_cast<std::chrono::milliseconds>(next_poll - steady::now());
+            if (impl.wait_stop(std::clamp(until_poll, std::chrono::milliseconds(0), beat_every))) break;
+            if (steady::now() >= next_poll) {
+                next_poll = steady::now() + poll_every;
+                if (impl.site.changed()) (void)impl.reload(false);
+            }
+            impl.site.heartbeat();
         }
         impl.site.withdraw();
     });

@@ -1,8 +1,6 @@
 // node plan / create / destroy / receipts: the Proxmox VE lifecycle from the command line.
-#include <signal.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <iomanip>
@@ -317,23 +315,6 @@ int queue_and_follow(const ParsedArgs& args, CliIo io, Env& env, const std::vect
     return all_ok ? exit_code::ok : exit_code::failure;
 }
 
-// A lease left by a process of this host that is gone (a killed 'node create': HOST:PID:cli) is released, so
-// re-running resumes at once instead of waiting for its expiry. True when one was released.
-bool release_dead_local_lease(lc::LifecycleStore& store, const std::string& identity) {
-    auto lease = store.lease(identity);
-    if (!lease || !*lease) return false;
-    const std::string& holder = (*lease)->holder;
-    const std::string mine = lc::lease_holder_name("cli");
-    const std::string host = mine.substr(0, mine.find(':') + 1);
-    if (holder.rfind(host, 0) != 0 || holder.size() < 4 || holder.substr(holder.size() - 4) != ":cli") return false;
-    const std::string pid_text = holder.substr(host.size(), holder.size() - 4 - host.size());
-    char* end = nullptr;
-    long pid = std::strtol(pid_text.c_str(), &end, 10);
-    if (end == pid_text.c_str() || *end != '\0' || pid <= 1) return false;
-    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) return false;
-    return store.release_lease(identity, holder).ok();
-}
-
 // In-process work holds each node's lease; the names another holder works on are left out (and reported).
 std::vector<std::unique_ptr<lc::LeaseGuard>> take_leases(Env& env, CliIo io, std::vector<std::string>& names) {
     std::vector<std::unique_ptr<lc::LeaseGuard>> held;
@@ -343,7 +324,7 @@ std::vector<std::unique_ptr<lc::LeaseGuard>> take_leases(Env& env, CliIo io, std
         auto guard = std::make_unique<lc::LeaseGuard>(*env.lifecycle_store, env.clock, holder, name,
                                                       std::chrono::seconds(60), env.logger.get());
         auto got = guard->acquire();
-        if (got && !*got && release_dead_local_lease(*env.lifecycle_store, name)) got = guard->acquire();
+        if (got && !*got && lc::release_dead_local_lease(*env.lifecycle_store, name)) got = guard->acquire();
         if (got && *got) {
             held.push_back(std::move(guard));
             kept.push_back(name);

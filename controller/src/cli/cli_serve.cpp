@@ -136,7 +136,7 @@ int cmd_serve(const std::vector<std::string>& args, CliIo io) {
         io.err << "nodeform-controller serve: " << st.message() << "\n";
         return st.message().rfind("the site is invalid", 0) == 0 ? exit_code::config : exit_code::runtime;
     }
-    // The lifecycle reconciler: its own Lifecycle over the same stores; the site read from disk when it has work.
+    // The lifecycle reconciler: its own Lifecycle over the same stores, on the server's site snapshot.
     LifecycleWiring wiring;
     std::unique_ptr<lifecycle::Lifecycle> lifecycle_runner;
     std::unique_ptr<lifecycle::Reconciler> reconciler;
@@ -154,16 +154,22 @@ int cmd_serve(const std::vector<std::string>& args, CliIo io) {
         ro.parallel = config->lifecycle_parallel;
         ro.retries = config->lifecycle_retries;
         ro.retry_backoff = config->lifecycle_retry_backoff;
-        auto load = [site_dir = config->site, endpoints = config->endpoints,
-                     &logger]() -> std::shared_ptr<const site::Site> {
-            auto loaded = site::load_site(site_dir);
-            if (!loaded.ok()) return nullptr;
-            auto site = std::make_shared<site::Site>(std::move(*loaded.site));
-            if (auto st = override_endpoints(*site, endpoints); !st) {
-                logger->error("lifecycle reconciler: " + st.message());
-                return nullptr;
+        // The site the server serves (its snapshot: reloaded only when the files change, and agreed between
+        // controllers), with the --endpoint overrides applied once per snapshot.
+        struct Served {
+            std::shared_ptr<const site::Site> snapshot, overridden;
+        };
+        auto load = [&server, endpoints = config->endpoints, &logger,
+                     cache = std::make_shared<Served>()]() -> std::shared_ptr<const site::Site> {
+            auto snapshot = server.current_site();
+            if (!snapshot || endpoints.empty()) return snapshot;
+            if (snapshot != cache->snapshot) {
+                auto site = std::make_shared<site::Site>(*snapshot);
+                auto st = override_endpoints(*site, endpoints);
+                if (!st) logger->error("lifecycle reconciler: " + st.message());
+                *cache = Served{snapshot, st ? std::move(site) : nullptr};
             }
-            return site;
+            return cache->overridden;
         };
         logger->info("lifecycle reconciler: holder " + ro.holder);
         reconciler = std::make_unique<lifecycle::Reconciler>(*lifecycle_runner, **lifecycle, clock, *logger,

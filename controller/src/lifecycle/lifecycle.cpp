@@ -336,7 +336,7 @@ Status Lifecycle::queue_create(const std::string& identity) {
     if (r.state == State::decommissioned || r.state == State::abandoned) r = fresh_record(identity);
     if (r.state == State::failed) r.state = State::planned;  // resumes after the last step done (r.step)
     r.updated_at = format_rfc3339(deps_.clock->now());
-    return deps_.store->put(r);
+    return queue(r);
 }
 
 Status Lifecycle::queue_destroy(const std::string& identity) {
@@ -352,7 +352,12 @@ Status Lifecycle::queue_destroy(const std::string& identity) {
         r.step.clear();
     }
     r.updated_at = format_rfc3339(deps_.clock->now());
-    return deps_.store->put(r);
+    return queue(r);
+}
+
+Status Lifecycle::queue(const NodeRecord& record) {
+    if (auto st = deps_.store->put(record); !st) return st;
+    return deps_.store->clear_retry(record.identity);  // queued again: its failures start over
 }
 
 }  // namespace nodeform::controller::lifecycle

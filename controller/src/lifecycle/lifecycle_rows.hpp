@@ -58,6 +58,11 @@ NodeRecord node_from(Text text, Integer integer) {
     return r;
 }
 
+// A lifecycle_retries row: failures, next_at (ms since the epoch).
+inline RetryState retry_from(std::int64_t failures, std::int64_t next_at_ms) {
+    return RetryState{static_cast<int>(failures), TimePoint(std::chrono::milliseconds(next_at_ms))};
+}
+
 // A row in kReceiptColumns order.
 template <typename Text, typename Integer>
 Receipt receipt_from(Text text, Integer integer) {

@@ -56,6 +56,11 @@ const char* const kMigrations[] = {
          identity TEXT PRIMARY KEY,
          holder TEXT NOT NULL,
          expires_at INTEGER NOT NULL);)",
+    // v3: retry counts of failed nodes, so that another or a restarted controller continues the backoff
+    R"(CREATE TABLE lifecycle_retries (
+         identity TEXT PRIMARY KEY,
+         failures INTEGER NOT NULL,
+         next_at INTEGER NOT NULL);)",
 };
 
 class SqliteLifecycleStore final : public LifecycleStore {
@@ -214,6 +219,37 @@ class SqliteLifecycleStore final : public LifecycleStore {
         if (!row) return failed("reading the lease of " + identity, row.error());
         if (!*row) return std::optional<Lease>{};
         return std::optional<Lease>{Lease{s->text(0), TimePoint(std::chrono::milliseconds(s->integer(1)))}};
+    }
+
+    Result<std::optional<RetryState>> retry(const std::string& identity) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare("SELECT failures,next_at FROM lifecycle_retries WHERE identity=?1");
+        if (!s) return failed("reading a retry count", s.error());
+        s->bind(1, identity);
+        auto row = s->step();
+        if (!row) return failed("reading the retry count of " + identity, row.error());
+        if (!*row) return std::optional<RetryState>{};
+        return std::optional<RetryState>{rows::retry_from(s->integer(0), s->integer(1))};
+    }
+
+    Status put_retry(const std::string& identity, const RetryState& r) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare(
+            "INSERT INTO lifecycle_retries(identity,failures,next_at) VALUES(?1,?2,?3) ON CONFLICT(identity) DO "
+            "UPDATE SET failures=excluded.failures,next_at=excluded.next_at");
+        if (!s) return failed("saving a retry count", s.error());
+        s->bind(1, identity).bind(2, static_cast<std::int64_t>(r.failures)).bind(3, to_ms(r.next_at));
+        if (auto st = s->run(); !st) return failed("saving the retry count of " + identity, st.error());
+        return Ok{};
+    }
+
+    Status clear_retry(const std::string& identity) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = db_.prepare("DELETE FROM lifecycle_retries WHERE identity=?1");
+        if (!s) return failed("clearing a retry count", s.error());
+        s->bind(1, identity);
+        if (auto st = s->run(); !st) return failed("clearing the retry count of " + identity, st.error());
+        return Ok{};
     }
 
   private:

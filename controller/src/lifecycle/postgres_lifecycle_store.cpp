@@ -43,6 +43,11 @@ const std::vector<std::string> kMigrations = {
          identity TEXT PRIMARY KEY,
          holder TEXT NOT NULL,
          expires_at BIGINT NOT NULL);)",
+    // v3: retry counts of failed nodes, so that another or a restarted controller continues the backoff
+    R"(CREATE TABLE lifecycle_retries (
+         identity TEXT PRIMARY KEY,
+         failures INTEGER NOT NULL,
+         next_at BIGINT NOT NULL);)",
 };
 
 // An RFC 3339 text column as a timestamp, NULL when it is not one (as SQLite's julianday gives NULL).
@@ -173,6 +178,31 @@ class PostgresLifecycleStore final : public LifecycleStore {
         if (!s) return failed("reading the lease of " + identity, s.error());
         if (s->empty()) return std::optional<Lease>{};
         return std::optional<Lease>{Lease{s->text(0, 0), TimePoint(std::chrono::milliseconds(s->integer(0, 1)))}};
+    }
+
+    Result<std::optional<RetryState>> retry(const std::string& identity) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto s = c_.query("SELECT failures,next_at FROM lifecycle_retries WHERE identity=$1", {identity});
+        if (!s) return failed("reading the retry count of " + identity, s.error());
+        if (s->empty()) return std::optional<RetryState>{};
+        return std::optional<RetryState>{rows::retry_from(s->integer(0, 0), s->integer(0, 1))};
+    }
+
+    Status put_retry(const std::string& identity, const RetryState& r) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (auto st = c_.exec("INSERT INTO lifecycle_retries(identity,failures,next_at) VALUES($1,$2,$3) "
+                              "ON CONFLICT(identity) DO UPDATE SET failures=excluded.failures,next_at=excluded.next_at",
+                              {identity, param(static_cast<std::int64_t>(r.failures)), param(to_ms(r.next_at))});
+            !st)
+            return failed("saving the retry count of " + identity, st.error());
+        return Ok{};
+    }
+
+    Status clear_retry(const std::string& identity) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (auto st = c_.exec("DELETE FROM lifecycle_retries WHERE identity=$1", {identity}); !st)
+            return failed("clearing the retry count of " + identity, st.error());
+        return Ok{};
     }
 
   private:

@@ -1,10 +1,13 @@
 // The lifecycle reconciler and the lease guard (docs/controller.md "Lifecycle reconciler").
 #include "nodeform/controller/lifecycle/reconciler.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
+#include <cstdlib>
 
 namespace nodeform::controller::lifecycle {
 
@@ -70,6 +73,21 @@ void LeaseGuard::release() {
     }
 }
 
+bool release_dead_local_lease(LifecycleStore& store, const std::string& identity) {
+    auto lease = store.lease(identity);
+    if (!lease || !*lease) return false;
+    const std::string& holder = (*lease)->holder;
+    const std::string mine = lease_holder_name("cli");
+    const std::string host = mine.substr(0, mine.find(':') + 1);
+    if (holder.rfind(host, 0) != 0 || holder.size() < 4 || holder.substr(holder.size() - 4) != ":cli") return false;
+    const std::string pid_text = holder.substr(host.size(), holder.size() - 4 - host.size());
+    char* end = nullptr;
+    long pid = std::strtol(pid_text.c_str(), &end, 10);
+    if (end == pid_text.c_str() || *end != '\0' || pid <= 1) return false;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) return false;
+    return store.release_lease(identity, holder).ok();
+}
+
 Result<bool> reconciler_serving(LifecycleStore& store, const Clock& clock, std::string* holder) {
     auto lease = store.lease(kReconcilerLease);
     if (!lease) return lease.error();
@@ -123,21 +141,17 @@ void Reconciler::stop() {
 }
 
 // Provisioning and decommissioning states advance; a failed node while its retries last and its backoff passed.
-bool Reconciler::wants_work(const NodeRecord& rec) {
-    std::lock_guard<std::mutex> lock(mutex_);
+bool Reconciler::wants_work(const NodeRecord& rec, const std::optional<RetryState>& retry) const {
     switch (rec.state) {
         case State::planned:
         case State::provisioning:
         case State::registered:
         case State::validating:
         case State::decommissioning:
-            retries_.erase(rec.identity);  // queued again, or advancing: its failures start over
             return true;
-        case State::failed: {
-            auto it = retries_.find(rec.identity);
-            if (it == retries_.end()) return true;  // failed before this controller saw it: one try now
-            return it->second.failures < options_.retries && clock_.steady_now() >= it->second.next;
-        }
+        case State::failed:
+            if (!retry) return true;  // failed outside a reconciler (a 'node create' here): one try now
+            return retry->failures < options_.retries && clock_.now() >= retry->next_at;
         default:
             return false;
     }
@@ -163,7 +177,16 @@ void Reconciler::tick() {
             std::lock_guard<std::mutex> lock(mutex_);
             if (busy_.count(rec.identity) || static_cast<int>(busy_.size()) >= options_.parallel) continue;
         }
-        if (!wants_work(rec)) continue;
+        std::optional<RetryState> retry;
+        if (rec.state == State::failed) {
+            auto read = store_.retry(rec.identity);
+            if (!read) {
+                logger_.warning("lifecycle reconciler: " + read.message());
+                continue;
+            }
+            retry = *read;
+        }
+        if (!wants_work(rec, retry)) continue;
         if (!site) site = load_site_();
         if (!site) {
             logger_.warning("lifecycle reconciler: no site loaded; nodes wait");
@@ -179,42 +202,57 @@ void Reconciler::tick() {
 void Reconciler::work(std::shared_ptr<const site::Site> site, const std::string& identity) {
     LeaseGuard lease(store_, clock_, options_.holder, identity, options_.lease_ttl, &logger_);
     auto held = lease.acquire();
+    if (held && !*held && release_dead_local_lease(store_, identity)) held = lease.acquire();
     if (held && *held) {
         {
             std::lock_guard<std::mutex> lock(mutex_);
             leases_[identity] = &lease;
         }
-        RunResult result;
-        try {
-            result = lifecycle_.advance(*site, identity);
-        } catch (const std::exception& e) {
-            result = RunResult{identity, State::failed, false, std::string("internal error: ") + e.what()};
-        }
+        advance_held(*site, identity);
         {
             std::lock_guard<std::mutex> lock(mutex_);
             leases_.erase(identity);
         }
         lease.release();
-        if (!result.ok && result.state == State::failed) {
-            std::lock_guard<std::mutex> lock(mutex_);
-            auto& r = retries_[identity];
-            ++r.failures;
-            auto delay = options_.retry_backoff * (1LL << std::min(r.failures - 1, 16));
-            r.next = clock_.steady_now() + std::min<milliseconds>(delay, options_.retry_backoff_max);
-            logger_.error(result.message + (r.failures < options_.retries
-                                                ? " (retry " + std::to_string(r.failures) + " of " +
-                                                      std::to_string(options_.retries) + " later)"
-                                                : " (no retries left: 'node create' or 'node destroy' again)"));
-        } else if (result.ok) {
-            std::lock_guard<std::mutex> lock(mutex_);
-            retries_.erase(identity);
-            logger_.notice(result.message.empty() ? identity + ": " + to_string(result.state) : result.message);
-        }
     } else if (!held) {
         logger_.warning(identity + ": taking the lease failed: " + held.message());
     }
     std::lock_guard<std::mutex> lock(mutex_);
     finished_.insert(identity);
+}
+
+// Under the node's lease: the record and retry count are read again (another controller may have retried it
+// since the scan), the node advanced, and its retry count written before the lease is given up.
+void Reconciler::advance_held(const site::Site& site, const std::string& identity) {
+    auto rec = store_.get(identity);
+    auto retry = store_.retry(identity);
+    if (!rec || !retry) {
+        logger_.warning("lifecycle reconciler: " + (!rec ? rec.message() : retry.message()));
+        return;
+    }
+    if (!*rec || !wants_work(**rec, *retry)) return;
+    RunResult result;
+    try {
+        result = lifecycle_.advance(site, identity);
+    } catch (const std::exception& e) {
+        result = RunResult{identity, State::failed, false, std::string("internal error: ") + e.what()};
+    }
+    if (!result.ok && result.state == State::failed) {
+        RetryState next;
+        next.failures = (*retry ? (*retry)->failures : 0) + 1;
+        auto delay = options_.retry_backoff * (1LL << std::min(next.failures - 1, 16));
+        next.next_at = clock_.now() + std::min<milliseconds>(delay, options_.retry_backoff_max);
+        if (auto st = store_.put_retry(identity, next); !st) logger_.warning(identity + ": " + st.message());
+        logger_.error(result.message + (next.failures < options_.retries
+                                            ? " (retry " + std::to_string(next.failures) + " of " +
+                                                  std::to_string(options_.retries) + " later)"
+                                            : " (no retries left: 'node create' or 'node destroy' again)"));
+    } else if (result.ok) {
+        if (*retry) {
+            if (auto st = store_.clear_retry(identity); !st) logger_.warning(identity + ": " + st.message());
+        }
+        logger_.notice(result.message.empty() ? identity + ": " + to_string(result.state) : result.message);
+    }
 }
 
 void Reconciler::reap(bool all) {

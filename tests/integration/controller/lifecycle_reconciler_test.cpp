@@ -2,11 +2,16 @@
 // Proxmox stand-in. A queued create reaches active after the platform-ready report with only `serve` running
 // (SQLite); on one PostgreSQL, the lease holder is kill -9-ed mid-clone and another controller takes the lease
 // over after its expiry and finishes with exactly one VM; and several controllers never run a node's step twice.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 
@@ -81,12 +86,27 @@ class Reconciler : public ::testing::Test {
             return serving && *serving;
         }));
     }
-    test::CliResult node(std::vector<std::string> args, const std::string& state, const std::string& store = "") {
+    // `node ARGS… --site --state --ca-fingerprint --endpoint [--store]` as run_controller_cli takes it.
+    std::vector<std::string> node_args(std::vector<std::string> args, const std::string& state,
+                                       const std::string& store = "") {
         args.insert(args.begin(), "node");
         args.insert(args.end(), {"--site", site_, "--state", state, "--ca-fingerprint", std::string(64, 'a'),
                                  "--endpoint", "pve-lab=" + pve_->base_url()});
         if (!store.empty()) args.insert(args.end(), {"--store", store});
-        return test::run_controller_cli(args);
+        return args;
+    }
+    test::CliResult node(std::vector<std::string> args, const std::string& state, const std::string& store = "") {
+        return test::run_controller_cli(node_args(std::move(args), state, store));
+    }
+    // Waits until a reconciler announces itself on the SQLite state (until then the CLI does the work itself).
+    bool reconciler_live(const std::string& state) {
+        return test::eventually([&] {
+            auto store = lifecycle::LifecycleStore::open(state + "/nodeform.db");
+            if (!store) return false;
+            SystemClock clock;
+            auto serving = lifecycle::reconciler_serving(**store, clock);
+            return serving && *serving;
+        });
     }
     // The node's lifecycle record as `node show --json` prints it.
     json lifecycle(const std::string& identity, const std::string& state, const std::string& store = "") {
@@ -94,7 +114,8 @@ class Reconciler : public ::testing::Test {
         if (!store.empty()) args.insert(args.end(), {"--store", store});
         auto r = test::run_controller_cli(args);
         json shown = json::parse(r.out, nullptr, false);
-        return shown.is_object() ? shown.value("lifecycle", json()) : json();
+        json record = shown.is_object() ? shown.value("lifecycle", json()) : json();
+        return record.is_object() ? record : json::object();  // none yet: no state
     }
     // Enrolls with the seed's token through `port` and sends a platform-ready report.
     void report_ready(int port, const std::string& identity) {
@@ -132,14 +153,7 @@ TEST_F(Reconciler, AQueuedCreateReachesActiveWithOnlyServeRunning) {
     const std::string state = dir_.path() + "/state";
     auto controller = serve(state);
     ASSERT_GT(controller->port(), 0);
-    // The reconciler announces itself within a scan; until then the CLI would do the work itself.
-    ASSERT_TRUE(test::eventually([&] {
-        auto store = lifecycle::LifecycleStore::open(state + "/nodeform.db");
-        if (!store) return false;
-        SystemClock clock;
-        auto serving = lifecycle::reconciler_serving(**store, clock);
-        return serving && *serving;
-    }));
+    ASSERT_TRUE(reconciler_live(state));
     auto queued = node({"create", "web-01"}, state);
     EXPECT_EQ(queued.exit_code, 0) << queued.out << queued.err;
     EXPECT_NE(queued.out.find("queued  web-01"), std::string::npos) << queued.out;
@@ -172,6 +186,73 @@ TEST_F(Reconciler, WithNoControllerServingCreateRunsHere) {
     EXPECT_NE(here.out.find("agent_ready"), std::string::npos) << here.out;
     EXPECT_EQ(here.out.find("queued"), std::string::npos) << here.out;
     EXPECT_EQ(pve_->vm_count(), 1);
+}
+
+// The example: a `node create` running the work itself (--here) is killed -9 while the node waits in
+// validating. The serving controller on the same host releases the dead process's lease at once (not after its
+// 60 s expiry) and turns the node active when the platform-ready report arrives.
+TEST_F(Reconciler, ANodeLeftValidatingByAKilledCreateTurnsActiveUnderServe) {
+    start_standin(milliseconds(50));
+    const std::string state = dir_.path() + "/state";
+    auto controller = serve(state);
+    ASSERT_GT(controller->port(), 0);
+    ASSERT_TRUE(reconciler_live(state));
+    auto args = node_args({"create", "web-01", "--here"}, state);
+    args.insert(args.begin(), test::binary_dir() + "/controller/nodeform-controller");
+    pid_t create = ::fork();
+    if (create == 0) {
+        int null = ::open("/dev/null", O_WRONLY);
+        ::dup2(null, STDOUT_FILENO);
+        ::dup2(null, STDERR_FILENO);
+        test::exec_argv(args);
+    }
+    ASSERT_GT(create, 0);
+    bool validating = test::eventually([&] { return lifecycle("web-01", state).value("state", "") == "validating"; },
+                                       seconds(30), milliseconds(100));
+    auto store = lifecycle::LifecycleStore::open(state + "/nodeform.db");
+    ASSERT_TRUE(store.ok()) << store.message();
+    auto lease = (*store)->lease("web-01");
+    ::kill(create, SIGKILL);
+    ::waitpid(create, nullptr, 0);
+    ASSERT_TRUE(validating) << lifecycle("web-01", state).dump();
+    ASSERT_TRUE(lease.ok() && *lease) << "no lease held by the create process";
+    EXPECT_EQ((*lease)->holder, lifecycle::lease_holder_name("cli").substr(0, (*lease)->holder.find(':') + 1) +
+                                    std::to_string(create) + ":cli");
+
+    report_ready(controller->port(), "web-01");
+    EXPECT_TRUE(test::eventually([&] { return lifecycle("web-01", state).value("state", "") == "active"; }, seconds(20),
+                                 milliseconds(200)))
+        << lifecycle("web-01", state).dump();
+    EXPECT_EQ(pve_->clone_requests(kVmid), 1);
+    auto receipts = (*store)->receipts("web-01");
+    ASSERT_TRUE(receipts.ok());
+    ASSERT_FALSE(receipts->empty());
+    EXPECT_EQ(receipts->back().step, "active");
+    EXPECT_EQ(controller->terminate(), 0);
+}
+
+// The reconciler works on the site the server serves, not on the files: an edit that breaks the site on disk (refused,
+// the last good site kept serving) does not stop a validating node from turning active.
+TEST_F(Reconciler, ABrokenSiteOnDiskDoesNotStopAValidatingNode) {
+    start_standin(milliseconds(50));
+    const std::string state = dir_.path() + "/state";
+    auto controller = serve(state);
+    ASSERT_GT(controller->port(), 0);
+    ASSERT_TRUE(reconciler_live(state));
+    auto queued = node({"create", "web-01"}, state);
+    ASSERT_EQ(queued.exit_code, 0) << queued.out << queued.err;
+    ASSERT_TRUE(test::eventually([&] { return lifecycle("web-01", state).value("state", "") == "validating"; },
+                                 seconds(30), milliseconds(100)));
+    std::ofstream(site_ + "/site.yaml", std::ios::app) << "\n: not yaml [\n";
+    report_ready(controller->port(), "web-01");
+    auto store = lifecycle::LifecycleStore::open(state + "/nodeform.db");  // (node show reads the broken site)
+    ASSERT_TRUE(store.ok()) << store.message();
+    auto active = [&] {
+        auto rec = (*store)->get("web-01");
+        return rec.ok() && *rec && (*rec)->state == lifecycle::State::active;
+    };
+    EXPECT_TRUE(test::eventually(active, seconds(20), milliseconds(200)));
+    EXPECT_EQ(controller->terminate(), 0);
 }
 
 // (b) Two controllers on one PostgreSQL: the one holding web-01's lease is kill -9-ed while the stand-in's

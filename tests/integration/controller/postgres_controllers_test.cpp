@@ -260,6 +260,36 @@ TEST_F(PostgresControllers, AReloadIsServedOnlyOnceEveryControllerHasTheSite) {
         EXPECT_EQ(c->terminate(), 0);
 }
 
+// A controller that checks its files seldom (--reload-interval 60s) still beats often enough to count as live for
+// one checking every second (beat lifetime 15 s): a site only that one has loaded pends past those 15 s instead
+// of being served early, and is served once the other has it too.
+TEST_F(PostgresControllers, ASeldomReloadingControllerStillHoldsANewSiteBack) {
+    std::vector<std::string> sites;
+    for (const char* name : {"a", "b"}) {
+        sites.push_back(dir_.path() + "/site-" + name);
+        fs::copy(site_, sites.back(), fs::copy_options::recursive);
+    }
+    test::ControllerProcess quick(sites[0], dir_.path() + "/state-a", {"--store", url_, "--reload-interval", "1s"});
+    ASSERT_GT(quick.port(), 0);
+    test::ControllerProcess seldom(sites[1], dir_.path() + "/state-b", {"--store", url_, "--reload-interval", "60s"});
+    ASSERT_GT(seldom.port(), 0);
+    const auto started = std::chrono::steady_clock::now();
+    auto pending = [](int port) {
+        httplib::Client c("127.0.0.1", port);
+        auto res = c.Get("/readyz");
+        return res && json::parse(res->body, nullptr, false).contains("site_pending");
+    };
+    edit_site(sites[0]);  // picked up by quick's next check, within a second
+    ASSERT_TRUE(test::eventually([&] { return pending(quick.port()); }));
+    std::this_thread::sleep_until(started + std::chrono::seconds(18));  // past seldom's first beat's lifetime
+    EXPECT_TRUE(pending(quick.port())) << "served before the live seldom-reloading controller had the site";
+    edit_site(sites[1]);
+    seldom.reload();
+    EXPECT_TRUE(test::eventually([&] { return !pending(quick.port()) && !pending(seldom.port()); }));
+    EXPECT_EQ(quick.terminate(), 0);
+    EXPECT_EQ(seldom.terminate(), 0);
+}
+
 // 500 agents, each with its own credential enrolled through the API, report through three controllers on one
 // PostgreSQL: every report is sent to one controller and retried (same report id) against another; every
 // acknowledged report is in the database exactly once, and nothing unacknowledged is.

@@ -71,6 +71,25 @@ TEST_P(LeaseTest, OneHolderAtATimeWithHeartbeatTakeoverAndRelease) {
     EXPECT_TRUE(*a->acquire_lease("web-01", "ctl-a", at(53), ttl));
 }
 
+// Retry counts of failed nodes: one controller writes, another reads the same count; cleared, there is none.
+TEST_P(LeaseTest, RetryCountsAreSharedBetweenControllers) {
+    auto a = open(), b = open();
+    ASSERT_TRUE(a && b);
+    auto none = b->retry("web-01");
+    ASSERT_TRUE(none.ok()) << none.message();
+    EXPECT_FALSE(*none);
+    ASSERT_TRUE(a->put_retry("web-01", RetryState{1, at(30)}).ok());
+    ASSERT_TRUE(a->put_retry("web-01", RetryState{2, at(90)}).ok());  // the next failure replaces it
+    ASSERT_TRUE(a->put_retry("web-02", RetryState{1, at(5)}).ok());
+    auto seen = b->retry("web-01");
+    ASSERT_TRUE(seen.ok() && *seen) << (seen.ok() ? "none" : seen.message());
+    EXPECT_EQ((*seen)->failures, 2);
+    EXPECT_EQ((*seen)->next_at, at(90));
+    ASSERT_TRUE(b->clear_retry("web-01").ok());
+    EXPECT_FALSE(*a->retry("web-01"));
+    EXPECT_EQ((*a->retry("web-02"))->failures, 1);
+}
+
 // Two controllers (own connections) ask for the same free lease at the same moment, 50 times: one gets it.
 TEST_P(LeaseTest, RacingControllersGetALeaseOnce) {
     auto a = open(), b = open();

@@ -168,7 +168,7 @@ TEST_F(PostgresStoreTest, MigrationsRunConcurrentlyByThreeStoresApplyTheSchemaOn
     for (int i = 0; i < rows->size(); ++i)
         seen.push_back(rows->text(i, 0) + "=" + rows->text(i, 1) + "x" + rows->text(i, 2));
     EXPECT_EQ(seen, (std::vector<std::string>{"controller=1x1", "controller=2x1", "controller=3x1", "controller=4x1",
-                                              "lifecycle=1x1", "lifecycle=2x1"}));
+                                              "lifecycle=1x1", "lifecycle=2x1", "lifecycle=3x1"}));
     ASSERT_EQ(*(*stores[0])->insert_report(report("x", "web-01")), InsertOutcome::inserted);
     EXPECT_EQ(*(*stores[2])->insert_report(report("x", "web-01")), InsertOutcome::duplicate);
     // A schema newer than this controller is refused, with what to do.

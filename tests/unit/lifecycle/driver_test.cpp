@@ -2,9 +2,12 @@
 // a crash at every point, a failing step, retries, store errors, and time only through the clock.
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "fake_provider.hpp"
 #include "fakes/memory_logger.hpp"
 #include "lifecycle_fakes.hpp"
+#include "nodeform/controller/lifecycle/reconciler.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::test {
@@ -40,6 +43,9 @@ class FlakyStore final : public lc::LifecycleStore {
     }
     Status release_lease(const std::string& i, const std::string& h) override { return real_.release_lease(i, h); }
     Result<std::optional<lc::Lease>> lease(const std::string& i) override { return real_.lease(i); }
+    Result<std::optional<lc::RetryState>> retry(const std::string& i) override { return real_.retry(i); }
+    Status put_retry(const std::string& i, const lc::RetryState& r) override { return real_.put_retry(i, r); }
+    Status clear_retry(const std::string& i) override { return real_.clear_retry(i); }
     std::function<bool(const lc::NodeRecord&)> fail_put;
 
   private:
@@ -382,6 +388,80 @@ TEST(LifecycleDriver, QueuedWorkAdvancesAndALostLeaseStopsBeforeTheNextStep) {
     ASSERT_TRUE(d.make()->queue_create("web-01").ok());  // provisioned again from scratch
     EXPECT_EQ(d.record().state, lc::State::planned);
     EXPECT_EQ(d.record().step, "");
+}
+
+// A clock the test moves by hand; sleeps (the reconciler's lease heartbeats) pass in real time without moving it.
+class HandClock final : public Clock {
+  public:
+    std::chrono::system_clock::time_point now() const override {
+        return std::chrono::system_clock::time_point(std::chrono::seconds(1795000000)) + moved();
+    }
+    std::chrono::steady_clock::time_point steady_now() const override {
+        return std::chrono::steady_clock::time_point(std::chrono::hours(1)) + moved();
+    }
+    void sleep_for(milliseconds d) const override { std::this_thread::sleep_for(std::min(d, milliseconds(1))); }
+    void advance(milliseconds d) { moved_ms_ += d.count(); }
+    milliseconds moved() const { return milliseconds(moved_ms_.load()); }
+
+  private:
+    std::atomic<long long> moved_ms_{0};
+};
+
+// A failed node's retry count lives in the store: each pass below is a fresh reconciler (a restarted controller,
+// or another one), and still the retries follow one backoff (1, then 2 minutes) and stop after `retries`;
+// queueing the node again starts them over.
+TEST(LifecycleDriver, RestartedReconcilersContinueOneRetryBackoffFromTheStore) {
+    Driver d;
+    d.cloud.task_failures["start"] = 100;
+    HandClock clock;
+    auto site = std::make_shared<const site::Site>(d.site);
+    auto lifecycle = d.make();
+    lc::ReconcilerOptions o;
+    o.retries = 3;
+    o.retry_backoff = minutes(1);
+    int controller = 0;
+    auto pass = [&] {  // one scan by a new reconciler, its work waited for
+        o.holder = "ctl-" + std::to_string(++controller) + ":1:aa";
+        lc::Reconciler r(
+            *lifecycle, *d.store, clock, d.logger, [&] { return site; }, o);
+        r.tick();
+        r.stop();
+    };
+    auto failures = [&] {
+        auto retry = d.store->retry("web-01");
+        EXPECT_TRUE(retry.ok());
+        return retry.ok() && *retry ? (*retry)->failures : 0;
+    };
+    ASSERT_TRUE(lifecycle->queue_create("web-01").ok());
+    pass();
+    EXPECT_EQ(d.record().state, lc::State::failed);
+    EXPECT_EQ(d.cloud.calls["start"], 1);
+    EXPECT_EQ(failures(), 1);
+    EXPECT_EQ((*d.store->retry("web-01"))->next_at, clock.now() + minutes(1));
+
+    pass();  // restarted before the backoff passed: no retry yet (an in-memory count would retry at once)
+    EXPECT_EQ(d.cloud.calls["start"], 1);
+    clock.advance(minutes(1));
+    pass();
+    EXPECT_EQ(d.cloud.calls["start"], 2);
+    EXPECT_EQ(failures(), 2);
+    clock.advance(minutes(1));
+    pass();  // the second delay is twice the first
+    EXPECT_EQ(d.cloud.calls["start"], 2);
+    clock.advance(minutes(1));
+    pass();
+    EXPECT_EQ(d.cloud.calls["start"], 3);
+    EXPECT_EQ(failures(), 3);
+    clock.advance(std::chrono::hours(1));
+    pass();  // retries exhausted
+    EXPECT_EQ(d.cloud.calls["start"], 3);
+
+    ASSERT_TRUE(lifecycle->queue_create("web-01").ok());  // queued again: the count starts over
+    EXPECT_EQ(failures(), 0);
+    d.cloud.task_failures["start"] = 0;
+    pass();
+    EXPECT_EQ(d.cloud.calls["start"], 4);
+    EXPECT_NE(d.record().state, lc::State::failed);
 }
 
 TEST(LifecycleDriver, TheHostnameGateUsesTheSitesNamingPolicy) {

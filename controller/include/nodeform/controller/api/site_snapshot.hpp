@@ -66,8 +66,10 @@ struct SiteBoard {
 };
 // "HOST-PID-RANDOM": unique per controller process, readable in logs.
 std::string controller_instance_id(Random& random);
-// How long a beat lasts when controllers beat every reload_interval: 5 intervals, at least 15 s.
+// How long another controller's beat counts as live here: 5 of this one's reload intervals, at least 15 s.
 std::chrono::milliseconds site_beat_ttl(std::chrono::milliseconds reload_interval);
+// Every controller beats at least this often, whatever its reload_interval: well inside any beat's lifetime.
+inline constexpr std::chrono::milliseconds kSiteBeatEvery{3000};
 
 // Thread-safe: readers take current() (a shared_ptr that outlives a concurrent swap); one reload at a time.
 class SiteSnapshots {

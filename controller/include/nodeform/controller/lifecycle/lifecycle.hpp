@@ -85,6 +85,12 @@ struct Lease {
     TimePoint expires_at{};
 };
 
+// A failed node's retries, shared by every controller (docs/controller.md "Lifecycle reconciler").
+struct RetryState {
+    int failures = 0;     // failed attempts since the node was last queued or advanced without failing
+    TimePoint next_at{};  // no retry before this (the writer's clock)
+};
+
 // Own tables (lifecycle_nodes, lifecycle_receipts, lifecycle_schema_migrations) in STATE/nodeform.db,
 // own connection (WAL, busy_timeout). Thread-safe.
 class LifecycleStore {
@@ -114,6 +120,11 @@ class LifecycleStore {
     // Gives the lease up (nothing when holder does not hold it).
     virtual Status release_lease(const std::string& identity, const std::string& holder) = 0;
     virtual Result<std::optional<Lease>> lease(const std::string& identity) = 0;
+
+    // Retry counts (table lifecycle_retries), written by the lease holder: none when the node has no failures.
+    virtual Result<std::optional<RetryState>> retry(const std::string& identity) = 0;
+    virtual Status put_retry(const std::string& identity, const RetryState& retry) = 0;
+    virtual Status clear_retry(const std::string& identity) = 0;
 };
 
 // The same tables in PostgreSQL (migrations as component "lifecycle" in schema_migrations, under the advisory
@@ -243,13 +254,14 @@ class Lifecycle {
     RunResult advance(const site::Site& site, const std::string& identity);
     // Queues work for a serving controller's reconciler (docs/controller.md): create stores a planned record
     // (a decommissioned/abandoned node starts afresh, a failed one is stamped so its retries start again);
-    // destroy marks the record decommissioning. Nothing is done on Proxmox here.
+    // destroy marks the record decommissioning. Both clear the node's retry count. Nothing is done on Proxmox.
     Status queue_create(const std::string& identity);
     Status queue_destroy(const std::string& identity);
 
     struct Run;  // one node's run (defined in controller/src/lifecycle/run.hpp)
 
   private:
+    Status queue(const NodeRecord& record);  // stores the queued record, clears its retry count
     Result<std::unique_ptr<Run>> prepare(const site::Site& site, const std::string& identity);
     Result<std::unique_ptr<Run>> prepare_local(std::unique_ptr<Run> run, const std::string& identity);
     Result<std::unique_ptr<Run>> finish_prepare(std::unique_ptr<Run> run, const std::string& identity);

@@ -50,6 +50,10 @@ class LeaseGuard {
     std::thread thread_;
 };
 
+// Releases the lease on identity when its holder is a `node create`/`destroy` process of this host (HOST:PID:cli)
+// that is gone (killed), so work resumes at once instead of after the lease's expiry. True when released.
+bool release_dead_local_lease(LifecycleStore& store, const std::string& identity);
+
 // True when a reconciler holds a live kReconcilerLease (its holder in `holder`).
 Result<bool> reconciler_serving(LifecycleStore& store, const Clock& clock, std::string* holder = nullptr);
 
@@ -79,12 +83,9 @@ class Reconciler {
     void tick();
 
   private:
-    struct Retry {
-        int failures = 0;
-        std::chrono::steady_clock::time_point next{};
-    };
-    bool wants_work(const NodeRecord& rec);
+    bool wants_work(const NodeRecord& rec, const std::optional<RetryState>& retry) const;
     void work(std::shared_ptr<const site::Site> site, const std::string& identity);
+    void advance_held(const site::Site& site, const std::string& identity);
     void reap(bool all);
 
     Lifecycle& lifecycle_;
@@ -99,7 +100,6 @@ class Reconciler {
     std::mutex mutex_;
     std::set<std::string> busy_;
     std::map<std::string, LeaseGuard*> leases_;  // the nodes being worked on here
-    std::map<std::string, Retry> retries_;
     std::vector<std::pair<std::string, std::thread>> workers_;
     std::set<std::string> finished_;
 };
