@@ -311,7 +311,8 @@ class DeadlineStream final : public httplib::Stream {
     // The request was read to its end and the response leaves the connection open: the next request may follow.
     bool reusable() const { return body_.complete() && !response_.closes(); }
     void set_ssl(SSL* ssl) { ssl_ = ssl; }
-    bool buffered() const { return pos_ < len_ || (ssl_ && SSL_pending(ssl_) > 0); }
+    // Bytes wait here or in OpenSSL (decrypted, or read ahead and not yet decrypted): epoll would not tell.
+    bool buffered() const { return pos_ < len_ || (ssl_ && SSL_has_pending(ssl_) == 1); }
 
     // Loop threads: reads and writes return instead of waiting (would_block() tells it was that).
     void set_nonblocking(bool on) {
@@ -459,7 +460,7 @@ class DeadlineStream final : public httplib::Stream {
     // Reads what is available into buf_, waiting until the deadline; bytes, 0 at end of stream, -1 on error/deadline.
     ssize_t fill() {
         pos_ = len_ = 0;
-        if (!buf_) buf_ = std::make_unique<char[]>(kBufferBytes);
+        if (!buf_) buf_.reset(new char[kBufferBytes]);  // not zeroed: only bytes read into it are looked at
         while (true) {
             ssize_t n;
             short want = POLLIN;
@@ -654,6 +655,8 @@ class CappedQueue final : public httplib::TaskQueue {
         }
         handler_.close(c);
     }
+    // No connection waits for a worker: a worker may linger briefly for its connection's next request.
+    bool workers_idle() const { return waiting_.load() == 0; }
     // Serves c on a worker (from a loop: what it cannot answer without waiting).
     void hand_off(Connection* c) {
         if (shut_) return handler_.close(c);
@@ -668,7 +671,13 @@ class CappedQueue final : public httplib::TaskQueue {
         std::thread thread;
     };
 
-    void submit(std::function<void()> fn) { pool_.enqueue(std::move(fn)); }
+    void submit(std::function<void()> fn) {
+        waiting_++;
+        pool_.enqueue([this, fn = std::move(fn)] {
+            waiting_--;
+            fn();
+        });
+    }
 
     void watch(Loop& loop) {
         constexpr int kBatch = 256;
@@ -714,6 +723,7 @@ class CappedQueue final : public httplib::TaskQueue {
     std::vector<std::unique_ptr<Loop>> loops_;
     std::atomic<std::size_t> next_loop_{0};
     std::atomic<bool> shut_{false};
+    std::atomic<std::int64_t> waiting_{0};  // connections handed off and not yet taken by a worker
 };
 
 class BacklogRaiser {
@@ -923,11 +933,12 @@ class Guarded final : public Base, public BacklogRaiser, public CertificateReloa
         queue_->park(c);
     }
 
-    // With loops answering (a LoopRoute), a worker parks a connection at once; without, it waits briefly for a
-    // keep-alive client's next request (usually one round trip away) to save a park and a wake-up.
+    // Readable within a short grace (a keep-alive client's next request is usually one round trip away) while no
+    // connection waits for a worker; at once otherwise. Saves a park, a loop wake-up and a hand-off for clients
+    // whose requests a loop does not answer (reports).
     bool readable_soon(int sock, bool first) const {
         pollfd p{sock, POLLIN, 0};
-        return ::poll(&p, 1, !first && !loop_route_ ? 2 : 0) > 0;
+        return ::poll(&p, 1, !first && queue_->workers_idle() ? 2 : 0) > 0;
     }
 
     // The head (request line and header lines) asks for nothing a loop would wait for: no body, no interim answer.
@@ -1006,8 +1017,12 @@ std::unique_ptr<httplib::Server> make_guarded_server(const ConnectionLimits& lim
 std::unique_ptr<httplib::SSLServer> make_guarded_ssl_server(const ConnectionLimits& limits,
                                                             ConnectionCounters& counters, const std::string& cert,
                                                             const std::string& key, LoopRoute loop_route) {
-    return std::make_unique<Guarded<httplib::SSLServer>>(limits, counters, std::move(loop_route), cert.c_str(),
-                                                         key.c_str());
+    auto server = std::make_unique<Guarded<httplib::SSLServer>>(limits, counters, std::move(loop_route), cert.c_str(),
+                                                                key.c_str());
+    // Read whole socket buffers, not a record header and then its body: half the reads (buffered() asks
+    // SSL_has_pending, which sees bytes read ahead).
+    if (server->is_valid()) SSL_CTX_set_read_ahead(server->ssl_context(), 1);
+    return server;
 }
 
 bool request_body_too_large() {
