@@ -56,6 +56,7 @@ struct Context {
     std::map<std::string, SecretEntry> secret_cache;  // by pointer in secrets.yaml
 
     int max_name_length = 63;
+    std::size_t site_bytes = 0;  // YAML read so far (bounded in total, not only per file)
 
     void add(Diagnostic d) { diagnostics.push_back(std::move(d)); }
 };

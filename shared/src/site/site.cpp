@@ -19,7 +19,8 @@ using detail::Context;
 using detail::Document;
 using detail::FileKind;
 
-constexpr std::size_t kMaxFilesPerDirectory = 4096;
+constexpr std::size_t kMaxFilesPerDirectory = 65536;  // a fleet's nodes/ (issue 17: 10,000 nodes)
+constexpr std::size_t kMaxSiteBytes = 256u << 20;     // all YAML files of a site together
 
 bool ends_with(const std::string& s, const std::string& suffix) {
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -111,6 +112,12 @@ std::optional<Document> load_file(Context& c, const std::string& file) {
         c.add({file, 0, 0, "", reason});
         return std::nullopt;
     }
+    if (text->size() > kMaxSiteBytes - c.site_bytes) {
+        c.add({file, 0, 0, "",
+               "the site's YAML passes " + std::to_string(kMaxSiteBytes >> 20) + " MiB in total here; split the site"});
+        return std::nullopt;
+    }
+    c.site_bytes += text->size();
     return detail::parse_yaml(*text, file, c.limits, c.diagnostics);
 }
 

@@ -498,6 +498,30 @@ TEST(Load, ReadmeAndHiddenFilesAreIgnored) {
     EXPECT_TRUE(result.ok()) << joined(result);
 }
 
+// A fleet's nodes/ holds thousands of node files (4,096 was once the cap); beyond 65,536 entries a directory is
+// refused before any file in it is read.
+TEST(Load, AFleetSizedNodesDirectoryLoadsAndOneBeyondTheCapIsRefused) {
+    SiteCopy site;
+    const std::string node = "spec: base\n";
+    for (int i = 0; i < 5000; ++i)
+        site.put("nodes/fleet-" + std::to_string(10000 + i) + ".yaml", node);
+    auto result = load_site(site.dir(), no_env());
+    ASSERT_TRUE(result.ok()) << joined(result).substr(0, 2000);
+    EXPECT_EQ(result.site->nodes.size(), 5002u);
+
+    std::map<std::string, std::string> files;
+    for (const auto& entry : fs::recursive_directory_iterator(minimal_dir()))
+        if (entry.is_regular_file())
+            files[fs::relative(entry.path(), minimal_dir()).string()] =
+                std::string(std::istreambuf_iterator<char>(std::ifstream(entry.path()).rdbuf()), {});
+    for (int i = 0; i < 65536; ++i)
+        files["nodes/fleet-" + std::to_string(100000 + i) + ".yaml"] = node;
+    auto refused = load_site_files(files, no_env());
+    EXPECT_FALSE(refused.ok());
+    EXPECT_NE(joined(refused).find("nodes:0:0: -: more than 65536 entries; split the site"), std::string::npos)
+        << joined(refused).substr(0, 2000);
+}
+
 TEST(Load, StricterNamingPolicyAppliesToHostnames) {
     SiteCopy site;
     std::string text =
