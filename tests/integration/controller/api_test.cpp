@@ -24,6 +24,7 @@
 #include "nodeform/http.hpp"
 #include "nodeform/log.hpp"
 #include "nodeform/tls.hpp"
+#include "postgres_cluster.hpp"
 #include "test_paths.hpp"
 
 namespace nodeform::controller {
@@ -106,12 +107,36 @@ json report_for(const std::string& identity, const std::string& id, const std::s
                 {"health", json::array({{{"name", "ssh"}, {"type", "tcp"}, {"status", "pass"}}})}};
 }
 
-class ApiTest : public test::InProcessControllerTest {
+enum class StoreKind { sqlite, postgres };
+
+// Every API test runs on both stores: SQLite in the test's state directory, and a fresh database of this binary's
+// PostgreSQL 15 cluster (kept across a stop() and start() within the test).
+class ApiTest : public test::InProcessControllerTest, public ::testing::WithParamInterface<StoreKind> {
   protected:
     void SetUp() override { start(); }
 
+    void open_stores() {
+        if (GetParam() == StoreKind::sqlite) return test::open_controller_stores(dir_.path(), store_, lifecycle_);
+        auto& cluster = test::PostgresCluster::shared();
+        if (pg_url_.empty()) pg_url_ = cluster.create_database();
+        ASSERT_FALSE(pg_url_.empty()) << cluster.error();
+        lifecycle_.reset();
+        store_.reset();
+        auto opened = open_postgres_store(pg_url_, "");
+        ASSERT_TRUE(opened.ok()) << opened.message();
+        store_ = std::move(*opened);
+        auto opened_lifecycle = lifecycle::open_postgres_lifecycle_store(pg_url_, "");
+        ASSERT_TRUE(opened_lifecycle.ok()) << opened_lifecycle.message();
+        lifecycle_ = std::move(*opened_lifecycle);
+    }
+    // SQL on the test's PostgreSQL database: "" when it ran, else the error.
+    std::string pg_exec(const std::string& sql) {
+        auto db = pg_url_.substr(std::string("postgresql:///").size());
+        return test::PostgresCluster::shared().exec(db.substr(0, db.find('?')), sql);
+    }
+
     void start(int threads = 8, bool tls = false, std::chrono::seconds read_timeout = std::chrono::seconds(1)) {
-        test::open_controller_stores(dir_.path(), store_, lifecycle_);
+        open_stores();
         if (HasFatalFailure()) return;
         config_.state = dir_.path();
         config_.plain_http = !tls;
@@ -187,6 +212,7 @@ class ApiTest : public test::InProcessControllerTest {
                    make_node("dev-01", site::AuthMethod::network, {"127.0.0.0/8"}),
                    make_node("far-01", site::AuthMethod::network, {"10.0.0.0/8"})})};
     SystemClock clock_;
+    std::string pg_url_;
 };
 
 std::size_t count_of(const std::string& text, const std::string& what) {
@@ -202,7 +228,7 @@ std::string chunk(const std::string& data) {
     return out.str();
 }
 
-TEST_F(ApiTest, SpecWithEtagAnd304) {
+TEST_P(ApiTest, SpecWithEtagAnd304) {
     auto res = client_->Get("/v1/spec/dev-01");
     ASSERT_TRUE(res);
     ASSERT_EQ(res->status, 200) << res->body;
@@ -218,7 +244,7 @@ TEST_F(ApiTest, SpecWithEtagAnd304) {
     EXPECT_EQ(status_of(client_->Get("/v1/spec/dev-01", {{"If-None-Match", "\"sha256:old\""}})), 200);
 }
 
-TEST_F(ApiTest, SpecStatusPaths) {
+TEST_P(ApiTest, SpecStatusPaths) {
     auto unknown = client_->Get("/v1/spec/nope-01");
     ASSERT_TRUE(unknown);
     EXPECT_EQ(unknown->status, 404);
@@ -244,7 +270,7 @@ TEST_F(ApiTest, SpecStatusPaths) {
     }
 }
 
-TEST_F(ApiTest, EnrollOnceReplayAndExpiryRefused) {
+TEST_P(ApiTest, EnrollOnceReplayAndExpiryRefused) {
     std::string token = generate_secret(*random_, "nfe_");
     ASSERT_TRUE(
         store_->add_enrollment_token("web-01", hash_secret(token), clock_.now() + std::chrono::hours(1), clock_.now())
@@ -290,17 +316,24 @@ TEST_F(ApiTest, EnrollOnceReplayAndExpiryRefused) {
     EXPECT_EQ(status_of(client_->Get("/v1/spec/web-01", bearer(credential))), 200);
     EXPECT_EQ(status_of(client_->Get("/v1/spec/web-02", bearer(credential))), 403);
     // Credentials and tokens are stored hashed.
-    auto db = sqlite::open_database(sqlite::database_path(dir_.path()));
-    ASSERT_TRUE(db.ok());
-    auto s = db->prepare("SELECT credential_hash FROM credentials WHERE identity = 'web-01'");
-    ASSERT_TRUE(s.ok());
-    ASSERT_TRUE(*s->step());
-    EXPECT_EQ(s->text(0), hash_secret(credential));
+    if (GetParam() == StoreKind::postgres) {
+        EXPECT_EQ(pg_exec("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM credentials WHERE identity = 'web-01' AND "
+                          "credential_hash = '" +
+                          hash_secret(credential) + "') THEN RAISE EXCEPTION 'not stored hashed'; END IF; END $$"),
+                  "");
+    } else {
+        auto db = sqlite::open_database(sqlite::database_path(dir_.path()));
+        ASSERT_TRUE(db.ok());
+        auto s = db->prepare("SELECT credential_hash FROM credentials WHERE identity = 'web-01'");
+        ASSERT_TRUE(s.ok());
+        ASSERT_TRUE(*s->step());
+        EXPECT_EQ(s->text(0), hash_secret(credential));
+    }
     for (const auto& line : logger_.snapshot())
         EXPECT_EQ(line.message.find(credential), std::string::npos);
 }
 
-TEST_F(ApiTest, ReportsIdempotentValidatedAndOwnNodeOnly) {
+TEST_P(ApiTest, ReportsIdempotentValidatedAndOwnNodeOnly) {
     std::string cred = enroll("web-01");
     std::string cred2 = enroll("web-02");
     auto report = report_for("web-01", "11111111-2222-3333-4444-555555555555");
@@ -348,7 +381,7 @@ TEST_F(ApiTest, ReportsIdempotentValidatedAndOwnNodeOnly) {
     EXPECT_EQ(*store_->report_count(), 1);
 }
 
-TEST_F(ApiTest, HostileIdentitiesAreRefusedWithoutHarm) {
+TEST_P(ApiTest, HostileIdentitiesAreRefusedWithoutHarm) {
     std::vector<std::string> paths = {"/v1/spec/..",
                                       "/v1/spec/%2e%2e",
                                       "/v1/spec/..%2f..%2fetc%2fpasswd",
@@ -377,7 +410,7 @@ TEST_F(ApiTest, HostileIdentitiesAreRefusedWithoutHarm) {
     EXPECT_EQ(status_of(client_->Get("/v1/spec/dev-01")), 200);
 }
 
-TEST_F(ApiTest, RepeatedAuthFailuresAreRateLimited) {
+TEST_P(ApiTest, RepeatedAuthFailuresAreRateLimited) {
     for (int i = 0; i < 5; ++i) {
         EXPECT_EQ(status_of(client_->Get("/v1/spec/stage-01", bearer("wrong"))), 401);
     }
@@ -392,7 +425,7 @@ TEST_F(ApiTest, RepeatedAuthFailuresAreRateLimited) {
     EXPECT_EQ(status_of(client_->Get("/healthz")), 200);  // unauthenticated endpoints are not limited
 }
 
-TEST_F(ApiTest, OperatorViewsAndStatus) {
+TEST_P(ApiTest, OperatorViewsAndStatus) {
     EXPECT_EQ(status_of(client_->Get("/v1/nodes")), 401);
     EXPECT_EQ(status_of(client_->Get("/v1/nodes", bearer("nfo_wrong"))), 401);
     std::string cred = enroll("web-01");
@@ -422,7 +455,7 @@ TEST_F(ApiTest, OperatorViewsAndStatus) {
 
 // The operator views carry each node's provisioning record (lifecycle state, VMID, PVE node, IPs) from the
 // lifecycle store, null for a node that was never provisioned; a node known only to the lifecycle store is listed.
-TEST_F(ApiTest, OperatorViewsCarryTheLifecycle) {
+TEST_P(ApiTest, OperatorViewsCarryTheLifecycle) {
     lifecycle::NodeRecord web = test::active_record("web-02", 9102, {"10.0.0.12", "fd00::12"}, "2026-11-24T02:00:00Z");
     lifecycle::NodeRecord gone = web;
     gone.identity = "old-01";
@@ -462,7 +495,7 @@ TEST_F(ApiTest, OperatorViewsCarryTheLifecycle) {
     EXPECT_TRUE(json::parse(never->body)["lifecycle"].is_null());
 }
 
-TEST_F(ApiTest, HealthReadyAndMetrics) {
+TEST_P(ApiTest, HealthReadyAndMetrics) {
     EXPECT_EQ(status_of(client_->Get("/healthz")), 200);
     auto r = client_->Get("/readyz");
     ASSERT_TRUE(r);
@@ -487,7 +520,7 @@ TEST_F(ApiTest, HealthReadyAndMetrics) {
     EXPECT_NE(m->body.find("nodeform_site_reloads_total{result=\"failed\"} 0"), std::string::npos);
 }
 
-TEST_F(ApiTest, HotReloadServesNewSiteAndKeepsOldOnBrokenOne) {
+TEST_P(ApiTest, HotReloadServesNewSiteAndKeepsOldOnBrokenOne) {
     auto site = make_site({make_node("dev-01", site::AuthMethod::network, {"127.0.0.0/8"}),
                            make_node("dev-02", site::AuthMethod::network, {"127.0.0.0/8"})});
     source_.set(site);
@@ -547,7 +580,7 @@ class SlowLoris {
     bool connected_ = false;
 };
 
-TEST_F(ApiTest, SlowLorisDoesNotBlockOtherClients) {
+TEST_P(ApiTest, SlowLorisDoesNotBlockOtherClients) {
     // 6 of the 8 workers are held by clients trickling headers; others are still served promptly.
     std::vector<std::unique_ptr<SlowLoris>> lorises;
     for (int i = 0; i < 6; ++i)
@@ -580,7 +613,7 @@ TEST_F(ApiTest, SlowLorisDoesNotBlockOtherClients) {
     EXPECT_TRUE(stalled.closed_by_server(4));
 }
 
-TEST_F(ApiTest, SlowClientsCannotHoldWorkersBeyondTheReadTimeout) {
+TEST_P(ApiTest, SlowClientsCannotHoldWorkersBeyondTheReadTimeout) {
     // Twice as many trickling clients as workers, each sending a byte every 100 ms (well inside a per-recv
     // timeout): each is cut off read_timeout (1 s) after a worker takes it up, so a normal client waiting behind
     // them is served after about (clients / workers) × read_timeout, not never.
@@ -624,7 +657,7 @@ TEST_F(ApiTest, SlowClientsCannotHoldWorkersBeyondTheReadTimeout) {
     EXPECT_NE(m->body.find("nodeform_http_deadline_closed_total 8"), std::string::npos) << m->body;
 }
 
-TEST_F(ApiTest, RequestHeadIsCappedAt64KiB) {
+TEST_P(ApiTest, RequestHeadIsCappedAt64KiB) {
     auto request = [](int headers) {
         std::string r = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
         for (int i = 0; i < headers; ++i)
@@ -638,7 +671,7 @@ TEST_F(ApiTest, RequestHeadIsCappedAt64KiB) {
     EXPECT_TRUE(client_->Get("/healthz"));
 }
 
-TEST_F(ApiTest, HttpsServesKeepAliveAndCutsOffAStalledHandshake) {
+TEST_P(ApiTest, HttpsServesKeepAliveAndCutsOffAStalledHandshake) {
     stop();
     start(4, /*tls=*/true);
     client_->set_keep_alive(true);
@@ -685,7 +718,7 @@ std::string served_certificate(int port) {
 
 // A certificate due for renewal is issued anew from the site CA and served to new connections without a restart;
 // clients that trust (pin) the CA keep working.
-TEST_F(ApiTest, RenewsTheServerCertificateAndServesItWithoutARestart) {
+TEST_P(ApiTest, RenewsTheServerCertificateAndServesItWithoutARestart) {
     stop();
     config_.cert_renew_before = std::chrono::seconds(3650LL * 86400);  // always due: renewed at every check
     config_.cert_check_interval = std::chrono::seconds(1);
@@ -706,7 +739,7 @@ TEST_F(ApiTest, RenewsTheServerCertificateAndServesItWithoutARestart) {
 
 // Beyond max-connections (open: in service, queued or idle) a connection is answered 503 on the accepting thread
 // at once.
-TEST_F(ApiTest, ConnectionsBeyondTheCapAreAnswered503AtOnce) {
+TEST_P(ApiTest, ConnectionsBeyondTheCapAreAnswered503AtOnce) {
     stop();
     config_.max_connections = 4;
     start(2, false, std::chrono::seconds(3));  // 3 s: the silent connections outlive this test's set-up under load
@@ -746,7 +779,7 @@ TEST_F(ApiTest, ConnectionsBeyondTheCapAreAnswered503AtOnce) {
 
 // An idle keep-alive connection holds no worker: with 2 workers, 64 connections kept open between requests are
 // all served again, and a new client is answered at once rather than after a keep-alive timeout (5 s).
-TEST_F(ApiTest, IdleKeepAliveConnectionsHoldNoWorker) {
+TEST_P(ApiTest, IdleKeepAliveConnectionsHoldNoWorker) {
     stop();
     start(2);
     std::vector<std::unique_ptr<httplib::Client>> clients;
@@ -774,7 +807,7 @@ TEST_F(ApiTest, IdleKeepAliveConnectionsHoldNoWorker) {
 }
 
 // max-body-bytes (64 KiB here) holds on every framing of a body, and nothing refused is stored.
-TEST_F(ApiTest, BodyLimitHoldsOnEveryFraming) {
+TEST_P(ApiTest, BodyLimitHoldsOnEveryFraming) {
     auto head = [](const std::string& framing) {
         return "POST /v1/nodes/dev-01/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + framing +
                "\r\n";
@@ -820,7 +853,7 @@ TEST_F(ApiTest, BodyLimitHoldsOnEveryFraming) {
 
 // After a refused request the connection closes: bytes the server did not read as a body are never parsed as a
 // request, whatever the refusal (no route, wrong method, bad identity, too large, malformed head, a GET's body).
-TEST_F(ApiTest, RefusedRequestsCloseAndTheirUnreadBodyIsNeverParsed) {
+TEST_P(ApiTest, RefusedRequestsCloseAndTheirUnreadBodyIsNeverParsed) {
     const std::string hidden = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
     auto with_body = [&](const std::string& line, std::size_t length) {
         return line + "\r\nHost: x\r\nContent-Length: " + std::to_string(length) + "\r\n\r\n" + hidden;
@@ -839,7 +872,7 @@ TEST_F(ApiTest, RefusedRequestsCloseAndTheirUnreadBodyIsNeverParsed) {
 }
 
 // Keep-alive still carries complete requests, and its header announces the limits the server enforces.
-TEST_F(ApiTest, KeepAliveServesPipelinedRequestsAndAnnouncesItsLimits) {
+TEST_P(ApiTest, KeepAliveServesPipelinedRequestsAndAnnouncesItsLimits) {
     std::string report = report_for("dev-01", "pipelined").dump();
     std::string answer =
         raw("POST /v1/nodes/dev-01/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -866,7 +899,7 @@ long long requests_on_loop(httplib::Client& client) {
 
 // A spec answer that reads only memory (a node authenticated by its address or the site token) comes from an event
 // loop, headers and 304 included; one that looks up a stored credential, and every POST, comes from a worker.
-TEST_F(ApiTest, SpecAnswersThatReadOnlyMemoryComeFromAnEventLoop) {
+TEST_P(ApiTest, SpecAnswersThatReadOnlyMemoryComeFromAnEventLoop) {
     httplib::Client metrics("127.0.0.1", server_->port());
     const long long before = requests_on_loop(metrics);
     ASSERT_GE(before, 0);
@@ -901,7 +934,7 @@ TEST_F(ApiTest, SpecAnswersThatReadOnlyMemoryComeFromAnEventLoop) {
 
 // A converge request (`node apply`) rides on spec answers, the loop's too, within a second of being stored, and
 // leaves them as soon as the report that took it is stored here.
-TEST_F(ApiTest, AConvergeRequestRidesOnSpecAnswersUntilItsReportIsStored) {
+TEST_P(ApiTest, AConvergeRequestRidesOnSpecAnswersUntilItsReportIsStored) {
     httplib::Client node("127.0.0.1", server_->port());
     node.set_keep_alive(true);
     auto header = [&] {
@@ -921,7 +954,7 @@ TEST_F(ApiTest, AConvergeRequestRidesOnSpecAnswersUntilItsReportIsStored) {
 // A loop never waits for a client: one that pipelines spec requests and never reads its answers (64 KiB each)
 // fills its socket, is handed to a worker and cut at the write timeout, while other keep-alive clients are answered
 // throughout.
-TEST_F(ApiTest, AClientThatNeverReadsCannotStallTheLoops) {
+TEST_P(ApiTest, AClientThatNeverReadsCannotStallTheLoops) {
     auto big = make_node("big-01", site::AuthMethod::network, {"127.0.0.0/8"});
     big.resolved["padding"] = std::string(64 * 1024, 'x');
     big.digest = canonical_digest(big.resolved);
@@ -982,7 +1015,7 @@ TEST_F(ApiTest, AClientThatNeverReadsCannotStallTheLoops) {
 }
 
 // Every JSON body the controller reads is bounded in depth at parse time: refused with 400, the server lives on.
-TEST_F(ApiTest, DeeplyNestedJsonBodiesAreRefused) {
+TEST_P(ApiTest, DeeplyNestedJsonBodiesAreRefused) {
     std::string deep = std::string(20000, '[') + std::string(20000, ']');
     auto report = report_for("dev-01", "deep").dump();
     report.insert(1, "\"extra\":" + deep + ",");
@@ -1007,7 +1040,7 @@ TEST_F(ApiTest, DeeplyNestedJsonBodiesAreRefused) {
 }
 
 // A second server on an address in use fails to start, naming the address (no SO_REUSEPORT sharing).
-TEST_F(ApiTest, ASecondServerOnTheSameAddressIsRefused) {
+TEST_P(ApiTest, ASecondServerOnTheSameAddressIsRefused) {
     ControllerConfig second = config_;
     second.listen_port = server_->port();
     test::TempDir state;
@@ -1021,7 +1054,7 @@ TEST_F(ApiTest, ASecondServerOnTheSameAddressIsRefused) {
 }
 
 // Nothing served without authentication depends on a secret: no site or spec digest in /readyz or /metrics.
-TEST_F(ApiTest, UnauthenticatedEndpointsExposeNoDigest) {
+TEST_P(ApiTest, UnauthenticatedEndpointsExposeNoDigest) {
     auto site = server_->current_site();
     ASSERT_TRUE(site);
     for (const char* path : {"/healthz", "/readyz", "/metrics"}) {
@@ -1035,4 +1068,9 @@ TEST_F(ApiTest, UnauthenticatedEndpointsExposeNoDigest) {
 }
 
 }  // namespace
+INSTANTIATE_TEST_SUITE_P(Stores, ApiTest, ::testing::Values(StoreKind::sqlite, StoreKind::postgres),
+                         [](const ::testing::TestParamInfo<StoreKind>& info) {
+                             return info.param == StoreKind::sqlite ? "sqlite" : "postgres";
+                         });
+
 }  // namespace nodeform::controller
