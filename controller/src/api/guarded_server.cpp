@@ -835,14 +835,7 @@ class Guarded final : public Base, public BacklogRaiser, public CertificateReloa
         }
         while (c->left > 0 && listening()) {
             if (!c->stream.buffered() && !readable_soon(c->fd, c->awaiting_first)) return park(c);
-            switch (serve_one(c)) {
-                case Next::request:
-                    continue;
-                case Next::flush:  // only on a loop
-                case Next::close:
-                    break;
-            }
-            break;
+            if (serve_one(c) != Next::request) break;  // (Next::flush only on a loop: a worker's send waits)
         }
         close(c);
     }

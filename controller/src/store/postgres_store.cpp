@@ -359,14 +359,6 @@ class PostgresStore final : public Store {
         return Ok{};
     }
 
-    Result<std::optional<std::string>> pending_apply(const std::string& identity) override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        auto s = c_.query("SELECT request_id FROM apply_requests WHERE identity = $1", {identity});
-        if (!s) return s.error();
-        if (s->empty()) return std::optional<std::string>();
-        return std::optional<std::string>(s->text(0, 0));
-    }
-
     Result<std::map<std::string, std::string>> pending_applies() override {
         std::lock_guard<std::mutex> lock(mutex_);
         auto s = c_.query("SELECT identity, request_id FROM apply_requests");

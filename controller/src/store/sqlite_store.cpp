@@ -332,17 +332,6 @@ class SqliteStore final : public Store {
         return s->run();
     }
 
-    Result<std::optional<std::string>> pending_apply(const std::string& identity) override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        auto s = db_.prepare("SELECT request_id FROM apply_requests WHERE identity = ?1");
-        if (!s) return s.error();
-        s->bind(1, identity);
-        auto row = s->step();
-        if (!row) return row.error();
-        if (!*row) return std::optional<std::string>();
-        return std::optional<std::string>(s->text(0));
-    }
-
     Result<std::map<std::string, std::string>> pending_applies() override {
         std::lock_guard<std::mutex> lock(mutex_);
         auto s = db_.prepare("SELECT identity, request_id FROM apply_requests");

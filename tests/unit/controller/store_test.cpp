@@ -190,7 +190,6 @@ class GatedStore final : public Store {
     Status request_apply(const std::string& i, const std::string& r, TimePoint n) override {
         return inner_.request_apply(i, r, n);
     }
-    Result<std::optional<std::string>> pending_apply(const std::string& i) override { return inner_.pending_apply(i); }
     Result<std::map<std::string, std::string>> pending_applies() override { return inner_.pending_applies(); }
     Result<bool> acknowledge_apply(const std::string& i, const std::string& r) override {
         return inner_.acknowledge_apply(i, r);

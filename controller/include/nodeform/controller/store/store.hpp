@@ -116,9 +116,16 @@ class Store {
     // Converge requests (`node apply`, sent as Nodeform-Apply-Request): at most one pending per node; a new one
     // replaces it. Cleared only by acknowledge_apply with the same id (the agent's report of the run that took it).
     virtual Status request_apply(const std::string& identity, const std::string& request_id, TimePoint now) = 0;
-    virtual Result<std::optional<std::string>> pending_apply(const std::string& identity) = 0;
     // Every pending converge request: identity → request id (the server's cache of what rides on spec answers).
     virtual Result<std::map<std::string, std::string>> pending_applies() = 0;
+    // One node's pending request, from pending_applies().
+    Result<std::optional<std::string>> pending_apply(const std::string& identity) {
+        auto all = pending_applies();
+        if (!all) return all.error();
+        auto it = all->find(identity);
+        if (it == all->end()) return std::optional<std::string>();
+        return std::optional<std::string>(it->second);
+    }
     // Ok(true) when identity's pending request was request_id and is now cleared; Ok(false) otherwise.
     virtual Result<bool> acknowledge_apply(const std::string& identity, const std::string& request_id) = 0;
     // A cheap round trip to the database (for /readyz and the watchdog).
